@@ -1,0 +1,44 @@
+# Schoolhouse. `make run` serves the demo locally; `make test` runs the suite on throwaway PostgreSQL
+# and Redis servers (scripts/run_tests.sh). Every target that needs the venv builds it first.
+SHELL := /bin/bash
+
+PYTEST_ARGS ?= -q
+APP_ENV ?= development
+export APP_ENV
+
+VENV := .venv
+STAMP := $(VENV)/stamp
+FLASK := $(VENV)/bin/flask --app wsgi
+
+.PHONY: venv test run clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@py=$$(command -v python3.11 || command -v python3) || { echo "python3.11 (or python3) not found" >&2; exit 1; }; \
+	echo "creating $(VENV) with $$py"; \
+	"$$py" -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+run: $(STAMP)
+	mkdir -p instance
+	$(FLASK) db upgrade
+	$(FLASK) seed demo --if-empty
+	@port=$${PORT:-5000}; \
+	echo; \
+	echo "Schoolhouse ($$APP_ENV) on http://127.0.0.1:$$port"; \
+	echo "  API docs: http://127.0.0.1:$$port/api/v1/docs"; \
+	echo "  Demo logins (password: $${DEMO_PASSWORD:-schoolhouse-demo}):"; \
+	for who in admin@demo-academy.test teacher@demo-academy.test guardian@demo-academy.test \
+	           student@demo-academy.test accountant@demo-academy.test admin@hillside.test; do \
+	    echo "    $$who"; \
+	done; \
+	echo
+	$(FLASK) run --host 127.0.0.1 --port $${PORT:-5000}
+
+clean:
+	rm -rf $(VENV) instance

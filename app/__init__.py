@@ -1,0 +1,110 @@
+"""Application factory: a few small register steps, nothing configured at import time."""
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import get_config
+
+
+def create_app(config_name=None, **overrides):
+    config = get_config(config_name)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.validate()
+    app = Flask(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
+    app.config.from_object(config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
+    app.config["SHOW_ERROR_DETAILS"] = config.SHOW_ERROR_DETAILS
+    register_logging(app)
+    register_json(app)
+    register_proxy(app)
+    register_request_hooks(app)   # before the limiter: its key function needs the caller
+    register_extensions(app)
+    register_blueprints(app)
+    register_rate_limits(app)     # after the blueprints: applies the limits their views are marked with
+    register_errors(app)
+    register_cli(app)
+    return app
+
+
+def register_logging(app):
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def register_json(app):
+    from app.core.jsonprovider import OrjsonProvider
+    app.json = OrjsonProvider(app)
+
+
+def register_proxy(app):
+    if app.config["PROXY_COUNT"]:
+        n = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+
+def register_request_hooks(app):
+    from app.core.auth import authenticate
+    from app.core.requestctx import register_request_context
+    register_request_context(app)
+    app.before_request(authenticate)
+
+
+def register_extensions(app):
+    from pathlib import Path
+
+    from app.core.redisconn import CACHE_DB, redis_options
+    from app.core.revocation import RevocationStore
+    from app.core.tenancy import register_tenancy
+    from app.extensions import cache, compress, db, migrate
+    from config import redis_db_url
+
+    from app import models  # noqa: F401  (the whole schema on the metadata, for Alembic and create_all)
+
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    register_tenancy(app)
+    cache_url = redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)
+    if cache_url:
+        app.config.setdefault("CACHE_TYPE", "RedisCache")
+        app.config.setdefault("CACHE_REDIS_URL", cache_url)
+        app.config.setdefault("CACHE_OPTIONS", redis_options(app))
+    else:
+        app.config.setdefault("CACHE_TYPE", "SimpleCache")
+    app.config.setdefault("CACHE_KEY_PREFIX", "sh:")
+    app.config.setdefault("CACHE_DEFAULT_TIMEOUT", 300)
+    cache.init_app(app)
+    compress.init_app(app)
+    app.extensions["revocations"] = RevocationStore(app)
+    from app.audit.services import record_security_event
+    app.extensions["security_event"] = record_security_event
+
+
+def register_blueprints(app):
+    from app.academics.routes import bp as academics_bp
+    from app.audit.routes import bp as audit_bp
+    from app.auth.routes import bp as auth_bp
+    from app.docs import bp as docs_bp
+    from app.health.routes import bp as health_bp
+    from app.institutions.routes import bp as institutions_bp
+    from app.people.routes import bp as people_bp
+
+    for bp in (auth_bp, institutions_bp, people_bp, academics_bp, audit_bp, docs_bp):
+        app.register_blueprint(bp, url_prefix="/api/v1")
+    app.register_blueprint(health_bp)
+
+
+def register_rate_limits(app):
+    from app.core.ratelimit import configure_limiter
+    configure_limiter(app)
+
+
+def register_errors(app):
+    from app.core.errors import register_errors as register
+    register(app)
+
+
+def register_cli(app):
+    from app.seed import seed_cli
+    app.cli.add_command(seed_cli)

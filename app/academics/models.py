@@ -1,0 +1,110 @@
+from datetime import date
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.core.models import SoftDeleteMixin, TenantMixin, TimestampMixin
+from app.extensions import db
+
+
+class AcademicYear(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "academic_years"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        # natural key: year name per institution ("2026/27")
+        UniqueConstraint("institution_id", "name", name="uq_academic_years_institution_name"),
+    )
+
+
+class Term(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "terms"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    academic_year_id: Mapped[int] = mapped_column(ForeignKey("academic_years.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+
+    __table_args__ = (
+        # natural key: term name within a year; also GET /terms?academic_year_id=
+        UniqueConstraint("academic_year_id", "name", name="uq_terms_year_name"),
+        # roll call: the term containing a date (start_date <= d AND end_date >= d) within the tenant
+        Index("ix_terms_institution_dates", "institution_id", "start_date", "end_date"),
+    )
+
+
+class Subject(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "subjects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+
+    __table_args__ = (
+        # natural key: subject code per institution
+        UniqueConstraint("institution_id", "code", name="uq_subjects_institution_code"),
+    )
+
+
+class SchoolClass(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
+    __tablename__ = "classes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    academic_year_id: Mapped[int] = mapped_column(ForeignKey("academic_years.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(60))
+    grade_level: Mapped[int]
+    section: Mapped[str] = mapped_column(String(10))
+    homeroom_teacher_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"))
+    capacity: Mapped[int | None]
+
+    __table_args__ = (
+        # natural key: one grade+section per year; also GET /classes?academic_year_id=&grade_level=
+        UniqueConstraint("institution_id", "academic_year_id", "grade_level", "section",
+                         name="uq_classes_institution_year_grade_section"),
+        # teacher scope: classes a teacher leads as homeroom teacher
+        Index("ix_classes_homeroom_teacher_id", "homeroom_teacher_id",
+              postgresql_where=text("homeroom_teacher_id IS NOT NULL")),
+    )
+
+
+class ClassSubject(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "class_subjects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="RESTRICT"))
+    teacher_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"))
+
+    subject = relationship("Subject", lazy="raise")
+    teacher = relationship("Teacher", lazy="raise")
+
+    __table_args__ = (
+        # natural key: a subject is taught once per class; also GET /class-subjects?class_id=
+        UniqueConstraint("class_id", "subject_id", name="uq_class_subjects_class_subject"),
+        # teacher scope: the classes a teacher teaches (every teacher permission check)
+        Index("ix_class_subjects_teacher_id", "teacher_id"),
+    )
+
+
+class Enrolment(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "enrolments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)  # NULL while current
+    reason: Mapped[str | None] = mapped_column(String(200))
+
+    __table_args__ = (
+        # GET /students/{id}/enrolments and "enrolled in class X on date D": a student's history by date
+        Index("ix_enrolments_student_start", "student_id", "start_date"),
+        # one current enrolment per student (a move closes the old row first)
+        Index("uq_enrolments_current_student", "student_id", unique=True,
+              postgresql_where=text("end_date IS NULL"), sqlite_where=text("end_date IS NULL")),
+        # GET /classes/{id}/students: the current roster of a class
+        Index("ix_enrolments_class_current", "class_id", "student_id",
+              postgresql_where=text("end_date IS NULL")),
+        # roll call on a past date: who was in class X between start and end
+        Index("ix_enrolments_class_dates", "class_id", "start_date", "end_date"),
+    )

@@ -1,0 +1,123 @@
+from flask import Blueprint, g, jsonify
+from sqlalchemy import select
+
+from app.academics import services
+from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.academics.schemas import (ClassCreate, ClassOut, ClassSubjectCreate, ClassSubjectOut, ClassSubjectUpdate,
+                                   ClassUpdate, EnrolmentCreate, EnrolmentEnd, EnrolmentOut, RosterEntryOut,
+                                   SubjectCreate, SubjectOut, SubjectUpdate, TermCreate, TermOut, TermUpdate,
+                                   YearCreate, YearOut, YearUpdate)
+from app.core.auth import roles
+from app.core.crud import CONFLICTS, Resource, commit_or_conflict
+from app.core.openapi import doc
+from app.core.pagination import ListSpec, apply_list, page_response
+from app.core.schemas import parse_body
+from app.extensions import db
+from app.people.models import Student, Teacher
+
+bp = Blueprint("academics", __name__)
+
+CONFLICTS.update({
+    "uq_academic_years_institution_name": "An academic year with this name already exists.",
+    "uq_terms_year_name": "This year already has a term with this name.",
+    "uq_subjects_institution_code": "A subject with this code already exists.",
+    "uq_classes_institution_year_grade_section": "This year already has a class with this grade and section.",
+    "uq_class_subjects_class_subject": "This subject is already taught in this class.",
+    "uq_enrolments_current_student": "The student already has a current enrolment.",
+})
+
+years = Resource(
+    "academic year", "/academic-years", AcademicYear, YearOut,
+    ListSpec(AcademicYear.id, filters={"is_current": AcademicYear.is_current},
+             sorts={"start_date": AcademicYear.start_date, "name": AcademicYear.name}),
+    create=YearCreate, update=YearUpdate,
+)
+terms = Resource(
+    "term", "/terms", Term, TermOut,
+    ListSpec(Term.id, filters={"academic_year_id": Term.academic_year_id},
+             sorts={"start_date": Term.start_date, "name": Term.name}),
+    create=TermCreate, update=TermUpdate, refs={"academic_year_id": AcademicYear},
+)
+subjects = Resource(
+    "subject", "/subjects", Subject, SubjectOut,
+    ListSpec(Subject.id, filters={"code": Subject.code}, sorts={"name": Subject.name, "code": Subject.code}),
+    create=SubjectCreate, update=SubjectUpdate,
+)
+classes = Resource(
+    "class", "/classes", SchoolClass, ClassOut,
+    ListSpec(SchoolClass.id, filters={"academic_year_id": SchoolClass.academic_year_id,
+                                      "grade_level": SchoolClass.grade_level, "section": SchoolClass.section,
+                                      "homeroom_teacher_id": SchoolClass.homeroom_teacher_id},
+             sorts={"name": SchoolClass.name, "grade_level": SchoolClass.grade_level}),
+    create=ClassCreate, update=ClassUpdate,
+    refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
+    scope=lambda stmt, p: services.scope_classes(stmt, p),
+)
+class_subjects = Resource(
+    "class subject", "/class-subjects", ClassSubject, ClassSubjectOut,
+    ListSpec(ClassSubject.id, filters={"class_id": ClassSubject.class_id, "subject_id": ClassSubject.subject_id,
+                                       "teacher_id": ClassSubject.teacher_id}),
+    create=ClassSubjectCreate, update=ClassSubjectUpdate,
+    refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
+    scope=lambda stmt, p: services.scope_classes(stmt, p, column=ClassSubject.class_id),
+)
+enrolments = Resource(
+    "enrolment", "/enrolments", Enrolment, EnrolmentOut,
+    ListSpec(Enrolment.id, filters={"student_id": Enrolment.student_id, "class_id": Enrolment.class_id,
+                                    "current": lambda s, v: s.where(Enrolment.end_date.is_(None) if v.lower()
+                                                                    in ("true", "1") else Enrolment.end_date.isnot(None))},
+             sorts={"start_date": Enrolment.start_date}),
+    read_roles=("admin", "teacher", "guardian", "student", "accountant"), deletable=False,
+    scope=lambda stmt, p: services.scope_students(stmt, p, column=Enrolment.student_id),
+)
+for resource in (years, terms, subjects, classes, class_subjects, enrolments):
+    resource.register(bp)
+
+
+@bp.post("/enrolments")
+@roles("admin")
+@doc("Enrol a student in a class (a current enrolment elsewhere is closed: history is kept)",
+     body=EnrolmentCreate, out=EnrolmentOut, status=201, tags=["enrolments"])
+def create_enrolment():
+    body = parse_body(EnrolmentCreate)
+    new = services.enrol(body.student_id, body.class_id, body.start_date, body.reason)
+    commit_or_conflict()
+    return jsonify(enrolments.serialize(new)), 201
+
+
+@bp.post("/enrolments/<int:ident>/end")
+@roles("admin")
+@doc("End an enrolment (the student leaves the class)", body=EnrolmentEnd, out=EnrolmentOut, tags=["enrolments"])
+def end_enrolment(ident):
+    enrolment = enrolments.get_or_404(ident)
+    body = parse_body(EnrolmentEnd)
+    services.end_enrolment(enrolment, body.end_date)
+    commit_or_conflict()
+    return jsonify(enrolments.serialize(enrolment))
+
+
+ROSTER_SPEC = ListSpec(Student.id, sorts={"last_name": Student.last_name,
+                                          "admission_number": Student.admission_number},
+                       search=(Student.first_name, Student.last_name), default_sort="last_name")
+
+
+def _roster_row(row):
+    s, enrolment_id, since = row
+    return {"id": s.id, "admission_number": s.admission_number, "first_name": s.first_name,
+            "last_name": s.last_name, "status": s.status, "enrolment_id": enrolment_id, "enrolled_since": since}
+
+
+@bp.get("/classes/<int:ident>/students")
+@roles("admin", "teacher", "accountant", "guardian", "student")
+@doc("The current roster of a class", out=RosterEntryOut, many=True, tags=["classes"],
+     query=["limit", "cursor", "sort", "q"])
+def class_roster(ident):
+    services.class_in_scope_or_404(ident, g.principal)
+    stmt = (select(Student, Enrolment.id, Enrolment.start_date)
+            .join(Enrolment, Enrolment.student_id == Student.id)
+            .where(Enrolment.class_id == ident, Enrolment.end_date.is_(None), Student.deleted_at.is_(None)))
+    if g.principal.role in ("guardian", "student"):
+        stmt = services.scope_students(stmt, g.principal)
+    stmt, limit, sort, col = apply_list(stmt, ROSTER_SPEC)
+    rows = db.session.execute(stmt).all()
+    return page_response(rows, limit, sort, col, _roster_row, keyed=lambda row: row[0])

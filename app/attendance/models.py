@@ -1,0 +1,67 @@
+import datetime as dt
+
+from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, SmallInteger, String, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.models import BigId, TenantMixin, TimestampMixin
+from app.extensions import db
+
+STATUSES = ("present", "absent", "late", "excused")
+
+
+class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "attendance_records"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="SET NULL"))
+    period: Mapped[int] = mapped_column(SmallInteger, default=0)  # 0 = the whole day
+    date: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(10))
+    note: Mapped[str | None] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(10), default="manual")  # manual, qr, import
+    marked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('present','absent','late','excused')", name="status"),
+        # natural key + roll-call upsert target: one mark per student, date, period (and subject);
+        # also GET /students/{id}/attendance?from=&to= (student_id, date range)
+        Index("uq_attendance_student_date_period_subject", "student_id", "date", "period",
+              func.coalesce(text("subject_id"), 0), unique=True),
+        # GET /classes/{id}/attendance/{date} and class daily summaries
+        Index("ix_attendance_class_date", "class_id", "date"),
+        # GET /attendance/summary and absence alerts: the tenant's marks on a date by status
+        Index("ix_attendance_institution_date_status", "institution_id", "date", "status"),
+    )
+
+
+class AttendanceSession(TenantMixin, db.Model):
+    """A QR check-in window opened by a teacher for one class period."""
+    __tablename__ = "attendance_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="SET NULL"))
+    period: Mapped[int] = mapped_column(SmallInteger, default=0)
+    date: Mapped[dt.date] = mapped_column(Date)
+    opened_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # GET /classes/{id}/attendance-sessions: a class's sessions, newest first
+        Index("ix_attendance_sessions_class_date", "class_id", "date"),
+    )
+
+
+class AttendanceCheckin(TenantMixin, db.Model):
+    """One use of a QR session per student: the unique key makes a reused token fail."""
+    __tablename__ = "attendance_checkins"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("attendance_sessions.id", ondelete="CASCADE"))
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
+    checked_in_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # check-in: a student checks in once per session
+        Index("uq_attendance_checkins_session_student", "session_id", "student_id", unique=True),
+    )

@@ -1,0 +1,34 @@
+from flask import Blueprint
+from sqlalchemy import select
+
+from app.audit.models import AuditEntry
+from app.audit.schemas import AuditOut
+from app.core.auth import roles
+from app.core.openapi import doc
+from app.core.pagination import ListSpec, list_response
+from app.core.schemas import dump, fields_of, parse_datetime
+from app.extensions import db
+
+bp = Blueprint("audit", __name__)
+FIELDS = fields_of(AuditOut)
+
+SPEC = ListSpec(
+    id_column=AuditEntry.id,
+    filters={
+        "entity_type": AuditEntry.entity_type,
+        "entity_id": AuditEntry.entity_id,
+        "actor_id": AuditEntry.actor_id,
+        "action": AuditEntry.action,
+        "from": lambda s, v: s.where(AuditEntry.created_at >= parse_datetime(v, "from")),
+        "to": lambda s, v: s.where(AuditEntry.created_at < parse_datetime(v, "to")),
+    },
+    default_sort="-id",
+)
+
+
+@bp.get("/audit-log")
+@roles("admin")
+@doc("The audit trail, newest first", out=AuditOut, many=True,
+     query=["entity_type", "entity_id", "actor_id", "action", "from", "to", "limit", "cursor"])
+def list_audit():
+    return list_response(db.session, select(AuditEntry), SPEC, lambda r: dump(r, FIELDS))

@@ -1,0 +1,88 @@
+"""The audit trail: written in the same transaction as the change it describes."""
+import logging
+from datetime import date, datetime
+from decimal import Decimal
+
+from flask import g, has_request_context, request
+from sqlalchemy import insert, inspect
+
+from app.audit.models import AuditEntry
+from app.core.models import utcnow
+from app.core.tenancy import current_institution_id
+from app.extensions import db
+
+log = logging.getLogger("schoolhouse.audit")
+
+
+def _plain(v):
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return str(v)
+    return v
+
+
+def _context():
+    if not has_request_context():
+        return None, None, None
+    p = g.get("principal")
+    return (p.user_id if p else None), g.get("request_id"), request.remote_addr
+
+
+def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, actor_id=None):
+    actor, request_id, ip = _context()
+    return {
+        "institution_id": institution_id or current_institution_id(),
+        "actor_id": actor_id if actor_id is not None else actor,
+        "action": action, "entity_type": entity_type,
+        "entity_id": None if entity_id is None else str(entity_id),
+        "changes": changes, "request_id": request_id, "ip": ip, "created_at": utcnow(),
+    }
+
+
+def record(action, entity_type, entity_id, changes=None, **kw):
+    """Add one audit row to the current transaction."""
+    db.session.execute(insert(AuditEntry), [entry(action, entity_type, entity_id, changes, **kw)])
+
+
+def record_many(rows):
+    if rows:
+        db.session.execute(insert(AuditEntry), rows)
+
+
+def diff(obj, fields=None) -> dict:
+    """{field: [before, after]} for the changed, loaded attributes of an ORM object (before flush)."""
+    out = {}
+    state = inspect(obj)
+    for attr in state.attrs:
+        if fields and attr.key not in fields:
+            continue
+        hist = attr.load_history()
+        if hist.has_changes():
+            before = hist.deleted[0] if hist.deleted else None
+            after = hist.added[0] if hist.added else None
+            if attr.key == "password_hash":
+                before, after = "***", "***"
+            out[attr.key] = [_plain(before), _plain(after)]
+    return out
+
+
+def snapshot(obj, fields) -> dict:
+    return {f: [None, _plain(getattr(obj, f))] for f in fields if f != "password_hash"}
+
+
+def record_security_event(action, *, institution_id=None, actor_id=None, detail=None):
+    """Failed logins, denied access, rate-limit hits: kept even when the request's own work rolls back."""
+    iid = institution_id or current_institution_id()
+    if iid is None:
+        log.info("security event %s without institution: %s", action, detail)
+        return
+    row = entry(action, "security", None, detail, institution_id=iid, actor_id=actor_id)
+    # Called where the request has written nothing yet (failed login, denied access, rate limit),
+    # so committing here stores just this row, and it survives the error answer that follows.
+    try:
+        db.session.execute(insert(AuditEntry), [row])
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - an audit hiccup must not turn a 401/403/429 into a 500
+        db.session.rollback()
+        log.exception("could not record security event %s", action)

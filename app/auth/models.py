@@ -1,0 +1,40 @@
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.models import TenantMixin
+from app.extensions import db
+
+
+class AuthSession(TenantMixin, db.Model):
+    """One login: its refresh tokens form a chain; revoking the session ends both token kinds."""
+    __tablename__ = "auth_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    ip: Mapped[str | None] = mapped_column(String(45))
+
+    __table_args__ = (
+        # revoke every session of a user (role or password change)
+        Index("ix_auth_sessions_user_id", "user_id"),
+    )
+
+
+class RefreshToken(TenantMixin, db.Model):
+    __tablename__ = "refresh_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("auth_sessions.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the token; the token itself is never stored
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # POST /auth/refresh: find the presented token
+        Index("uq_refresh_tokens_token_hash", "token_hash", unique=True),
+        # logout/revocation: a session's tokens
+        Index("ix_refresh_tokens_session_id", "session_id"),
+    )

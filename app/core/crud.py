@@ -1,0 +1,211 @@
+"""Plain resources in a few lines: list, read, create, update, delete with the shared rules.
+
+A `Resource` says which model, which body schemas, which roles may read and write, how rows are
+scoped to the caller (row-level rules on top of the tenant scope), and which referenced ids must exist
+in the caller's institution. Domains with real business rules write their own services instead.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import Blueprint, g, jsonify
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.audit import services as audit
+from app.core.auth import roles
+from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.core.models import SoftDeleteMixin, utcnow
+from app.core.openapi import doc
+from app.core.pagination import ListSpec, list_response
+from app.core.schemas import dump, fields_of, parse_body
+from app.extensions import db
+
+ALL_ROLES = ("admin", "teacher", "guardian", "student", "accountant")
+
+# Unique-constraint names -> what the client is told on a clash.
+CONFLICTS: dict[str, str] = {}
+
+
+def conflict_message(exc: IntegrityError) -> str | None:
+    text = str(exc.orig)
+    for name, message in CONFLICTS.items():
+        if name in text:
+            return message
+    return None
+
+
+def _or_conflict(step):
+    try:
+        step()
+    except IntegrityError as exc:
+        db.session.rollback()
+        message = conflict_message(exc)
+        if message is None:
+            raise
+        raise Conflict(message) from None
+
+
+def commit_or_conflict():
+    _or_conflict(db.session.commit)
+
+
+def flush_or_conflict():
+    _or_conflict(db.session.flush)
+
+
+def check_refs(values: dict, refs: dict):
+    """Every referenced id must name a row the caller's institution owns (else 422, never a leak)."""
+    errors = {}
+    for name, model in refs.items():
+        ident = values.get(name)
+        if ident is None:
+            continue
+        found = db.session.execute(select(model.id).where(model.id == ident)).scalar_one_or_none()
+        if found is None:
+            errors[name] = f"no such {model.__tablename__.rstrip('s').replace('_', ' ')} ({ident})"
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def live(stmt, model):
+    if issubclass(model, SoftDeleteMixin):
+        stmt = stmt.where(model.deleted_at.is_(None))
+    return stmt
+
+
+@dataclass
+class Resource:
+    name: str                       # singular, for messages and audit ("student")
+    path: str                       # "/students"
+    model: type
+    out: type                       # Out schema
+    spec: ListSpec
+    create: type | None = None      # Body schema
+    update: type | None = None
+    read_roles: tuple = ALL_ROLES
+    write_roles: tuple = ("admin",)
+    scope: Callable | None = None   # (stmt, principal) -> stmt: row-level visibility
+    refs: dict = field(default_factory=dict)
+    deletable: bool = True
+    serialize: Callable | None = None
+    query_params: list = field(default_factory=list)
+    on_change: Callable | None = None   # (obj) -> None: e.g. cache invalidation
+    detail: Callable | None = None      # (obj) -> dict: extra fields on the single-record view
+    detail_out: type | None = None
+
+    def __post_init__(self):
+        self.fields = fields_of(self.out)
+        self.serialize = self.serialize or (lambda obj: dump(obj, self.fields))
+
+    def base(self):
+        stmt = live(select(self.model), self.model)
+        if self.scope is not None:
+            stmt = self.scope(stmt, g.principal)
+        return stmt
+
+    def get_or_404(self, ident):
+        obj = db.session.execute(self.base().where(self.model.id == ident)).scalar_one_or_none()
+        if obj is None:
+            raise NotFound(self.name)
+        return obj
+
+    def _changed(self, obj):
+        if self.on_change:
+            self.on_change(obj)
+
+    def register(self, bp: Blueprint):
+        res = self
+        ep = self.path.strip("/").replace("/", "_").replace("-", "_")
+        tag = [self.path.strip("/").split("/")[0]]
+
+        @roles(*res.read_roles)
+        @doc(f"List {res.path.strip('/')}", out=res.out, many=True, tags=tag,
+             query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params])
+        def list_view():
+            return list_response(db.session, res.base(), res.spec, res.serialize)
+
+        @roles(*res.read_roles)
+        @doc(f"Get one {res.name}", out=res.detail_out or res.out, tags=tag)
+        def get_view(ident):
+            obj = res.get_or_404(ident)
+            data = res.serialize(obj)
+            if res.detail:
+                data.update(res.detail(obj))
+            return jsonify(data)
+
+        bp.add_url_rule(self.path, f"list_{ep}", _named(list_view, f"list_{ep}"), methods=["GET"])
+        bp.add_url_rule(f"{self.path}/<int:ident>", f"get_{ep}", _named(get_view, f"get_{ep}"), methods=["GET"])
+
+        if self.create is not None:
+            @roles(*res.write_roles)
+            @doc(f"Create a {res.name}", body=res.create, out=res.out, status=201, tags=tag)
+            def create_view():
+                body = parse_body(res.create)
+                values = body.model_dump()
+                check_refs(values, res.refs)
+                obj = res.model(**values)
+                db.session.add(obj)
+                flush_or_conflict()
+                audit.record("create", res.name, obj.id, audit.snapshot(obj, values))
+                commit_or_conflict()
+                res._changed(obj)
+                return jsonify(res.serialize(obj)), 201
+
+            bp.add_url_rule(self.path, f"create_{ep}", _named(create_view, f"create_{ep}"), methods=["POST"])
+
+        if self.update is not None:
+            @roles(*res.write_roles)
+            @doc(f"Change a {res.name}", body=res.update, out=res.out, tags=tag)
+            def update_view(ident):
+                obj = res.get_or_404(ident)
+                body = parse_body(res.update)
+                values = body.model_dump(exclude_unset=True)
+                check_refs(values, res.refs)
+                for k, v in values.items():
+                    setattr(obj, k, v)
+                changes = audit.diff(obj, values.keys())
+                if changes:
+                    audit.record("update", res.name, obj.id, changes)
+                commit_or_conflict()
+                res._changed(obj)
+                return jsonify(res.serialize(obj))
+
+            bp.add_url_rule(f"{self.path}/<int:ident>", f"update_{ep}", _named(update_view, f"update_{ep}"),
+                            methods=["PATCH"])
+
+        if self.deletable and self.create is not None:
+            @roles(*res.write_roles)
+            @doc(f"Delete a {res.name}", status=204, tags=tag)
+            def delete_view(ident):
+                obj = res.get_or_404(ident)
+                if isinstance(obj, SoftDeleteMixin):
+                    obj.deleted_at = utcnow()  # soft: the record keeps its history
+                else:
+                    db.session.delete(obj)
+                audit.record("delete", res.name, ident)
+                try:
+                    db.session.flush()
+                except IntegrityError:
+                    db.session.rollback()
+                    raise Conflict(f"This {res.name} is still referenced by other records.") from None
+                commit_or_conflict()
+                res._changed(obj)
+                return "", 204
+
+            bp.add_url_rule(f"{self.path}/<int:ident>", f"delete_{ep}", _named(delete_view, f"delete_{ep}"),
+                            methods=["DELETE"])
+        return self
+
+
+def _named(view, name):
+    # Generated views get their own names: rate limits and logs tell them apart by name.
+    view.__name__ = view.__qualname__ = name
+    return view
+
+
+def not_allowed():
+    raise Forbidden()
+
+
+def count(stmt):
+    return db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()

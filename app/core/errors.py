@@ -1,0 +1,106 @@
+"""One error shape everywhere: RFC 9457 `application/problem+json`, with `request_id` and per-field `errors`."""
+import logging
+
+from flask import current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("schoolhouse.errors")
+PROBLEM = "application/problem+json"
+TYPE_BASE = "https://schoolhouse.dev/problems/"
+
+
+class ApiError(Exception):
+    """Raised by services and views; rendered as a problem response."""
+
+    def __init__(self, status, detail, *, title=None, errors=None, type_=None, headers=None):
+        super().__init__(detail)
+        self.status, self.detail, self.title = status, detail, title
+        self.errors, self.type, self.headers = errors, type_, headers or {}
+
+
+class NotFound(ApiError):
+    def __init__(self, what="resource"):
+        super().__init__(404, f"The {what} was not found.")
+
+
+class ValidationFailed(ApiError):
+    def __init__(self, errors, detail=None):
+        names = ", ".join(sorted(errors))
+        super().__init__(422, detail or f"Invalid input: {names}.", title="Validation failed",
+                         errors=errors, type_="validation")
+
+
+class Conflict(ApiError):
+    def __init__(self, detail, errors=None):
+        super().__init__(409, detail, errors=errors, type_="conflict")
+
+
+class Forbidden(ApiError):
+    def __init__(self, detail="You do not have permission to do this."):
+        super().__init__(403, detail, type_="forbidden")
+
+
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+          405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
+          415: "Unsupported media type", 422: "Validation failed", 429: "Too many requests",
+          500: "Internal server error", 503: "Service unavailable"}
+
+
+def problem(status, detail, *, title=None, errors=None, type_=None, headers=None):
+    body = {
+        "type": TYPE_BASE + (type_ or str(status)),
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "request_id": g.get("request_id"),
+    }
+    if errors:
+        body["errors"] = errors
+    resp = current_app.json.response(body)
+    resp.status_code = status
+    resp.mimetype = PROBLEM
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _api_error(e: ApiError):
+    return problem(e.status, e.detail, title=e.title, errors=e.errors, type_=e.type, headers=e.headers)
+
+
+def _http_error(e: HTTPException):
+    status = e.code or 500
+    detail = {
+        404: "No such resource.",
+        405: f"{request.method} is not allowed here.",
+        413: "The request body is too large.",
+        415: "Send the body as application/json.",
+        429: f"Rate limit exceeded ({e.description}). Try again later.",
+    }.get(status, e.description)
+    headers = {}
+    if status == 405 and hasattr(e, "valid_methods") and e.valid_methods:
+        headers["Allow"] = ", ".join(sorted(e.valid_methods))
+    if status == 429:
+        _audit_rate_limit()
+    return problem(status, detail, headers=headers)
+
+
+def _audit_rate_limit():
+    # Security events are audited (operations issue); the hook is soft so errors never cascade.
+    hook = current_app.extensions.get("security_event")
+    if hook:
+        hook("rate_limited", detail={"path": request.path})
+
+
+def _unhandled(e: Exception):
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    detail = "An unexpected error occurred. Quote the request id when reporting it."
+    if current_app.config.get("SHOW_ERROR_DETAILS"):
+        detail = f"{type(e).__name__}: {e}"
+    return problem(500, detail)
+
+
+def register_errors(app):
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unhandled)

@@ -1,0 +1,160 @@
+"""Lists in one place: `limit` + keyset `cursor`, allow-listed filters and sorts, name search.
+
+Answer: {"data": [...], "next_cursor": "..."} plus `Link: <...>; rel="next"`. The cursor holds the
+last row's sort value and id, so pages stay stable while rows are inserted.
+"""
+import base64
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+import orjson
+from flask import current_app, jsonify, request
+from sqlalchemy import Boolean, Date, Integer, and_, func, or_, tuple_
+
+from app.core.errors import ValidationFailed
+from app.core.schemas import parse_date
+
+
+def _bool(v, name):
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise ValidationFailed({name: "must be true or false"})
+
+
+def _int(v, name):
+    try:
+        return int(v)
+    except ValueError:
+        raise ValidationFailed({name: "must be an integer"}) from None
+
+
+def coerce(column, value, name):
+    t = column.type
+    if isinstance(t, Boolean):
+        return _bool(value, name)
+    if isinstance(t, Integer):
+        return _int(value, name)
+    if isinstance(t, Date):
+        return parse_date(value, name)
+    return value
+
+
+@dataclass
+class ListSpec:
+    id_column: Any
+    filters: dict = field(default_factory=dict)   # name -> column, or callable(stmt, raw_value) -> stmt
+    sorts: dict = field(default_factory=dict)     # name -> column (NOT NULL columns only)
+    default_sort: str = "id"
+    search: tuple = ()                            # columns searched by `q` (case-insensitive prefix)
+    extra_params: tuple = ()                      # other query parameters the view itself reads
+
+
+PAGING_PARAMS = {"limit", "cursor", "sort", "offset", "q"}
+
+
+def _encode_cursor(sort, value, ident):
+    if isinstance(value, date):
+        value = value.isoformat()
+    return base64.urlsafe_b64encode(orjson.dumps([sort, value, ident])).decode().rstrip("=")
+
+
+def _decode_cursor(raw):
+    try:
+        sort, value, ident = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        return sort, value, int(ident)
+    except Exception:  # noqa: BLE001 - any garbage is the same client error
+        raise ValidationFailed({"cursor": "is not a cursor this API issued"}) from None
+
+
+def page_size():
+    cfg = current_app.config
+    raw = request.args.get("limit")
+    if raw is None:
+        return cfg["PAGE_SIZE_DEFAULT"]
+    n = _int(raw, "limit")
+    if not 1 <= n <= cfg["PAGE_SIZE_MAX"]:
+        raise ValidationFailed({"limit": f"must be between 1 and {cfg['PAGE_SIZE_MAX']}"})
+    return n
+
+
+def apply_list(stmt, spec: ListSpec):
+    """Filters, search, sort and keyset position; returns (stmt, limit, sort_name, sort_column)."""
+    args = request.args
+    unknown = set(args) - PAGING_PARAMS - set(spec.filters) - set(spec.extra_params)
+    if unknown:
+        raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
+    for name, target in spec.filters.items():
+        raw = args.get(name)
+        if raw is None:
+            continue
+        stmt = target(stmt, raw) if callable(target) and not hasattr(target, "type") else \
+            stmt.where(target == coerce(target, raw, name))
+    q = args.get("q")
+    if q is not None:
+        if not spec.search:
+            raise ValidationFailed({"q": "search is not available on this list"})
+        term = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if not term:
+            raise ValidationFailed({"q": "must not be empty"})
+        stmt = stmt.where(or_(*(func.lower(c).like(term + "%", escape="\\") for c in spec.search)))
+
+    sort = args.get("sort", spec.default_sort)
+    desc = sort.startswith("-")
+    name = sort.lstrip("-")
+    if name != "id" and name not in spec.sorts:
+        allowed = ", ".join(["id", *spec.sorts])
+        raise ValidationFailed({"sort": f"must be one of {allowed} (prefix - for descending)"})
+    col = spec.id_column if name == "id" else spec.sorts[name]
+    limit = page_size()
+
+    cursor = args.get("cursor")
+    if cursor:
+        csort, value, ident = _decode_cursor(cursor)
+        if csort != sort:
+            raise ValidationFailed({"cursor": "belongs to another sort order"})
+        if col is spec.id_column:
+            stmt = stmt.where(col < ident if desc else col > ident)
+        else:
+            value = coerce(col, value, "cursor") if isinstance(value, str) else value
+            key, pos = tuple_(col, spec.id_column), tuple_(value, ident)
+            stmt = stmt.where(key < pos if desc else key > pos)
+    elif "offset" in args:
+        offset = _int(args["offset"], "offset")
+        if not 0 <= offset <= 10_000:
+            raise ValidationFailed({"offset": "must be between 0 and 10000; use the cursor for deeper pages"})
+        stmt = stmt.offset(offset)
+
+    if col is spec.id_column:
+        order = [col.desc() if desc else col.asc()]
+    else:
+        order = [col.desc(), spec.id_column.desc()] if desc else [col.asc(), spec.id_column.asc()]
+    stmt = stmt.order_by(*order).limit(limit + 1)
+    return stmt, limit, sort, col
+
+
+def page_response(rows, limit, sort, col, serialize: Callable, keyed: Callable = lambda row: row):
+    """rows: limit+1 fetched rows; serialize: row -> dict; keyed: row -> the object holding id and sort value."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        last = keyed(rows[-1])
+        value = None if sort.lstrip("-") == "id" else getattr(last, col.key)
+        next_cursor = _encode_cursor(sort, value, last.id)
+    resp = jsonify({"data": [serialize(r) for r in rows], "next_cursor": next_cursor})
+    if next_cursor:
+        args = request.args.to_dict()
+        args.pop("offset", None)
+        args["cursor"] = next_cursor
+        resp.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    return resp
+
+
+def list_response(session, stmt, spec: ListSpec, serialize: Callable):
+    stmt, limit, sort, col = apply_list(stmt, spec)
+    rows = session.execute(stmt).scalars().all()
+    return page_response(rows, limit, sort, col, serialize)

@@ -1,0 +1,28 @@
+"""Request id and timing on every response."""
+import re
+import time
+import uuid
+
+from flask import g, request
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
+
+
+def begin_request():
+    g.started = time.perf_counter()
+    rid = request.headers.get("X-Request-ID", "")
+    g.request_id = rid if _SANE_ID.match(rid) else uuid.uuid4().hex
+
+
+def finish_request(response):
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    started = g.get("started")
+    if started is not None:
+        response.headers["X-Response-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"
+    return response
+
+
+def register_request_context(app):
+    # Registered before the auth hook and the limiter, so every answer (even a 401/429) has an id.
+    app.before_request(begin_request)
+    app.after_request(finish_request)

@@ -1,0 +1,115 @@
+"""Request validation (pydantic, unknown fields rejected) and fast response serialisation.
+
+Responses are plain dicts built from a field list (about 5x cheaper than pydantic dumping a page);
+the same `Out` models describe them in the OpenAPI document, and a test checks they agree.
+"""
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from flask import request
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import Field as Field  # noqa: F401  (re-exported for schemas modules)
+
+from app.core.errors import ApiError, ValidationFailed
+
+# Never accepted from a client body, on any resource.
+READ_ONLY = frozenset({"id", "institution_id", "institution", "created_at", "updated_at", "deleted_at"})
+
+
+def _email(value: str) -> str:
+    # test_environment: accept the reserved .test domain that demo and staging schools use.
+    try:
+        return validate_email(value, check_deliverability=False, test_environment=True).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Email = Annotated[str, AfterValidator(_email)]
+
+
+class Body(BaseModel):
+    """Base for request bodies: unknown fields are an error, never silently dropped."""
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Fields that exist on the resource but this caller may not set (e.g. one's own role).
+    read_only: ClassVar[frozenset] = frozenset()
+
+
+class Out(BaseModel):
+    """Base for response descriptions (OpenAPI); serialisation uses `dump`."""
+    model_config = ConfigDict(from_attributes=True)
+
+
+def _loc(err):
+    return ".".join(str(p) for p in err["loc"]) or "body"
+
+
+def errors_from(exc: ValidationError, schema) -> dict:
+    out = {}
+    for err in exc.errors(include_url=False):
+        field = _loc(err)
+        if err["type"] == "extra_forbidden":
+            top = str(err["loc"][0]) if err["loc"] else field
+            out[field] = "is read-only" if (top in READ_ONLY or top in schema.read_only) else "is not a known field"
+        elif err["type"] == "missing":
+            out[field] = "is required"
+        else:
+            out[field] = err["msg"]
+    return out
+
+
+def json_body() -> Any:
+    if not request.is_json:
+        raise ApiError(415, "Send the body as application/json.")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "The body is not valid JSON.")
+    return data
+
+
+def parse(schema: type[BaseModel], data: Any):
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(errors_from(exc, schema)) from None
+
+
+def parse_body(schema: type[BaseModel]):
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ValidationFailed({"body": "must be a JSON object"})
+    return parse(schema, data)
+
+
+def fields_of(out: type[Out]) -> tuple:
+    return tuple(out.model_fields)
+
+
+def dump(obj, fields: tuple) -> dict:
+    return {f: getattr(obj, f) for f in fields}
+
+
+def json_default(value):
+    """orjson hook for the types it does not know: money and scores travel as decimal strings."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def parse_date(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValidationFailed({name: "must be a date, YYYY-MM-DD"}) from None
+
+
+def parse_datetime(value: str, name: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError):
+        raise ValidationFailed({name: "must be an ISO 8601 date-time"}) from None

@@ -1,0 +1,51 @@
+"""Tenant isolation in one place.
+
+Every ORM SELECT, UPDATE and DELETE on a tenant-owned model (TenantMixin) gets
+`institution_id = <caller's institution>` added by `with_loader_criteria`, and every new tenant-owned
+object is stamped with it (a different institution is refused). Views and services never filter by
+institution themselves; a record of another institution is then simply not found (404).
+Core `insert()` statements bypass the ORM, so services that bulk-insert set `institution_id` explicitly.
+"""
+from flask import g, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session, with_loader_criteria
+
+from app.core.models import TenantMixin
+
+
+def current_institution_id():
+    return g.get("institution_id") if has_app_context() else None
+
+
+def set_current_institution(institution_id):
+    g.institution_id = institution_id
+
+
+def _scope_statement(state):
+    if state.execution_options.get("skip_tenant"):
+        return
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    iid = current_institution_id()
+    if iid is None:
+        return  # CLI, seeds, migrations and maintenance run unscoped on purpose
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantMixin, lambda cls: cls.institution_id == iid, include_aliases=True))
+
+
+def _stamp_new_rows(session, flush_context, instances):
+    iid = current_institution_id()
+    if iid is None:
+        return
+    for obj in session.new:
+        if isinstance(obj, TenantMixin):
+            if obj.institution_id is None:
+                obj.institution_id = iid
+            elif obj.institution_id != iid:
+                raise PermissionError("refusing to write a row of another institution")
+
+
+def register_tenancy(app):
+    if not event.contains(Session, "do_orm_execute", _scope_statement):
+        event.listen(Session, "do_orm_execute", _scope_statement)
+        event.listen(Session, "before_flush", _stamp_new_rows)

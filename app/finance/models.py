@@ -1,0 +1,101 @@
+from datetime import date, datetime
+
+from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, String,
+                        UniqueConstraint, text)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.core.models import BigId, TenantMixin, TimestampMixin
+from app.extensions import db
+
+# Money is integer minor units (cents) in the institution's currency: exact, never float.
+INVOICE_STATUSES = ("open", "partially_paid", "paid", "void")
+PAYMENT_METHODS = ("cash", "bank", "mobile_money", "card")
+
+
+class FeeCategory(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "fee_categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    term_id: Mapped[int] = mapped_column(ForeignKey("terms.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(100))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    grade_level: Mapped[int | None]  # applies to one grade level, or
+    class_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="RESTRICT"))  # one class
+    due_date: Mapped[date | None] = mapped_column(Date)
+
+    __table_args__ = (
+        # invoice generation and GET /fee-categories?term_id=: the categories of a term
+        Index("ix_fee_categories_term", "term_id"),
+        CheckConstraint("amount_minor >= 0", name="amount_nonnegative"),
+    )
+
+
+class Invoice(TenantMixin, TimestampMixin, db.Model):
+    __tablename__ = "invoices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
+    term_id: Mapped[int] = mapped_column(ForeignKey("terms.id", ondelete="RESTRICT"))
+    number: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    total_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    voided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    lines = relationship("InvoiceLine", lazy="raise", order_by="InvoiceLine.id")
+
+    __table_args__ = (
+        # idempotent generation: one invoice per student and term; also a student's invoices
+        UniqueConstraint("student_id", "term_id", name="uq_invoices_student_term"),
+        # natural key: invoice number per institution
+        UniqueConstraint("institution_id", "number", name="uq_invoices_institution_number"),
+        # fee reminders and GET /invoices?status=: unpaid invoices by due date
+        Index("ix_invoices_institution_status_due", "institution_id", "status", "due_date"),
+        # GET /invoices?term_id=: a term's invoices
+        Index("ix_invoices_term", "term_id"),
+    )
+
+
+class InvoiceLine(TenantMixin, db.Model):
+    __tablename__ = "invoice_lines"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))
+    fee_category_id: Mapped[int] = mapped_column(ForeignKey("fee_categories.id", ondelete="RESTRICT"))
+    description: Mapped[str] = mapped_column(String(200))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # idempotent generation: a category is billed once per invoice; also an invoice's lines
+        UniqueConstraint("invoice_id", "fee_category_id", name="uq_invoice_lines_invoice_category"),
+    )
+
+
+class Payment(TenantMixin, db.Model):
+    """Append-only ledger: refunds and corrections are new rows with negative amounts."""
+    __tablename__ = "payments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20), default="payment")  # payment, refund, reversal
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="RESTRICT"))
+    note: Mapped[str | None] = mapped_column(String(500))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # natural key: an external transaction reference is recorded once per institution
+        UniqueConstraint("institution_id", "reference", name="uq_payments_institution_reference"),
+        # balances and statements: a student's ledger in time order
+        Index("ix_payments_student_received", "student_id", "received_at"),
+        # invoice status: the payments against an invoice
+        Index("ix_payments_invoice_id", "invoice_id", postgresql_where=text("invoice_id IS NOT NULL")),
+        # fee collection report: the tenant's payments over a date range
+        Index("ix_payments_institution_received", "institution_id", "received_at"),
+        # a payment is reversed at most once
+        Index("uq_payments_reverses_id", "reverses_id", unique=True,
+              postgresql_where=text("reverses_id IS NOT NULL"), sqlite_where=text("reverses_id IS NOT NULL")),
+        CheckConstraint("method IN ('cash','bank','mobile_money','card')", name="method"),
+    )

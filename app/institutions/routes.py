@@ -1,0 +1,42 @@
+from flask import Blueprint, g, jsonify
+
+from app.audit import services as audit
+from app.core.auth import roles
+from app.core.crud import commit_or_conflict
+from app.core.errors import ValidationFailed
+from app.core.openapi import doc
+from app.core.schemas import dump, fields_of, parse_body
+from app.extensions import db
+from app.institutions.models import Institution
+from app.institutions.schemas import InstitutionOut, InstitutionUpdate
+
+bp = Blueprint("institutions", __name__)
+FIELDS = fields_of(InstitutionOut)
+
+
+def _mine():
+    return db.session.get(Institution, g.principal.institution_id)
+
+
+@bp.get("/institution")
+@doc("The caller's institution", out=InstitutionOut, tags=["institution"])
+def get_institution():
+    return jsonify(dump(_mine(), FIELDS))
+
+
+@bp.patch("/institution")
+@roles("admin")
+@doc("Change the caller's institution settings", body=InstitutionUpdate, out=InstitutionOut, tags=["institution"])
+def update_institution():
+    inst = _mine()
+    values = parse_body(InstitutionUpdate).model_dump(exclude_unset=True)
+    for key in ("name", "currency", "timezone"):
+        if key in values and values[key] is None:
+            raise ValidationFailed({key: "must not be null"})
+    for k, v in values.items():
+        setattr(inst, k, v)
+    changes = audit.diff(inst, values.keys())
+    if changes:
+        audit.record("update", "institution", inst.id, changes)
+    commit_or_conflict()
+    return jsonify(dump(inst, FIELDS))

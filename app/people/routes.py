@@ -1,0 +1,120 @@
+from flask import Blueprint, g, jsonify
+from sqlalchemy import select
+
+from app.academics.models import Enrolment
+from app.academics.services import own_student_ids, scope_students, teacher_class_ids
+from app.core.auth import roles
+from app.core.crud import CONFLICTS, Resource
+from app.core.openapi import doc
+from app.core.pagination import ListSpec, coerce
+from app.core.ratelimit import sensitive
+from app.core.schemas import parse_body
+from app.people import services
+from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
+from app.people.schemas import (GuardianCreate, GuardianLinkIn, GuardianOut, GuardianUpdate, StudentCreate,
+                                StudentDetailOut, StudentOut, StudentUpdate, TeacherCreate, TeacherOut,
+                                TeacherUpdate, UserCreate, UserOut, UserUpdate)
+
+bp = Blueprint("people", __name__)
+
+CONFLICTS.update({
+    "uq_students_institution_admission": "A student with this admission number already exists.",
+    "uq_teachers_institution_employee_number": "A teacher with this employee number already exists.",
+    "uq_users_email_lower": "A user with this e-mail address already exists.",
+})
+
+
+def _in_class(stmt, raw):
+    class_id = coerce(Enrolment.class_id, raw, "class_id")
+    return stmt.where(Student.id.in_(select(Enrolment.student_id).where(
+        Enrolment.class_id == class_id, Enrolment.end_date.is_(None))))
+
+
+students = Resource(
+    "student", "/students", Student, StudentOut,
+    ListSpec(Student.id, filters={"status": Student.status, "grade_level": Student.grade_level,
+                                  "admission_number": Student.admission_number, "class_id": _in_class},
+             sorts={"last_name": Student.last_name, "admission_number": Student.admission_number,
+                    "created_at": Student.created_at},
+             search=(Student.first_name, Student.last_name)),
+    create=StudentCreate, update=StudentUpdate,
+    read_roles=("admin", "teacher", "guardian", "student", "accountant"),
+    scope=lambda stmt, p: scope_students(stmt, p),
+    detail=lambda student: {"guardians": services.guardians_of(student.id)}, detail_out=StudentDetailOut,
+)
+
+
+def _guardian_scope(stmt, p):
+    if p.role in ("admin", "accountant"):
+        return stmt
+    if p.role == "guardian":
+        return stmt.where(Guardian.id == (p.guardian_id or -1))
+    if p.role == "teacher":  # the guardians of the teacher's students
+        taught = select(Enrolment.student_id).where(Enrolment.end_date.is_(None),
+                                                    Enrolment.class_id.in_(teacher_class_ids(p.teacher_id or -1)))
+        return stmt.where(Guardian.id.in_(select(StudentGuardian.guardian_id)
+                                          .where(StudentGuardian.student_id.in_(taught))))
+    return stmt.where(Guardian.id.in_(select(StudentGuardian.guardian_id)
+                                      .where(StudentGuardian.student_id.in_(own_student_ids(p)))))
+
+
+guardians = Resource(
+    "guardian", "/guardians", Guardian, GuardianOut,
+    ListSpec(Guardian.id, sorts={"last_name": Guardian.last_name}, search=(Guardian.first_name, Guardian.last_name)),
+    create=GuardianCreate, update=GuardianUpdate, scope=_guardian_scope,
+)
+
+teachers = Resource(
+    "teacher", "/teachers", Teacher, TeacherOut,
+    ListSpec(Teacher.id, filters={"employee_number": Teacher.employee_number},
+             sorts={"last_name": Teacher.last_name}, search=(Teacher.first_name, Teacher.last_name)),
+    create=TeacherCreate, update=TeacherUpdate,
+)
+
+users = Resource(
+    "user", "/users", User, UserOut,
+    ListSpec(User.id, filters={"role": User.role, "is_active": User.is_active},
+             sorts={"last_name": User.last_name, "email": User.email},
+             search=(User.first_name, User.last_name, User.email)),
+    read_roles=("admin",), deletable=False,
+)
+
+for resource in (students, guardians, teachers, users):
+    resource.register(bp)
+
+
+@bp.post("/students/<int:ident>/guardians")
+@roles("admin")
+@doc("Link a guardian to a student", body=GuardianLinkIn, status=204, tags=["students"])
+def link_guardian(ident):
+    student = students.get_or_404(ident)
+    body = parse_body(GuardianLinkIn)
+    services.link_guardian(student, body.guardian_id, body.relationship, body.is_primary)
+    return "", 204
+
+
+@bp.delete("/students/<int:ident>/guardians/<int:guardian_id>")
+@roles("admin")
+@doc("Unlink a guardian from a student", status=204, tags=["students"])
+def unlink_guardian(ident, guardian_id):
+    services.unlink_guardian(students.get_or_404(ident), guardian_id)
+    return "", 204
+
+
+@bp.post("/users")
+@roles("admin")
+@sensitive
+@doc("Create a login", body=UserCreate, out=UserOut, status=201, tags=["users"])
+def create_user():
+    user = services.create_user(parse_body(UserCreate).model_dump())
+    return jsonify(users.serialize(user)), 201
+
+
+@bp.patch("/users/<int:ident>")
+@roles("admin")
+@sensitive
+@doc("Change a login (role changes end its sessions)", body=UserUpdate, out=UserOut, tags=["users"])
+def update_user(ident):
+    user = users.get_or_404(ident)
+    body = parse_body(UserUpdate)
+    return jsonify(users.serialize(services.update_user(user, body.model_dump(exclude_unset=True), g.principal)))

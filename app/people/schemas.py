@@ -1,0 +1,153 @@
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import Field
+
+from app.core.schemas import Body, Email, Out
+
+Role = Literal["admin", "teacher", "guardian", "student", "accountant"]
+Name = Field(min_length=1, max_length=100)
+
+
+class UserCreate(Body):
+    email: Email
+    password: str = Field(min_length=10, max_length=1024)
+    role: Role
+    first_name: str = Name
+    last_name: str = Name
+    is_active: bool = True
+    # Link the login to the person it belongs to (required for teacher, guardian and student logins).
+    student_id: int | None = None
+    teacher_id: int | None = None
+    guardian_id: int | None = None
+
+
+class UserUpdate(Body):
+    email: Email | None = None
+    role: Role | None = None
+    first_name: str | None = Field(None, min_length=1, max_length=100)
+    last_name: str | None = Field(None, min_length=1, max_length=100)
+    is_active: bool | None = None
+
+
+class UserOut(Out):
+    id: int
+    email: str
+    role: str
+    first_name: str
+    last_name: str
+    is_active: bool
+    last_login_at: datetime | None
+    created_at: datetime
+
+
+class StudentCreate(Body):
+    admission_number: str = Field(min_length=1, max_length=40)
+    first_name: str = Name
+    last_name: str = Name
+    date_of_birth: date | None = None
+    gender: str | None = Field(None, max_length=20)
+    grade_level: int | None = Field(None, ge=0, le=20)
+    status: Literal["active", "graduated", "withdrawn"] = "active"
+    email: Email | None = None
+
+
+class StudentUpdate(Body):
+    admission_number: str | None = Field(None, min_length=1, max_length=40)
+    first_name: str | None = Field(None, min_length=1, max_length=100)
+    last_name: str | None = Field(None, min_length=1, max_length=100)
+    date_of_birth: date | None = None
+    gender: str | None = Field(None, max_length=20)
+    grade_level: int | None = Field(None, ge=0, le=20)
+    status: Literal["active", "graduated", "withdrawn"] | None = None
+    email: Email | None = None
+
+
+class StudentOut(Out):
+    id: int
+    admission_number: str
+    first_name: str
+    last_name: str
+    date_of_birth: date | None
+    gender: str | None
+    grade_level: int | None
+    status: str
+    email: str | None
+    user_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class GuardianLinkOut(Out):
+    id: int
+    first_name: str
+    last_name: str
+    email: str | None
+    phone: str | None
+    relationship: str
+    is_primary: bool
+
+
+class StudentDetailOut(StudentOut):
+    guardians: list[GuardianLinkOut]
+
+
+class GuardianLinkIn(Body):
+    guardian_id: int
+    relationship: str = Field("guardian", min_length=1, max_length=40)
+    is_primary: bool = False
+
+
+class GuardianCreate(Body):
+    first_name: str = Name
+    last_name: str = Name
+    email: Email | None = None
+    phone: str | None = Field(None, max_length=40)
+
+
+class GuardianUpdate(Body):
+    first_name: str | None = Field(None, min_length=1, max_length=100)
+    last_name: str | None = Field(None, min_length=1, max_length=100)
+    email: Email | None = None
+    phone: str | None = Field(None, max_length=40)
+
+
+class GuardianOut(Out):
+    id: int
+    first_name: str
+    last_name: str
+    email: str | None
+    phone: str | None
+    user_id: int | None
+
+
+class TeacherCreate(Body):
+    employee_number: str = Field(min_length=1, max_length=40)
+    first_name: str = Name
+    last_name: str = Name
+    email: Email | None = None
+    phone: str | None = Field(None, max_length=40)
+    specialization: str | None = Field(None, max_length=100)
+    hired_on: date | None = None
+
+
+class TeacherUpdate(Body):
+    employee_number: str | None = Field(None, min_length=1, max_length=40)
+    first_name: str | None = Field(None, min_length=1, max_length=100)
+    last_name: str | None = Field(None, min_length=1, max_length=100)
+    email: Email | None = None
+    phone: str | None = Field(None, max_length=40)
+    specialization: str | None = Field(None, max_length=100)
+    hired_on: date | None = None
+
+
+class TeacherOut(Out):
+    id: int
+    employee_number: str
+    first_name: str
+    last_name: str
+    email: str | None
+    phone: str | None
+    specialization: str | None
+    hired_on: date | None
+    user_id: int | None

@@ -1,0 +1,92 @@
+"""Users (logins) and the people they belong to."""
+from sqlalchemy import select
+
+from app.audit import services as audit
+from app.auth.services import revoke_user_sessions
+from app.core.crud import check_refs, commit_or_conflict, flush_or_conflict
+from app.core.errors import NotFound, ValidationFailed
+from app.core.security import hash_password
+from app.extensions import db
+from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
+
+LINKS = {"student_id": Student, "teacher_id": Teacher, "guardian_id": Guardian}
+ROLE_LINK = {"student": "student_id", "teacher": "teacher_id", "guardian": "guardian_id"}
+
+
+def create_user(values: dict) -> User:
+    links = {k: values.pop(k) for k in LINKS if k in values}
+    given = {k: v for k, v in links.items() if v is not None}
+    needed = ROLE_LINK.get(values["role"])
+    if needed and needed not in given:
+        raise ValidationFailed({needed: f"is required for a {values['role']} login"})
+    extra = set(given) - {needed}
+    if extra:
+        raise ValidationFailed({k: f"does not apply to a {values['role']} login" for k in sorted(extra)})
+    check_refs(given, {k: LINKS[k] for k in given})
+    person = db.session.get(LINKS[needed], given[needed]) if needed else None
+    if person is not None and person.user_id is not None:
+        raise ValidationFailed({needed: "already has a login"})
+    values["email"] = values["email"].lower()
+    values["password_hash"] = hash_password(values.pop("password"))
+    user = User(**values)
+    db.session.add(user)
+    flush_or_conflict()
+    if person is not None:
+        person.user_id = user.id
+    audit.record("create", "user", user.id, audit.snapshot(user, ["email", "role", "first_name", "last_name",
+                                                                  "is_active"]))
+    commit_or_conflict()
+    return user
+
+
+def update_user(user: User, values: dict, principal) -> User:
+    if "role" in values and user.id == principal.user_id:
+        raise ValidationFailed({"role": "is read-only for your own account"})
+    if "role" in values and values["role"] != user.role and values["role"] in ROLE_LINK:
+        raise ValidationFailed({"role": "a login becomes a teacher, guardian or student login only when created "
+                                        "for that person"})
+    if "email" in values and values["email"]:
+        values["email"] = values["email"].lower()
+    for k, v in values.items():
+        if v is None and k != "role":
+            raise ValidationFailed({k: "must not be null"})
+        if v is not None:
+            setattr(user, k, v)
+    changes = audit.diff(user, values.keys())
+    if changes:
+        audit.record("update", "user", user.id, changes)
+    if "role" in changes or changes.get("is_active") == [True, False]:
+        # Tokens carry the role: end the user's sessions so the change applies at once.
+        revoke_user_sessions(user.id, "role_change" if "role" in changes else "deactivated")
+    commit_or_conflict()
+    return user
+
+
+def guardians_of(student_id):
+    rows = db.session.execute(
+        select(Guardian, StudentGuardian.relationship_type, StudentGuardian.is_primary)
+        .join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
+        .where(StudentGuardian.student_id == student_id, Guardian.deleted_at.is_(None))
+        .order_by(StudentGuardian.is_primary.desc(), Guardian.id)).all()
+    return [{"id": g.id, "first_name": g.first_name, "last_name": g.last_name, "email": g.email,
+             "phone": g.phone, "relationship": rel, "is_primary": primary} for g, rel, primary in rows]
+
+
+def link_guardian(student: Student, guardian_id, relationship, is_primary):
+    check_refs({"guardian_id": guardian_id}, {"guardian_id": Guardian})
+    existing = db.session.get(StudentGuardian, (student.id, guardian_id))
+    if existing is not None:
+        raise ValidationFailed({"guardian_id": "is already a guardian of this student"})
+    db.session.add(StudentGuardian(student_id=student.id, guardian_id=guardian_id,
+                                   relationship_type=relationship, is_primary=is_primary))
+    audit.record("link_guardian", "student", student.id, {"guardian_id": [None, guardian_id]})
+    commit_or_conflict()
+
+
+def unlink_guardian(student: Student, guardian_id):
+    link = db.session.get(StudentGuardian, (student.id, guardian_id))
+    if link is None:
+        raise NotFound("guardian link")
+    db.session.delete(link)
+    audit.record("unlink_guardian", "student", student.id, {"guardian_id": [guardian_id, None]})
+    commit_or_conflict()

@@ -1,0 +1,166 @@
+"""Fixtures: real PostgreSQL and Redis (started by scripts/run_tests.sh, or given as TEST_DATABASE_URL /
+TEST_REDIS_URL), the schema built once per run by the migration chain, the demo data seeded once,
+and every test inside a transaction that is rolled back afterwards (outer transaction + savepoints).
+"""
+import os
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import text
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+from app import create_app
+from app.extensions import db
+
+PASSWORD = "demo-password-for-tests"
+
+
+def _require(name):
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"{name} is not set: run the suite with `make test`, which starts PostgreSQL and "
+                           f"Redis, or point {name} at servers you own.")
+    return value
+
+
+@pytest.fixture(scope="session")
+def app():
+    _require("TEST_DATABASE_URL")
+    _require("TEST_REDIS_URL")
+    os.environ["DEMO_PASSWORD"] = PASSWORD
+    application = create_app("testing", RATELIMIT_API="100000 per 15 minutes")
+    with application.app_context():
+        from flask_migrate import upgrade
+
+        from app.seed import seed_demo
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        upgrade()  # the real migration chain, not create_all
+        application.config["DEMO"] = seed_demo(PASSWORD)
+        db.session.remove()
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo(app):
+    return app.config["DEMO"]
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    return redis_lib.Redis.from_url(_require("TEST_REDIS_URL"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client):
+    # Each Redis database the app uses (cache 0, limiter 1, broker 2) starts empty for each test.
+    redis_client.flushall()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _rollback(app):
+    """Bind db.session to one connection whose outer transaction is rolled back after the test;
+    the code's own commits become savepoint releases."""
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        original = db.session
+        db.session = scoped_session(sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+                                    scopefunc=original.registry.scopefunc)
+        try:
+            yield
+        finally:
+            db.session.remove()
+            db.session = original
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class Api:
+    """A logged-in client: api.get("/students") prefixes /api/v1 and sends the bearer token."""
+
+    def __init__(self, client, tokens):
+        self.client, self.tokens = client, tokens
+        self.user = tokens["user"]
+
+    def _call(self, method, path, **kw):
+        headers = {"Authorization": f"Bearer {self.tokens['access_token']}", **kw.pop("headers", {})}
+        url = path if path.startswith(("/api", "/health", "/metrics")) else "/api/v1" + path
+        return self.client.open(url, method=method, headers=headers, **kw)
+
+    def get(self, path, **kw):
+        return self._call("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self._call("POST", path, **kw)
+
+    def put(self, path, **kw):
+        return self._call("PUT", path, **kw)
+
+    def patch(self, path, **kw):
+        return self._call("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self._call("DELETE", path, **kw)
+
+
+def login(client, email, password=PASSWORD):
+    resp = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+@pytest.fixture
+def as_user(client):
+    def make(email):
+        return Api(client, login(client, email))
+    return make
+
+
+@pytest.fixture
+def admin(as_user):
+    return as_user("admin@demo-academy.test")
+
+
+@pytest.fixture
+def teacher(as_user):
+    return as_user("teacher@demo-academy.test")
+
+
+@pytest.fixture
+def guardian(as_user):
+    return as_user("guardian@demo-academy.test")
+
+
+@pytest.fixture
+def student(as_user):
+    return as_user("student@demo-academy.test")
+
+
+@pytest.fixture
+def accountant(as_user):
+    return as_user("accountant@demo-academy.test")
+
+
+@pytest.fixture
+def hillside_admin(as_user):
+    return as_user("admin@hillside.test")
+
+
+def assert_problem(resp, status, *fields):
+    """A problem+json answer with this status, naming these fields in `errors`."""
+    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
+    assert resp.mimetype == "application/problem+json"
+    body = resp.get_json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["request_id"]
+    for f in fields:
+        assert f in body.get("errors", {}), (f, body)
+    return body

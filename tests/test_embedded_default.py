@@ -1,0 +1,53 @@
+"""Smoke test of the embedded default users run with `make run`: no DATABASE_URL, no REDIS_URL
+(an SQLite file under instance/, in-process cache and limiter). Runs in a child process so its
+settings cannot leak into the PostgreSQL-backed suite."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent("""
+    import json
+    from flask_migrate import upgrade
+    from app import create_app
+    from app.extensions import db
+    from app.seed import seed_demo
+
+    app = create_app()
+    out = {"uri": app.config["SQLALCHEMY_DATABASE_URI"], "cache": app.config["CACHE_TYPE"],
+           "limiter": type(app.extensions["rate_limiter"].storage).__name__}
+    with app.app_context():
+        upgrade()
+        seed_demo("embedded-pass-1")
+    c = app.test_client()
+    tokens = c.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
+                                                "password": "embedded-pass-1"}).get_json()
+    h = {"Authorization": "Bearer " + tokens["access_token"]}
+    page = c.get("/api/v1/students?limit=5", headers=h).get_json()
+    nxt = c.get("/api/v1/students?limit=5&cursor=" + page["next_cursor"], headers=h).get_json()
+    out["page_ids"] = [s["id"] for s in page["data"]]
+    out["next_ids"] = [s["id"] for s in nxt["data"]]
+    out["ready"] = c.get("/health/ready").status_code
+    out["search"] = len(c.get("/api/v1/students?q=a&limit=5", headers=h).get_json()["data"])
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_embedded_default_serves_the_api(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV")}
+    env["INSTANCE_DIR"] = str(tmp_path / "instance")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+    assert out["uri"].startswith("sqlite") and str(tmp_path) in out["uri"]
+    assert out["cache"] == "SimpleCache" and out["limiter"] == "MemoryStorage"
+    assert len(out["page_ids"]) == 5 and len(out["next_ids"]) == 5
+    assert not set(out["page_ids"]) & set(out["next_ids"])
+    assert out["ready"] == 200 and out["search"] > 0
+    assert (tmp_path / "instance" / "schoolhouse.db").exists()

@@ -1,0 +1,83 @@
+"""Another institution's records answer 404, exactly like missing ones, on every route that takes an id."""
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.audit.models import AuditEntry
+from app.extensions import db
+from app.people.models import Guardian, Student, Teacher, User
+from tests.conftest import assert_problem
+
+# First path segment -> the model whose ids the route takes. A new route with an id must be added here,
+# or the walk fails: no route escapes the check.
+MODELS = {
+    "students": Student, "guardians": Guardian, "teachers": Teacher, "users": User,
+    "academic-years": AcademicYear, "terms": Term, "subjects": Subject, "classes": SchoolClass,
+    "class-subjects": ClassSubject, "enrolments": Enrolment, "audit-log": AuditEntry,
+}
+# Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
+NESTED = {"guardian_id": Guardian}
+
+
+def demo_id(model, institution_id):
+    return db.session.execute(select(model.id).where(model.institution_id == institution_id)
+                              .order_by(model.id).limit(1), execution_options={"skip_tenant": True}).scalar_one()
+
+
+def id_routes(app):
+    for rule in app.url_map.iter_rules():
+        if "<int:" in rule.rule and rule.rule.startswith("/api/v1/"):
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                yield rule, method
+
+
+def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin):
+    inst = demo["demo_institution_id"]
+    walked = 0
+    for rule, method in id_routes(app):
+        segment = rule.rule.split("/")[3]
+        assert segment in MODELS, f"{rule.rule}: add its model to MODELS so the tenant walk covers it"
+        url = rule.rule
+        for name in re.findall(r"<int:(\w+)>", rule.rule):
+            model = NESTED.get(name, MODELS[segment])
+            url = url.replace(f"<int:{name}>", str(demo_id(model, inst)))
+        for conv in re.findall(r"<(?:\w+:)?\w+>", url):
+            url = url.replace(conv, "2026-01-05")  # date-like path parts
+        resp = hillside_admin._call(method, url, json={})
+        body = assert_problem(resp, 404)
+        assert "not found" in body["detail"].lower() or "no such" in body["detail"].lower()
+        walked += 1
+    assert walked >= 20
+
+
+def test_foreign_and_missing_ids_look_the_same(hillside_admin, demo):
+    foreign = hillside_admin.get(f"/students/{demo['demo_student_id']}")
+    missing = hillside_admin.get("/students/999999999")
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.get_json()["detail"] == missing.get_json()["detail"]
+
+
+def test_lists_show_only_own_institution(hillside_admin, admin, demo):
+    ids = {s["id"] for s in hillside_admin.get("/students?limit=200").get_json()["data"]}
+    assert demo["demo_student_id"] not in ids and demo["hillside_student_id"] in ids
+    ids = {s["id"] for s in admin.get("/students?limit=200").get_json()["data"]}
+    assert demo["hillside_student_id"] not in ids
+
+
+def test_references_to_another_institution_are_rejected(hillside_admin, demo):
+    hill_year = hillside_admin.get("/academic-years").get_json()["data"][0]["id"]
+    demo_class = demo["demo_class_id"]
+    resp = hillside_admin.post("/enrolments", json={"student_id": demo["hillside_student_id"],
+                                                    "class_id": demo_class, "start_date": "2026-01-10"})
+    assert_problem(resp, 422, "class_id")
+    resp = hillside_admin.post("/classes", json={"academic_year_id": hill_year, "name": "X", "grade_level": 1,
+                                                 "section": "Z", "homeroom_teacher_id": demo["demo_teacher_id"]})
+    assert_problem(resp, 422, "homeroom_teacher_id")
+
+
+@pytest.mark.parametrize("body", [{"institution_id": 1}, {"institution": "x"}])
+def test_institution_cannot_be_set_from_a_body(hillside_admin, body):
+    resp = hillside_admin.post("/subjects", json={"code": "ZZ", "name": "Z", **body})
+    assert_problem(resp, 422, next(iter(body)))
