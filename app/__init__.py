@@ -83,14 +83,18 @@ def register_extensions(app):
 
 def register_blueprints(app):
     from app.academics.routes import bp as academics_bp
+    from app.attendance.routes import bp as attendance_bp
     from app.audit.routes import bp as audit_bp
     from app.auth.routes import bp as auth_bp
     from app.docs import bp as docs_bp
+    from app.finance.routes import bp as finance_bp
+    from app.grading.routes import bp as grading_bp
     from app.health.routes import bp as health_bp
     from app.institutions.routes import bp as institutions_bp
     from app.people.routes import bp as people_bp
 
-    for bp in (auth_bp, institutions_bp, people_bp, academics_bp, audit_bp, docs_bp):
+    for bp in (auth_bp, institutions_bp, people_bp, academics_bp, attendance_bp, grading_bp, finance_bp,
+               audit_bp, docs_bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
 

@@ -673,7 +673,8 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
     today = today or date.today()
     days = _past_school_days(today, attendance_days)
     term_start = (days[0] if days else today) - timedelta(days=(days[0] if days else today).weekday())
-    term_end = max(today + timedelta(weeks=4), term_start + timedelta(weeks=13))
+    term_end = max(today + timedelta(weeks=4), term_start + timedelta(weeks=13) - timedelta(days=3))
+    term_end += timedelta(days=(4 - term_end.weekday()) % 7)  # a Friday
     n_classes = -(-students // SCALE_CLASS_SIZE)
     n_teachers = n_classes
     nf = len(FEMALE_FIRST_NAMES)

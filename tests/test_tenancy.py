@@ -5,6 +5,9 @@ import pytest
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.attendance.models import AttendanceSession
+from app.finance.models import FeeCategory, Invoice, Payment
+from app.grading.models import Assessment, AssessmentType
 from app.audit.models import AuditEntry
 from app.extensions import db
 from app.people.models import Guardian, Student, Teacher, User
@@ -16,6 +19,8 @@ MODELS = {
     "students": Student, "guardians": Guardian, "teachers": Teacher, "users": User,
     "academic-years": AcademicYear, "terms": Term, "subjects": Subject, "classes": SchoolClass,
     "class-subjects": ClassSubject, "enrolments": Enrolment, "audit-log": AuditEntry,
+    "attendance-sessions": AttendanceSession, "assessment-types": AssessmentType, "assessments": Assessment,
+    "fee-categories": FeeCategory, "invoices": Invoice, "payments": Payment,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
