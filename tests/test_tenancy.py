@@ -27,8 +27,22 @@ NESTED = {"guardian_id": Guardian}
 
 
 def demo_id(model, institution_id):
-    return db.session.execute(select(model.id).where(model.institution_id == institution_id)
-                              .order_by(model.id).limit(1), execution_options={"skip_tenant": True}).scalar_one()
+    found = db.session.execute(select(model.id).where(model.institution_id == institution_id)
+                               .order_by(model.id).limit(1), execution_options={"skip_tenant": True}).scalar()
+    assert found is not None, f"no {model.__tablename__} row in Demo Academy: the walk needs one (seed or fixture)"
+    return found
+
+
+@pytest.fixture
+def qr_session(demo):
+    """The demo seed has no QR session; make one so /attendance-sessions/<id> routes are walked too."""
+    from datetime import date, datetime, timedelta, timezone
+    now = datetime.now(timezone.utc)
+    row = AttendanceSession(institution_id=demo["demo_institution_id"], class_id=demo["demo_class_id"],
+                            period=0, date=date.today(), opened_at=now, expires_at=now + timedelta(minutes=5))
+    db.session.add(row)
+    db.session.flush()
+    return row
 
 
 def id_routes(app):
@@ -38,7 +52,7 @@ def id_routes(app):
                 yield rule, method
 
 
-def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin):
+def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin, qr_session):
     inst = demo["demo_institution_id"]
     walked = 0
     for rule, method in id_routes(app):
