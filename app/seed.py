@@ -239,7 +239,7 @@ def _seed_institution(spec, calendar, password_hash):
     for n, row in enumerate(teacher_rows, start=1):
         gender = people.gender()
         first, last = people.first(gender), people.last()
-        row.update(employee_number=f"{code}-T{n:03d}", first_name=first, last_name=last,
+        row.update(user_id=None, employee_number=f"{code}-T{n:03d}", first_name=first, last_name=last,
                    email=f"{_ascii_slug(first)}.{_ascii_slug(last)}@staff.{domain}", phone=people.phone(),
                    hired_on=year_start - timedelta(days=rng.randrange(120, 365 * 12)))
 
@@ -276,7 +276,7 @@ def _seed_institution(spec, calendar, password_hash):
 
     def new_guardian(first, last, gender):
         email_local = f"{_ascii_slug(first)}.{_ascii_slug(last)}{len(guardians) + 1}"
-        guardians.append({"first_name": first, "last_name": last, "_gender": gender,
+        guardians.append({"user_id": None, "first_name": first, "last_name": last, "_gender": gender,
                           "email": f"{email_local}@mail.{domain}", "phone": people.phone()})
         return len(guardians) - 1
 
@@ -315,14 +315,14 @@ def _seed_institution(spec, calendar, password_hash):
                 fam = new_family(last)
             elif families and rng.random() < 0.10:  # a sibling of a child in another class
                 fam = rng.randrange(len(families))
-                if ck in families[fam]["classes"]:
+                if ck in families[fam]["classes"] or fam == demo_family:
                     fam = new_family()
             else:
                 fam = new_family()
             families[fam]["classes"].add(ck)
             first = first or people.first(gender)
             born = date(adm_year - grade - 6, 9, 1) + timedelta(days=rng.randrange(365))
-            students.append({"admission_number": f"{code}-{adm_year}-{len(students) + 1:04d}",
+            students.append({"user_id": None, "admission_number": f"{code}-{adm_year}-{len(students) + 1:04d}",
                              "first_name": first, "last_name": families[fam]["last"], "date_of_birth": born,
                              "gender": gender, "grade_level": grade, "status": "active", "email": None,
                              "_class": ck, "_family": fam,
