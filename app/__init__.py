@@ -75,6 +75,8 @@ def register_extensions(app):
     app.config.setdefault("CACHE_KEY_PREFIX", "sh:")
     app.config.setdefault("CACHE_DEFAULT_TIMEOUT", 300)
     cache.init_app(app)
+    from app.core.caching import register_caching
+    register_caching(app)
     compress.init_app(app)
     app.extensions["revocations"] = RevocationStore(app)
     from app.audit.services import record_security_event

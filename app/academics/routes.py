@@ -8,6 +8,7 @@ from app.academics.schemas import (ClassCreate, ClassOut, ClassSubjectCreate, Cl
                                    SubjectCreate, SubjectOut, SubjectUpdate, TermCreate, TermOut, TermUpdate,
                                    YearCreate, YearOut, YearUpdate)
 from app.core.auth import roles
+from app.core.caching import MEDIUM, cached
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, apply_list, page_response
@@ -52,6 +53,7 @@ classes = Resource(
     create=ClassCreate, update=ClassUpdate,
     refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
     scope=lambda stmt, p: services.scope_classes(stmt, p),
+    cache_tables=("class_subjects", "enrolments", "student_guardians"),
 )
 class_subjects = Resource(
     "class subject", "/class-subjects", ClassSubject, ClassSubjectOut,
@@ -60,6 +62,7 @@ class_subjects = Resource(
     create=ClassSubjectCreate, update=ClassSubjectUpdate,
     refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
     scope=lambda stmt, p: services.scope_classes(stmt, p, column=ClassSubject.class_id),
+    cache_tables=("classes", "enrolments", "student_guardians"),
 )
 enrolments = Resource(
     "enrolment", "/enrolments", Enrolment, EnrolmentOut,
@@ -69,6 +72,7 @@ enrolments = Resource(
              sorts={"start_date": Enrolment.start_date}),
     read_roles=("admin", "teacher", "guardian", "student", "accountant"), deletable=False,
     scope=lambda stmt, p: services.scope_students(stmt, p, column=Enrolment.student_id),
+    cache_tables=("student_guardians", "class_subjects", "classes"),
 )
 for resource in (years, terms, subjects, classes, class_subjects, enrolments):
     resource.register(bp)
@@ -109,6 +113,7 @@ def _roster_row(row):
 
 @bp.get("/classes/<int:ident>/students")
 @roles("admin", "teacher", "accountant", "guardian", "student")
+@cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=MEDIUM)
 @doc("The current roster of a class", out=RosterEntryOut, many=True, tags=["classes"],
      query=["limit", "cursor", "sort", "q"])
 def class_roster(ident):

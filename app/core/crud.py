@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit import services as audit
 from app.core.auth import roles
+from app.core.caching import MEDIUM, cached
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
 from app.core.openapi import doc
@@ -92,6 +93,8 @@ class Resource:
     on_change: Callable | None = None   # (obj) -> None: e.g. cache invalidation
     detail: Callable | None = None      # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
+    cache_tables: tuple = ()            # extra tables the reads depend on (row scoping, detail)
+    cache_ttl: int = MEDIUM
 
     def __post_init__(self):
         self.fields = fields_of(self.out)
@@ -118,13 +121,17 @@ class Resource:
         ep = self.path.strip("/").replace("/", "_").replace("-", "_")
         tag = [self.path.strip("/").split("/")[0]]
 
+        tables = (self.model.__table__.name, *self.cache_tables)
+
         @roles(*res.read_roles)
+        @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(f"List {res.path.strip('/')}", out=res.out, many=True, tags=tag,
              query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params])
         def list_view():
             return list_response(db.session, res.base(), res.spec, res.serialize)
 
         @roles(*res.read_roles)
+        @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(f"Get one {res.name}", out=res.detail_out or res.out, tags=tag)
         def get_view(ident):
             obj = res.get_or_404(ident)

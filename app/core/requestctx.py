@@ -5,6 +5,8 @@ import uuid
 
 from flask import g, request
 
+from app.core.caching import etag_for
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 
 
@@ -16,6 +18,15 @@ def begin_request():
 
 def finish_request(response):
     response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    if g.get("cache_status"):
+        response.headers["X-Cache"] = g.cache_status
+    if g.get("principal") is not None:
+        # Personal data: browsers may keep it but must revalidate; shared proxies never store it.
+        response.headers.setdefault("Cache-Control", "private, no-cache")
+        if request.method == "GET" and response.status_code == 200 and not response.direct_passthrough \
+                and response.mimetype == "application/json":
+            response.set_etag(etag_for(response.get_data()), weak=False)
+            response.make_conditional(request)
     started = g.get("started")
     if started is not None:
         response.headers["X-Response-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"

@@ -41,6 +41,7 @@ students = Resource(
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     scope=lambda stmt, p: scope_students(stmt, p),
     detail=lambda student: {"guardians": services.guardians_of(student.id)}, detail_out=StudentDetailOut,
+    cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
 )
 
 
@@ -62,6 +63,7 @@ guardians = Resource(
     "guardian", "/guardians", Guardian, GuardianOut,
     ListSpec(Guardian.id, sorts={"last_name": Guardian.last_name}, search=(Guardian.first_name, Guardian.last_name)),
     create=GuardianCreate, update=GuardianUpdate, scope=_guardian_scope,
+    cache_tables=("student_guardians", "enrolments", "class_subjects", "classes"),
 )
 
 teachers = Resource(
