@@ -72,11 +72,42 @@ class Config:
         self.RATELIMIT_API = env("RATELIMIT_API", "100 per 15 minutes")
         self.RATELIMIT_SENSITIVE = env("RATELIMIT_SENSITIVE", "10 per hour")
         self.PROXY_COUNT = env("PROXY_COUNT", 0, int)  # trusted X-Forwarded-For hops (ProxyFix)
+        # Email: every message goes through the outbox table (app/notifications). With SMTP_HOST set,
+        # mail is sent over SMTP; without it (embedded default) each message is written as an .eml file.
+        self.SMTP_HOST = env("SMTP_HOST")
+        self.SMTP_PORT = env("SMTP_PORT", 25, int)
+        self.SMTP_USER = env("SMTP_USER")
+        self.SMTP_PASSWORD = env("SMTP_PASSWORD")
+        self.SMTP_STARTTLS = env("SMTP_STARTTLS", False, bool)
+        self.SMTP_TIMEOUT = env("SMTP_TIMEOUT", 10, float)  # seconds per SMTP socket operation
+        self.MAIL_FROM = env("MAIL_FROM", "Schoolhouse <no-reply@schoolhouse.invalid>")
+        self.MAIL_BACKEND = env("MAIL_BACKEND", "smtp" if self.SMTP_HOST else "file")
+        self.MAIL_DIR = env("MAIL_DIR", str(Path(self.INSTANCE_DIR) / "mail"))
+        self.OUTBOX_MAX_ATTEMPTS = env("OUTBOX_MAX_ATTEMPTS", 8, int)
+        self.OUTBOX_RETRY_BASE_SECONDS = env("OUTBOX_RETRY_BASE_SECONDS", 60, int)  # doubles per attempt
+        self.OUTBOX_RETRY_MAX_SECONDS = env("OUTBOX_RETRY_MAX_SECONDS", 6 * 3600, int)
+        self.OUTBOX_LEASE_SECONDS = env("OUTBOX_LEASE_SECONDS", 600, int)  # "sending" longer = worker lost
+        self.OUTBOX_BATCH_SIZE = env("OUTBOX_BATCH_SIZE", 50, int)
+        # Scheduled notifications, in each school's own time zone.
+        self.ABSENCE_ALERT_HOUR = env("ABSENCE_ALERT_HOUR", 16, int)  # local hour from which today's absences go out
+        self.FEE_REMINDER_HOUR = env("FEE_REMINDER_HOUR", 9, int)
+        self.FEE_REMINDER_DAYS = env("FEE_REMINDER_DAYS", 7, int)  # remind this many days before the due date
+        # Index maintenance (beat, PostgreSQL only)
+        self.MAINTENANCE_ANALYZE_FRACTION = env("MAINTENANCE_ANALYZE_FRACTION", 0.1, float)
+        self.MAINTENANCE_BLOAT_RATIO = env("MAINTENANCE_BLOAT_RATIO", 0.3, float)
+        self.MAINTENANCE_BLOAT_MIN_BYTES = env("MAINTENANCE_BLOAT_MIN_BYTES", 10 * 1024 * 1024, int)
+        self.MAINTENANCE_MAX_REINDEX = env("MAINTENANCE_MAX_REINDEX", 3, int)
+        self.MAINTENANCE_STATEMENT_TIMEOUT_MS = env("MAINTENANCE_STATEMENT_TIMEOUT_MS", 3 * 3600 * 1000, int)
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)
         self.PAGE_SIZE_DEFAULT = 50
         self.PAGE_SIZE_MAX = 200
         self.LOG_LEVEL = env("LOG_LEVEL", "INFO")
+        self.LOG_JSON = env("LOG_JSON", True, bool)
+        self.SLOW_QUERY_MS = env("SLOW_QUERY_MS", 1000, int)
+        self.SLOW_REQUEST_MS = env("SLOW_REQUEST_MS", 2000, int)
+        self.METRICS_TOKEN = env("METRICS_TOKEN")
+        self.RESPONSE_CACHE_ENABLED = env("RESPONSE_CACHE_ENABLED", True, bool)
 
     def engine_options(self):
         uri = self.SQLALCHEMY_DATABASE_URI

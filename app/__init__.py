@@ -1,6 +1,4 @@
 """Application factory: a few small register steps, nothing configured at import time."""
-import logging
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -29,7 +27,8 @@ def create_app(config_name=None, **overrides):
 
 
 def register_logging(app):
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from app.core.observability import configure_logging
+    configure_logging(app)
 
 
 def register_json(app):
@@ -46,8 +45,10 @@ def register_proxy(app):
 def register_request_hooks(app):
     from app.core.auth import authenticate
     from app.core.requestctx import register_request_context
+    from app.core.observability import observe_request
     register_request_context(app)
     app.before_request(authenticate)
+    app.after_request(observe_request)
 
 
 def register_extensions(app):
@@ -63,6 +64,10 @@ def register_extensions(app):
 
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
+    from app.core.observability import instrument_engine
+    with app.app_context():
+        instrument_engine(db.engine, app.config["SLOW_QUERY_MS"],
+                          app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0))
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     register_tenancy(app)
     cache_url = redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)

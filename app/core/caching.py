@@ -154,6 +154,7 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
             if rc is None or not rc.enabled or request.method != "GET":
                 return view(*args, **kwargs)
             iid = g.principal.institution_id
+            g.cache_namespace = ns
             suffix = _suffix()
             versions, body = rc.fetch(iid, tables, suffix)
             if body is not None:

@@ -55,3 +55,69 @@ def ready():
         body["checks"] = {k: ("down" if v else "ok") for k, v in checks.items()}
         return current_app.json.response(body), 503, {"Content-Type": "application/problem+json"}
     return jsonify({"status": "ok", "checks": {k: "ok" for k in checks}})
+
+
+# --- operator views (admin) -----------------------------------------------------------------------
+import os  # noqa: E402
+
+import psutil  # noqa: E402
+from flask import Response  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
+
+from app.core.auth import roles  # noqa: E402
+from app.core.observability import pool_status  # noqa: E402
+from app.core.openapi import doc  # noqa: E402
+from app.health import performance  # noqa: E402
+from app.health.database import database_report  # noqa: E402
+
+
+@bp.get("/metrics")
+@public
+@exempt
+def metrics():
+    """Prometheus text format, every gunicorn worker aggregated. Guarded by METRICS_TOKEN when set."""
+    token = current_app.config.get("METRICS_TOKEN")
+    from flask import request
+    if token and request.headers.get("Authorization") != f"Bearer {token}":
+        return problem(401, "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>.")
+    return Response(generate_latest(performance.registry()), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/api/v1/performance")
+@roles("admin")
+@doc("Request, database, cache and memory numbers across workers, with a health score and warnings",
+     tags=["operations"])
+def performance_view():
+    return jsonify(performance.snapshot())
+
+
+def _system():
+    proc = psutil.Process()
+    with proc.oneshot():
+        return {"cpu_count": psutil.cpu_count(), "load_average": list(os.getloadavg()),
+                "memory_percent": psutil.virtual_memory().percent,
+                "process": {"pid": proc.pid, "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                            "threads": proc.num_threads(), "open_files": proc.num_fds(),
+                            "cpu_percent": proc.cpu_percent(interval=None)}}
+
+
+@bp.get("/health/detailed")
+@roles("admin")
+@exempt
+@doc("Readiness plus pool, system and process metrics", tags=["operations"])
+def detailed():
+    checks = {"database": _check_database()}
+    if current_app.config.get("REDIS_URL"):
+        checks["redis"] = _check_redis()
+    return jsonify({"status": "ok" if not any(checks.values()) else "degraded",
+                    "checks": {k: ("down: " + v if v else "ok") for k, v in checks.items()},
+                    "pool": pool_status(db.engine), "system": _system(),
+                    "uptime_seconds": round(performance.uptime_seconds(), 1)})
+
+
+@bp.get("/health/database")
+@roles("admin")
+@exempt
+@doc("Database statistics: largest tables, index use, connections, cache hit ratio", tags=["operations"])
+def database():
+    return jsonify({"pool": pool_status(db.engine), **database_report()})
