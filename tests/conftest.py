@@ -5,8 +5,8 @@ and every test inside a transaction that is rolled back afterwards (outer transa
 import os
 
 import pytest
+import psycopg2
 import redis as redis_lib
-from sqlalchemy import text
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from app import create_app
@@ -23,24 +23,40 @@ def _require(name):
     return value
 
 
+def _admin_sql(url, *statements):
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def app():
-    _require("TEST_DATABASE_URL")
+    """One fresh database per test run on the given server, so concurrent runs never collide."""
+    server_url = _require("TEST_DATABASE_URL")
     _require("TEST_REDIS_URL")
+    name = f"schoolhouse_test_{os.getpid()}"
+    _admin_sql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    run_url = server_url.rsplit("/", 1)[0] + "/" + name
+    os.environ["TEST_DATABASE_URL"] = run_url  # app processes started by tests use it too
     os.environ["DEMO_PASSWORD"] = PASSWORD
     application = create_app("testing", RATELIMIT_API="100000 per 15 minutes")
     with application.app_context():
         from flask_migrate import upgrade
 
         from app.seed import seed_demo
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         upgrade()  # the real migration chain, not create_all
         application.config["DEMO"] = seed_demo(PASSWORD)
         db.session.remove()
     yield application
     with application.app_context():
         db.engine.dispose()
+    os.environ["TEST_DATABASE_URL"] = server_url
+    _admin_sql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

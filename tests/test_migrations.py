@@ -15,9 +15,9 @@ def test_upgrade_downgrade_upgrade_on_empty_database():
     admin = psycopg2.connect(base)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS schoolhouse_migrations")
-        cur.execute("CREATE DATABASE schoolhouse_migrations")
-    url = database_url(f"{server}/schoolhouse_migrations")
+        cur.execute(f"DROP DATABASE IF EXISTS schoolhouse_migrations_{os.getpid()}")
+        cur.execute(f"CREATE DATABASE schoolhouse_migrations_{os.getpid()}")
+    url = database_url(f"{server}/schoolhouse_migrations_{os.getpid()}")
     try:
         app = create_app("testing", SQLALCHEMY_DATABASE_URI=url)
         engine = create_engine(url)
@@ -36,5 +36,5 @@ def test_upgrade_downgrade_upgrade_on_empty_database():
             db.engine.dispose()
     finally:
         with admin.cursor() as cur:
-            cur.execute("DROP DATABASE IF EXISTS schoolhouse_migrations WITH (FORCE)")
+            cur.execute(f"DROP DATABASE IF EXISTS schoolhouse_migrations_{os.getpid()} WITH (FORCE)")
         admin.close()
