@@ -42,3 +42,12 @@ run: $(STAMP)
 
 clean:
 	rm -rf $(VENV) instance
+
+.PHONY: bench bench-quick
+bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py
+
+bench-quick: $(STAMP)  ## the same, shorter and smaller (< 5 minutes)
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --quick

@@ -1,0 +1,96 @@
+"""EXPLAIN ANALYZE of the SQL behind every list and filter endpoint, on the loaded scale data.
+
+Runs the real app in-process as the Scale School admin, captures the statements each request runs,
+and prints their plans as Markdown (bench/run.py puts them in docs/BENCHMARKS.md). `--roster-sql`
+prints the roster statement instead, for the psycopg2 reference app.
+"""
+import sys
+from datetime import date, timedelta
+
+from sqlalchemy import event, text
+
+from app import create_app
+from app.extensions import db
+
+BIG_TABLES = ("students", "attendance_records", "enrolments", "guardians", "student_guardians", "users",
+              "grades", "invoices", "payments", "audit_log", "teachers", "classes", "class_subjects")
+SKIP = ("SAVEPOINT", "RELEASE", "ROLLBACK", "SELECT 1", "UPDATE users SET last_login_at")
+
+
+def capture(client, token, path):
+    statements = []
+
+    def on_exec(conn, cursor, statement, params, context, executemany):
+        if not statement.lstrip().upper().startswith(SKIP) and "auth_sessions" not in statement:
+            statements.append(cursor.mogrify(statement, params).decode())
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", on_exec)
+    try:
+        resp = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    finally:
+        event.remove(engine, "before_cursor_execute", on_exec)
+    return resp.status_code, statements
+
+
+def main():
+    app = create_app()
+    app.config["RESPONSE_CACHE_ENABLED"] = False
+    app.extensions["response_cache"].enabled = False
+    client = app.test_client()
+    password = app.config["DEMO_PASSWORD"]
+    with app.app_context():
+        token = client.post("/api/v1/auth/login", json={"email": "admin@scale-school.test",
+                                                        "password": password}).get_json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        cls = client.get("/api/v1/classes?limit=1", headers=auth).get_json()["data"][0]
+        stu = client.get("/api/v1/students?limit=1", headers=auth).get_json()["data"][0]
+        term = client.get("/api/v1/terms?limit=1", headers=auth).get_json()["data"][0]
+        if "--roster-sql" in sys.argv:
+            _, sql = capture(client, token, f"/api/v1/classes/{cls['id']}/students?limit=50")
+            print(next(s for s in sql if "enrolments" in s and "JOIN" in s.upper()))
+            return
+        day = (date.today() - timedelta(days=1)).isoformat()
+        paths = [
+            "/api/v1/students?limit=50",
+            "/api/v1/students?limit=50&sort=last_name",
+            "/api/v1/students?q=smi&limit=50",
+            "/api/v1/students?status=active&grade_level=3&limit=50",
+            f"/api/v1/students?class_id={cls['id']}&limit=50",
+            f"/api/v1/students?admission_number={stu['admission_number']}",
+            f"/api/v1/students/{stu['id']}",
+            f"/api/v1/classes/{cls['id']}/students?limit=50",
+            "/api/v1/classes?grade_level=3&limit=50",
+            f"/api/v1/class-subjects?class_id={cls['id']}",
+            f"/api/v1/enrolments?student_id={stu['id']}",
+            f"/api/v1/enrolments?class_id={cls['id']}&current=true",
+            "/api/v1/teachers?q=a&limit=50",
+            "/api/v1/guardians?q=a&limit=50",
+            "/api/v1/users?role=teacher&limit=50",
+            f"/api/v1/terms?academic_year_id={term['academic_year_id']}",
+            "/api/v1/audit-log?entity_type=student&limit=50",
+            f"/api/v1/classes/{cls['id']}/attendance/{day}",
+            f"/api/v1/students/{stu['id']}/attendance?from={term['start_date']}&to={day}",
+            f"/api/v1/attendance/summary?date={day}",
+            f"/api/v1/invoices?term_id={term['id']}&limit=50",
+            f"/api/v1/payments?student_id={stu['id']}",
+            f"/api/v1/assessments?term_id={term['id']}&limit=50",
+        ]
+        out = []
+        seq_scans = []
+        for path in paths:
+            status, statements = capture(client, token, path)
+            out.append(f"#### `GET {path}` → {status}\n")
+            for sql in statements:
+                plan = "\n".join(r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql)))
+                db.session.rollback()
+                for t in BIG_TABLES:
+                    if f"Seq Scan on {t} " in plan + " ":
+                        seq_scans.append((path, t))
+                out.append("```\n" + plan + "\n```\n")
+        summary = ("No sequential scan on a large table in any plan above."
+                   if not seq_scans else "Sequential scans: " + ", ".join(f"{t} ({p})" for p, t in seq_scans))
+        print(f"{summary}\n\n" + "\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""`make bench` / `make bench-quick`: the API under gunicorn beside reference apps, in one run.
+
+Loads the scale data, starts the API (production config, PostgreSQL, Redis) twice — with and without
+the response cache — and the reference apps (bench/refapps.py) under the same gunicorn.conf.py, drives
+every scenario with wrk (fixed duration after a warm-up), and writes bench/results/latest.json and the
+table in docs/BENCHMARKS.md. Ratios are taken against references measured in the same run, because
+these machines are shared and noisy.
+"""
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = ROOT / "bench" / "lua"
+PY = sys.executable
+PASSWORD = "bench-password-1"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, token=None, body=None):
+    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.status, resp.read()
+
+
+class Services:
+    """Throwaway PostgreSQL + Redis (scripts/testservices.py) unless BENCH_DATABASE_URL/BENCH_REDIS_URL."""
+
+    def __init__(self):
+        self.dir = None
+        if os.environ.get("BENCH_DATABASE_URL") and os.environ.get("BENCH_REDIS_URL"):
+            self.db, self.redis = os.environ["BENCH_DATABASE_URL"], os.environ["BENCH_REDIS_URL"]
+            return
+        self.dir = tempfile.mkdtemp(prefix="schoolhouse-bench-", dir="/tmp")
+        subprocess.run([PY, str(ROOT / "scripts" / "testservices.py"), "start", "--dir", self.dir], check=True,
+                       stdout=subprocess.DEVNULL)
+        env = dict(line.split("=", 1) for line in Path(self.dir, "env").read_text().split())
+        self.db, self.redis = env["TEST_DATABASE_URL"], env["TEST_REDIS_URL"]
+
+    def stop(self):
+        if self.dir:
+            subprocess.run([PY, str(ROOT / "scripts" / "testservices.py"), "stop", "--dir", self.dir],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Server:
+    def __init__(self, name, target, env, port=None):
+        self.name, self.port = name, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [PY, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), target],
+            cwd=ROOT, env={**env, "PORT": str(self.port), "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()},
+            stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) / f"bench-{name}.log", "w"),
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        probe = "/ping" if "refapps" in target else "/health/live"
+        while True:
+            try:
+                urllib.request.urlopen(self.url + probe, timeout=1)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start; see /tmp/bench-{name}.log")
+                time.sleep(0.2)
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def wrk(url, script, seconds, connections=64, threads=2, env=None, warmup=2):
+    base = {**os.environ, "BENCH_LUA": str(LUA), **(env or {})}
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "--timeout", "5s", "-s", str(LUA / script)]
+    if warmup:
+        subprocess.run(cmd + ["-d", f"{warmup}s", url], env=base, capture_output=True, text=True)
+    out = subprocess.run(cmd + ["-d", f"{seconds}s", "--latency", url], env=base, capture_output=True,
+                         text=True).stdout
+    match = re.search(r"WRKJSON (\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"wrk gave no result for {url}:\n{out}")
+    r = json.loads(match.group(1))
+    secs = r["duration_us"] / 1e6
+    return {"rps": round(r["requests"] / secs, 1), "p50_ms": round(r["p50_us"] / 1000, 2),
+            "p99_ms": round(r["p99_us"] / 1000, 2), "errors": r["errors"], "requests": r["requests"],
+            "connections": connections}
+
+
+def cache_counts(server, token):
+    _, body = http("GET", server.url + "/api/v1/performance", token)
+    c = json.loads(body)["cache"]
+    return c["hits"], c["misses"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="shorter runs and a smaller school (< 5 minutes)")
+    args = ap.parse_args()
+    quick = args.quick
+    students = int(os.environ.get("BENCH_STUDENTS", 20_000 if quick else 100_000))
+    days = int(os.environ.get("BENCH_DAYS", 25 if quick else 50))
+    seconds = int(os.environ.get("BENCH_SECONDS", 5 if quick else 15))
+    ramp = [64, 256, 1000, 2000] if quick else [64, 128, 256, 512, 1000, 1500, 2000]
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    services = Services()
+    servers = []
+    started = time.time()
+    try:
+        env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
+               "DATABASE_URL": services.db, "REDIS_URL": services.redis, "DEMO_PASSWORD": PASSWORD,
+               "RATELIMIT_API": "1000000000 per minute", "RATELIMIT_SENSITIVE": "1000000000 per minute",
+               "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "4", "PYTHONPATH": str(ROOT),
+               "SLOW_QUERY_MS": "60000"}
+        for k in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
+            env.pop(k, None)
+        flask = [PY, "-m", "flask", "--app", "wsgi"]
+        log(f"schema and scale data: {students:,} students x {days} days")
+        subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+        t0 = time.time()
+        subprocess.run(flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
+                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        load_seconds = round(time.time() - t0, 1)
+        log(f"loaded in {load_seconds}s")
+
+        plans = subprocess.run([PY, str(ROOT / "bench" / "plans.py")], cwd=ROOT, env=env, check=True,
+                               capture_output=True, text=True).stdout
+
+        api = Server("api", "wsgi:app", env)
+        servers.append(api)
+        nocache = Server("api-nocache", "wsgi:app", {**env, "RESPONSE_CACHE_ENABLED": "false"})
+        servers.append(nocache)
+        _, body = http("POST", api.url + "/api/v1/auth/login", body={"email": "admin@scale-school.test",
+                                                                     "password": PASSWORD})
+        token = json.loads(body)["access_token"]
+        _, body = http("POST", api.url + "/api/v1/auth/login", body={"email": "teacher@scale-school.test",
+                                                                     "password": PASSWORD})
+        teacher_token = json.loads(body)["access_token"]
+        _, body = http("GET", api.url + "/api/v1/classes?limit=200", token)
+        classes = [c["id"] for c in json.loads(body)["data"]]
+        _, body = http("GET", api.url + "/api/v1/students?limit=200", token)
+        students_page = json.loads(body)["data"]
+        sid, cid = students_page[0]["id"], classes[0]
+        _, body = http("GET", api.url + "/api/v1/terms", token)
+        term = json.loads(body)["data"][0]
+
+        # The reference apps serve the API's own bytes and run the API's own roster SQL.
+        _, student_bytes = http("GET", f"{api.url}/api/v1/students/{sid}", token)
+        import redis as redis_lib
+        redis_lib.Redis.from_url(services.redis).set("bench:ref", student_bytes)
+        roster_sql = subprocess.run([PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"], cwd=ROOT, env=env,
+                                    check=True, capture_output=True, text=True).stdout.strip()
+        ref = Server("refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref",
+                                                     "REF_ROSTER_SQL": roster_sql})
+        servers.append(ref)
+
+        tmp = Path(tempfile.mkdtemp())
+        results = {}
+
+        def run(name, url, script="get.lua", **kw):
+            log(f"{name}: {url.split('127.0.0.1')[1][:70]}")
+            results[name] = wrk(url, script, seconds, **kw)
+            log(f"  {results[name]['rps']} req/s p50 {results[name]['p50_ms']} ms p99 {results[name]['p99_ms']} ms "
+                f"errors {results[name]['errors']}")
+
+        tok = {"TOKEN": token}
+        run("ref_ping", ref.url + "/ping")
+        run("ref_redis_bytes", ref.url + "/redis")
+        run("ref_psycopg2_roster", f"{ref.url}/roster/{cid}")
+        run("cached_student", f"{api.url}/api/v1/students/{sid}", env=tok)
+        run("cached_roster", f"{api.url}/api/v1/classes/{cid}/students?limit=50", env=tok)
+        run("uncached_roster", f"{nocache.url}/api/v1/classes/{cid}/students?limit=50", env=tok)
+
+        prefixes = ["a", "b", "ca", "de", "el", "fa", "ga", "ha", "jo", "ka", "le", "ma", "na", "o", "pa", "ro",
+                    "sa", "ta", "wa", "ya", "mo", "li", "an", "ch"]
+        (tmp / "search.txt").write_text("\n".join(f"/api/v1/students?q={p}&limit=20" for p in prefixes))
+        run("student_search", nocache.url, "paths.lua",
+            env={**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"})
+        term_from, term_to = term["start_date"], min(term["end_date"], date.today().isoformat())
+        (tmp / "att.txt").write_text("\n".join(
+            f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page))
+        run("student_term_attendance", nocache.url, "paths.lua",
+            env={**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"})
+
+        # Roll-call write: the scale teacher leads the first class; alternate two rolls so rows change.
+        _, body = http("GET", f"{api.url}/api/v1/classes/{cid}/students?limit=200", token)
+        roster_ids = [r["id"] for r in json.loads(body)["data"]]
+        day = date.today() - timedelta(days=1)
+        while day.weekday() >= 5:
+            day -= timedelta(days=1)
+        bodies = [json.dumps({"records": [{"student_id": s, "status": st if i % 7 else "absent", "note": None}
+                                          for i, s in enumerate(roster_ids)]}) for st in ("present", "late")]
+        (tmp / "roll.txt").write_text("\n".join(bodies))
+        run("rollcall_write", f"{api.url}/api/v1/classes/{cid}/attendance/{day.isoformat()}", "put.lua",
+            env={"TOKEN": teacher_token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"})
+
+        # Zipf read mix over students and rosters; hit ratio from the API's own counters.
+        paths = [f"/api/v1/students/{s['id']}" for s in students_page]
+        paths += [f"/api/v1/classes/{c}/students?limit=50" for c in classes]
+        (tmp / "zipf.txt").write_text("\n".join(paths))
+        zenv = {**tok, "PATHS_FILE": str(tmp / "zipf.txt"), "ZIPF_S": "1.1"}
+        wrk(api.url, "paths.lua", 3, env=zenv, warmup=0)  # warm-up fills the hot keys
+        h0, m0 = cache_counts(api, token)
+        run("zipf_read_mix", api.url, "paths.lua", env=zenv, warmup=0)
+        h1, m1 = cache_counts(api, token)
+        hit_ratio = round((h1 - h0) / max(1, (h1 - h0) + (m1 - m0)), 4)
+        log(f"  cache hit ratio {hit_ratio}")
+
+        (tmp / "patch.txt").write_text("\n".join(json.dumps({"email": f"s{i}@scale-school.test"})
+                                                 for i in range(50)))
+        run("mixed_read_write", api.url, "paths.lua",
+            env={**zenv, "WRITE_PCT": "5", "WRITE_PATH": f"/api/v1/students/{students_page[-1]['id']}",
+                 "WRITE_BODIES": str(tmp / "patch.txt")})
+
+        ramp_results = []
+        for c in ramp:
+            log(f"ramp {c} connections")
+            r = wrk(f"{api.url}/api/v1/students/{sid}", "get.lua", max(3, seconds // 2), connections=c,
+                    threads=2, env=tok, warmup=1)
+            ramp_results.append(r)
+            log(f"  {r['rps']} req/s p99 {r['p99_ms']} ms errors {r['errors']}")
+
+        ratios = {
+            "cached_read": round(min(results["cached_student"]["rps"], results["cached_roster"]["rps"])
+                                 / results["ref_redis_bytes"]["rps"], 3),
+            "cached_student": round(results["cached_student"]["rps"] / results["ref_redis_bytes"]["rps"], 3),
+            "cached_roster": round(results["cached_roster"]["rps"] / results["ref_redis_bytes"]["rps"], 3),
+            "uncached_roster": round(results["uncached_roster"]["rps"] / results["ref_psycopg2_roster"]["rps"], 3),
+        }
+        out = {"scenarios": {k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")} for k, v in results.items()},
+               "ratios": ratios, "cache_hit_ratio": hit_ratio,
+               "ramp": [{f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results],
+               "setup": {"students": students, "attendance_days": days, "seconds_per_scenario": seconds,
+                         "connections": 64, "load_seconds": load_seconds, "quick": quick,
+                         "gunicorn": gunicorn_settings(), "cpus": os.cpu_count(),
+                         "command": "make bench-quick" if quick else "make bench",
+                         "date": time.strftime("%Y-%m-%d %H:%M")},
+               "targets": {"cached_read_ratio": 0.6, "uncached_roster_ratio": 0.5, "read_p99_ms": 50,
+                           "cache_hit_ratio": 0.95}}
+        extra = ROOT / "bench" / "results" / "exports.json"
+        if extra.exists():
+            out["exports"] = json.loads(extra.read_text())
+        (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+        (ROOT / "bench" / "results" / "latest.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_markdown(out, plans)
+        print(table(out))
+        log(f"done in {round(time.time() - started)} s")
+    finally:
+        for s in servers:
+            s.stop()
+        services.stop()
+
+
+def gunicorn_settings():
+    ns = {}
+    exec(compile((ROOT / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), ns)
+    return {"workers": ns["workers"], "worker_class": ns["worker_class"], "threads": ns["threads"]}
+
+
+READS = ("cached_student", "cached_roster", "uncached_roster", "student_search", "student_term_attendance",
+         "zipf_read_mix")
+
+
+def table(out):
+    rows = ["| scenario | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
+    for name, r in out["scenarios"].items():
+        rows.append(f"| {name} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+    rows += ["", "| ratio | value | target |", "|---|---:|---:|",
+             f"| cached read (min of student, roster) / bare Flask + Redis bytes | {out['ratios']['cached_read']} | ≥ 0.6 |",
+             f"| uncached roster / bare Flask + psycopg2, same SQL | {out['ratios']['uncached_roster']} | ≥ 0.5 |",
+             f"| cache hit ratio, Zipf read mix | {out['cache_hit_ratio']} | ≥ 0.95 |",
+             f"| worst read p99 at 64 connections | {max(out['scenarios'][k]['p99_ms'] for k in READS if k in out['scenarios'])} ms | < 50 ms |",
+             "", "| connections | req/s | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
+    for r in out["ramp"]:
+        rows.append(f"| {r['connections']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+    return "\n".join(rows)
+
+
+def write_markdown(out, plans):
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    s = out["setup"]
+    block = (f"{start}\nMeasured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
+             f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
+             f"{s['connections']} connections, {s['seconds_per_scenario']} s per scenario after a warm-up; "
+             f"{s['students']:,} students, {s['students'] * s['attendance_days']:,} attendance rows, loaded in "
+             f"{s['load_seconds']} s). Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
+             f"### Query plans on the scale data\n\n{plans}\n{end}")
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
