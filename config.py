@@ -71,6 +71,8 @@ class Config:
         self.RATELIMIT_LOGIN_ADDRESS = env("RATELIMIT_LOGIN_ADDRESS", "200 per 15 minutes")
         self.RATELIMIT_API = env("RATELIMIT_API", "100 per 15 minutes")
         self.RATELIMIT_SENSITIVE = env("RATELIMIT_SENSITIVE", "10 per hour")
+        # X-RateLimit-* on every response costs one more Redis round trip per request; 429s always carry them.
+        self.RATELIMIT_HEADERS_ENABLED = env("RATELIMIT_HEADERS_ENABLED", False, bool)
         self.PROXY_COUNT = env("PROXY_COUNT", 0, int)  # trusted X-Forwarded-For hops (ProxyFix)
         # Email: every message goes through the outbox table (app/notifications). With SMTP_HOST set,
         # mail is sent over SMTP; without it (embedded default) each message is written as an .eml file.
@@ -98,6 +100,28 @@ class Config:
         self.MAINTENANCE_BLOAT_MIN_BYTES = env("MAINTENANCE_BLOAT_MIN_BYTES", 10 * 1024 * 1024, int)
         self.MAINTENANCE_MAX_REINDEX = env("MAINTENANCE_MAX_REINDEX", 3, int)
         self.MAINTENANCE_STATEMENT_TIMEOUT_MS = env("MAINTENANCE_STATEMENT_TIMEOUT_MS", 3 * 3600 * 1000, int)
+        # Background jobs: Celery on Redis db 2 (see celery_settings and app/celery_app.py).
+        self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
+        self.CELERY_VISIBILITY_TIMEOUT = env("CELERY_VISIBILITY_TIMEOUT", 60, int)
+        self.CELERY_RESTORE_INTERVAL = env("CELERY_RESTORE_INTERVAL", 5, int)
+        self.CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 500, int)
+        self.CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 540, int)
+        self.FLOWER_USER = env("FLOWER_USER", "admin")
+        self.FLOWER_PASSWORD = env("FLOWER_PASSWORD")
+        # Export and import jobs (app/jobs)
+        self.EXPORT_DIR = env("EXPORT_DIR", str(Path(self.INSTANCE_DIR) / "exports"))
+        self.IMPORT_DIR = env("IMPORT_DIR", str(Path(self.INSTANCE_DIR) / "imports"))
+        self.EXPORT_TTL = env("EXPORT_TTL", 24 * 3600, int)  # seconds a finished export can be downloaded
+        self.EXPORT_LINK_TTL = env("EXPORT_LINK_TTL", 600, int)  # seconds a signed download link is valid
+        self.EXPORT_MAX_ROWS = env("EXPORT_MAX_ROWS", 5_000_000, int)
+        self.MAX_RUNNING_EXPORTS = env("MAX_RUNNING_EXPORTS", 2, int)  # queued + running, per institution
+        self.EXPORT_PROGRESS_EVERY = env("EXPORT_PROGRESS_EVERY", 20_000, int)  # rows between progress writes
+        self.EXPORT_STATEMENT_TIMEOUT_MS = env("EXPORT_STATEMENT_TIMEOUT_MS", 10 * 60 * 1000, int)
+        self.IMPORT_MAX_BYTES = env("IMPORT_MAX_BYTES", 2 * 1024 * 1024, int)
+        self.IMPORT_BATCH_SIZE = env("IMPORT_BATCH_SIZE", 500, int)
+        self.JOB_MAX_ATTEMPTS = env("JOB_MAX_ATTEMPTS", 3, int)  # a job that kills its worker every time stops
+        self.JOB_REQUEUE_AFTER = env("JOB_REQUEUE_AFTER", 120, int)  # seconds without progress before re-enqueue
+        self.CELERY = self.celery_settings()
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)
         self.PAGE_SIZE_DEFAULT = 50
@@ -127,6 +151,71 @@ class Config:
             },
         }
 
+    def celery_settings(self):
+        """Celery's own (lowercase) settings, from REDIS_URL db 2; no REDIS_URL: tasks run in-process.
+
+        Delivery (PITFALLS §1-3). Every task of ours takes a row id and re-reads its row, so all are
+        idempotent: acks_late + reject_on_worker_lost (a dead worker's task runs again, never silently
+        dropped), prefetch 1. On the Redis transport an unacknowledged task comes back when its entry in
+        the `unacked_index` is older than `visibility_timeout`, checked every `unacked_restore_interval`
+        seconds (throttle 1: every check scans). 60 s + 5 s: a SIGKILLed worker's task runs again about
+        a minute later. A task that legitimately runs longer than that is kept invisible by its own
+        heartbeat (app/celery_app.py bumps its entry while it runs), and export/import jobs also hold a
+        Redis lock and a job row, so a duplicate delivery never does the work twice (app/jobs/runner.py).
+        Time limits only stop hung tasks; retries/ETAs stay far below the visibility timeout
+        (celery#2599, kombu#337).
+        """
+        url = redis_db_url(self.REDIS_URL, 2)  # None: no Redis, tasks run in-process
+        visibility = self.CELERY_VISIBILITY_TIMEOUT
+        transport = {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": self.CELERY_RESTORE_INTERVAL,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 10,            # above kombu's 1 s BRPOP poll
+            "socket_connect_timeout": 2,
+            "health_check_interval": 10,
+            "retry_on_timeout": True,
+        }
+        return {
+            "broker_url": url or "memory://",
+            "result_backend": url or "cache+memory://",
+            "broker_transport_options": transport,
+            "result_backend_transport_options": {"visibility_timeout": visibility},
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,  # a worker outlives a Redis restart
+            # Publishing while Redis is down must fail fast: the job row is already committed and the
+            # stale-job sweeper re-enqueues it (app/jobs/services.requeue_stale_jobs).
+            "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                                          "interval_max": 1},
+            "task_serializer": "json",
+            "result_serializer": "json",
+            "accept_content": ["json"],
+            "result_accept_content": ["json"],
+            "task_ignore_result": True,   # job rows hold state and results; opt in per task if needed
+            "result_expires": 3600,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "worker_cancel_long_running_tasks_on_connection_loss": False,  # job rows decide who finished
+            "task_soft_time_limit": self.CELERY_TASK_SOFT_TIME_LIMIT,
+            "task_time_limit": self.CELERY_TASK_TIME_LIMIT,
+            "task_default_queue": "default",
+            "task_create_missing_queues": True,
+            "task_routes": {
+                "tasks.exports.run_export": {"queue": "exports"},
+                "tasks.imports.*": {"queue": "exports"},
+                "tasks.exports.cleanup_expired": {"queue": "maintenance"},
+                "tasks.exports.requeue_stale": {"queue": "maintenance"},
+                "tasks.maintenance.*": {"queue": "maintenance"},
+                "tasks.notifications.*": {"queue": "notifications"},
+            },
+            "task_always_eager": self.CELERY_ALWAYS_EAGER,
+            "task_eager_propagates": False,   # in-process runs record failures on the job row, like a worker
+            "worker_hijack_root_logger": False,
+            "beat_schedule_filename": str(Path(self.INSTANCE_DIR) / "celerybeat-schedule"),
+            "timezone": "UTC",
+        }
+
     def validate(self):
         pass
 
@@ -145,6 +234,8 @@ class TestingConfig(Config):
         self.SECRET_KEY = "testing-secret-key-not-for-production-0123456789"
         self.SQLALCHEMY_DATABASE_URI = database_url(env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test"))
         self.REDIS_URL = env("TEST_REDIS_URL")
+        self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
+        self.CELERY = self.celery_settings()  # again: the broker follows the test Redis
 
 
 class ProductionConfig(Config):

@@ -156,3 +156,16 @@ def test_no_stale_read_after_a_write_in_another_process(two_servers, demo):
             assert status == 200 and seen["first_name"] == name
     finally:
         _call(a, "PATCH", path, token, {"first_name": original["first_name"]})
+
+
+def test_a_logged_out_session_cannot_read_cached_data(client, demo):
+    from tests.conftest import Api, login
+    api = Api(client, login(client, "admin@demo-academy.test"))
+    path = f"/students/{demo['demo_student_id']}"
+    api.get(path)
+    assert api.get(path).headers["X-Cache"] == "hit"
+    assert api.post("/auth/logout").status_code == 204
+    resp = api.get(path)
+    assert resp.status_code == 401 and b"first_name" not in resp.data
+    other = Api(client, login(client, "admin@demo-academy.test"))
+    assert other.get(path).headers["X-Cache"] == "hit"  # the entry itself is still good for live sessions

@@ -42,6 +42,7 @@ def roles(*allowed):
         @wraps(view)
         def wrapper(*args, **kwargs):
             if g.principal.role not in allowed:
+                ensure_session_live()  # an ended session is told 401, not 403
                 security_event("access_denied", detail={"path": request.path, "role": g.principal.role})
                 raise Forbidden()
             return view(*args, **kwargs)
@@ -83,8 +84,22 @@ def authenticate():
     except jwt.InvalidTokenError:
         raise unauthorized("The access token is not valid.") from None
     principal = Principal.from_claims(claims)
-    if current_app.extensions["revocations"].is_revoked(principal.session_id):
-        raise unauthorized("This session has ended; log in again.")
     g.principal = principal
     set_current_institution(principal.institution_id)
+    g.revocation_pending = True
+    if not (getattr(view, "checks_revocation", False) and request.method == "GET"):
+        ensure_session_live()
+    # else: a cached read checks the session in the same Redis round trip as its cache lookup.
     return None
+
+
+def session_ended():
+    return unauthorized("This session has ended; log in again.")
+
+
+def ensure_session_live():
+    """Refuse a logged-out or revoked session (once per request)."""
+    if g.get("revocation_pending"):
+        if current_app.extensions["revocations"].is_revoked(g.principal.session_id):
+            raise session_ended()
+        g.revocation_pending = False

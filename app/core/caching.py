@@ -18,7 +18,9 @@ from flask import current_app, g, has_app_context, make_response, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.core.auth import ensure_session_live, session_ended
 from app.core.models import TenantMixin
+from app.core.redisconn import LIMITER_DB
 from app.core.tenancy import current_institution_id
 from app.extensions import cache
 
@@ -28,10 +30,15 @@ log = logging.getLogger("schoolhouse.cache")
 SHORT, MEDIUM, ANALYTICS, LONG = 60, 300, 1800, 3600
 PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their rows differ per user
 
-# KEYS = version keys; ARGV[1] = key prefix before the versions, ARGV[2] = suffix after them.
+# KEYS = version keys; ARGV[1] = key prefix before the versions, ARGV[2] = suffix after them,
+# ARGV[3] = now (ns), ARGV[4]/ARGV[5] = revocation db and key, ARGV[6] = this (cache) db.
 # Missing versions are created from the clock (never reused numbers, so an evicted version key cannot
-# resurrect old entries). Returns {versions joined, body or false}.
+# resurrect old entries). The caller's session revocation marker lives in the limiter db (never
+# evicted); reading it here saves the request a round trip. Returns {versions, body or false, revoked}.
 _FETCH = """
+redis.call('SELECT', ARGV[4])
+local revoked = redis.call('EXISTS', ARGV[5])
+redis.call('SELECT', ARGV[6])
 local parts = {}
 for i, k in ipairs(KEYS) do
   local v = redis.call('GET', k)
@@ -42,7 +49,7 @@ for i, k in ipairs(KEYS) do
   parts[i] = v
 end
 local versions = table.concat(parts, '.')
-return {versions, redis.call('GET', ARGV[1] .. versions .. ARGV[2])}
+return {versions, redis.call('GET', ARGV[1] .. versions .. ARGV[2]), revoked}
 """
 
 stats = Counter()  # (namespace, "hit"|"miss") -> count, this process; metrics export it
@@ -57,23 +64,26 @@ class ResponseCache:
         self.enabled = app.config.get("RESPONSE_CACHE_ENABLED", True)
         self._fetch = self.redis.register_script(_FETCH) if self.redis is not None else None
         self.lock_ms = app.config.get("CACHE_LOCK_MS", 500)
+        self.db = self.redis.connection_pool.connection_kwargs.get("db", 0) if self.redis is not None else 0
 
     def _vkey(self, institution_id, table):
         return f"{self.prefix}ver:{institution_id}:{table}"
 
-    def fetch(self, institution_id, tables, suffix):
-        """(versions, body or None); versions None when the cache is unavailable."""
+    def fetch(self, institution_id, tables, suffix, session_id):
+        """(versions, body or None, revoked or None); versions None when the cache is unavailable,
+        revoked None when this lookup could not tell (the caller checks the session itself)."""
         vkeys = [self._vkey(institution_id, t) for t in tables]
         head = f"{self.prefix}resp:{institution_id}:"
         if self.redis is not None:
             try:
-                versions, body = self._fetch(keys=vkeys, args=[head, suffix, time.time_ns()])
-                return versions.decode(), body or None
+                versions, body, revoked = self._fetch(keys=vkeys, args=[
+                    head, suffix, time.time_ns(), LIMITER_DB, f"revoked:{session_id}", self.db])
+                return versions.decode(), body or None, bool(revoked)
             except redis.RedisError as exc:
                 log.warning("cache unavailable: %s", exc)
-                return None, None
+                return None, None, None
         versions = ".".join(str(self.local.get(k) or self._init_local(k)) for k in vkeys)
-        return versions, self.local.get(head + versions + suffix)
+        return versions, self.local.get(head + versions + suffix), None
 
     def _init_local(self, key):
         value = time.time_ns()
@@ -152,11 +162,17 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
         def wrapper(*args, **kwargs):
             rc = current_app.extensions.get("response_cache")
             if rc is None or not rc.enabled or request.method != "GET":
+                ensure_session_live()
                 return view(*args, **kwargs)
             iid = g.principal.institution_id
             g.cache_namespace = ns
             suffix = _suffix()
-            versions, body = rc.fetch(iid, tables, suffix)
+            versions, body, revoked = rc.fetch(iid, tables, suffix, g.principal.session_id)
+            if revoked:
+                raise session_ended()
+            if revoked is None:
+                ensure_session_live()
+            g.revocation_pending = False
             if body is not None:
                 stats[(ns, "hit")] += 1
                 g.cache_status = "hit"
@@ -175,6 +191,7 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
                 rc.store(iid, versions, suffix, resp.get_data(), ttl)
             return resp
         wrapper.cache_tables = tables
+        wrapper.checks_revocation = True  # authenticate() leaves the session check to the lookup above
         return wrapper
     return deco
 

@@ -82,7 +82,20 @@ def _http_error(e: HTTPException):
         headers["Allow"] = ", ".join(sorted(e.valid_methods))
     if status == 429:
         _audit_rate_limit()
+        headers.update(_rate_limit_headers(e))
     return problem(status, detail, headers=headers)
+
+
+def _rate_limit_headers(e):
+    """Retry-After and X-RateLimit-* on every 429. (Per-response headers on successful requests are
+    off by default: they cost a Redis round trip per request; RATELIMIT_HEADERS_ENABLED turns them on.)"""
+    import time
+    limit = getattr(getattr(e, "limit", None), "limit", None)
+    if limit is None:
+        return {"Retry-After": "60"}
+    window = int(limit.get_expiry())  # an upper bound for when the window resets
+    return {"Retry-After": str(window), "X-RateLimit-Limit": str(limit.amount), "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(time.time()) + window)}
 
 
 def _audit_rate_limit():

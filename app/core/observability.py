@@ -71,7 +71,7 @@ def observe_request(response):
     REQUESTS.labels(request.method, endpoint, response.status_code).inc()
     LATENCY.labels(endpoint).observe(elapsed)
     if g.get("cache_status"):
-        CACHE.labels(g.get("cache_namespace", endpoint), "hit" if g.cache_status.startswith("hit") else "miss").inc()
+        CACHE.labels(g.get("cache_namespace") or endpoint, "hit" if g.cache_status.startswith("hit") else "miss").inc()
     from flask import current_app
     if elapsed * 1000 > current_app.config["SLOW_REQUEST_MS"]:
         SLOW_REQUESTS.inc()

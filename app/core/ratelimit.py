@@ -85,7 +85,7 @@ def configure_limiter(app):
         # Redis down: a per-process in-memory limit takes over instead of 500s (PITFALLS §5).
         in_memory_fallback_enabled=bool(url),
         in_memory_fallback=[api_limit] if url else [],
-        headers_enabled=True,
+        headers_enabled=cfg.get("RATELIMIT_HEADERS_ENABLED", False),
         key_prefix="sh-rl",
         strategy=cfg.get("RATELIMIT_STRATEGY", "fixed-window"),
         enabled=cfg["RATELIMIT_ENABLED"],

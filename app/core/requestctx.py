@@ -11,6 +11,10 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 
 
 def begin_request():
+    # Per-request state lives on g; reset it, since an app context can outlive one request (tests, CLI).
+    g.principal = None
+    g.revocation_pending = False
+    g.cache_status = g.cache_namespace = None
     g.started = time.perf_counter()
     rid = request.headers.get("X-Request-ID", "")
     g.request_id = rid if _SANE_ID.match(rid) else uuid.uuid4().hex
@@ -18,6 +22,9 @@ def begin_request():
 
 def finish_request(response):
     response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    if g.get("revocation_pending") and response.status_code < 400:
+        # Every authenticated path must have checked the session; never let a 2xx out unchecked.
+        raise RuntimeError(f"session not checked on {request.endpoint}")
     if g.get("cache_status"):
         response.headers["X-Cache"] = g.cache_status
     if g.get("principal") is not None:

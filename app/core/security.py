@@ -44,10 +44,24 @@ def encode_access_token(secret, ttl, **claims) -> str:
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
+_verified: dict = {}  # token -> claims: a token's signature is checked once per process, expiry every time
+_VERIFIED_MAX = 20_000
+
+
 def decode_access_token(secret, token) -> dict:
     """Raises jwt.InvalidTokenError on a bad, expired or foreign token."""
+    key = (secret, token)
+    claims = _verified.get(key)
+    if claims is not None:
+        if claims["exp"] <= time.time():
+            _verified.pop(key, None)
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        return claims
     claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
                         options={"require": ["exp", "iat", "sub", "sid", "ins", "role"]})
     if claims.get("typ") != "access":
         raise jwt.InvalidTokenError("not an access token")
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()  # crude bound; re-verifying is only a little slower
+    _verified[key] = claims
     return claims
