@@ -146,3 +146,10 @@ def test_user_creation_links_person(admin, demo):
                                       "teacher_id": free["id"]})
     assert resp.status_code == 201
     assert admin.get(f"/teachers/{free['id']}").get_json()["user_id"] == resp.get_json()["id"]
+
+
+def test_deleting_a_referenced_record_is_409_not_500(admin):
+    subject = admin.get("/class-subjects?limit=1").get_json()["data"][0]["subject_id"]
+    resp = admin.delete(f"/subjects/{subject}")
+    assert_problem(resp, 409)
+    assert admin.get(f"/subjects/{subject}").status_code == 200

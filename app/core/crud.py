@@ -189,12 +189,12 @@ class Resource:
                     obj.deleted_at = utcnow()  # soft: the record keeps its history
                 else:
                     db.session.delete(obj)
-                audit.record("delete", res.name, ident)
                 try:
-                    db.session.flush()
+                    db.session.flush()  # before the audit insert: a row still referenced fails here
                 except IntegrityError:
                     db.session.rollback()
                     raise Conflict(f"This {res.name} is still referenced by other records.") from None
+                audit.record("delete", res.name, ident)
                 commit_or_conflict()
                 res._changed(obj)
                 return "", 204
