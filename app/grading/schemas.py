@@ -1,0 +1,183 @@
+"""Gradebook bodies and answers. Scores, weights and percentages travel as decimal strings."""
+import datetime as dt
+from decimal import Decimal
+
+from pydantic import Field, field_validator
+
+from app.core.schemas import Body, Out
+
+# Numeric(7, 2) / Numeric(5, 2) columns: the bounds the database can hold.
+# The 0..max_score range is checked against the assessment, with a message naming both bounds.
+Score = Field(max_digits=7, decimal_places=2)
+
+
+class AssessmentTypeCreate(Body):
+    name: str = Field(min_length=1, max_length=60)
+    weight: Decimal = Field(ge=0, max_digits=5, decimal_places=2)
+
+
+class AssessmentTypeUpdate(Body):
+    name: str | None = Field(None, min_length=1, max_length=60)
+    weight: Decimal | None = Field(None, ge=0, max_digits=5, decimal_places=2)
+
+    @field_validator("name", "weight")
+    @classmethod
+    def _not_null(cls, value):
+        if value is None:  # only an explicit null gets here: left out, the value is kept
+            raise ValueError("must not be null")
+        return value
+
+
+class AssessmentTypeOut(Out):
+    id: int
+    name: str
+    weight: Decimal
+
+
+class AssessmentCreate(Body):
+    class_subject_id: int
+    term_id: int
+    assessment_type_id: int
+    title: str = Field(min_length=1, max_length=200)
+    max_score: Decimal = Field(gt=0, max_digits=7, decimal_places=2)
+    date: dt.date
+
+
+class AssessmentUpdate(Body):
+    # The class subject is fixed: its grades belong to that class's students.
+    term_id: int | None = None
+    assessment_type_id: int | None = None
+    title: str | None = Field(None, min_length=1, max_length=200)
+    max_score: Decimal | None = Field(None, gt=0, max_digits=7, decimal_places=2)
+    date: dt.date | None = None
+    read_only = frozenset({"class_subject_id"})
+
+
+class AssessmentOut(Out):
+    id: int
+    class_subject_id: int
+    term_id: int
+    assessment_type_id: int
+    title: str
+    max_score: Decimal
+    date: dt.date | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class GradeIn(Body):
+    student_id: int
+    score: Decimal = Score
+    comment: str | None = Field(None, max_length=500)  # left out: the stored comment is kept
+
+
+class GradesIn(Body):
+    grades: list[GradeIn] = Field(min_length=1, max_length=1000)
+
+
+class GradeOut(Out):
+    id: int
+    assessment_id: int
+    student_id: int
+    admission_number: str
+    first_name: str
+    last_name: str
+    score: Decimal
+    max_score: Decimal
+    percentage: Decimal
+    letter: str
+    comment: str | None
+    graded_by_id: int | None
+    updated_at: dt.datetime
+
+
+class GradeCounts(Out):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class GradesPutOut(Out):
+    assessment_id: int
+    data: list[GradeOut]
+    counts: GradeCounts
+
+
+class SubjectResultOut(Out):
+    subject_id: int
+    subject_code: str
+    subject_name: str
+    assessments: int          # graded assessments that count
+    average: Decimal          # weighted average percentage, 1 decimal place
+    letter: str
+
+
+class TeacherSubjectResultOut(SubjectResultOut):
+    teacher_name: str | None
+
+
+class OverallOut(Out):
+    average: Decimal | None   # mean of the subject averages; null without any grade
+    letter: str | None
+
+
+class TermResultsOut(Out):
+    student_id: int
+    term_id: int
+    subjects: list[SubjectResultOut]
+    overall: OverallOut
+
+
+class RankingEntryOut(Out):
+    position: int | None      # competition ranking (1, 2, 2, 4); null without any grade
+    student_id: int
+    admission_number: str
+    first_name: str
+    last_name: str
+    average: Decimal | None
+    letter: str | None
+
+
+class RankingOut(Out):
+    class_id: int
+    term_id: int
+    class_size: int
+    data: list[RankingEntryOut]
+
+
+class CardStudentOut(Out):
+    id: int
+    first_name: str
+    last_name: str
+    admission_number: str
+
+
+class CardClassOut(Out):
+    id: int
+    name: str
+
+
+class CardTermOut(Out):
+    id: int
+    name: str
+    start_date: dt.date
+    end_date: dt.date
+
+
+class AttendanceTotalsOut(Out):
+    present: int
+    absent: int
+    late: int
+    excused: int
+    total: int
+
+
+class ReportCardOut(Out):
+    student: CardStudentOut
+    class_: CardClassOut | None = Field(alias="class")
+    term: CardTermOut
+    subjects: list[TeacherSubjectResultOut]
+    overall: OverallOut
+    position: int | None
+    class_size: int | None
+    attendance: AttendanceTotalsOut
