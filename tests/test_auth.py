@@ -108,3 +108,13 @@ def test_passwords_are_stored_as_argon2id(demo):
     from app.people.models import User
     user = db.session.query(User).filter_by(email="admin@demo-academy.test").one()
     assert user.password_hash.startswith("$argon2id$")
+
+
+def test_logout_survives_a_redis_flush(client, redis_client, demo):
+    """Revocations are copied to Redis for speed; losing Redis's copy must not revive a session."""
+    tokens = login(client, "admin@demo-academy.test")
+    api = Api(client, tokens)
+    assert api.post("/auth/logout").status_code == 204
+    redis_client.flushall()
+    assert_problem(api.get("/auth/me"), 401)
+    assert_problem(api.get(f"/students/{demo['demo_student_id']}"), 401)  # the cached-read path too

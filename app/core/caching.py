@@ -37,7 +37,8 @@ PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their rows dif
 # evicted); reading it here saves the request a round trip. Returns {versions, body or false, revoked}.
 _FETCH = """
 redis.call('SELECT', ARGV[4])
-local revoked = redis.call('EXISTS', ARGV[5])
+local revoked = -1
+if redis.call('EXISTS', 'revoked:ready') == 1 then revoked = redis.call('EXISTS', ARGV[5]) end
 redis.call('SELECT', ARGV[6])
 local parts = {}
 for i, k in ipairs(KEYS) do
@@ -78,7 +79,8 @@ class ResponseCache:
             try:
                 versions, body, revoked = self._fetch(keys=vkeys, args=[
                     head, suffix, time.time_ns(), LIMITER_DB, f"revoked:{session_id}", self.db])
-                return versions.decode(), body or None, bool(revoked)
+                # revoked: 1 or 0, or -1 when the Redis copy of revocations is incomplete (ask the DB)
+                return versions.decode(), body or None, None if revoked < 0 else bool(revoked)
             except redis.RedisError as exc:
                 log.warning("cache unavailable: %s", exc)
                 return None, None, None
