@@ -1,0 +1,213 @@
+"""Finance bodies and answers. Money travels as decimal strings with two decimals ("1500.00") in the
+institution's currency and is held as integer minor units (cents): parsed with exact text rules,
+never through float."""
+import re
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from app.core.schemas import Body, Out
+from app.finance.models import PAYMENT_METHODS
+
+_MONEY = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+MAX_MINOR = 10 ** 15  # ten trillion in major units: far above any school fee, far below BIGINT
+
+
+def _money_error(message):
+    return PydanticCustomError("money", message)
+
+
+def to_minor(value, *, positive: bool) -> int:
+    """'1500.00' / '1500.5' / 1500 -> minor units. Floats are refused: 0.1 + 0.2 is not money."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _money_error('must be a decimal string such as "1500.00"')
+    match = _MONEY.fullmatch(str(value).strip())
+    if match is None:
+        raise _money_error('must be a decimal string such as "1500.00"')
+    sign, whole, frac = match.groups()
+    frac = frac or ""
+    if len(frac) > 2:
+        raise _money_error("must have at most 2 decimal places")
+    minor = int(whole) * 100 + int(frac.ljust(2, "0"))
+    if sign:
+        minor = -minor
+    if positive and minor <= 0:
+        raise _money_error("must be greater than zero")
+    if minor < 0:
+        raise _money_error("must not be negative")
+    if minor >= MAX_MINOR:
+        raise _money_error("is too large")
+    return minor
+
+
+def money(minor: int | None) -> str | None:
+    """Minor units -> '1500.00' (exact integer arithmetic; negative amounts keep their sign)."""
+    if minor is None:
+        return None
+    whole, cents = divmod(abs(int(minor)), 100)
+    return f"{'-' if minor < 0 else ''}{whole}.{cents:02d}"
+
+
+_MONEY_SCHEMA = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "1500.00"}
+# Validated to minor units; documented (OpenAPI) as the decimal string clients send.
+Money = Annotated[int, PlainValidator(lambda v: to_minor(v, positive=False)), WithJsonSchema(_MONEY_SCHEMA)]
+PositiveMoney = Annotated[int, PlainValidator(lambda v: to_minor(v, positive=True)), WithJsonSchema(_MONEY_SCHEMA)]
+MoneyOut = Annotated[str, Field(description="decimal string in the institution's currency", examples=["1500.00"])]
+Method = Literal[PAYMENT_METHODS]
+Reference = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+# -- fee categories ----------------------------------------------------------------------------------
+
+class FeeCategoryCreate(Body):
+    term_id: int
+    name: str = Field(min_length=1, max_length=100)
+    amount_minor: Money = Field(alias="amount")
+    grade_level: int | None = Field(None, ge=0, le=20, description="bill only students of this grade level")
+    class_id: int | None = Field(None, description="bill only students of this class")
+    due_date: date | None = None
+
+
+class FeeCategoryUpdate(Body):
+    read_only = frozenset({"term_id"})
+    name: str | None = Field(None, min_length=1, max_length=100)
+    amount_minor: Money | None = Field(None, alias="amount")
+    grade_level: int | None = Field(None, ge=0, le=20)
+    class_id: int | None = None
+    due_date: date | None = None
+
+
+class FeeCategoryOut(Out):
+    id: int
+    term_id: int
+    name: str
+    amount: MoneyOut
+    grade_level: int | None
+    class_id: int | None
+    due_date: date | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- invoices ------------------------------------------------------------------------------------------
+
+class GenerateIn(Body):
+    term_id: int
+    class_id: int | None = Field(None, description="one class, or")
+    grade_level: int | None = Field(None, ge=0, le=20, description="every class of this grade in the term's year")
+
+
+class GenerateOut(Out):
+    created_invoices: int
+    added_lines: int
+    invoices: list[int] = Field(description="ids of the invoices created or given new lines")
+
+
+class VoidIn(Body):
+    reason: str | None = Field(None, max_length=500)
+
+
+class InvoiceOut(Out):
+    id: int
+    number: str
+    student_id: int
+    term_id: int
+    status: Literal["open", "partially_paid", "paid", "void"]
+    total: MoneyOut
+    paid: MoneyOut
+    outstanding: MoneyOut = Field(description="total - paid, never below zero (any excess is student credit)")
+    due_date: date | None
+    voided_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class InvoiceLineOut(Out):
+    id: int
+    fee_category_id: int
+    description: str
+    amount: MoneyOut
+
+
+class PaymentOut(Out):
+    id: int
+    student_id: int
+    invoice_id: int | None
+    amount: MoneyOut = Field(description="negative for refunds and reversals")
+    method: str
+    reference: str
+    kind: Literal["payment", "refund", "reversal"]
+    reverses_id: int | None
+    note: str | None
+    received_at: datetime
+    recorded_by_id: int | None
+    created_at: datetime
+
+
+class InvoiceDetailOut(InvoiceOut):
+    lines: list[InvoiceLineOut]
+    payments: list[PaymentOut]
+
+
+# -- payments ------------------------------------------------------------------------------------------
+
+class PaymentIn(Body):
+    student_id: int
+    invoice_id: int | None = Field(None, description="omit for an unallocated payment (student credit)")
+    amount: PositiveMoney
+    method: Method
+    reference: Reference = Field(description="the external transaction reference, unique in the institution")
+    received_at: datetime | None = Field(None, description="default: now; a time without an offset is UTC")
+    note: str | None = Field(None, max_length=500)
+
+
+class ReverseIn(Body):
+    reason: str = Field(min_length=1, max_length=500)
+    reference: Reference | None = Field(None, description='default: "REV-" + the payment\'s reference')
+
+
+class RefundIn(Body):
+    amount: PositiveMoney
+    method: Method
+    reference: Reference
+    note: str | None = Field(None, max_length=500)
+
+
+class BalanceOut(Out):
+    student_id: int
+    currency: str
+    invoiced: MoneyOut
+    paid: MoneyOut = Field(description="net of refunds and reversals")
+    balance: MoneyOut = Field(description="invoiced - paid; negative means the student is in credit")
+    credit: MoneyOut
+
+
+class PaymentReceiptOut(PaymentOut):
+    invoice: InvoiceOut | None
+    balance: BalanceOut
+
+
+class StatementEntryOut(Out):
+    date: datetime
+    type: Literal["invoice", "payment", "refund", "reversal"]
+    id: int
+    reference: str
+    description: str
+    invoice_id: int | None
+    debit: MoneyOut
+    credit: MoneyOut
+    balance: MoneyOut
+
+
+class StatementOut(Out):
+    student_id: int
+    currency: str
+    from_: date | None = Field(alias="from")
+    to: date | None
+    opening_balance: MoneyOut
+    total_debits: MoneyOut
+    total_credits: MoneyOut
+    closing_balance: MoneyOut
+    entries: list[StatementEntryOut]
