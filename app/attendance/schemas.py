@@ -1,0 +1,203 @@
+"""Roll call and QR check-in: request bodies (unknown fields rejected) and response descriptions."""
+import re
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import field_validator
+
+from app.core.errors import ValidationFailed
+from app.core.schemas import Body, Field, Out, parse_body
+
+Status = Literal["present", "absent", "late", "excused"]
+MAX_PERIOD = 20
+
+
+class RollEntry(Body):
+    student_id: int
+    status: Status
+    note: str | None = Field(None, max_length=500)
+
+    @field_validator("note")
+    @classmethod
+    def _blank_is_none(cls, v):
+        # "" and None mean the same (no note); keeping one form makes resends compare equal.
+        return v or None
+
+
+class RollIn(Body):
+    subject_id: int | None = None
+    period: int = Field(0, ge=0, le=MAX_PERIOD)  # 0 = the whole day
+    records: list[RollEntry] = Field(min_length=1, max_length=500)
+
+
+class SessionIn(Body):
+    subject_id: int | None = None
+    period: int = Field(0, ge=0, le=MAX_PERIOD)
+    minutes: int = Field(5, ge=1, le=60)
+
+
+class CheckinIn(Body):
+    token: str = Field(min_length=1, max_length=500)
+
+
+_INDEXED = re.compile(r"^records\.(\d+)")
+
+
+def parse_roll() -> RollIn:
+    """Like parse_body, with list positions written the way clients index them: records[3].status."""
+    try:
+        return parse_body(RollIn)
+    except ValidationFailed as exc:
+        raise ValidationFailed({_INDEXED.sub(r"records[\1]", k): v for k, v in exc.errors.items()}) from None
+
+
+# --- responses (OpenAPI descriptions; serialisation builds plain dicts) ---------------------------------
+
+class MarkerOut(Out):
+    id: int
+    name: str
+
+
+class RollRowOut(Out):
+    student_id: int
+    admission_number: str
+    first_name: str
+    last_name: str
+    status: Status | None  # null: not marked yet
+    note: str | None
+    source: str | None
+    marked_by: MarkerOut | None
+    marked_at: datetime | None
+
+
+class RollTotalsOut(Out):
+    present: int
+    absent: int
+    late: int
+    excused: int
+    unmarked: int
+    enrolled: int
+
+
+class RollCountsOut(Out):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class RollOut(Out):
+    class_id: int
+    date: date
+    subject_id: int | None
+    period: int
+    students: list[RollRowOut]
+    totals: RollTotalsOut
+
+
+class RollSavedOut(RollOut):
+    counts: RollCountsOut
+
+
+class RecordOut(Out):
+    id: int
+    date: date
+    class_id: int
+    subject_id: int | None
+    period: int
+    status: Status
+    note: str | None
+    source: str
+    marked_by_id: int | None
+    marked_at: datetime
+
+
+class StatusTotalsOut(Out):
+    present: int
+    absent: int
+    late: int
+    excused: int
+    marked: int
+
+
+class HistoryOut(Out):
+    data: list[RecordOut]
+    next_cursor: str | None
+    student_id: int
+    from_: date | None = Field(None, alias="from")
+    to: date | None
+    totals: StatusTotalsOut
+    rate: float | None  # (present + late) / marked, percent, 1 decimal
+
+
+class SummaryRowOut(Out):
+    present: int
+    absent: int
+    late: int
+    excused: int
+    marked: int
+    enrolled: int
+    unmarked: int
+    rate: float | None
+
+
+class ClassSummaryOut(SummaryRowOut):
+    class_id: int
+    name: str
+
+
+class SummaryOut(Out):
+    date: date
+    period: int
+    subject_id: int | None
+    school: SummaryRowOut
+    classes: list[ClassSummaryOut]
+
+
+class AbsenteeOut(Out):
+    student_id: int
+    admission_number: str
+    first_name: str
+    last_name: str
+    present: int
+    absent: int
+    late: int
+    excused: int
+    marked: int
+    rate: float
+
+
+class AbsenteesOut(Out):
+    data: list[AbsenteeOut]
+    next_cursor: str | None
+    from_: date = Field(alias="from")
+    to: date
+    threshold: float
+
+
+class SessionOut(Out):
+    id: int
+    class_id: int
+    subject_id: int | None
+    period: int
+    date: date
+    opened_by_id: int | None
+    opened_at: datetime
+    expires_at: datetime
+    checked_in: int
+
+
+class SessionCreatedOut(SessionOut):
+    token: str
+    qr_svg: str
+
+
+class CheckinOut(Out):
+    session_id: int
+    student_id: int
+    class_id: int
+    subject_id: int | None
+    period: int
+    date: date
+    status: Status
+    source: str
+    checked_in_at: datetime
