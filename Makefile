@@ -51,3 +51,21 @@ bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows,
 bench-quick: $(STAMP)  ## the same, shorter and smaller (< 5 minutes)
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --quick
+
+.PHONY: up worker
+up: $(STAMP)  ## the whole stack (Procfile: web, worker, beat, flower) with honcho, on DATABASE_URL + REDIS_URL
+	@test -n "$$DATABASE_URL" || { echo "make up: set DATABASE_URL to a PostgreSQL database, e.g. postgresql://postgres@127.0.0.1:5432/schoolhouse" >&2; exit 2; }
+	@test -n "$$REDIS_URL" || { echo "make up: set REDIS_URL, e.g. redis://127.0.0.1:6379 (db 0 cache, 1 rate limits, 2 Celery)" >&2; exit 2; }
+	mkdir -p instance
+	$(FLASK) db upgrade
+	$(FLASK) seed demo --if-empty
+	@export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLOWER_USER="$${FLOWER_USER:-admin}"; \
+	if [ -z "$${FLOWER_PASSWORD:-}" ]; then \
+	    export FLOWER_PASSWORD="$$(python -c 'import secrets; print(secrets.token_urlsafe(12))')"; \
+	    echo "flower: http://127.0.0.1:5555  user $$FLOWER_USER  password $$FLOWER_PASSWORD (set FLOWER_PASSWORD to choose)"; \
+	fi; \
+	exec honcho start -f Procfile
+
+worker: $(STAMP)  ## one Celery worker on all queues (needs REDIS_URL; without it tasks run in the web process)
+	@test -n "$$REDIS_URL" || { echo "make worker: set REDIS_URL; without it tasks run inside the web process" >&2; exit 2; }
+	$(VENV)/bin/celery -A celery_worker worker -Q default,exports,notifications,maintenance --concurrency 2 -l info

@@ -109,8 +109,7 @@ class Config:
         self.FLOWER_USER = env("FLOWER_USER", "admin")
         self.FLOWER_PASSWORD = env("FLOWER_PASSWORD")
         # Export and import jobs (app/jobs)
-        self.EXPORT_DIR = env("EXPORT_DIR", str(Path(self.INSTANCE_DIR) / "exports"))
-        self.IMPORT_DIR = env("IMPORT_DIR", str(Path(self.INSTANCE_DIR) / "imports"))
+        self.EXPORT_DIR = env("EXPORT_DIR", str(Path(self.INSTANCE_DIR) / "exports"))  # also keeps uploads
         self.EXPORT_TTL = env("EXPORT_TTL", 24 * 3600, int)  # seconds a finished export can be downloaded
         self.EXPORT_LINK_TTL = env("EXPORT_LINK_TTL", 600, int)  # seconds a signed download link is valid
         self.EXPORT_MAX_ROWS = env("EXPORT_MAX_ROWS", 5_000_000, int)

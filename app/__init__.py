@@ -23,6 +23,7 @@ def create_app(config_name=None, **overrides):
     register_rate_limits(app)     # after the blueprints: applies the limits their views are marked with
     register_errors(app)
     register_cli(app)
+    register_celery(app)
     return app
 
 
@@ -82,6 +83,14 @@ def register_extensions(app):
     cache.init_app(app)
     from app.core.caching import register_caching
     register_caching(app)
+    # brotli, then gzip, for JSON and CSV above 1 KiB; files that are already compressed (xlsx, pdf,
+    # images) are not in the list, and streamed files (direct passthrough) are left alone.
+    app.config.setdefault("COMPRESS_ALGORITHM", ["br", "gzip"])
+    app.config.setdefault("COMPRESS_MIN_SIZE", 1024)
+    app.config.setdefault("COMPRESS_MIMETYPES", ["application/json", "application/problem+json", "text/csv",
+                                                 "text/html", "text/plain", "application/javascript", "text/css"])
+    app.config.setdefault("COMPRESS_BR_LEVEL", 4)  # fast levels: the CPU is the scarce resource here
+    app.config.setdefault("COMPRESS_LEVEL", 5)
     compress.init_app(app)
     app.extensions["revocations"] = RevocationStore(app)
     from app.audit.services import record_security_event
@@ -98,10 +107,11 @@ def register_blueprints(app):
     from app.grading.routes import bp as grading_bp
     from app.health.routes import bp as health_bp
     from app.institutions.routes import bp as institutions_bp
+    from app.jobs.routes import bp as jobs_bp
     from app.people.routes import bp as people_bp
 
     for bp in (auth_bp, institutions_bp, people_bp, academics_bp, attendance_bp, grading_bp, finance_bp,
-               audit_bp, docs_bp):
+               audit_bp, jobs_bp, docs_bp):
         app.register_blueprint(bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
 
@@ -119,3 +129,8 @@ def register_errors(app):
 def register_cli(app):
     from app.seed import seed_cli
     app.cli.add_command(seed_cli)
+
+
+def register_celery(app):
+    from app.celery_app import celery_init_app
+    celery_init_app(app)

@@ -14,6 +14,7 @@ from app.extensions import db
 
 BIG_TABLES = ("students", "attendance_records", "enrolments", "guardians", "student_guardians", "users",
               "grades", "invoices", "payments", "audit_log", "teachers", "classes", "class_subjects")
+SMALL_TABLE_ROWS = 10_000
 SKIP = ("SAVEPOINT", "RELEASE", "ROLLBACK", "SELECT 1", "UPDATE users SET last_login_at")
 
 
@@ -87,8 +88,14 @@ def main():
                     if f"Seq Scan on {t} " in plan + " ":
                         seq_scans.append((path, t))
                 out.append("```\n" + plan + "\n```\n")
-        summary = ("No sequential scan on a large table in any plan above."
-                   if not seq_scans else "Sequential scans: " + ", ".join(f"{t} ({p})" for p, t in seq_scans))
+        sizes = dict(db.session.execute(text("SELECT relname, n_live_tup FROM pg_stat_user_tables")).all())
+        big = [(p, t) for p, t in seq_scans if sizes.get(t, 0) >= SMALL_TABLE_ROWS]
+        small = sorted({f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < SMALL_TABLE_ROWS})
+        summary = ("No sequential scan on a table of 10,000 rows or more in any plan below."
+                   if not big else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big))
+        if small:
+            summary += (" The planner scans these small tables whole, which is cheaper than an index at their "
+                        "size: " + ", ".join(small) + ".")
         print(f"{summary}\n\n" + "\n".join(out))
 
 

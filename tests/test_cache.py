@@ -169,3 +169,13 @@ def test_a_logged_out_session_cannot_read_cached_data(client, demo):
     assert resp.status_code == 401 and b"first_name" not in resp.data
     other = Api(client, login(client, "admin@demo-academy.test"))
     assert other.get(path).headers["X-Cache"] == "hit"  # the entry itself is still good for live sessions
+
+
+def test_warming_fills_the_keys_real_requests_use(app, admin, demo):
+    from app.core.caching import warm_institution
+    path = f"/classes/{demo['demo_class_id']}/students?limit=50"
+    with app.app_context():
+        filled = warm_institution(demo["demo_institution_id"])
+    assert filled >= 20
+    assert admin.get(path).headers["X-Cache"] == "hit"
+    assert admin.get("/subjects").headers["X-Cache"] == "hit"

@@ -76,3 +76,14 @@ def test_sql_statements_per_endpoint_are_pinned(admin, demo, count_sql, path, bu
         assert count_sql["n"] == budget, count_sql["sql"]
     finally:
         rc.enabled = True
+
+
+def test_large_json_is_compressed_small_is_not(admin):
+    big = admin.get("/students?limit=200", headers={"Accept-Encoding": "br, gzip"})
+    assert big.headers.get("Content-Encoding") == "br" and "Accept-Encoding" in big.headers.get("Vary", "")
+    gz = admin.get("/students?limit=200", headers={"Accept-Encoding": "gzip"})
+    assert gz.headers.get("Content-Encoding") == "gzip"
+    import gzip, json
+    assert len(json.loads(gzip.decompress(gz.data))["data"]) == 200
+    small = admin.get("/subjects?limit=1", headers={"Accept-Encoding": "br, gzip"})
+    assert "Content-Encoding" not in small.headers

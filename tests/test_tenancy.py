@@ -10,6 +10,7 @@ from app.finance.models import FeeCategory, Invoice, Payment
 from app.grading.models import Assessment, AssessmentType
 from app.audit.models import AuditEntry
 from app.extensions import db
+from app.jobs.models import Job
 from app.people.models import Guardian, Student, Teacher, User
 from tests.conftest import assert_problem
 
@@ -21,6 +22,7 @@ MODELS = {
     "class-subjects": ClassSubject, "enrolments": Enrolment, "audit-log": AuditEntry,
     "attendance-sessions": AttendanceSession, "assessment-types": AssessmentType, "assessments": Assessment,
     "fee-categories": FeeCategory, "invoices": Invoice, "payments": Payment,
+    "exports": Job, "imports": Job,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -45,6 +47,17 @@ def qr_session(demo):
     return row
 
 
+@pytest.fixture
+def demo_job(demo):
+    """The demo seed has no export/import jobs; make one so /exports/<id> and /imports/<id> are walked."""
+    row = Job(institution_id=demo["demo_institution_id"], job_type="export", kind="class_roster", format="csv",
+              params={"class_id": demo["demo_class_id"]}, status="queued", attempts=0, progress_percent=0,
+              rows_done=0)
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
 def id_routes(app):
     for rule in app.url_map.iter_rules():
         if "<int:" in rule.rule and rule.rule.startswith("/api/v1/"):
@@ -52,7 +65,7 @@ def id_routes(app):
                 yield rule, method
 
 
-def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin, qr_session):
+def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin, qr_session, demo_job):
     inst = demo["demo_institution_id"]
     walked = 0
     for rule, method in id_routes(app):

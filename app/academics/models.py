@@ -63,6 +63,8 @@ class SchoolClass(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # natural key: one grade+section per year; also GET /classes?academic_year_id=&grade_level=
         UniqueConstraint("institution_id", "academic_year_id", "grade_level", "section",
                          name="uq_classes_institution_year_grade_section"),
+        # GET /classes?grade_level=: the tenant's classes of one grade (invoice generation by grade too)
+        Index("ix_classes_institution_grade", "institution_id", "grade_level"),
         # teacher scope: classes a teacher leads as homeroom teacher
         Index("ix_classes_homeroom_teacher_id", "homeroom_teacher_id",
               postgresql_where=text("homeroom_teacher_id IS NOT NULL")),

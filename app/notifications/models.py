@@ -29,4 +29,6 @@ class OutboxEmail(TenantMixin, db.Model):
         Index("uq_email_outbox_institution_dedupe", "institution_id", "dedupe_key", unique=True),
         # the sender's queue: pending messages due now
         Index("ix_email_outbox_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # lease recovery: rows left in "sending" past their lease (next_attempt_at) by a worker that died
+        Index("ix_email_outbox_sending_lease", "next_attempt_at", postgresql_where=text("status = 'sending'")),
     )

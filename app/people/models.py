@@ -28,6 +28,9 @@ class User(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /users?q=: case-insensitive prefix search on last name within the tenant
         Index("ix_users_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
               postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        # GET /users?q=: the same on first name (OR-ed with the last-name index)
+        Index("ix_users_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
+              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
     )
 
 
@@ -60,6 +63,9 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         Index("ix_students_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
               postgresql_ops={"first_name_lower": "text_pattern_ops"},
               postgresql_where=text("deleted_at IS NULL")),
+        # GET /students?sort=last_name: keyset pages of live students in name order
+        Index("ix_students_institution_last_name_id", "institution_id", "last_name", "id",
+              postgresql_where=text("deleted_at IS NULL")),
         # GET /students?status=&grade_level=: live students of the tenant by status and grade, in id order
         Index("ix_students_institution_status_grade", "institution_id", "status", "grade_level", "id",
               postgresql_where=text("deleted_at IS NULL")),
@@ -81,6 +87,9 @@ class Guardian(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /guardians?q=: case-insensitive prefix search on last name
         Index("ix_guardians_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
               postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        # GET /guardians?q=: the same on first name (OR-ed with the last-name index)
+        Index("ix_guardians_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
+              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
     )
 
 
@@ -120,4 +129,7 @@ class Teacher(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /teachers?q=: case-insensitive prefix search on last name
         Index("ix_teachers_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
               postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        # GET /teachers?q=: the same on first name (OR-ed with the last-name index)
+        Index("ix_teachers_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
+              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
     )

@@ -82,6 +82,8 @@ def upgrade():
     with op.batch_alter_table('email_outbox', schema=None) as batch_op:
         # the sender's queue: pending messages due now
         batch_op.create_index('ix_email_outbox_pending_due', ['next_attempt_at'], unique=False, postgresql_where=sa.text("status = 'pending'"))
+        # lease recovery: rows left in 'sending' past their lease (next_attempt_at) by a worker that died
+        batch_op.create_index('ix_email_outbox_sending_lease', ['next_attempt_at'], unique=False, postgresql_where=sa.text("status = 'sending'"))
         # exactly-once creation: one message per event and recipient
         batch_op.create_index('uq_email_outbox_institution_dedupe', ['institution_id', 'dedupe_key'], unique=True)
 
@@ -116,6 +118,8 @@ def upgrade():
     with op.batch_alter_table('users', schema=None) as batch_op:
         # GET /users?q=: case-insensitive prefix search on last name within the tenant
         batch_op.create_index('ix_users_institution_last_name_lower', ['institution_id', sa.literal_column('lower(last_name)').label('last_name_lower')], unique=False, postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        # GET /users?q=: the same on first name (OR-ed with the last-name index)
+        batch_op.create_index('ix_users_institution_first_name_lower', ['institution_id', sa.literal_column('lower(first_name)').label('first_name_lower')], unique=False, postgresql_ops={'first_name_lower': 'text_pattern_ops'})
         # GET /users?role=&is_active=: the tenant's users by role and status
         batch_op.create_index('ix_users_institution_role_active', ['institution_id', 'role', 'is_active'], unique=False)
         # login: find the account by e-mail, case-insensitively, across institutions
@@ -197,6 +201,8 @@ def upgrade():
     with op.batch_alter_table('guardians', schema=None) as batch_op:
         # GET /guardians?q=: case-insensitive prefix search on last name
         batch_op.create_index('ix_guardians_institution_last_name_lower', ['institution_id', sa.literal_column('lower(last_name)').label('last_name_lower')], unique=False, postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        # GET /guardians?q=: the same on first name (OR-ed with the last-name index)
+        batch_op.create_index('ix_guardians_institution_first_name_lower', ['institution_id', sa.literal_column('lower(first_name)').label('first_name_lower')], unique=False, postgresql_ops={'first_name_lower': 'text_pattern_ops'})
         # GET /auth/me and guardian access: the guardian row of a login
         batch_op.create_index('ix_guardians_user_id', ['user_id'], unique=True)
 
@@ -248,6 +254,8 @@ def upgrade():
         batch_op.create_index('ix_students_institution_last_name_lower', ['institution_id', sa.literal_column('lower(last_name)').label('last_name_lower')], unique=False, postgresql_ops={'last_name_lower': 'text_pattern_ops'}, postgresql_where=sa.text('deleted_at IS NULL'))
         # GET /students?status=&grade_level=: live students of the tenant by status and grade, in id order
         batch_op.create_index('ix_students_institution_status_grade', ['institution_id', 'status', 'grade_level', 'id'], unique=False, postgresql_where=sa.text('deleted_at IS NULL'))
+        # GET /students?sort=last_name: keyset pages of live students in name order
+        batch_op.create_index('ix_students_institution_last_name_id', ['institution_id', 'last_name', 'id'], unique=False, postgresql_where=sa.text('deleted_at IS NULL'))
         # GET /auth/me and student self-access: the student row of a login
         batch_op.create_index('ix_students_user_id', ['user_id'], unique=True)
 
@@ -274,6 +282,8 @@ def upgrade():
     with op.batch_alter_table('teachers', schema=None) as batch_op:
         # GET /teachers?q=: case-insensitive prefix search on last name
         batch_op.create_index('ix_teachers_institution_last_name_lower', ['institution_id', sa.literal_column('lower(last_name)').label('last_name_lower')], unique=False, postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        # GET /teachers?q=: the same on first name (OR-ed with the last-name index)
+        batch_op.create_index('ix_teachers_institution_first_name_lower', ['institution_id', sa.literal_column('lower(first_name)').label('first_name_lower')], unique=False, postgresql_ops={'first_name_lower': 'text_pattern_ops'})
         # GET /auth/me and every teacher permission check: the teacher row of a login
         batch_op.create_index('ix_teachers_user_id', ['user_id'], unique=True)
 
@@ -316,6 +326,8 @@ def upgrade():
     sa.UniqueConstraint('institution_id', 'academic_year_id', 'grade_level', 'section', name='uq_classes_institution_year_grade_section')
     )
     with op.batch_alter_table('classes', schema=None) as batch_op:
+        # GET /classes?grade_level=: the tenant's classes of one grade (invoice generation by grade too)
+        batch_op.create_index('ix_classes_institution_grade', ['institution_id', 'grade_level'], unique=False)
         # teacher scope: classes a teacher leads as homeroom teacher
         batch_op.create_index('ix_classes_homeroom_teacher_id', ['homeroom_teacher_id'], unique=False, postgresql_where=sa.text('homeroom_teacher_id IS NOT NULL'))
 
@@ -736,6 +748,7 @@ def downgrade():
 
     op.drop_table('invoices')
     with op.batch_alter_table('classes', schema=None) as batch_op:
+        batch_op.drop_index('ix_classes_institution_grade')
         batch_op.drop_index('ix_classes_homeroom_teacher_id', postgresql_where=sa.text('homeroom_teacher_id IS NOT NULL'))
 
     op.drop_table('classes')
@@ -746,11 +759,13 @@ def downgrade():
     with op.batch_alter_table('teachers', schema=None) as batch_op:
         batch_op.drop_index('ix_teachers_user_id')
         batch_op.drop_index('ix_teachers_institution_last_name_lower', postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        batch_op.drop_index('ix_teachers_institution_first_name_lower', postgresql_ops={'first_name_lower': 'text_pattern_ops'})
 
     op.drop_table('teachers')
     with op.batch_alter_table('students', schema=None) as batch_op:
         batch_op.drop_index('ix_students_user_id')
         batch_op.drop_index('ix_students_institution_status_grade', postgresql_where=sa.text('deleted_at IS NULL'))
+        batch_op.drop_index('ix_students_institution_last_name_id', postgresql_where=sa.text('deleted_at IS NULL'))
         batch_op.drop_index('ix_students_institution_last_name_lower', postgresql_ops={'last_name_lower': 'text_pattern_ops'}, postgresql_where=sa.text('deleted_at IS NULL'))
         batch_op.drop_index('ix_students_institution_first_name_lower', postgresql_ops={'first_name_lower': 'text_pattern_ops'}, postgresql_where=sa.text('deleted_at IS NULL'))
 
@@ -763,6 +778,7 @@ def downgrade():
     with op.batch_alter_table('guardians', schema=None) as batch_op:
         batch_op.drop_index('ix_guardians_user_id')
         batch_op.drop_index('ix_guardians_institution_last_name_lower', postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        batch_op.drop_index('ix_guardians_institution_first_name_lower', postgresql_ops={'first_name_lower': 'text_pattern_ops'})
 
     op.drop_table('guardians')
     with op.batch_alter_table('files', schema=None) as batch_op:
@@ -783,11 +799,13 @@ def downgrade():
         batch_op.drop_index('uq_users_email_lower')
         batch_op.drop_index('ix_users_institution_role_active')
         batch_op.drop_index('ix_users_institution_last_name_lower', postgresql_ops={'last_name_lower': 'text_pattern_ops'})
+        batch_op.drop_index('ix_users_institution_first_name_lower', postgresql_ops={'first_name_lower': 'text_pattern_ops'})
 
     op.drop_table('users')
     op.drop_table('subjects')
     with op.batch_alter_table('email_outbox', schema=None) as batch_op:
         batch_op.drop_index('uq_email_outbox_institution_dedupe')
+        batch_op.drop_index('ix_email_outbox_sending_lease', postgresql_where=sa.text("status = 'sending'"))
         batch_op.drop_index('ix_email_outbox_pending_due', postgresql_where=sa.text("status = 'pending'"))
 
     op.drop_table('email_outbox')

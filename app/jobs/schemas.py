@@ -1,0 +1,112 @@
+"""Export requests (one params model per kind, unknown fields rejected) and job responses."""
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import Field, PositiveInt, field_validator
+
+from app.core.schemas import Body, Out
+
+MAX_RANGE_DAYS = 366 * 3
+
+
+class ExportIn(Body):
+    kind: str = Field(description="attendance_register, attendance_summary, attendance_records, class_roster, "
+                                  "gradebook, report_cards, fee_statement, fee_collection, audit_log")
+    format: str = Field(description="csv, xlsx or pdf, as the kind allows")
+    params: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
+
+
+class Params(Body):
+    pass
+
+
+class _Range(Params):
+    from_: date = Field(alias="from")
+    to: date
+
+    @field_validator("to")
+    @classmethod
+    def _order(cls, to, info):
+        start = info.data.get("from_")
+        if start is not None and start > to:
+            raise ValueError("must not be before from")
+        if start is not None and (to - start).days > MAX_RANGE_DAYS:
+            raise ValueError(f"the range must not exceed {MAX_RANGE_DAYS} days")
+        return to
+
+
+class RegisterParams(Params):
+    class_id: PositiveInt
+    month: str = Field(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")
+
+    @field_validator("month")
+    @classmethod
+    def _month(cls, value):
+        year, month = (int(p) for p in value.split("-"))
+        if not (1 <= month <= 12 and 1900 <= year <= 9999):
+            raise ValueError("must be a month, YYYY-MM")
+        return value
+
+    def first_day(self) -> date:
+        year, month = (int(p) for p in self.month.split("-"))
+        return date(year, month, 1)
+
+
+class RangeClassParams(_Range):
+    class_id: PositiveInt | None = None
+
+
+class ClassParams(Params):
+    class_id: PositiveInt
+
+
+class ClassTermParams(Params):
+    class_id: PositiveInt
+    term_id: PositiveInt
+
+
+class StudentParams(Params):
+    student_id: PositiveInt
+
+
+class RangeParams(_Range):
+    pass
+
+
+class ProgressOut(Out):
+    percent: int
+    rows_done: int
+
+
+class ExportOut(Out):
+    id: int
+    kind: str
+    format: str
+    params: dict
+    status: str = Field(description="queued, running, done, failed or expired")
+    progress: ProgressOut
+    row_count: int | None = Field(description="estimated while queued/running, exact when done")
+    size_bytes: int | None
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+    download_url: str | None = Field(description="signed and short-lived (EXPORT_LINK_TTL); only when done")
+
+
+class ImportOut(Out):
+    id: int
+    kind: str
+    dry_run: bool
+    status: str
+    progress: ProgressOut
+    row_count: int | None
+    result: dict | None = Field(description="rows, created, updated, unchanged, failed and the failed rows "
+                                            "with their reasons")
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

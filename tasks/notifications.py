@@ -1,0 +1,45 @@
+"""Celery tasks for email: thin shells around app.notifications.services (ids in, rows re-read).
+
+Bound with `shared_task`, so they attach to whichever Celery app the factory creates (see
+app/celery_app.py), and go to the `notifications` queue by the `tasks.notifications.*` route in
+config's Celery settings; the periodic ones run under a lock (app/maintenance/locks.py) so overlapping runs
+never double up. Retries are not Celery retries: a failed message goes back to the outbox with its own
+backoff, so no long countdown ever sits in the broker (PITFALLS §2).
+"""
+from datetime import date
+
+from celery import shared_task
+
+from app.maintenance.locks import run_locked
+from app.notifications import services
+
+# Lock timeouts: longer than a run may take, short enough that a killed run frees the job soon.
+DISPATCH_LOCK_SECONDS = 300
+ALERTS_LOCK_SECONDS = 1800
+
+
+@shared_task(name="tasks.notifications.send_outbox_email", ignore_result=True)
+def send_outbox_email(outbox_id):
+    """Send one queued message now (e.g. enqueued after the commit that created it)."""
+    return services.send_outbox_email(int(outbox_id))
+
+
+@shared_task(name="tasks.notifications.dispatch_outbox")
+def dispatch_outbox():
+    """Every minute: recover rows stuck in "sending", then send every due pending row."""
+    return run_locked("dispatch_outbox", DISPATCH_LOCK_SECONDS, services.dispatch_outbox)
+
+
+@shared_task(name="tasks.notifications.absence_alerts")
+def absence_alerts(on_date=None):
+    """Hourly: queue today's absence alerts for each school whose local time has passed
+    ABSENCE_ALERT_HOUR (`on_date`, ISO, to (re)run one day for every school)."""
+    day = date.fromisoformat(on_date) if on_date else None
+    return run_locked("absence_alerts", ALERTS_LOCK_SECONDS, services.send_absence_alerts, on_date=day)
+
+
+@shared_task(name="tasks.notifications.fee_reminders")
+def fee_reminders(on_date=None):
+    """Hourly: queue fee reminders (due soon, overdue weekly) for each school past FEE_REMINDER_HOUR."""
+    day = date.fromisoformat(on_date) if on_date else None
+    return run_locked("fee_reminders", ALERTS_LOCK_SECONDS, services.send_fee_reminders, on_date=day)
