@@ -29,7 +29,7 @@ class Assessment(TenantMixin, TimestampMixin, db.Model):
     assessment_type_id: Mapped[int] = mapped_column(ForeignKey("assessment_types.id", ondelete="RESTRICT"))
     title: Mapped[str] = mapped_column(String(200))
     max_score: Mapped[Decimal] = mapped_column(Numeric(7, 2))
-    date: Mapped[dt.date | None] = mapped_column(Date)
+    date: Mapped[dt.date] = mapped_column(Date)
 
     __table_args__ = (
         # GET /assessments?class_subject_id=&term_id= and term results per class subject

@@ -60,7 +60,7 @@ class AssessmentOut(Out):
     assessment_type_id: int
     title: str
     max_score: Decimal
-    date: dt.date | None
+    date: dt.date
     created_at: dt.datetime
     updated_at: dt.datetime
 
