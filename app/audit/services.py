@@ -67,6 +67,16 @@ def diff(obj, fields=None) -> dict:
     return out
 
 
+def apply_update(obj, values: dict, entity_type: str) -> dict:
+    """Set the given fields, and audit the ones that really changed; returns {field: [before, after]}."""
+    for key, value in values.items():
+        setattr(obj, key, value)
+    changes = diff(obj, values.keys())
+    if changes:
+        record("update", entity_type, obj.id, changes)
+    return changes
+
+
 def snapshot(obj, fields) -> dict:
     return {f: [None, _plain(getattr(obj, f))] for f in fields if f != "password_hash"}
 

@@ -168,11 +168,7 @@ class Resource:
                 body = parse_body(res.update)
                 values = body.model_dump(exclude_unset=True)
                 check_refs(values, res.refs)
-                for k, v in values.items():
-                    setattr(obj, k, v)
-                changes = audit.diff(obj, values.keys())
-                if changes:
-                    audit.record("update", res.name, obj.id, changes)
+                audit.apply_update(obj, values, res.name)
                 commit_or_conflict()
                 res._changed(obj)
                 return jsonify(res.serialize(obj))

@@ -143,11 +143,7 @@ def create_category(values: dict) -> FeeCategory:
 def update_category(category: FeeCategory, values: dict) -> FeeCategory:
     """Lines already billed keep the amount they were billed at; only later generation uses the new one."""
     _check_category(values, category)
-    for key, value in values.items():
-        setattr(category, key, value)
-    changes = audit.diff(category, values.keys())
-    if changes:
-        audit.record("update", "fee_category", category.id, changes)
+    audit.apply_update(category, values, "fee_category")
     return category
 
 

@@ -174,11 +174,7 @@ def update_assessment(obj: Assessment, class_subject: ClassSubject, values: dict
         top = db.session.execute(select(func.max(Grade.score)).where(Grade.assessment_id == obj.id)).scalar()
         if top is not None and top > values["max_score"]:
             raise ValidationFailed({"max_score": f"must not be below the highest recorded score ({plain(top)})"})
-    for k, v in values.items():
-        setattr(obj, k, v)
-    changes = audit.diff(obj, values.keys())
-    if changes:
-        audit.record("update", "assessment", obj.id, changes)
+    audit.apply_update(obj, values, "assessment")
     flush_or_conflict()
     return obj
 

@@ -33,10 +33,6 @@ def update_institution():
     for key in ("name", "currency", "timezone"):
         if key in values and values[key] is None:
             raise ValidationFailed({key: "must not be null"})
-    for k, v in values.items():
-        setattr(inst, k, v)
-    changes = audit.diff(inst, values.keys())
-    if changes:
-        audit.record("update", "institution", inst.id, changes)
+    audit.apply_update(inst, values, "institution")
     commit_or_conflict()
     return jsonify(dump(inst, FIELDS))
