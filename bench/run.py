@@ -224,7 +224,7 @@ def main():
         paths += [f"/api/v1/classes/{c}/students?limit=50" for c in classes]
         (tmp / "zipf.txt").write_text("\n".join(paths))
         zenv = {**tok, "PATHS_FILE": str(tmp / "zipf.txt"), "ZIPF_S": "1.1"}
-        wrk(api.url, "paths.lua", 3, env=zenv, warmup=0)  # warm-up fills the hot keys
+        wrk(api.url, "paths.lua", max(5, seconds), env=zenv, warmup=0)  # warm-up fills the hot keys
         h0, m0 = cache_counts(api, token)
         run("zipf_read_mix", api.url, "paths.lua", env=zenv, warmup=0)
         h1, m1 = cache_counts(api, token)
