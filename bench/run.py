@@ -245,6 +245,14 @@ def main():
             ramp_results.append(r)
             log(f"  {r['rps']} req/s p99 {r['p99_ms']} ms errors {r['errors']}")
 
+        for server in servers:  # the export cases get the machine to themselves
+            server.stop()
+        servers.clear()
+        log("exports: COPY vs our CSV, XlsxWriter vs our XLSX, report cards")
+        subprocess.run([PY, str(ROOT / "bench" / "export_bench.py"), "--out", str(ROOT / "bench" / "results" /
+                        "exports.json"), "--xlsx-rows", str(200_000 if quick else 1_000_000)],
+                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
         ratios = {
             "cached_read": round(min(results["cached_student"]["rps"], results["cached_roster"]["rps"])
                                  / results["ref_redis_bytes"]["rps"], 3),
@@ -298,6 +306,16 @@ def table(out):
              "", "| connections | req/s | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
     for r in out["ramp"]:
         rows.append(f"| {r['connections']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+    ex = out.get("exports")
+    if ex:
+        rows += ["", "| export case | rows | seconds | rows/s | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+        for name, c in ex["cases"].items():
+            rows.append(f"| {name} | {c.get('rows', c.get('students', ''))} | {c.get('seconds')} | "
+                        f"{c.get('rows_per_s', '')} | {c.get('peak_rss_mb')} |")
+        rows += ["", "| export target | result |", "|---|---|"]
+        rows += [f"| {k} | {'met' if v else 'NOT met'} |" for k, v in ex["checks"].items()]
+        rows.append(f"| CSV / COPY rows/s | {ex['ratios']['csv_vs_copy']} |")
+        rows.append(f"| XLSX / XlsxWriter constant_memory rows/s | {ex['ratios']['xlsx_vs_xlsxwriter']} |")
     return "\n".join(rows)
 
 
