@@ -158,9 +158,6 @@ def main():
         _, body = http("POST", api.url + "/api/v1/auth/login", body={"email": "admin@scale-school.test",
                                                                      "password": PASSWORD})
         token = json.loads(body)["access_token"]
-        _, body = http("POST", api.url + "/api/v1/auth/login", body={"email": "teacher@scale-school.test",
-                                                                     "password": PASSWORD})
-        teacher_token = json.loads(body)["access_token"]
         _, body = http("GET", api.url + "/api/v1/classes?limit=200", token)
         classes = [c["id"] for c in json.loads(body)["data"]]
         _, body = http("GET", api.url + "/api/v1/students?limit=200", token)
@@ -207,17 +204,22 @@ def main():
         run("student_term_attendance", nocache.url, "paths.lua",
             env={**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"})
 
-        # Roll-call write: the scale teacher leads the first class; alternate two rolls so rows change.
-        _, body = http("GET", f"{api.url}/api/v1/classes/{cid}/students?limit=200", token)
-        roster_ids = [r["id"] for r in json.loads(body)["data"]]
+        # Roll-call write: whole rolls for 40 different classes (as a school's teachers send them), two
+        # versions each so rows really change; one class's roll is not written by 64 clients at once.
         day = date.today() - timedelta(days=1)
         while day.weekday() >= 5:
             day -= timedelta(days=1)
-        bodies = [json.dumps({"records": [{"student_id": s, "status": st if i % 7 else "absent", "note": None}
-                                          for i, s in enumerate(roster_ids)]}) for st in ("present", "late")]
-        (tmp / "roll.txt").write_text("\n".join(bodies))
-        run("rollcall_write", f"{api.url}/api/v1/classes/{cid}/attendance/{day.isoformat()}", "put.lua",
-            env={"TOKEN": teacher_token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"})
+        lines = []
+        for c in classes[:40]:
+            _, body = http("GET", f"{api.url}/api/v1/classes/{c}/students?limit=200", token)
+            ids = [r["id"] for r in json.loads(body)["data"]]
+            for st in ("present", "late"):
+                roll = {"records": [{"student_id": s, "status": st if i % 7 else "absent", "note": None}
+                                    for i, s in enumerate(ids)]}
+                lines.append(f"/api/v1/classes/{c}/attendance/{day.isoformat()}\t{json.dumps(roll)}")
+        (tmp / "roll.txt").write_text("\n".join(lines))
+        run("rollcall_write", api.url, "put.lua",
+            env={"TOKEN": token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"})
 
         # Zipf read mix over students and rosters; hit ratio from the API's own counters.
         paths = [f"/api/v1/students/{s['id']}" for s in students_page]
@@ -249,9 +251,11 @@ def main():
             server.stop()
         servers.clear()
         log("exports: COPY vs our CSV, XlsxWriter vs our XLSX, report cards")
+        # "copy" runs twice: the first pass warms the database cache, the second is the reference kept.
         subprocess.run([PY, str(ROOT / "bench" / "export_bench.py"), "--out", str(ROOT / "bench" / "results" /
-                        "exports.json"), "--xlsx-rows", str(200_000 if quick else 1_000_000)],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+                        "exports.json"), "--xlsx-rows", str(200_000 if quick else 1_000_000),
+                        "--cases", "copy,copy,csv,xlsxwriter,xlsx,report_cards"],
+                       cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)  # a missed target is reported
 
         ratios = {
             "cached_read": round(min(results["cached_student"]["rps"], results["cached_roster"]["rps"])

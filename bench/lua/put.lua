@@ -1,14 +1,17 @@
--- PUT/PATCH bodies from WRITE_BODIES (one JSON per line) to wrk's URL, round robin.
+-- PUT/PATCH requests from WRITE_BODIES, one "path<TAB>json body" per line, round robin.
 package.path = package.path .. ";" .. os.getenv("BENCH_LUA") .. "/?.lua"
 local report = require("report")
-local bodies = {}
-for line in io.lines(os.getenv("WRITE_BODIES")) do bodies[#bodies + 1] = line end
-wrk.method = os.getenv("WRITE_METHOD") or "PUT"
-wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
-wrk.headers["Content-Type"] = "application/json"
+local reqs = {}
+for line in io.lines(os.getenv("WRITE_BODIES")) do
+  local path, body = line:match("^([^\t]+)\t(.*)$")
+  reqs[#reqs + 1] = {path, body}
+end
+local method = os.getenv("WRITE_METHOD") or "PUT"
+local headers = {["Authorization"] = "Bearer " .. os.getenv("TOKEN"), ["Content-Type"] = "application/json"}
 local i = 0
+function init(args) i = math.random(#reqs) end
 function request()
-  i = i % #bodies + 1
-  return wrk.format(nil, nil, nil, bodies[i])
+  i = i % #reqs + 1
+  return wrk.format(method, reqs[i][1], headers, reqs[i][2])
 end
 done = report.done
