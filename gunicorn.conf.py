@@ -1,9 +1,10 @@
 """gunicorn settings for `web` (Procfile) and `make bench`.
 
-Worker model: measured by `make bench` on this 2-core machine (docs/BENCHMARKS.md): sync workers,
-2 per core. The API is short requests against PostgreSQL/Redis on the same box with sub-millisecond
-I/O, so threads and greenlets only add switching cost; 4 sync workers keep both cores busy while one
-worker waits on a socket. WEB_CONCURRENCY / GUNICORN_WORKER_CLASS / GUNICORN_THREADS override.
+Worker model: sync workers, 2 per core. The API is short requests against PostgreSQL/Redis on the
+same box with sub-millisecond I/O, so threads or greenlets would mostly add switching cost, and 2 per
+core keeps both cores busy while one worker waits on a socket. This is reasoning, not yet a
+measurement: `make bench` records the settings it ran with, but has not compared worker classes or
+counts. WEB_CONCURRENCY / GUNICORN_WORKER_CLASS / GUNICORN_THREADS override.
 """
 import multiprocessing
 import os

@@ -3,14 +3,9 @@
 Dates: the seed marks every past weekday of the current term (period 0), so tests that need a clean
 slate use a period the seed never uses, or a weekend day inside the current term (never marked).
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import itsdangerous.timed
 import pytest
@@ -23,6 +18,7 @@ from app.audit.models import AuditEntry
 from app.extensions import db
 from app.people.models import Student
 from tests.conftest import assert_problem
+from tests.embedded import run_embedded
 
 TODAY = date.today()
 LAST_SATURDAY = TODAY - timedelta(days=TODAY.weekday() + 2)  # inside the current term, never marked by the seed
@@ -594,13 +590,7 @@ SQLITE_SCRIPT = textwrap.dedent("""
 
 
 def test_roll_and_check_in_work_on_the_embedded_sqlite_default(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV")}
-    env["INSTANCE_DIR"] = str(tmp_path / "instance")
-    proc = subprocess.run([sys.executable, "-c", SQLITE_SCRIPT], cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    out = run_embedded(SQLITE_SCRIPT, tmp_path)
     n = out["counts"][0]["created"]
     assert n >= 20 and out["same"]
     assert out["counts"][1] == {"created": 0, "updated": 0, "unchanged": n}

@@ -1,12 +1,9 @@
 """Smoke test of the embedded default users run with `make run`: no DATABASE_URL, no REDIS_URL
 (an SQLite file under instance/, in-process cache and limiter). Runs in a child process so its
 settings cannot leak into the PostgreSQL-backed suite."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from tests.embedded import run_embedded
 
 SCRIPT = textwrap.dedent("""
     import json
@@ -36,15 +33,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_embedded_default_serves_the_api(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV")}
-    env["INSTANCE_DIR"] = str(tmp_path / "instance")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
+    out = run_embedded(SCRIPT, tmp_path)
     assert out["uri"].startswith("sqlite") and str(tmp_path) in out["uri"]
     assert out["cache"] == "SimpleCache" and out["limiter"] == "MemoryStorage"
     assert len(out["page_ids"]) == 5 and len(out["next_ids"]) == 5

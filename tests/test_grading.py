@@ -3,14 +3,9 @@
 Every test works in a term of its own (far in the future, so the seed's grades and attendance never mix
 in) with assessment types, assessments and grades it creates, so the expected numbers are known.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from flask import g
@@ -23,6 +18,7 @@ from app.grading import services
 from app.grading.models import Grade
 from app.grading.schemas import GradeOut, RankingOut, ReportCardOut, TermResultsOut
 from tests.conftest import assert_problem
+from tests.embedded import run_embedded
 
 TERM_START = date.today() + timedelta(days=400)
 TERM_END = TERM_START + timedelta(days=60)
@@ -517,13 +513,6 @@ SQLITE_SCRIPT = textwrap.dedent("""
 
 
 def test_bulk_upsert_works_on_the_embedded_sqlite_default(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV")}
-    env["INSTANCE_DIR"] = str(tmp_path / "instance")
-    proc = subprocess.run([sys.executable, "-c", SQLITE_SCRIPT], cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    assert json.loads(line[len("RESULT "):]) == [{"created": 3, "updated": 0, "unchanged": 0},
+    assert run_embedded(SQLITE_SCRIPT, tmp_path) == [{"created": 3, "updated": 0, "unchanged": 0},
                                                  {"created": 0, "updated": 0, "unchanged": 3},
                                                  {"created": 0, "updated": 1, "unchanged": 2}]

@@ -22,6 +22,7 @@ from app.jobs import services
 from app.jobs.models import Job, StoredFile
 from app.people.models import Student
 from tests.conftest import assert_problem
+from tests.embedded import run_embedded
 from tests.worker_support import (Worker, broker, committed_school, committing, poll,  # noqa: F401
                                   worker_app)
 
@@ -520,18 +521,7 @@ print("RESULT " + json.dumps(out))
 
 def test_exports_and_imports_work_in_the_embedded_default(tmp_path):
     """No DATABASE_URL, no REDIS_URL (SQLite, tasks in-process): the same API produces the same files."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV", "EXPORT_DIR")}
-    env.update(INSTANCE_DIR=str(tmp_path / "instance"), LOG_LEVEL="WARNING")
-    proc = subprocess.run([sys.executable, "-c", EMBEDDED], cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    out = run_embedded(EMBEDDED, tmp_path)
     assert out["eager"] is True
     for kind in ("class_roster", "attendance_records", "report_cards"):
         status, rows, download = out[kind]

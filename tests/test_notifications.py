@@ -1,7 +1,6 @@
 """Email outbox and notifications against real PostgreSQL and a REAL SMTP server (aiosmtpd on a free
 port, storing what arrives). Each test's rows live in its rolled-back transaction; the sender runs in
 the same process and session, so what it claims and marks is what the test sees."""
-import json
 import os
 import socket
 import subprocess
@@ -32,6 +31,8 @@ from app.notifications import mailer, services
 from app.notifications.models import OutboxEmail
 from app.people.models import Guardian, Student, StudentGuardian, User
 from tasks import notifications as tasks
+
+from tests.embedded import run_embedded
 
 GUARDIAN = "guardian@demo-academy.test"
 
@@ -818,15 +819,7 @@ EMBEDDED = textwrap.dedent("""
 
 
 def test_embedded_default_writes_absence_alerts_as_eml_files(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "TEST_REDIS_URL", "APP_ENV", "SMTP_HOST",
-                        "MAIL_BACKEND", "MAIL_DIR")}
-    env["INSTANCE_DIR"] = str(tmp_path / "instance")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", EMBEDDED], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    out = run_embedded(EMBEDDED, tmp_path)
     assert out["backend"] == "file" and out["queued"] >= 1 and out["sent"] == out["queued"]
     assert out["second"] == 0 and out["again"] == 0
     assert len(out["files"]) == out["queued"] and out["guardian"]
