@@ -34,7 +34,10 @@ def register_logging(app):
 
 def register_json(app):
     from app.core.jsonprovider import OrjsonProvider
+    from app.core.requestctx import NoCookieSessions
     app.json = OrjsonProvider(app)
+    # A token API keeps no cookie session; Flask's default would build a signer on every request.
+    app.session_interface = NoCookieSessions()
 
 
 def register_proxy(app):

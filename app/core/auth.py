@@ -42,7 +42,7 @@ def roles(*allowed):
         @wraps(view)
         def wrapper(*args, **kwargs):
             if g.principal.role not in allowed:
-                ensure_session_live()  # an ended session is told 401, not 403
+                gate(g.principal)  # counted, and an ended session is told 401, not 403
                 security_event("access_denied", detail={"path": request.path, "role": g.principal.role})
                 raise Forbidden()
             return view(*args, **kwargs)
@@ -69,10 +69,16 @@ def unauthorized(detail):
 
 
 def authenticate():
-    """before_request: sets g.principal and the tenant for every non-public endpoint."""
+    """before_request: sets g.principal and the tenant for every non-public endpoint, and counts the
+    request against the API tier (one Redis round trip with the session check)."""
     g.principal = None
     view = current_app.view_functions.get(request.endpoint)
-    if view is None or getattr(view, "is_public", False) or request.method == "OPTIONS":
+    if view is None or request.method == "OPTIONS":
+        return None
+    tier = current_app.extensions["api_tier"]
+    if getattr(view, "is_public", False):
+        if not getattr(view, "rate_limit_exempt", False):
+            tier.gate(f"addr:{request.remote_addr}")
         return None
     match = _BEARER.match(request.headers.get("Authorization", ""))
     if not match:
@@ -87,10 +93,32 @@ def authenticate():
     g.principal = principal
     set_current_institution(principal.institution_id)
     g.revocation_pending = True
-    if not (getattr(view, "checks_revocation", False) and request.method == "GET"):
-        ensure_session_live()
-    # else: a cached read checks the session in the same Redis round trip as its cache lookup.
+    if getattr(view, "checks_revocation", False) and request.method == "GET" and cache_on():
+        return None  # a cached read counts and checks the session in its cache lookup's round trip
+    gate(principal)
     return None
+
+
+def cache_on():
+    rc = current_app.extensions.get("response_cache")
+    return rc is not None and rc.enabled
+
+
+def gate(principal):
+    """Count the request and refuse an ended session, in one round trip when Redis answers. Once."""
+    if g.get("gated"):
+        ensure_session_live()
+        return
+    g.gated = True
+    if getattr(current_app.view_functions.get(request.endpoint), "rate_limit_exempt", False):
+        ensure_session_live()
+        return
+    revoked = current_app.extensions["api_tier"].gate(f"user:{principal.user_id}", principal.session_id)
+    if revoked:
+        raise session_ended()
+    if revoked is False:
+        g.revocation_pending = False
+    ensure_session_live()  # when Redis could not tell: the RevocationStore (rebuild or database) does
 
 
 def session_ended():

@@ -18,8 +18,9 @@ from flask import current_app, g, has_app_context, make_response, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.core.auth import ensure_session_live, session_ended
+from app.core.auth import ensure_session_live, gate, session_ended
 from app.core.models import TenantMixin
+from app.core.ratelimit import GATE_LUA
 from app.core.redisconn import LIMITER_DB
 from app.core.tenancy import current_institution_id
 from app.extensions import cache
@@ -30,27 +31,25 @@ log = logging.getLogger("schoolhouse.cache")
 SHORT, MEDIUM, ANALYTICS, LONG = 60, 300, 1800, 3600
 PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their rows differ per user
 
-# KEYS = version keys; ARGV[1] = key prefix before the versions, ARGV[2] = suffix after them,
-# ARGV[3] = now (ns), ARGV[4]/ARGV[5] = revocation db and key, ARGV[6] = this (cache) db.
+# KEYS = version keys. ARGV[1..3] = the API tier's counter, window and the session's revocation key
+# (GATE_LUA, run in the limiter db, which is never evicted); ARGV[4]/ARGV[5] = limiter and cache db;
+# ARGV[6] = key prefix before the versions, ARGV[7] = suffix after them, ARGV[8] = now (ns).
 # Missing versions are created from the clock (never reused numbers, so an evicted version key cannot
-# resurrect old entries). The caller's session revocation marker lives in the limiter db (never
-# evicted); reading it here saves the request a round trip. Returns {versions, body or false, revoked}.
-_FETCH = """
-redis.call('SELECT', ARGV[4])
-local revoked = -1
-if redis.call('EXISTS', 'revoked:ready') == 1 then revoked = redis.call('EXISTS', ARGV[5]) end
-redis.call('SELECT', ARGV[6])
+# resurrect old entries). Returns {versions, body or false, revoked, count}: the rate limit, the
+# session check and the lookup cost the request one round trip.
+_FETCH = "redis.call('SELECT', ARGV[4])" + GATE_LUA + """
+redis.call('SELECT', ARGV[5])
 local parts = {}
 for i, k in ipairs(KEYS) do
   local v = redis.call('GET', k)
   if not v then
-    redis.call('SET', k, ARGV[3], 'NX')
+    redis.call('SET', k, ARGV[8], 'NX')
     v = redis.call('GET', k)
   end
   parts[i] = v
 end
 local versions = table.concat(parts, '.')
-return {versions, redis.call('GET', ARGV[1] .. versions .. ARGV[2]), revoked}
+return {versions, redis.call('GET', ARGV[6] .. versions .. ARGV[7]), revoked, count}
 """
 
 stats = Counter()  # (namespace, "hit"|"miss") -> count, this process; metrics export it
@@ -70,22 +69,22 @@ class ResponseCache:
     def _vkey(self, institution_id, table):
         return f"{self.prefix}ver:{institution_id}:{table}"
 
-    def fetch(self, institution_id, tables, suffix, session_id):
-        """(versions, body or None, revoked or None); versions None when the cache is unavailable,
-        revoked None when this lookup could not tell (the caller checks the session itself)."""
+    def fetch(self, institution_id, tables, suffix, gate_args):
+        """(versions, body or None, revoked, count). versions is None when the cache is unavailable
+        (the caller then counts and checks the session itself); revoked is None when this lookup
+        could not tell (the caller asks the RevocationStore)."""
         vkeys = [self._vkey(institution_id, t) for t in tables]
         head = f"{self.prefix}resp:{institution_id}:"
         if self.redis is not None:
             try:
-                versions, body, revoked = self._fetch(keys=vkeys, args=[
-                    head, suffix, time.time_ns(), LIMITER_DB, f"revoked:{session_id}", self.db])
-                # revoked: 1 or 0, or -1 when the Redis copy of revocations is incomplete (ask the DB)
-                return versions.decode(), body or None, None if revoked < 0 else bool(revoked)
+                versions, body, revoked, count = self._fetch(keys=vkeys, args=[
+                    *gate_args, LIMITER_DB, self.db, head, suffix, time.time_ns()])
+                return versions.decode(), body or None, None if revoked < 0 else bool(revoked), count
             except redis.RedisError as exc:
                 log.warning("cache unavailable: %s", exc)
-                return None, None, None
+                return None, None, None, None
         versions = ".".join(str(self.local.get(k) or self._init_local(k)) for k in vkeys)
-        return versions, self.local.get(head + versions + suffix), None
+        return versions, self.local.get(head + versions + suffix), None, None
 
     def _init_local(self, key):
         value = time.time_ns()
@@ -164,16 +163,25 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
         def wrapper(*args, **kwargs):
             rc = current_app.extensions.get("response_cache")
             if rc is None or not rc.enabled or request.method != "GET":
-                ensure_session_live()
+                gate(g.principal)  # a no-op when authenticate() already did
                 return view(*args, **kwargs)
-            iid = g.principal.institution_id
+            principal = g.principal
+            iid = principal.institution_id
             g.cache_namespace = ns
             suffix = _suffix()
-            versions, body, revoked = rc.fetch(iid, tables, suffix, g.principal.session_id)
-            if revoked:
-                raise session_ended()
-            if revoked is None:
-                ensure_session_live()
+            tier = current_app.extensions["api_tier"]
+            g.gated = True
+            versions, body, revoked, count = rc.fetch(
+                iid, tables, suffix, tier.args(f"user:{principal.user_id}", principal.session_id))
+            if count is None:
+                g.gated = False
+                gate(principal)  # the lookup did not run in Redis: count and check on their own
+            else:
+                tier.judge(count)
+                if revoked:
+                    raise session_ended()
+                if revoked is None:
+                    ensure_session_live()
             g.revocation_pending = False
             if body is not None:
                 stats[(ns, "hit")] += 1

@@ -3,7 +3,8 @@ import re
 import time
 import uuid
 
-from flask import g, request
+from flask import current_app, g, request
+from flask.sessions import NullSession, SessionInterface
 
 from app.core.caching import etag_for
 
@@ -13,7 +14,8 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 def begin_request():
     # Per-request state lives on g; reset it, since an app context can outlive one request (tests, CLI).
     g.principal = None
-    g.revocation_pending = False
+    g.revocation_pending = g.gated = False
+    g.rate_count = g.rate_window = None
     g.cache_status = g.cache_namespace = None
     g.started = time.perf_counter()
     rid = request.headers.get("X-Request-ID", "")
@@ -33,7 +35,9 @@ def finish_request(response):
         if request.method == "GET" and response.status_code == 200 and not response.direct_passthrough \
                 and response.mimetype == "application/json":
             response.set_etag(etag_for(response.get_data()), weak=False)
-            response.make_conditional(request)
+            if "HTTP_IF_NONE_MATCH" in request.environ:  # werkzeug's full conditional logic costs ~30 µs
+                response.make_conditional(request)
+    current_app.extensions["api_tier"].headers(response)
     started = g.get("started")
     if started is not None:
         response.headers["X-Response-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"
@@ -44,3 +48,13 @@ def register_request_context(app):
     # Registered before the auth hook and the limiter, so every answer (even a 401/429) has an id.
     app.before_request(begin_request)
     app.after_request(finish_request)
+
+
+class NoCookieSessions(SessionInterface):
+    """No cookie session (the API is stateless, bearer tokens only): nothing to open, sign or save."""
+
+    def open_session(self, app, request):
+        return NullSession()
+
+    def save_session(self, app, session, response):
+        return None
