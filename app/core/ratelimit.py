@@ -205,7 +205,9 @@ def configure_limiter(app):
     # Flask-Limiter 4 checks a decorated limit inside the decorator's wrapper; its before_request hook
     # only serves default and blueprint limits, which are not used here (the API tier is ApiTier's),
     # so it is dropped: it cost every request ~4% of a cached read (py-spy under `make bench`).
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:  # absent when the limiter is disabled
+        hooks.remove(limiter._check_request_limit)
     app.extensions["rate_limiter"] = limiter
     app.extensions["api_tier"] = ApiTier(app)
     return limiter
