@@ -128,4 +128,4 @@ def class_roster(ident):
     rows = db.session.execute(stmt).all()
     if not rows and sees_all:
         services.class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
-    return page_response(rows, limit, sort, col, lambda r: r._asdict())
+    return page_response(rows, limit, sort, col, None)

@@ -136,8 +136,17 @@ def apply_list(stmt, spec: ListSpec):
     return stmt, limit, sort, col
 
 
-def page_response(rows, limit, sort, col, serialize: Callable, keyed: Callable = lambda row: row):
-    """rows: limit+1 fetched rows; serialize: row -> dict; keyed: row -> the object holding id and sort value."""
+def row_dicts(rows):
+    """Plain result rows as dicts: one zip per row (Row._asdict() costs ~6x more on a 50-row page)."""
+    if not rows:
+        return []
+    keys = rows[0]._fields
+    return [dict(zip(keys, r)) for r in rows]
+
+
+def page_response(rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row):
+    """rows: limit+1 fetched rows; serialize: row -> dict (None: rows are plain result rows, see
+    row_dicts); keyed: row -> the object holding id and sort value."""
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
@@ -145,7 +154,8 @@ def page_response(rows, limit, sort, col, serialize: Callable, keyed: Callable =
         last = keyed(rows[-1])
         value = None if sort.lstrip("-") == "id" else getattr(last, col.key)
         next_cursor = _encode_cursor(sort, value, last.id)
-    resp = jsonify({"data": [serialize(r) for r in rows], "next_cursor": next_cursor})
+    data = row_dicts(rows) if serialize is None else [serialize(r) for r in rows]
+    resp = jsonify({"data": data, "next_cursor": next_cursor})
     if next_cursor:
         args = request.args.to_dict()
         args.pop("offset", None)
