@@ -43,7 +43,7 @@ run: $(STAMP)
 clean:
 	rm -rf $(VENV) instance
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-workers
 bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py
@@ -51,6 +51,10 @@ bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows,
 bench-quick: $(STAMP)  ## the same, shorter and smaller (< 5 minutes)
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --quick
+
+bench-workers: $(STAMP)  ## compare gunicorn worker classes and counts (the choice in gunicorn.conf.py)
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --workers
 
 .PHONY: up worker
 up: $(STAMP)  ## the whole stack (Procfile: web, worker, beat, flower) with honcho, on DATABASE_URL + REDIS_URL

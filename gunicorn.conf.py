@@ -1,10 +1,12 @@
 """gunicorn settings for `web` (Procfile) and `make bench`.
 
-Worker model: sync workers, 2 per core. The API is short requests against PostgreSQL/Redis on the
-same box with sub-millisecond I/O, so threads or greenlets would mostly add switching cost, and 2 per
-core keeps both cores busy while one worker waits on a socket. This is reasoning, not yet a
-measurement: `make bench` records the settings it ran with, but has not compared worker classes or
-counts. WEB_CONCURRENCY / GUNICORN_WORKER_CLASS / GUNICORN_THREADS override.
+Worker model: sync workers, one more than the cores (3 on the 2-core benchmark machine). Measured with
+`make bench-workers` (docs/BENCHMARKS.md, "Worker classes and counts"): against 2, 4 and 6 sync workers
+and 2 or 4 gthread workers of 4 threads, 3 sync workers served the uncached roster fastest and had
+the lowest p99 on cached reads, and cached throughput was within the run's noise of the best. The
+requests are short and CPU-bound (PostgreSQL and Redis answer in well under a millisecond on the same
+box), so extra workers or threads mostly add switching. WEB_CONCURRENCY / GUNICORN_WORKER_CLASS /
+GUNICORN_THREADS override; re-run `make bench-workers` on other hardware.
 """
 import multiprocessing
 import os
@@ -12,7 +14,7 @@ import shutil
 import tempfile
 
 bind = os.environ.get("BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2))
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # The app is imported and created once in the master and forked, so a worker that max_requests

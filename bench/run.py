@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -111,20 +112,99 @@ def wrk(url, script, seconds, connections=64, threads=2, env=None, warmup=2):
             "connections": connections}
 
 
+def interleaved(cases, seconds, rounds=3, connections=64):
+    """Run each (name, url, script, env) case for seconds/rounds, round-robin, `rounds` times, and merge:
+    a burst of noise from a neighbour on this shared machine then lands on every case alike instead of
+    on whichever ran during it. req/s = all requests / all time; p50/p99 = median over the rounds."""
+    per = max(2, round(seconds / rounds))
+    runs = {name: [] for name, *_ in cases}
+    for name, url, script, env in cases:  # one warm-up each, before any round
+        wrk(url, script, 1, connections=connections, env=env, warmup=0)
+    for _ in range(rounds):
+        for name, url, script, env in cases:
+            runs[name].append(wrk(url, script, per, connections=connections, env=env, warmup=0))
+    out = {}
+    for name, rs in runs.items():
+        secs = sum(r["requests"] / r["rps"] for r in rs if r["rps"])
+        out[name] = {"rps": round(sum(r["requests"] for r in rs) / secs, 1),
+                     "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 2),
+                     "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
+                     "errors": sum(r["errors"] for r in rs), "requests": sum(r["requests"] for r in rs),
+                     "rounds_rps": [r["rps"] for r in rs], "connections": connections}
+    return out
+
+
 def cache_counts(server, token):
     _, body = http("GET", server.url + "/api/v1/performance", token)
     c = json.loads(body)["cache"]
     return c["hits"], c["misses"]
 
 
+def bench_env(services):
+    """The API's production config on the throwaway services; limits high enough never to answer 429."""
+    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
+           "DATABASE_URL": services.db, "REDIS_URL": services.redis, "DEMO_PASSWORD": PASSWORD,
+           "RATELIMIT_API": "1000000000 per minute", "RATELIMIT_SENSITIVE": "1000000000 per minute",
+           "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "4", "PYTHONPATH": str(ROOT),
+           "SLOW_QUERY_MS": "60000"}
+    for k in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
+        env.pop(k, None)
+    return env
+
+
+def load(env, students, days):
+    flask = [PY, "-m", "flask", "--app", "wsgi"]
+    log(f"schema and scale data: {students:,} students x {days} days")
+    subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    t0 = time.time()
+    subprocess.run(flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
+                   cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    load_seconds = round(time.time() - t0, 1)
+    log(f"loaded in {load_seconds}s")
+    return load_seconds
+
+
+def start_stack(env, services, servers):
+    """The API (cache on), the API with the response cache off, and the reference apps serving the
+    API's own bytes and running the API's own roster SQL; plus a token and ids to ask for."""
+    st = {"api": Server("api", "wsgi:app", env)}
+    servers.append(st["api"])
+    st["nocache"] = Server("api-nocache", "wsgi:app", {**env, "RESPONSE_CACHE_ENABLED": "false"})
+    servers.append(st["nocache"])
+    url = st["api"].url
+    _, body = http("POST", url + "/api/v1/auth/login", body={"email": "admin@scale-school.test",
+                                                           "password": PASSWORD})
+    token = st["token"] = json.loads(body)["access_token"]
+    _, body = http("GET", url + "/api/v1/classes?limit=200", token)
+    st["classes"] = [c["id"] for c in json.loads(body)["data"]]
+    _, body = http("GET", url + "/api/v1/students?limit=200", token)
+    st["students"] = json.loads(body)["data"]
+    st["sid"], st["cid"] = st["students"][0]["id"], st["classes"][0]
+    _, body = http("GET", url + "/api/v1/terms", token)
+    st["term"] = json.loads(body)["data"][0]
+    _, student_bytes = http("GET", f"{url}/api/v1/students/{st['sid']}", token)
+    import redis as redis_lib
+    redis_lib.Redis.from_url(services.redis).set("bench:ref", student_bytes)
+    roster_sql = subprocess.run([PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"], cwd=ROOT, env=env,
+                                check=True, capture_output=True, text=True).stdout.strip()
+    st["ref"] = Server("refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref",
+                                                       "REF_ROSTER_SQL": roster_sql})
+    servers.append(st["ref"])
+    return st
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter runs and a smaller school (< 5 minutes)")
+    ap.add_argument("--workers", action="store_true", help="compare gunicorn worker classes and counts")
     args = ap.parse_args()
+    if args.workers:
+        return sweep()
     quick = args.quick
     students = int(os.environ.get("BENCH_STUDENTS", 20_000 if quick else 100_000))
     days = int(os.environ.get("BENCH_DAYS", 25 if quick else 50))
-    seconds = int(os.environ.get("BENCH_SECONDS", 5 if quick else 15))
+    seconds = int(os.environ.get("BENCH_SECONDS", 6 if quick else 15))
+    rounds = 2 if quick else 3
     ramp = [64, 256, 1000, 2000] if quick else [64, 128, 256, 512, 1000, 1500, 2000]
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -132,49 +212,13 @@ def main():
     servers = []
     started = time.time()
     try:
-        env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
-               "DATABASE_URL": services.db, "REDIS_URL": services.redis, "DEMO_PASSWORD": PASSWORD,
-               "RATELIMIT_API": "1000000000 per minute", "RATELIMIT_SENSITIVE": "1000000000 per minute",
-               "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "4", "PYTHONPATH": str(ROOT),
-               "SLOW_QUERY_MS": "60000"}
-        for k in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
-            env.pop(k, None)
-        flask = [PY, "-m", "flask", "--app", "wsgi"]
-        log(f"schema and scale data: {students:,} students x {days} days")
-        subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-        t0 = time.time()
-        subprocess.run(flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-        load_seconds = round(time.time() - t0, 1)
-        log(f"loaded in {load_seconds}s")
-
+        env = bench_env(services)
+        load_seconds = load(env, students, days)
         plans = subprocess.run([PY, str(ROOT / "bench" / "plans.py")], cwd=ROOT, env=env, check=True,
                                capture_output=True, text=True).stdout
-
-        api = Server("api", "wsgi:app", env)
-        servers.append(api)
-        nocache = Server("api-nocache", "wsgi:app", {**env, "RESPONSE_CACHE_ENABLED": "false"})
-        servers.append(nocache)
-        _, body = http("POST", api.url + "/api/v1/auth/login", body={"email": "admin@scale-school.test",
-                                                                     "password": PASSWORD})
-        token = json.loads(body)["access_token"]
-        _, body = http("GET", api.url + "/api/v1/classes?limit=200", token)
-        classes = [c["id"] for c in json.loads(body)["data"]]
-        _, body = http("GET", api.url + "/api/v1/students?limit=200", token)
-        students_page = json.loads(body)["data"]
-        sid, cid = students_page[0]["id"], classes[0]
-        _, body = http("GET", api.url + "/api/v1/terms", token)
-        term = json.loads(body)["data"][0]
-
-        # The reference apps serve the API's own bytes and run the API's own roster SQL.
-        _, student_bytes = http("GET", f"{api.url}/api/v1/students/{sid}", token)
-        import redis as redis_lib
-        redis_lib.Redis.from_url(services.redis).set("bench:ref", student_bytes)
-        roster_sql = subprocess.run([PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"], cwd=ROOT, env=env,
-                                    check=True, capture_output=True, text=True).stdout.strip()
-        ref = Server("refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref",
-                                                     "REF_ROSTER_SQL": roster_sql})
-        servers.append(ref)
+        st = start_stack(env, services, servers)
+        api, nocache, ref, token = st["api"], st["nocache"], st["ref"], st["token"]
+        classes, students_page, sid, cid, term = (st[k] for k in ("classes", "students", "sid", "cid", "term"))
 
         tmp = Path(tempfile.mkdtemp())
         results = {}
@@ -186,23 +230,34 @@ def main():
                 f"errors {results[name]['errors']}")
 
         tok = {"TOKEN": token}
-        run("ref_ping", ref.url + "/ping")
-        run("ref_redis_bytes", ref.url + "/redis")
-        run("ref_psycopg2_roster", f"{ref.url}/roster/{cid}")
-        run("cached_student", f"{api.url}/api/v1/students/{sid}", env=tok)
-        run("cached_roster", f"{api.url}/api/v1/classes/{cid}/students?limit=50", env=tok)
-        run("uncached_roster", f"{nocache.url}/api/v1/classes/{cid}/students?limit=50", env=tok)
+        # The ratio scenarios and their references, interleaved in rounds (see interleaved()).
+        log(f"references and the cached/uncached reads, interleaved in {rounds} rounds")
+        results.update(interleaved([
+            ("ref_ping", ref.url + "/ping", "get.lua", {}),
+            ("ref_redis_bytes", ref.url + "/redis", "get.lua", {}),
+            ("cached_student", f"{api.url}/api/v1/students/{sid}", "get.lua", tok),
+            ("cached_roster", f"{api.url}/api/v1/classes/{cid}/students?limit=50", "get.lua", tok),
+            ("ref_psycopg2_roster", f"{ref.url}/roster/{cid}", "get.lua", {}),
+            ("uncached_roster", f"{nocache.url}/api/v1/classes/{cid}/students?limit=50", "get.lua", tok),
+        ], seconds, rounds))
+        for name, r in results.items():
+            log(f"  {name}: {r['rps']} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
+                f"(rounds {r['rounds_rps']})")
 
         prefixes = ["a", "b", "ca", "de", "el", "fa", "ga", "ha", "jo", "ka", "le", "ma", "na", "o", "pa", "ro",
                     "sa", "ta", "wa", "ya", "mo", "li", "an", "ch"]
         (tmp / "search.txt").write_text("\n".join(f"/api/v1/students?q={p}&limit=20" for p in prefixes))
-        run("student_search", nocache.url, "paths.lua",
-            env={**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"})
         term_from, term_to = term["start_date"], min(term["end_date"], date.today().isoformat())
         (tmp / "att.txt").write_text("\n".join(
             f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page))
-        run("student_term_attendance", nocache.url, "paths.lua",
-            env={**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"})
+        # Search and term attendance as clients see them (production config: the response cache is on),
+        # and the same requests against the cache-off instance, which shows what a miss costs.
+        search = {**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"}
+        att = {**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"}
+        run("student_search", api.url, "paths.lua", env=search)
+        run("student_term_attendance", api.url, "paths.lua", env=att)
+        run("student_search_cache_off", nocache.url, "paths.lua", env=search)
+        run("student_term_attendance_cache_off", nocache.url, "paths.lua", env=att)
 
         # Roll-call write: whole rolls for 40 different classes (as a school's teachers send them), two
         # versions each so rows really change; one class's roll is not written by 64 clients at once.
@@ -268,7 +323,7 @@ def main():
                "ratios": ratios, "cache_hit_ratio": hit_ratio,
                "ramp": [{f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results],
                "setup": {"students": students, "attendance_days": days, "seconds_per_scenario": seconds,
-                         "connections": 64, "load_seconds": load_seconds, "quick": quick,
+                         "connections": 64, "load_seconds": load_seconds, "quick": quick, "rounds": rounds,
                          "gunicorn": gunicorn_settings(), "cpus": os.cpu_count(),
                          "command": "make bench-quick" if quick else "make bench",
                          "date": time.strftime("%Y-%m-%d %H:%M")},
@@ -288,14 +343,80 @@ def main():
         services.stop()
 
 
+SWEEP = [("sync", 2, 1), ("sync", 3, 1), ("sync", 4, 1), ("sync", 6, 1), ("gthread", 2, 4), ("gthread", 4, 4)]
+
+
+def sweep():
+    """`make bench-workers`: the API and the references under each gunicorn setting in SWEEP, on the
+    quick data set; writes bench/results/workers.json and its table in docs/BENCHMARKS.md."""
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    services, servers, rows = Services(), [], []
+    try:
+        env = bench_env(services)
+        load(env, 20_000, 25)
+        for cls, n, threads in SWEEP:
+            label = f"{n} x {cls}" + (f" ({threads} threads)" if cls == "gthread" else "")
+            log(f"gunicorn {label}")
+            e = {**env, "WEB_CONCURRENCY": str(n), "GUNICORN_WORKER_CLASS": cls, "GUNICORN_THREADS": str(threads)}
+            st = start_stack(e, services, servers)
+            tok = {"TOKEN": st["token"]}
+            r = interleaved([
+                ("ref_redis_bytes", st["ref"].url + "/redis", "get.lua", {}),
+                ("cached_student", f"{st['api'].url}/api/v1/students/{st['sid']}", "get.lua", tok),
+                ("ref_psycopg2_roster", f"{st['ref'].url}/roster/{st['cid']}", "get.lua", {}),
+                ("uncached_roster", f"{st['nocache'].url}/api/v1/classes/{st['cid']}/students?limit=50",
+                 "get.lua", tok),
+            ], 8, rounds=2)
+            rows.append({"config": label, **{k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")}
+                                             for k, v in r.items()}})
+            log("  " + ", ".join(f"{k} {v['rps']} req/s p99 {v['p99_ms']} ms" for k, v in r.items()))
+            for server in servers:
+                server.stop()
+            servers.clear()
+    finally:
+        for server in servers:
+            server.stop()
+        services.stop()
+    out = {"command": "make bench-workers", "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
+           "rows": rows}
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "results" / "workers.json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = ["| gunicorn | cached student req/s | p99 ms | uncached roster req/s | p99 ms | "
+             "bare Flask + Redis req/s | bare Flask + psycopg2 roster req/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['config']} | {row['cached_student']['rps']:,} | {row['cached_student']['p99_ms']} | "
+                     f"{row['uncached_roster']['rps']:,} | {row['uncached_roster']['p99_ms']} | "
+                     f"{row['ref_redis_bytes']['rps']:,} | {row['ref_psycopg2_roster']['rps']:,} |")
+    table_md = "\n".join(lines)
+    print(table_md)
+    replace_block("workers", f"Measured with `make bench-workers` on {out['date']} ({out['cpus']} cores; "
+                             f"20,000 students; wrk, 64 connections, 2 interleaved rounds of 4 s per case). "
+                             f"Raw numbers: `bench/results/workers.json`.\n\n{table_md}\n")
+
+
+def replace_block(name, body):
+    """Put body between <!-- name:start --> and <!-- name:end --> in docs/BENCHMARKS.md."""
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body}{end}"
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    doc.parent.mkdir(exist_ok=True)
+    doc.write_text(text)
+
+
 def gunicorn_settings():
     ns = {}
     exec(compile((ROOT / "gunicorn.conf.py").read_text(), "gunicorn.conf.py", "exec"), ns)
     return {"workers": ns["workers"], "worker_class": ns["worker_class"], "threads": ns["threads"]}
 
 
-READS = ("cached_student", "cached_roster", "uncached_roster", "student_search", "student_term_attendance",
-         "zipf_read_mix")
+READS = ("cached_student", "cached_roster", "student_search", "student_term_attendance", "zipf_read_mix")
+CACHE_OFF_READS = ("uncached_roster", "student_search_cache_off", "student_term_attendance_cache_off")
 
 
 def table(out):
@@ -306,7 +427,10 @@ def table(out):
              f"| cached read (min of student, roster) / bare Flask + Redis bytes | {out['ratios']['cached_read']} | ≥ 0.6 |",
              f"| uncached roster / bare Flask + psycopg2, same SQL | {out['ratios']['uncached_roster']} | ≥ 0.5 |",
              f"| cache hit ratio, Zipf read mix | {out['cache_hit_ratio']} | ≥ 0.95 |",
-             f"| worst read p99 at 64 connections | {max(out['scenarios'][k]['p99_ms'] for k in READS if k in out['scenarios'])} ms | < 50 ms |",
+             f"| worst read p99 at 64 connections, production config (cache on) | "
+             f"{max(out['scenarios'][k]['p99_ms'] for k in READS if k in out['scenarios'])} ms | < 50 ms |",
+             f"| worst read p99 at 64 connections, every read scenario incl. the cache-off ones | "
+             f"{max(v['p99_ms'] for k, v in out['scenarios'].items() if k in READS or k in CACHE_OFF_READS)} ms | < 50 ms |",
              "", "| connections | req/s | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
     for r in out["ramp"]:
         rows.append(f"| {r['connections']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
@@ -324,22 +448,16 @@ def table(out):
 
 
 def write_markdown(out, plans):
-    doc = ROOT / "docs" / "BENCHMARKS.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     s = out["setup"]
-    block = (f"{start}\nMeasured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
-             f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
-             f"{s['connections']} connections, {s['seconds_per_scenario']} s per scenario after a warm-up; "
-             f"{s['students']:,} students, {s['students'] * s['attendance_days']:,} attendance rows, loaded in "
-             f"{s['load_seconds']} s). Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
-             f"### Query plans on the scale data\n\n{plans}\n{end}")
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += "\n" + block + "\n"
-    doc.parent.mkdir(exist_ok=True)
-    doc.write_text(text)
+    replace_block("bench", f"Measured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
+                  f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
+                  f"{s['connections']} connections; {s['students']:,} students, "
+                  f"{s['students'] * s['attendance_days']:,} attendance rows, loaded in {s['load_seconds']} s). "
+                  f"The reference apps and the cached/uncached reads ran interleaved, {s['rounds']} rounds of "
+                  f"{s['seconds_per_scenario'] // s['rounds']} s each (req/s over all rounds, p50/p99 the "
+                  f"median of the rounds); the other scenarios ran {s['seconds_per_scenario']} s each after a "
+                  f"warm-up. Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
+                  f"### Query plans on the scale data\n\n{plans}\n")
 
 
 if __name__ == "__main__":
