@@ -57,6 +57,7 @@ class Config:
         self.DB_MAX_OVERFLOW = env("DB_MAX_OVERFLOW", 5, int)
         self.DB_POOL_TIMEOUT = env("DB_POOL_TIMEOUT", 5, int)
         self.DB_POOL_RECYCLE = env("DB_POOL_RECYCLE", 1800, int)
+        self.DB_PING_AFTER_IDLE_S = env("DB_PING_AFTER_IDLE_S", 1.0, float)
         self.DB_CONNECT_TIMEOUT = env("DB_CONNECT_TIMEOUT", 5, int)
         self.DB_STATEMENT_TIMEOUT_MS = env("DB_STATEMENT_TIMEOUT_MS", 30000, int)
         self.DB_IDLE_IN_TX_TIMEOUT_MS = env("DB_IDLE_IN_TX_TIMEOUT_MS", 60000, int)
@@ -141,7 +142,9 @@ class Config:
             "max_overflow": self.DB_MAX_OVERFLOW,
             "pool_timeout": self.DB_POOL_TIMEOUT,
             "pool_recycle": self.DB_POOL_RECYCLE,
-            "pool_pre_ping": True,
+            # 0: SQLAlchemy's pre-ping on every checkout; otherwise app/core/dbpool.py pings only a
+            # connection that sat idle in the pool longer than this (see there why).
+            "pool_pre_ping": self.DB_PING_AFTER_IDLE_S <= 0,
             "connect_args": {
                 "connect_timeout": self.DB_CONNECT_TIMEOUT,
                 "application_name": self.DB_APPLICATION_NAME,

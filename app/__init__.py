@@ -70,6 +70,9 @@ def register_extensions(app):
     db.init_app(app)
     from app.core.observability import instrument_engine
     with app.app_context():
+        from app.core.dbpool import ping_after_idle
+        if db.engine.dialect.name == "postgresql":
+            ping_after_idle(db.engine, app.config["DB_PING_AFTER_IDLE_S"])
         instrument_engine(db.engine, app.config["SLOW_QUERY_MS"],
                           app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0))
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))

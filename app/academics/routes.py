@@ -1,5 +1,5 @@
 from flask import Blueprint, g, jsonify
-from sqlalchemy import select
+from sqlalchemy import Integer, bindparam, select
 
 from app.academics import services
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
@@ -11,7 +11,7 @@ from app.core.auth import roles
 from app.core.caching import MEDIUM, cached
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, apply_list, page_response
+from app.core.pagination import ListSpec, apply_list, page_response, prepared_list
 from app.core.schemas import parse_body
 from app.extensions import db
 from app.people.models import Student, Teacher
@@ -109,6 +109,12 @@ ROSTER_COLUMNS = (Student.id, Student.admission_number, Student.first_name, Stud
                   Enrolment.id.label("enrolment_id"), Enrolment.start_date.label("enrolled_since"))
 
 
+def _roster_base():
+    return (select(*ROSTER_COLUMNS).join(Enrolment, Enrolment.student_id == Student.id)
+            .where(Enrolment.class_id == bindparam("class_id", type_=Integer), Enrolment.end_date.is_(None),
+                   Student.deleted_at.is_(None)))
+
+
 @bp.get("/classes/<int:ident>/students")
 @roles("admin", "teacher", "accountant", "guardian", "student")
 @cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=MEDIUM)
@@ -119,13 +125,14 @@ def class_roster(ident):
     sees_all = p.role in ("admin", "accountant")
     if not sees_all:
         services.class_in_scope_or_404(ident, p)
-    # Plain rows, not ORM objects: the roster is the hottest list and needs no identity map.
-    stmt = (select(*ROSTER_COLUMNS).join(Enrolment, Enrolment.student_id == Student.id)
-            .where(Enrolment.class_id == ident, Enrolment.end_date.is_(None), Student.deleted_at.is_(None)))
     if p.role in ("guardian", "student"):
-        stmt = services.scope_students(stmt, p)
-    stmt, limit, sort, col = apply_list(stmt, ROSTER_SPEC)
-    rows = db.session.execute(stmt).all()
+        # Their own children / themself only: the scope carries per-user values, so built per request.
+        stmt, limit, sort, col = apply_list(services.scope_students(_roster_base(), p), ROSTER_SPEC)
+        params = {}
+    else:
+        stmt, params, limit, sort, col = prepared_list("roster", _roster_base, ROSTER_SPEC)
+    # Plain rows, not ORM objects: the roster is the hottest list and needs no identity map.
+    rows = db.session.execute(stmt, {**params, "class_id": ident}).all()
     if not rows and sees_all:
         services.class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
     return page_response(rows, limit, sort, col, None)

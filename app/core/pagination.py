@@ -11,10 +11,11 @@ from urllib.parse import urlencode
 
 import orjson
 from flask import current_app, jsonify, request
-from sqlalchemy import Boolean, Date, Integer, and_, func, or_, tuple_
+from sqlalchemy import Boolean, Date, Integer, and_, bindparam, func, or_, tuple_
 
 from app.core.errors import ValidationFailed
 from app.core.schemas import parse_date
+from app.core.tenancy import reusable
 
 
 def _bool(v, name):
@@ -81,18 +82,30 @@ def page_size():
     return n
 
 
-def apply_list(stmt, spec: ListSpec):
-    """Filters, search, sort and keyset position; returns (stmt, limit, sort_name, sort_column)."""
+@dataclass
+class ListArgs:
+    """The validated list parameters of one request."""
+    filters: dict          # name -> coerced value (column filters) or raw value (callable filters)
+    term: str | None       # search prefix, escaped for LIKE
+    sort: str
+    desc: bool
+    col: Any
+    limit: int
+    cursor: tuple | None   # (sort value, id)
+    offset: int | None
+
+
+def parse_list_args(spec: ListSpec) -> ListArgs:
     args = request.args
     unknown = set(args) - PAGING_PARAMS - set(spec.filters) - set(spec.extra_params)
     if unknown:
         raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
+    filters = {}
     for name, target in spec.filters.items():
         raw = args.get(name)
-        if raw is None:
-            continue
-        stmt = target(stmt, raw) if callable(target) and not hasattr(target, "type") else \
-            stmt.where(target == coerce(target, raw, name))
+        if raw is not None:
+            filters[name] = raw if _custom(target) else coerce(target, raw, name)
+    term = None
     q = args.get("q")
     if q is not None:
         if not spec.search:
@@ -100,7 +113,6 @@ def apply_list(stmt, spec: ListSpec):
         term = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         if not term:
             raise ValidationFailed({"q": "must not be empty"})
-        stmt = stmt.where(or_(*(func.lower(c).like(term + "%", escape="\\") for c in spec.search)))
 
     sort = args.get("sort", spec.default_sort)
     desc = sort.startswith("-")
@@ -111,29 +123,91 @@ def apply_list(stmt, spec: ListSpec):
     col = spec.id_column if name == "id" else spec.sorts[name]
     limit = page_size()
 
-    cursor = args.get("cursor")
-    if cursor:
-        csort, value, ident = _decode_cursor(cursor)
+    cursor = offset = None
+    raw_cursor = args.get("cursor")
+    if raw_cursor:
+        csort, value, ident = _decode_cursor(raw_cursor)
         if csort != sort:
             raise ValidationFailed({"cursor": "belongs to another sort order"})
-        if col is spec.id_column:
-            stmt = stmt.where(col < ident if desc else col > ident)
-        else:
-            value = coerce(col, value, "cursor") if isinstance(value, str) else value
-            key, pos = tuple_(col, spec.id_column), tuple_(value, ident)
-            stmt = stmt.where(key < pos if desc else key > pos)
+        if col is not spec.id_column and isinstance(value, str):
+            value = coerce(col, value, "cursor")
+        cursor = (value, ident)
     elif "offset" in args:
         offset = _int(args["offset"], "offset")
         if not 0 <= offset <= 10_000:
             raise ValidationFailed({"offset": "must be between 0 and 10000; use the cursor for deeper pages"})
-        stmt = stmt.offset(offset)
+    return ListArgs(filters, term, sort, desc, col, limit, cursor, offset)
 
+
+def _custom(target):
+    return callable(target) and not hasattr(target, "type")
+
+
+def _build(stmt, spec: ListSpec, la: ListArgs):
+    """stmt with the filters, search, keyset position, order and limit; every value is a named bind
+    parameter (list_params gives them), so one built statement serves every request of its shape."""
+    for name, value in la.filters.items():
+        target = spec.filters[name]
+        stmt = target(stmt, value) if _custom(target) else \
+            stmt.where(target == bindparam(f"filter_{name}", value, type_=target.type))
+    if la.term is not None:
+        pattern = bindparam("search_prefix", la.term + "%")
+        stmt = stmt.where(or_(*(func.lower(c).like(pattern, escape="\\") for c in spec.search)))
+    col, desc = la.col, la.desc
+    if la.cursor is not None:
+        value, ident = la.cursor
+        last_id = bindparam("cursor_id", ident, type_=spec.id_column.type)
+        if col is spec.id_column:
+            stmt = stmt.where(col < last_id if desc else col > last_id)
+        else:
+            key, pos = tuple_(col, spec.id_column), tuple_(bindparam("cursor_value", value, type_=col.type), last_id)
+            stmt = stmt.where(key < pos if desc else key > pos)
+    elif la.offset is not None:
+        stmt = stmt.offset(bindparam("page_offset", la.offset, type_=Integer))
     if col is spec.id_column:
         order = [col.desc() if desc else col.asc()]
     else:
         order = [col.desc(), spec.id_column.desc()] if desc else [col.asc(), spec.id_column.asc()]
-    stmt = stmt.order_by(*order).limit(limit + 1)
-    return stmt, limit, sort, col
+    return stmt.order_by(*order).limit(bindparam("page_limit", la.limit + 1, type_=Integer))
+
+
+def list_params(la: ListArgs) -> dict:
+    params = {f"filter_{name}": value for name, value in la.filters.items()}
+    params["page_limit"] = la.limit + 1
+    if la.term is not None:
+        params["search_prefix"] = la.term + "%"
+    if la.cursor is not None:
+        params["cursor_value"], params["cursor_id"] = la.cursor
+    elif la.offset is not None:
+        params["page_offset"] = la.offset
+    return params
+
+
+def apply_list(stmt, spec: ListSpec):
+    """Filters, search, sort and keyset position; returns (stmt, limit, sort_name, sort_column)."""
+    la = parse_list_args(spec)
+    return _build(stmt, spec, la), la.limit, la.sort, la.col
+
+
+_PREPARED: dict = {}
+
+
+def prepared_list(key, build_base: Callable, spec: ListSpec):
+    """apply_list for a hot list whose base statement takes bind parameters instead of values: the
+    statement of each shape (base key, filters used, search or not, sort, keyset or offset) is built
+    once per process and reused, and the tenancy scope is then also applied once per institution
+    (tenancy.reusable). Building and scoping a select cost ~0.4 ms of CPU a request; this is for the
+    lists that are read most. Returns (stmt, params, limit, sort_name, sort_column); execute with
+    params plus the base's own."""
+    la = parse_list_args(spec)
+    if any(_custom(spec.filters[n]) for n in la.filters):  # custom filters put values in the SQL itself
+        return _build(build_base(), spec, la), {}, la.limit, la.sort, la.col
+    shape = (key, tuple(sorted(la.filters)), la.term is not None, la.sort, la.cursor is not None,
+             la.offset is not None)
+    stmt = _PREPARED.get(shape)
+    if stmt is None:
+        stmt = _PREPARED[shape] = reusable(_build(build_base(), spec, la))
+    return stmt, list_params(la), la.limit, la.sort, la.col
 
 
 def row_dicts(rows):

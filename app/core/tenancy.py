@@ -21,6 +21,23 @@ def set_current_institution(institution_id):
     g.institution_id = institution_id
 
 
+def _criteria(iid):
+    return with_loader_criteria(TenantMixin, lambda cls: cls.institution_id == iid, include_aliases=True)
+
+
+# (id(statement), institution) -> (statement, scoped statement), for statements marked reusable. The
+# entry holds the statement itself, so its id cannot be reused by another object while it is cached.
+_SCOPED: dict = {}
+_SCOPED_MAX = 20_000
+
+
+def reusable(stmt):
+    """Mark a statement that is built once and executed many times with bind parameters (see
+    pagination.prepared_list): its scoped form is built once per institution and reused, so its
+    SQLAlchemy cache key is computed once too, instead of on every execution (~0.25 ms of CPU)."""
+    return stmt.execution_options(tenant_reusable=True)
+
+
 def _scope_statement(state):
     if state.execution_options.get("skip_tenant"):
         return
@@ -29,8 +46,17 @@ def _scope_statement(state):
     iid = current_institution_id()
     if iid is None:
         return  # CLI, seeds, migrations and maintenance run unscoped on purpose
-    state.statement = state.statement.options(
-        with_loader_criteria(TenantMixin, lambda cls: cls.institution_id == iid, include_aliases=True))
+    stmt = state.statement
+    if not state.execution_options.get("tenant_reusable"):
+        state.statement = stmt.options(_criteria(iid))
+        return
+    key = (id(stmt), iid)
+    entry = _SCOPED.get(key)
+    if entry is None:
+        if len(_SCOPED) >= _SCOPED_MAX:
+            _SCOPED.clear()
+        entry = _SCOPED[key] = (stmt, stmt.options(_criteria(iid)))
+    state.statement = entry[1]
 
 
 def _stamp_new_rows(session, flush_context, instances):
