@@ -148,7 +148,10 @@ def _scope():
 
 
 def _suffix():
-    query = "&".join(f"{k}={v}" for k, v in sorted(request.args.items(multi=True)))
+    # The raw query string with its parameters in a fixed order (parsing it into args costs more);
+    # a differently encoded but equal query only makes another entry, never a wrong answer.
+    raw = request.query_string
+    query = "&".join(sorted(raw.decode("latin-1").split("&"))) if raw else ""
     return f":{_scope()}:{request.path}?{query}"
 
 

@@ -9,7 +9,7 @@ import os
 import time
 
 import orjson
-from flask import g, has_request_context, request
+from flask import current_app, g, has_request_context, request
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import event
 
@@ -62,20 +62,34 @@ def configure_logging(app):
         root.handlers = [handler]
 
 
+_children = {}  # label values -> metric child: labels() takes a lock and builds a tuple on every call
+
+
+def _child(metric, *labels):
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def observe_request(response):
-    started = g.get("started")
+    ctx = g._get_current_object()
+    started = getattr(ctx, "started", None)
     if started is None:
         return response
     elapsed = time.perf_counter() - started
-    endpoint = request.endpoint or "unmatched"
-    REQUESTS.labels(request.method, endpoint, response.status_code).inc()
-    LATENCY.labels(endpoint).observe(elapsed)
-    if g.get("cache_status"):
-        CACHE.labels(g.get("cache_namespace") or endpoint, "hit" if g.cache_status.startswith("hit") else "miss").inc()
-    from flask import current_app
+    req = request._get_current_object()
+    endpoint = req.endpoint or "unmatched"
+    _child(REQUESTS, req.method, endpoint, response.status_code).inc()
+    _child(LATENCY, endpoint).observe(elapsed)
+    cache_status = getattr(ctx, "cache_status", None)
+    if cache_status:
+        _child(CACHE, getattr(ctx, "cache_namespace", None) or endpoint,
+               "hit" if cache_status.startswith("hit") else "miss").inc()
     if elapsed * 1000 > current_app.config["SLOW_REQUEST_MS"]:
         SLOW_REQUESTS.inc()
-        log.warning("slow request %s %s took %.0f ms", request.method, request.path, elapsed * 1000)
+        log.warning("slow request %s %s took %.0f ms", req.method, req.path, elapsed * 1000)
     return response
 
 

@@ -13,34 +13,40 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 
 def begin_request():
     # Per-request state lives on g; reset it, since an app context can outlive one request (tests, CLI).
-    g.principal = None
-    g.revocation_pending = g.gated = False
-    g.rate_count = g.rate_window = None
-    g.cache_status = g.cache_namespace = None
-    g.started = time.perf_counter()
     rid = request.headers.get("X-Request-ID", "")
-    g.request_id = rid if _SANE_ID.match(rid) else uuid.uuid4().hex
+    vars(g._get_current_object()).update(
+        principal=None, revocation_pending=False, gated=False, rate_count=None, rate_window=None,
+        cache_status=None, cache_namespace=None, started=time.perf_counter(),
+        request_id=rid if _SANE_ID.match(rid) else uuid.uuid4().hex)
 
 
 def finish_request(response):
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    if g.get("revocation_pending") and response.status_code < 400:
+    # Runs on every response: the request-local proxies are resolved once, and headers this hook owns
+    # are appended (Headers.set would first scan the list for an old value).
+    ctx = g._get_current_object()
+    req = request._get_current_object()
+    headers = response.headers
+    headers.add("X-Request-ID", getattr(ctx, "request_id", None) or uuid.uuid4().hex)
+    status = response.status_code
+    if getattr(ctx, "revocation_pending", False) and status < 400:
         # Every authenticated path must have checked the session; never let a 2xx out unchecked.
-        raise RuntimeError(f"session not checked on {request.endpoint}")
-    if g.get("cache_status"):
-        response.headers["X-Cache"] = g.cache_status
-    if g.get("principal") is not None:
+        raise RuntimeError(f"session not checked on {req.endpoint}")
+    cache_status = getattr(ctx, "cache_status", None)
+    if cache_status:
+        headers.add("X-Cache", cache_status)
+    if getattr(ctx, "principal", None) is not None:
         # Personal data: browsers may keep it but must revalidate; shared proxies never store it.
-        response.headers.setdefault("Cache-Control", "private, no-cache")
-        if request.method == "GET" and response.status_code == 200 and not response.direct_passthrough \
+        if "Cache-Control" not in headers:
+            headers.add("Cache-Control", "private, no-cache")
+        if req.method == "GET" and status == 200 and not response.direct_passthrough \
                 and response.mimetype == "application/json":
-            response.set_etag(etag_for(response.get_data()), weak=False)
-            if "HTTP_IF_NONE_MATCH" in request.environ:  # werkzeug's full conditional logic costs ~30 µs
-                response.make_conditional(request)
+            headers["ETag"] = f'"{etag_for(response.get_data())}"'
+            if "HTTP_IF_NONE_MATCH" in req.environ:  # werkzeug's full conditional logic costs ~30 µs
+                response.make_conditional(req)
     current_app.extensions["api_tier"].headers(response)
-    started = g.get("started")
+    started = getattr(ctx, "started", None)
     if started is not None:
-        response.headers["X-Response-Time"] = f"{(time.perf_counter() - started) * 1000:.2f}ms"
+        headers.add("X-Response-Time", f"{(time.perf_counter() - started) * 1000:.2f}ms")
     return response
 
 
