@@ -24,8 +24,10 @@ backlog = 2048               # a burst of 2,000 connections queues instead of be
 keepalive = 5
 timeout = 30
 graceful_timeout = 20
-max_requests = 20000         # recycle workers slowly, bounding any leak
-max_requests_jitter = 2000
+# Recycle workers now and then, bounding any leak. At 20,000 a worker serving ~700 req/s restarted
+# every half minute, and each restart meant a burst of slow requests on cold per-process caches.
+max_requests = 100000
+max_requests_jitter = 10000
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off by default: JSON app logs carry what matters
 errorlog = "-"
 
@@ -39,6 +41,15 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def pre_fork(server, worker):
+    # Objects created before the fork (the preloaded app: Flask, SQLAlchemy, the models) move to a
+    # permanent generation, so the workers' garbage collections do not walk them again and again,
+    # and copy-on-write memory stays shared (the recipe in the documentation of gc.freeze).
+    if preload_app:
+        import gc
+        gc.freeze()
 
 
 def post_fork(server, worker):
