@@ -322,6 +322,21 @@ def test_history_totals_and_rate_match_hand_computed_values(teacher, admin, demo
     assert len(absences) == 2 and all(r["status"] == "absent" for r in absences)
 
 
+def test_history_is_cached_and_a_changed_roll_is_seen_at_once(teacher, admin, demo):
+    cid, sid = demo["demo_class_id"], demo["demo_student_id"]
+    url = f"/students/{sid}/attendance?from={LAST_SATURDAY}&to={LAST_SATURDAY}"
+    mark = {"period": 1, "records": [{"student_id": sid, "status": "present"}]}
+    assert teacher.put(roll_url(cid, LAST_SATURDAY), json=mark).status_code == 200
+    first = admin.get(url)
+    assert first.headers["X-Cache"] == "miss" and first.get_json()["totals"]["present"] == 1
+    assert admin.get(url).headers["X-Cache"] == "hit"
+    mark["records"][0]["status"] = "absent"
+    assert teacher.put(roll_url(cid, LAST_SATURDAY), json=mark).status_code == 200
+    after = admin.get(url)
+    assert after.headers["X-Cache"] == "miss"
+    assert after.get_json()["totals"] == {"present": 0, "absent": 1, "late": 0, "excused": 0, "marked": 1}
+
+
 def test_history_rate_is_null_when_nothing_is_marked(admin, demo):
     body = admin.get(f"/students/{demo['demo_student_id']}/attendance"
                      f"?from={LAST_SATURDAY}&to={LAST_SATURDAY}").get_json()

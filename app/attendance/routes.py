@@ -8,6 +8,7 @@ from app.attendance.models import AttendanceRecord
 from app.attendance.schemas import (MAX_PERIOD, AbsenteesOut, CheckinIn, CheckinOut, HistoryOut, RollIn, RollOut,
                                     RollSavedOut, SessionCreatedOut, SessionIn, SessionOut, SummaryOut, parse_roll)
 from app.core.auth import roles
+from app.core.caching import MEDIUM, cached
 from app.core.errors import NotFound, ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
@@ -102,6 +103,8 @@ HISTORY_SPEC = ListSpec(AttendanceRecord.id, filters={"status": AttendanceRecord
 
 @bp.get("/students/<int:ident>/attendance")
 @roles(*ALL)
+@cached("attendance_records", "students", "enrolments", "classes", "class_subjects", "student_guardians",
+        ttl=MEDIUM)
 @doc("A student's attendance history, newest first, with totals and rate for the range", out=HistoryOut,
      tags=["attendance"], query=["from", "to", "status", "limit", "cursor", "sort"])
 def student_history(ident):
@@ -113,13 +116,10 @@ def student_history(ident):
     stmt = services.history_filter(select(AttendanceRecord), ident, frm, to)
     stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC)
     rows = db.session.execute(stmt).scalars().all()
-    resp = page_response(rows, limit, sort, col, services.record_out)
     totals = services.history_totals(ident, frm, to)
-    body = current_app.json.loads(resp.get_data())
-    body.update(student_id=ident, **{"from": frm, "to": to}, totals=totals,
-                rate=services.rate(totals["present"] + totals["late"], totals["marked"]))
-    resp.set_data(current_app.json.dumps(body))
-    return resp
+    return page_response(rows, limit, sort, col, services.record_out, student_id=ident,
+                         **{"from": frm, "to": to}, totals=totals,
+                         rate=services.rate(totals["present"] + totals["late"], totals["marked"]))
 
 
 @bp.get("/attendance/summary")

@@ -218,9 +218,10 @@ def row_dicts(rows):
     return [dict(zip(keys, r)) for r in rows]
 
 
-def page_response(rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row):
-    """rows: limit+1 fetched rows; serialize: row -> dict (None: rows are plain result rows, see
-    row_dicts); keyed: row -> the object holding id and sort value."""
+def page_body(rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row):
+    """({"data": [...], "next_cursor": ...}, Link header or None) for limit+1 fetched rows; serialize:
+    row -> dict (None: rows are plain result rows, see row_dicts); keyed: row -> the object holding id
+    and sort value."""
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
@@ -229,12 +230,21 @@ def page_response(rows, limit, sort, col, serialize: Callable | None, keyed: Cal
         value = None if sort.lstrip("-") == "id" else getattr(last, col.key)
         next_cursor = _encode_cursor(sort, value, last.id)
     data = row_dicts(rows) if serialize is None else [serialize(r) for r in rows]
-    resp = jsonify({"data": data, "next_cursor": next_cursor})
+    link = None
     if next_cursor:
         args = request.args.to_dict()
         args.pop("offset", None)
         args["cursor"] = next_cursor
-        resp.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+        link = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    return {"data": data, "next_cursor": next_cursor}, link
+
+
+def page_response(rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row, **extra):
+    """page_body as the answer; `extra` fields join the body."""
+    body, link = page_body(rows, limit, sort, col, serialize, keyed)
+    resp = jsonify({**body, **extra} if extra else body)
+    if link:
+        resp.headers["Link"] = link
     return resp
 
 
