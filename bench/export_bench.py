@@ -77,8 +77,7 @@ def case(name, xlsx_rows, class_size):
         if name == "copy":
             table = _source(start, end)
             conn = db.session.connection()
-            stmt = table.statement()
-            compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+            compiled = table.copy_sql(conn.dialect)  # the very statement our CSV export runs
             raw = conn.connection.driver_connection
             with raw.cursor() as cur:
                 sql = cur.mogrify(str(compiled), compiled.params).decode()
