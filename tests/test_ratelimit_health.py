@@ -96,3 +96,11 @@ def test_ready_is_503_naming_redis_when_it_is_gone():
     app = create_app("testing", REDIS_URL=CLOSED)
     body = assert_problem(app.test_client().get("/health/ready"), 503)
     assert "redis" in body["detail"] and body["checks"] == {"database": "ok", "redis": "down"}
+
+
+def test_redis_down_failed_logins_still_hit_the_limit_in_process():
+    app = create_app("testing", REDIS_URL=CLOSED)
+    client = app.test_client()
+    body = {"email": "teacher@demo-academy.test", "password": "wrong"}
+    codes = [client.post("/api/v1/auth/login", json=body).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
