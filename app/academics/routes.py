@@ -13,6 +13,7 @@ from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, apply_list, page_response, prepared_list
 from app.core.schemas import parse_body
+from app.core.tenancy import execute_reusable
 from app.extensions import db
 from app.people.models import Student, Teacher
 
@@ -125,14 +126,14 @@ def class_roster(ident):
     sees_all = p.role in ("admin", "accountant")
     if not sees_all:
         services.class_in_scope_or_404(ident, p)
+    # Plain rows, not ORM objects: the roster is the hottest list and needs no identity map.
     if p.role in ("guardian", "student"):
         # Their own children / themself only: the scope carries per-user values, so built per request.
         stmt, limit, sort, col = apply_list(services.scope_students(_roster_base(), p), ROSTER_SPEC)
-        params = {}
+        rows = db.session.execute(stmt, {"class_id": ident}).all()
     else:
         stmt, params, limit, sort, col = prepared_list("roster", _roster_base, ROSTER_SPEC)
-    # Plain rows, not ORM objects: the roster is the hottest list and needs no identity map.
-    rows = db.session.execute(stmt, {**params, "class_id": ident}).all()
+        rows = execute_reusable(db.session, stmt, {**params, "class_id": ident}).all()
     if not rows and sees_all:
         services.class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
     return page_response(rows, limit, sort, col, None)

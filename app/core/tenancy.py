@@ -47,16 +47,27 @@ def _scope_statement(state):
     if iid is None:
         return  # CLI, seeds, migrations and maintenance run unscoped on purpose
     stmt = state.statement
-    if not state.execution_options.get("tenant_reusable"):
+    if state.execution_options.get("tenant_reusable"):
+        state.statement = _scoped_reusable(stmt, iid)
+    else:
         state.statement = stmt.options(_criteria(iid))
-        return
+
+
+def _scoped_reusable(stmt, iid):
     key = (id(stmt), iid)
     entry = _SCOPED.get(key)
     if entry is None:
         if len(_SCOPED) >= _SCOPED_MAX:
             _SCOPED.clear()
         entry = _SCOPED[key] = (stmt, stmt.options(_criteria(iid)))
-    state.statement = entry[1]
+    return entry[1]
+
+
+def execute_reusable(session, stmt, params):
+    """Run a reusable select on the session's connection, with the scope the ORM event would add. It
+    skips the ORM execution layer (~0.1 ms of CPU per query: a plain-row read needs none of it)."""
+    iid = current_institution_id()
+    return session.connection().execute(stmt if iid is None else _scoped_reusable(stmt, iid), params)
 
 
 def _stamp_new_rows(session, flush_context, instances):
