@@ -32,15 +32,15 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off by default: JSON app lo
 errorlog = "-"
 
 # Prometheus metrics from every worker are aggregated through files in one directory, which must
-# exist (and be empty) before the workers import prometheus_client.
+# exist (and be empty) before anything imports prometheus_client: with preload_app that is the master,
+# right after this file is read, so it is prepared here (gunicorn's on_starting would come too late).
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(),
                                                                           f"schoolhouse-metrics-{os.getpid()}")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-
-
-def on_starting(server):
+if os.environ.get("SCHOOLHOUSE_METRICS_OWNER") != str(os.getpid()):  # not on a HUP reload of this master
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
+    os.environ["SCHOOLHOUSE_METRICS_OWNER"] = str(os.getpid())
 
 
 def pre_fork(server, worker):

@@ -98,7 +98,6 @@ def instrument_engine(engine, slow_ms, pool_capacity):
     if getattr(engine, "_schoolhouse_instrumented", False):
         return
     engine._schoolhouse_instrumented = True
-    POOL_SIZE.inc(pool_capacity)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _start(conn, cursor, statement, params, context, executemany):
@@ -113,6 +112,12 @@ def instrument_engine(engine, slow_ms, pool_capacity):
             log.warning("slow query took %.0f ms: %s", elapsed * 1000, " ".join(statement.split())[:2000])
 
     pool = engine.pool
+
+    @event.listens_for(pool, "first_connect")
+    def _capacity(dbapi_conn, record):
+        # Counted by the process that uses the pool (a gunicorn worker), not by the master that created
+        # the app before forking (preload_app) and never connects.
+        POOL_SIZE.inc(pool_capacity)
 
     @event.listens_for(pool, "connect")
     def _connect(dbapi_conn, record):
