@@ -841,7 +841,7 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
         total_rows = 0
         for c_lo in range(lo, hi + 1, chunk):
             started = time.perf_counter()
-            result = conn.execute(text(f"""
+            result = conn.execute(text("""
                 INSERT INTO attendance_records (institution_id, student_id, class_id, subject_id, period, date,
                                                 status, note, source, marked_by_id, created_at, updated_at)
                 SELECT :iid, e.student_id, e.class_id, NULL, 0, d.day,

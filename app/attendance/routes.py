@@ -1,5 +1,5 @@
 """Roll call, attendance history and summaries, QR check-in: parse, call a service, serialise."""
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app.academics.services import class_in_scope_or_404, scope_students

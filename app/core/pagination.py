@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import orjson
 from flask import current_app, jsonify, request
-from sqlalchemy import Boolean, Date, Integer, and_, bindparam, func, or_, tuple_
+from sqlalchemy import Boolean, Date, Integer, bindparam, func, or_, tuple_
 
 from app.core.errors import ValidationFailed
 from app.core.schemas import parse_date
