@@ -43,7 +43,7 @@ run: $(STAMP)
 clean:
 	rm -rf $(VENV) instance
 
-.PHONY: bench bench-quick bench-workers
+.PHONY: bench bench-quick bench-workers bench-cpu
 bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py
@@ -51,6 +51,9 @@ bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows,
 bench-quick: $(STAMP)  ## the same, shorter and smaller (< 5 minutes)
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --quick
+
+bench-cpu: $(STAMP)  ## CPU µs per request in process, API vs references (bench/cpu.py; --profile CASE)
+	$(VENV)/bin/python bench/cpu.py
 
 bench-workers: $(STAMP)  ## compare gunicorn worker classes and counts (the choice in gunicorn.conf.py)
 	@command -v wrk >/dev/null || apt-get install -y wrk

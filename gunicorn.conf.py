@@ -18,14 +18,15 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() + 1)
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # The app is imported and created once in the master and forked, so a worker that max_requests
-# recycles is serving again at once (a cold start is ~1 s of CPU, a cost every recycle would pay).
+# recycles is serving again at once instead of importing and creating the app again (~1 s of CPU:
+# docs/BENCHMARKS.md).
 preload_app = os.environ.get("GUNICORN_PRELOAD", "true").lower() in ("1", "true", "yes")
 backlog = 2048               # a burst of 2,000 connections queues instead of being refused
 keepalive = 5
 timeout = 30
 graceful_timeout = 20
-# Recycle workers now and then, bounding any leak. At 20,000 a worker serving ~700 req/s restarted
-# every half minute, and each restart meant a burst of slow requests on cold per-process caches.
+# Recycle workers now and then, bounding any leak. At 20,000 a worker serving ~700 req/s (make bench)
+# restarted every half minute, each time with cold per-process caches (compiled SQL, connections).
 max_requests = 100000
 max_requests_jitter = 10000
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off by default: JSON app logs carry what matters

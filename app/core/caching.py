@@ -18,7 +18,7 @@ from flask import current_app, g, has_app_context, make_response, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.core.auth import ensure_session_live, gate, session_ended
+from app.core.auth import cache_on, ensure_session_live, gate, session_ended
 from app.core.models import TenantMixin
 from app.core.ratelimit import GATE_LUA
 from app.core.redisconn import LIMITER_DB
@@ -164,22 +164,21 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
 
         @wraps(view)
         def wrapper(*args, **kwargs):
-            rc = current_app.extensions.get("response_cache")
-            if rc is None or not rc.enabled or request.method != "GET":
+            if not cache_on() or request.method != "GET":
                 gate(g.principal)  # a no-op when authenticate() already did
                 return view(*args, **kwargs)
+            rc = current_app.extensions["response_cache"]
             principal = g.principal
             iid = principal.institution_id
             g.cache_namespace = ns
             suffix = _suffix()
             tier = current_app.extensions["api_tier"]
-            g.gated = True
             versions, body, revoked, count = rc.fetch(
                 iid, tables, suffix, tier.args(f"user:{principal.user_id}", principal.session_id))
             if count is None:
-                g.gated = False
                 gate(principal)  # the lookup did not run in Redis: count and check on their own
             else:
+                g.gated = True
                 tier.judge(count)
                 if revoked:
                     raise session_ended()

@@ -1,7 +1,7 @@
 """Dead pooled connections (PITFALLS §7): ping a connection before use when it sat idle in the pool.
 
-SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip plus ~0.1 ms of CPU on every
-request, ~10% of an uncached read here (`make bench`, docs/BENCHMARKS.md). Connections die while they
+SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip and its CPU on every request
+(its share of an uncached read: docs/BENCHMARKS.md). Connections die while they
 sit unused (a PostgreSQL restart, a firewall's idle timeout), so this pings only a connection idle for
 more than DB_PING_AFTER_IDLE_S (1 s by default; 0 restores pre-ping on every checkout). A failed ping
 discards the connection and the pool hands out a fresh one, as with pre-ping. What neither covers:
@@ -20,8 +20,7 @@ def ping_after_idle(engine, idle_seconds):
 
     @event.listens_for(engine.pool, "checkin")
     def _stamp(dbapi_conn, record):
-        if record is not None:
-            record.info["idle_since"] = time.monotonic()
+        record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(engine.pool, "checkout")
     def _ping_if_idle(dbapi_conn, record, proxy):

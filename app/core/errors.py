@@ -1,5 +1,6 @@
 """One error shape everywhere: RFC 9457 `application/problem+json`, with `request_id` and per-field `errors`."""
 import logging
+import time
 
 from flask import current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -65,6 +66,8 @@ def problem(status, detail, *, title=None, errors=None, type_=None, headers=None
 
 
 def _api_error(e: ApiError):
+    if e.status == 429:
+        _audit_rate_limit()
     return problem(e.status, e.detail, title=e.title, errors=e.errors, type_=e.type, headers=e.headers)
 
 
@@ -80,22 +83,19 @@ def _http_error(e: HTTPException):
     headers = {}
     if status == 405 and hasattr(e, "valid_methods") and e.valid_methods:
         headers["Allow"] = ", ".join(sorted(e.valid_methods))
-    if status == 429:
+    if status == 429:  # Flask-Limiter's route limits
         _audit_rate_limit()
-        headers.update(_rate_limit_headers(e))
+        limit = getattr(getattr(e, "limit", None), "limit", None)
+        headers.update({"Retry-After": "60"} if limit is None else
+                       rate_limit_headers(limit.amount, time.time() + limit.get_expiry()))  # window's end, at most
     return problem(status, detail, headers=headers)
 
 
-def _rate_limit_headers(e):
-    """Retry-After and X-RateLimit-* on every 429. (Per-response headers on successful requests are
-    off by default: they cost a Redis round trip per request; RATELIMIT_HEADERS_ENABLED turns them on.)"""
-    import time
-    limit = getattr(getattr(e, "limit", None), "limit", None)
-    if limit is None:
-        return {"Retry-After": "60"}
-    window = int(limit.get_expiry())  # an upper bound for when the window resets
-    return {"Retry-After": str(window), "X-RateLimit-Limit": str(limit.amount), "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(int(time.time()) + window)}
+def rate_limit_headers(amount, reset_at):
+    """Retry-After and X-RateLimit-* on every 429, whichever limiter refused. (On successful requests
+    they are off by default; RATELIMIT_HEADERS_ENABLED turns them on.)"""
+    return {"Retry-After": str(max(1, int(reset_at - time.time()))), "X-RateLimit-Limit": str(amount),
+            "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(reset_at))}
 
 
 def _audit_rate_limit():

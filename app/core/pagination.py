@@ -196,8 +196,8 @@ def prepared_list(key, build_base: Callable, spec: ListSpec):
     """apply_list for a hot list whose base statement takes bind parameters instead of values: the
     statement of each shape (base key, filters used, search or not, sort, keyset or offset) is built
     once per process and reused, and the tenancy scope is then also applied once per institution
-    (tenancy.reusable). Building and scoping a select cost ~0.4 ms of CPU a request; this is for the
-    lists that are read most. Returns (stmt, params, limit, sort_name, sort_column); execute with
+    (tenancy.reusable): for the lists read most, where building and scoping the select was a large
+    share of the request (docs/BENCHMARKS.md). Returns (stmt, params, limit, sort_name, sort_column); execute with
     params plus the base's own."""
     la = parse_list_args(spec)
     if any(_custom(spec.filters[n]) for n in la.filters):  # custom filters put values in the SQL itself
@@ -211,7 +211,7 @@ def prepared_list(key, build_base: Callable, spec: ListSpec):
 
 
 def row_dicts(rows):
-    """Plain result rows as dicts: one zip per row (Row._asdict() costs ~6x more on a 50-row page)."""
+    """Plain result rows as dicts: one zip per row (cheaper than Row._asdict(); docs/BENCHMARKS.md)."""
     if not rows:
         return []
     keys = rows[0]._fields

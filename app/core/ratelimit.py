@@ -6,8 +6,8 @@ blueprints are registered. Flask-Limiter skips every unmarked view.
 
 The API tier, which every request pays, is `ApiTier`: a fixed-window counter that shares one Redis
 round trip with the session-revocation check (and, on a cached read, with the cache lookup). Written
-by hand because that is one round trip and a few microseconds of Python per request, where Flask-Limiter's
-general path was a round trip of its own plus ~0.3 ms of Python (`make bench`, see docs/BENCHMARKS.md).
+by hand because Flask-Limiter's general path was a round trip of its own plus a large share of a
+cached read in Python (measured: docs/BENCHMARKS.md, "Where the time went").
 `limits` (Flask-Limiter's own engine) parses the setting and is the in-process fallback when Redis is
 down.
 """
@@ -21,7 +21,7 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from app.core.errors import ApiError
+from app.core.errors import ApiError, rate_limit_headers
 from app.core.redisconn import LIMITER_DB, make_client
 from config import redis_db_url
 
@@ -59,11 +59,12 @@ class ApiTier:
     def args(self, who, session_id):
         """ARGV[1..3] of GATE_LUA for this caller (`who`: "user:<id>" or "addr:<ip>"), noting the
         window's end on g for the 429 and the optional headers."""
+        revocation_key = f"revoked:{session_id}" if session_id else ""
         if not self.enabled:
-            return ["", self.window, f"revoked:{session_id}" if session_id else ""]
+            return ["", self.window, revocation_key]
         slot = int(time.time()) // self.window
         g.rate_window = (who, (slot + 1) * self.window)
-        return [f"sh-rl:api:{who}:{slot}", self.window + 1, f"revoked:{session_id}" if session_id else ""]
+        return [f"sh-rl:api:{who}:{slot}", self.window + 1, revocation_key]
 
     def gate(self, who, session_id=None):
         """Count this request and check the session (None: anonymous). Raises 429; returns the
@@ -83,10 +84,10 @@ class ApiTier:
         if not self.enabled:
             return
         who, _ = g.rate_window
-        ok = self.fallback.hit(self.limit, "api", who)
+        allowed = self.fallback.hit(self.limit, "api", who)
         stats = self.fallback.get_window_stats(self.limit, "api", who)
         g.rate_window = (who, int(stats.reset_time))
-        self.judge(self.limit.amount - stats.remaining + (0 if ok else 1))
+        self.judge(self.limit.amount - stats.remaining if allowed else self.limit.amount + 1)
 
     def judge(self, count):
         if not self.enabled or not count:
@@ -105,13 +106,8 @@ class ApiTier:
 
 
 def too_many_requests(limit, reset_at):
-    retry = max(1, int(reset_at - time.time()))
-    hook = current_app.extensions.get("security_event")
-    if hook:
-        hook("rate_limited", detail={"path": request.path})
-    return ApiError(429, f"Rate limit exceeded ({limit}). Try again later.", headers={
-        "Retry-After": str(retry), "X-RateLimit-Limit": str(limit.amount), "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": str(int(reset_at))})
+    return ApiError(429, f"Rate limit exceeded ({limit}). Try again later.",
+                    headers=rate_limit_headers(limit.amount, reset_at))
 
 
 def caller_key():
@@ -204,7 +200,7 @@ def configure_limiter(app):
 
     # Flask-Limiter 4 checks a decorated limit inside the decorator's wrapper; its before_request hook
     # only serves default and blueprint limits, which are not used here (the API tier is ApiTier's),
-    # so it is dropped: it cost every request ~4% of a cached read (py-spy under `make bench`).
+    # so it is dropped (it still ran its resolution on every request: docs/BENCHMARKS.md).
     hooks = app.before_request_funcs.get(None, [])
     if limiter._check_request_limit in hooks:  # absent when the limiter is disabled
         hooks.remove(limiter._check_request_limit)

@@ -34,7 +34,7 @@ _SCOPED_MAX = 20_000
 def reusable(stmt):
     """Mark a statement that is built once and executed many times with bind parameters (see
     pagination.prepared_list): its scoped form is built once per institution and reused, so its
-    SQLAlchemy cache key is computed once too, instead of on every execution (~0.25 ms of CPU)."""
+    SQLAlchemy cache key is computed once too, instead of on every execution (docs/BENCHMARKS.md)."""
     return stmt.execution_options(tenant_reusable=True)
 
 
@@ -46,14 +46,13 @@ def _scope_statement(state):
     iid = current_institution_id()
     if iid is None:
         return  # CLI, seeds, migrations and maintenance run unscoped on purpose
-    stmt = state.statement
-    if state.execution_options.get("tenant_reusable"):
-        state.statement = _scoped_reusable(stmt, iid)
-    else:
-        state.statement = stmt.options(_criteria(iid))
+    state.statement = _scoped(state.statement, iid)
 
 
-def _scoped_reusable(stmt, iid):
+def _scoped(stmt, iid):
+    """stmt with the institution's criteria; for a reusable statement, built once per institution."""
+    if not stmt.get_execution_options().get("tenant_reusable"):
+        return stmt.options(_criteria(iid))
     key = (id(stmt), iid)
     entry = _SCOPED.get(key)
     if entry is None:
@@ -64,10 +63,10 @@ def _scoped_reusable(stmt, iid):
 
 
 def execute_reusable(session, stmt, params):
-    """Run a reusable select on the session's connection, with the scope the ORM event would add. It
-    skips the ORM execution layer (~0.1 ms of CPU per query: a plain-row read needs none of it)."""
+    """Run a plain-row select on the session's connection, with the scope the ORM event would add,
+    skipping the ORM execution layer such a read does not need (docs/BENCHMARKS.md)."""
     iid = current_institution_id()
-    return session.connection().execute(stmt if iid is None else _scoped_reusable(stmt, iid), params)
+    return session.connection().execute(stmt if iid is None else _scoped(stmt, iid), params)
 
 
 def _stamp_new_rows(session, flush_context, instances):
