@@ -10,7 +10,7 @@ VENV := .venv
 STAMP := $(VENV)/stamp
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: venv test run clean
+.PHONY: venv test test-fast lint format run clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@py=$$(command -v python3.11 || command -v python3) || { echo "python3.11 (or python3) not found" >&2; exit 1; }; \
@@ -21,8 +21,21 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP)  ## the whole suite, subprocess tests included
 	bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the suite without the `slow` (subprocess: gunicorn, Celery, SMTP, embedded) tests
+	bash scripts/run_tests.sh $(PYTEST_ARGS) -m "not slow"
+
+lint: $(STAMP)  ## ruff (lint + format check), mypy on app/core, import-linter contracts (pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 run: $(STAMP)
 	mkdir -p instance

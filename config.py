@@ -3,6 +3,7 @@
 Every setting is listed in README.md. Values are read in `__init__`, not at import, so a process that
 changes its environment before `create_app()` (tests, CLI) gets what it asked for.
 """
+
 import os
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def database_url(url):
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; this project ships psycopg2."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix):]
+            return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
 
 
@@ -47,8 +48,9 @@ class Config:
         load_dotenv(BASE_DIR / ".env")
         self.SECRET_KEY = env("SECRET_KEY", "dev-insecure-key-change-me")
         self.INSTANCE_DIR = env("INSTANCE_DIR", str(BASE_DIR / "instance"))
-        self.SQLALCHEMY_DATABASE_URI = database_url(env(
-            "DATABASE_URL", f"sqlite:///{Path(self.INSTANCE_DIR) / 'schoolhouse.db'}"))
+        self.SQLALCHEMY_DATABASE_URI = database_url(
+            env("DATABASE_URL", f"sqlite:///{Path(self.INSTANCE_DIR) / 'schoolhouse.db'}")
+        )
         self.REDIS_URL = env("REDIS_URL")
         self.REDIS_SOCKET_TIMEOUT = env("REDIS_SOCKET_TIMEOUT", 0.2, float)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
@@ -92,7 +94,9 @@ class Config:
         self.OUTBOX_LEASE_SECONDS = env("OUTBOX_LEASE_SECONDS", 600, int)  # "sending" longer = worker lost
         self.OUTBOX_BATCH_SIZE = env("OUTBOX_BATCH_SIZE", 50, int)
         # Scheduled notifications, in each school's own time zone.
-        self.ABSENCE_ALERT_HOUR = env("ABSENCE_ALERT_HOUR", 16, int)  # local hour from which today's absences go out
+        self.ABSENCE_ALERT_HOUR = env(
+            "ABSENCE_ALERT_HOUR", 16, int
+        )  # local hour from which today's absences go out
         self.FEE_REMINDER_HOUR = env("FEE_REMINDER_HOUR", 9, int)
         self.FEE_REMINDER_DAYS = env("FEE_REMINDER_DAYS", 7, int)  # remind this many days before the due date
         # Index maintenance (beat, PostgreSQL only)
@@ -119,8 +123,12 @@ class Config:
         self.EXPORT_STATEMENT_TIMEOUT_MS = env("EXPORT_STATEMENT_TIMEOUT_MS", 10 * 60 * 1000, int)
         self.IMPORT_MAX_BYTES = env("IMPORT_MAX_BYTES", 2 * 1024 * 1024, int)
         self.IMPORT_BATCH_SIZE = env("IMPORT_BATCH_SIZE", 500, int)
-        self.JOB_MAX_ATTEMPTS = env("JOB_MAX_ATTEMPTS", 3, int)  # a job that kills its worker every time stops
-        self.JOB_REQUEUE_AFTER = env("JOB_REQUEUE_AFTER", 120, int)  # seconds without progress before re-enqueue
+        self.JOB_MAX_ATTEMPTS = env(
+            "JOB_MAX_ATTEMPTS", 3, int
+        )  # a job that kills its worker every time stops
+        self.JOB_REQUEUE_AFTER = env(
+            "JOB_REQUEUE_AFTER", 120, int
+        )  # seconds without progress before re-enqueue
         self.CELERY = self.celery_settings()
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)
@@ -149,7 +157,7 @@ class Config:
                 "connect_timeout": self.DB_CONNECT_TIMEOUT,
                 "application_name": self.DB_APPLICATION_NAME,
                 "options": f"-c statement_timeout={self.DB_STATEMENT_TIMEOUT_MS}"
-                           f" -c idle_in_transaction_session_timeout={self.DB_IDLE_IN_TX_TIMEOUT_MS}",
+                f" -c idle_in_transaction_session_timeout={self.DB_IDLE_IN_TX_TIMEOUT_MS}",
             },
         }
 
@@ -173,7 +181,7 @@ class Config:
             "visibility_timeout": visibility,
             "unacked_restore_interval": self.CELERY_RESTORE_INTERVAL,
             "unacked_restore_throttle": 1,
-            "socket_timeout": 10,            # above kombu's 1 s BRPOP poll
+            "socket_timeout": 10,  # above kombu's 1 s BRPOP poll
             "socket_connect_timeout": 2,
             "health_check_interval": 10,
             "retry_on_timeout": True,
@@ -187,13 +195,17 @@ class Config:
             "broker_connection_max_retries": None,  # a worker outlives a Redis restart
             # Publishing while Redis is down must fail fast: the job row is already committed and the
             # stale-job sweeper re-enqueues it (app/jobs/services.requeue_stale_jobs).
-            "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                                          "interval_max": 1},
+            "task_publish_retry_policy": {
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
             "task_serializer": "json",
             "result_serializer": "json",
             "accept_content": ["json"],
             "result_accept_content": ["json"],
-            "task_ignore_result": True,   # job rows hold state and results; opt in per task if needed
+            "task_ignore_result": True,  # job rows hold state and results; opt in per task if needed
             "result_expires": 3600,
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
@@ -212,7 +224,7 @@ class Config:
                 "tasks.notifications.*": {"queue": "notifications"},
             },
             "task_always_eager": self.CELERY_ALWAYS_EAGER,
-            "task_eager_propagates": False,   # in-process runs record failures on the job row, like a worker
+            "task_eager_propagates": False,  # in-process runs record failures on the job row, like a worker
             "worker_hijack_root_logger": False,
             "beat_schedule_filename": str(Path(self.INSTANCE_DIR) / "celerybeat-schedule"),
             "timezone": "UTC",
@@ -234,7 +246,9 @@ class TestingConfig(Config):
         super().__init__()
         self.TESTING = True
         self.SECRET_KEY = "testing-secret-key-not-for-production-0123456789"
-        self.SQLALCHEMY_DATABASE_URI = database_url(env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test"))
+        self.SQLALCHEMY_DATABASE_URI = database_url(
+            env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test")
+        )
         self.REDIS_URL = env("TEST_REDIS_URL")
         self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
         self.CELERY = self.celery_settings()  # again: the broker follows the test Redis

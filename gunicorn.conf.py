@@ -8,6 +8,7 @@ requests are short and CPU-bound (PostgreSQL and Redis answer in well under a mi
 box), so extra workers or threads mostly add switching. WEB_CONCURRENCY / GUNICORN_WORKER_CLASS /
 GUNICORN_THREADS override; re-run `make bench-workers` on other hardware.
 """
+
 import multiprocessing
 import os
 import shutil
@@ -21,7 +22,7 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # recycles is serving again at once instead of importing and creating the app again (~1 s of CPU:
 # docs/BENCHMARKS.md).
 preload_app = os.environ.get("GUNICORN_PRELOAD", "true").lower() in ("1", "true", "yes")
-backlog = 2048               # a burst of 2,000 connections queues instead of being refused
+backlog = 2048  # a burst of 2,000 connections queues instead of being refused
 keepalive = 5
 timeout = 30
 graceful_timeout = 20
@@ -35,8 +36,9 @@ errorlog = "-"
 # Prometheus metrics from every worker are aggregated through files in one directory, which must
 # exist (and be empty) before anything imports prometheus_client: with preload_app that is the master,
 # right after this file is read, so it is prepared here (gunicorn's on_starting would come too late).
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                          f"schoolhouse-metrics-{os.getpid()}")
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+    tempfile.gettempdir(), f"schoolhouse-metrics-{os.getpid()}"
+)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 if os.environ.get("SCHOOLHOUSE_METRICS_OWNER") != str(os.getpid()):  # not on a HUP reload of this master
     shutil.rmtree(_metrics_dir, ignore_errors=True)
@@ -50,6 +52,7 @@ def pre_fork(server, worker):
     # and copy-on-write memory stays shared (the recipe in the documentation of gc.freeze).
     if preload_app:
         import gc
+
         gc.freeze()
 
 
@@ -61,10 +64,12 @@ def post_fork(server, worker):
     app = server.app.wsgi()
     if "sqlalchemy" in getattr(app, "extensions", {}):
         from app.extensions import db
+
         with app.app_context():
             db.engine.dispose(close=False)
 
 
 def child_exit(server, worker):
     from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)

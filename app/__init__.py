@@ -1,4 +1,5 @@
 """Application factory: a few small register steps, nothing configured at import time."""
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -17,10 +18,10 @@ def create_app(config_name=None, **overrides):
     register_logging(app)
     register_json(app)
     register_proxy(app)
-    register_request_hooks(app)   # before the limiter: its key function needs the caller
+    register_request_hooks(app)  # before the limiter: its key function needs the caller
     register_extensions(app)
     register_blueprints(app)
-    register_rate_limits(app)     # after the blueprints: applies the limits their views are marked with
+    register_rate_limits(app)  # after the blueprints: applies the limits their views are marked with
     register_errors(app)
     register_cli(app)
     register_celery(app)
@@ -29,12 +30,14 @@ def create_app(config_name=None, **overrides):
 
 def register_logging(app):
     from app.core.observability import configure_logging
+
     configure_logging(app)
 
 
 def register_json(app):
     from app.core.jsonprovider import OrjsonProvider
     from app.core.requestctx import NoCookieSessions
+
     app.json = OrjsonProvider(app)
     # A token API keeps no cookie session; Flask's default would build a signer on every request.
     app.session_interface = NoCookieSessions()
@@ -48,8 +51,9 @@ def register_proxy(app):
 
 def register_request_hooks(app):
     from app.core.auth import authenticate
-    from app.core.requestctx import register_request_context
     from app.core.observability import observe_request
+    from app.core.requestctx import register_request_context
+
     register_request_context(app)
     app.before_request(authenticate)
     app.after_request(observe_request)
@@ -58,23 +62,27 @@ def register_request_hooks(app):
 def register_extensions(app):
     from pathlib import Path
 
+    from app import models  # noqa: F401  (the whole schema on the metadata, for Alembic and create_all)
     from app.core.redisconn import CACHE_DB, redis_options
     from app.core.revocation import RevocationStore
     from app.core.tenancy import register_tenancy
     from app.extensions import cache, compress, db, migrate
     from config import redis_db_url
 
-    from app import models  # noqa: F401  (the whole schema on the metadata, for Alembic and create_all)
-
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     from app.core.observability import instrument_engine
+
     with app.app_context():
         from app.core.dbpool import ping_after_idle
+
         if db.engine.dialect.name == "postgresql":
             ping_after_idle(db.engine, app.config["DB_PING_AFTER_IDLE_S"])
-        instrument_engine(db.engine, app.config["SLOW_QUERY_MS"],
-                          app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0))
+        instrument_engine(
+            db.engine,
+            app.config["SLOW_QUERY_MS"],
+            app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0),
+        )
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     register_tenancy(app)
     cache_url = redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)
@@ -88,18 +96,30 @@ def register_extensions(app):
     app.config.setdefault("CACHE_DEFAULT_TIMEOUT", 300)
     cache.init_app(app)
     from app.core.caching import register_caching
+
     register_caching(app)
     # brotli, then gzip, for JSON and CSV above 1 KiB; files that are already compressed (xlsx, pdf,
     # images) are not in the list, and streamed files (direct passthrough) are left alone.
     app.config.setdefault("COMPRESS_ALGORITHM", ["br", "gzip"])
     app.config.setdefault("COMPRESS_MIN_SIZE", 1024)
-    app.config.setdefault("COMPRESS_MIMETYPES", ["application/json", "application/problem+json", "text/csv",
-                                                 "text/html", "text/plain", "application/javascript", "text/css"])
+    app.config.setdefault(
+        "COMPRESS_MIMETYPES",
+        [
+            "application/json",
+            "application/problem+json",
+            "text/csv",
+            "text/html",
+            "text/plain",
+            "application/javascript",
+            "text/css",
+        ],
+    )
     app.config.setdefault("COMPRESS_BR_LEVEL", 4)  # fast levels: the CPU is the scarce resource here
     app.config.setdefault("COMPRESS_LEVEL", 5)
     compress.init_app(app)
     app.extensions["revocations"] = RevocationStore(app)
     from app.audit.services import record_security_event
+
     app.extensions["security_event"] = record_security_event
 
 
@@ -116,27 +136,41 @@ def register_blueprints(app):
     from app.jobs.routes import bp as jobs_bp
     from app.people.routes import bp as people_bp
 
-    for bp in (auth_bp, institutions_bp, people_bp, academics_bp, attendance_bp, grading_bp, finance_bp,
-               audit_bp, jobs_bp, docs_bp):
+    for bp in (
+        auth_bp,
+        institutions_bp,
+        people_bp,
+        academics_bp,
+        attendance_bp,
+        grading_bp,
+        finance_bp,
+        audit_bp,
+        jobs_bp,
+        docs_bp,
+    ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
 
 
 def register_rate_limits(app):
     from app.core.ratelimit import configure_limiter
+
     configure_limiter(app)
 
 
 def register_errors(app):
     from app.core.errors import register_errors as register
+
     register(app)
 
 
 def register_cli(app):
     from app.seed import seed_cli
+
     app.cli.add_command(seed_cli)
 
 
 def register_celery(app):
     from app.celery_app import celery_init_app
+
     celery_init_app(app)

@@ -12,6 +12,7 @@
 
 Settings: config.Config.celery_settings. Worker entry point: celery_worker.py.
 """
+
 import importlib
 import importlib.util
 import logging
@@ -33,8 +34,11 @@ log = logging.getLogger("schoolhouse.tasks")
 # Periodic work of the jobs package; the rest is in tasks/schedule.py (BEAT_SCHEDULE), including the
 # hourly expired-export clean-up (tasks.maintenance.cleanup_expired_exports -> remove_expired_exports).
 JOBS_SCHEDULE = {
-    "jobs-requeue-stale": {"task": "tasks.exports.requeue_stale", "schedule": 60.0,
-                           "options": {"queue": "maintenance", "expires": 55}},
+    "jobs-requeue-stale": {
+        "task": "tasks.exports.requeue_stale",
+        "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 55},
+    },
 }
 _PENDING = "schoolhouse_enqueue_after_commit"
 _local = threading.local()
@@ -135,8 +139,9 @@ def broker_redis(celery=None):
     key = (os.getpid(), url)
     client = _clients.get(key)
     if client is None:
-        client = _clients[key] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                                      health_check_interval=10)
+        client = _clients[key] = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
+        )
     return client
 
 
@@ -185,6 +190,7 @@ def _after_rollback(session):
 
 def _task_modules():
     import tasks  # noqa: PLC0415
+
     return [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__) if m.name != "schedule"]
 
 
@@ -216,6 +222,7 @@ def _dispose_engine(**_):
     # A forked pool process must not reuse the parent's pooled connections (PITFALLS §7); close=False
     # leaves the parent's sockets alone and just forgets them here.
     from celery import current_app as celery  # noqa: PLC0415
+
     flask_app = getattr(celery, "flask_app", None)
     if flask_app is not None:
         with flask_app.app_context():

@@ -1,4 +1,5 @@
 """Unbound extensions: created here, bound to an app only in the factory (`create_app`)."""
+
 from flask_caching import Cache
 from flask_compress import Compress
 from flask_migrate import Migrate
@@ -24,4 +25,3 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 cache = Cache()
 compress = Compress()
-

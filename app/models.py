@@ -1,4 +1,5 @@
 """Imports every model so metadata (Alembic, create_all) sees the whole schema."""
+
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term  # noqa: F401
 from app.attendance.models import AttendanceCheckin, AttendanceRecord, AttendanceSession  # noqa: F401
 from app.audit.models import AuditEntry  # noqa: F401

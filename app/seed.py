@@ -7,6 +7,7 @@ large "Scale School" on PostgreSQL with `INSERT ... SELECT` statements run by th
 
 No request context is involved: every row sets its `institution_id` explicitly.
 """
+
 import csv
 import io
 import json
@@ -14,7 +15,7 @@ import random
 import re
 import time
 import unicodedata
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import click
@@ -45,37 +46,81 @@ CHUNK = 5000  # rows per executemany batch
 
 DEMO_SPECS = [
     {
-        "key": "demo", "name": "Demo Academy", "slug": "demo-academy", "code": "DA", "currency": "KES",
-        "timezone": "Africa/Nairobi", "email": "office@demo-academy.test", "phone": "+254 20 765 4321",
-        "address": "14 Riverside Drive, Westlands, Nairobi, Kenya", "phone_prefix": "+254 7", "phone_digits": 8,
-        "grades": list(range(1, 11)), "sections": ["A", "B"], "students_per_class": 30,
-        "subjects": [("MATH", "Mathematics"), ("ENG", "English"), ("KIS", "Kiswahili"),
-                     ("SCI", "Integrated Science"), ("SST", "Social Studies"), ("RE", "Religious Education"),
-                     ("ART", "Creative Arts"), ("PE", "Physical Education")],
+        "key": "demo",
+        "name": "Demo Academy",
+        "slug": "demo-academy",
+        "code": "DA",
+        "currency": "KES",
+        "timezone": "Africa/Nairobi",
+        "email": "office@demo-academy.test",
+        "phone": "+254 20 765 4321",
+        "address": "14 Riverside Drive, Westlands, Nairobi, Kenya",
+        "phone_prefix": "+254 7",
+        "phone_digits": 8,
+        "grades": list(range(1, 11)),
+        "sections": ["A", "B"],
+        "students_per_class": 30,
+        "subjects": [
+            ("MATH", "Mathematics"),
+            ("ENG", "English"),
+            ("KIS", "Kiswahili"),
+            ("SCI", "Integrated Science"),
+            ("SST", "Social Studies"),
+            ("RE", "Religious Education"),
+            ("ART", "Creative Arts"),
+            ("PE", "Physical Education"),
+        ],
         "teachers_per_subject": 3,  # grade bands: 1-4, 5-7, 8-10
         "extra_teachers": [("School Counselling", None)],
-        "demo_class": (7, "A"), "other_class": (1, "A"), "sibling_class": (3, "B"),
+        "demo_class": (7, "A"),
+        "other_class": (1, "A"),
+        "sibling_class": (3, "B"),
         "apostrophe_student": ("Liam", "O'Brien", "male"),
         # (name, major units, scope) -- scope: "grade" (one per grade), "all", or (grade, section)
-        "fees": [("Tuition", lambda g: 18_000 + 1_500 * (g - 1), "grade"), ("Activities", 2_500, "all"),
-                 ("Field trip: Lake Naivasha", 4_000, (10, "A"))],
+        "fees": [
+            ("Tuition", lambda g: 18_000 + 1_500 * (g - 1), "grade"),
+            ("Activities", 2_500, "all"),
+            ("Field trip: Lake Naivasha", 4_000, (10, "A")),
+        ],
         "payment_methods": [("mobile_money", 55), ("bank", 25), ("cash", 12), ("card", 8)],
         "logins": ["admin", "teacher", "guardian", "student", "accountant"],
     },
     {
-        "key": "hillside", "name": "Hillside School", "slug": "hillside", "code": "HS", "currency": "USD",
-        "timezone": "America/Chicago", "email": "office@hillside.test", "phone": "+1 312 555 0142",
-        "address": "200 Hillside Avenue, Springfield, IL, USA", "phone_prefix": "+1 312 555 ", "phone_digits": 4,
-        "grades": list(range(1, 7)), "sections": ["A"], "students_per_class": 25,
-        "subjects": [("MATH", "Mathematics"), ("ENG", "English Language Arts"), ("SCI", "Science"),
-                     ("HIST", "History"), ("GEO", "Geography"), ("FRE", "French"), ("MUS", "Music"),
-                     ("PE", "Physical Education")],
+        "key": "hillside",
+        "name": "Hillside School",
+        "slug": "hillside",
+        "code": "HS",
+        "currency": "USD",
+        "timezone": "America/Chicago",
+        "email": "office@hillside.test",
+        "phone": "+1 312 555 0142",
+        "address": "200 Hillside Avenue, Springfield, IL, USA",
+        "phone_prefix": "+1 312 555 ",
+        "phone_digits": 4,
+        "grades": list(range(1, 7)),
+        "sections": ["A"],
+        "students_per_class": 25,
+        "subjects": [
+            ("MATH", "Mathematics"),
+            ("ENG", "English Language Arts"),
+            ("SCI", "Science"),
+            ("HIST", "History"),
+            ("GEO", "Geography"),
+            ("FRE", "French"),
+            ("MUS", "Music"),
+            ("PE", "Physical Education"),
+        ],
         "teachers_per_subject": 1,
         "extra_teachers": [],
-        "demo_class": (4, "A"), "other_class": None, "sibling_class": None,
+        "demo_class": (4, "A"),
+        "other_class": None,
+        "sibling_class": None,
         "apostrophe_student": ("Aoife", "O'Sullivan", "female"),
-        "fees": [("Tuition", lambda g: 950 + 40 * (g - 1), "grade"), ("Activities", 75, "all"),
-                 ("Technology", 40, "all")],
+        "fees": [
+            ("Tuition", lambda g: 950 + 40 * (g - 1), "grade"),
+            ("Activities", 75, "all"),
+            ("Technology", 40, "all"),
+        ],
         "payment_methods": [("card", 45), ("bank", 40), ("cash", 10), ("mobile_money", 5)],
         "logins": ["admin", "teacher"],
     },
@@ -83,25 +128,30 @@ DEMO_SPECS = [
 
 ASSESSMENT_TYPES = [("Homework", Decimal("20")), ("Test", Decimal("30")), ("Exam", Decimal("50"))]
 # (title, type, max score, week of the term it is set in (0-based))
-ASSESSMENT_PLAN = [("Homework 1", "Homework", Decimal("20"), 1), ("Test 1", "Test", Decimal("50"), 4),
-                   ("Mid-term exam", "Exam", Decimal("100"), 6)]
+ASSESSMENT_PLAN = [
+    ("Homework 1", "Homework", Decimal("20"), 1),
+    ("Test 1", "Test", Decimal("50"), 4),
+    ("Mid-term exam", "Exam", Decimal("100"), 6),
+]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------
 
+
 def _tz(name):
     try:
         from zoneinfo import ZoneInfo
+
         return ZoneInfo(name)
     except Exception:  # no tz database on this machine: local times become UTC, nothing else changes
-        return timezone.utc
+        return UTC
 
 
 def _at(day, hour, minute, tz):
     """A local wall-clock time on `day` in the school's zone, as an aware UTC datetime."""
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(timezone.utc)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
 
 
 def _ascii_slug(value):
@@ -120,7 +170,8 @@ def _insert_ids(model, rows):
     ids = []
     for start in range(0, len(rows), CHUNK):
         result = db.session.execute(
-            insert(model).returning(model.id, sort_by_parameter_order=True), rows[start:start + CHUNK])
+            insert(model).returning(model.id, sort_by_parameter_order=True), rows[start : start + CHUNK]
+        )
         ids.extend(result.scalars().all())
     return ids
 
@@ -134,7 +185,7 @@ def _insert(model, rows):
     conn = db.session.connection()
     if conn.dialect.name != "postgresql":
         for start in range(0, len(rows), CHUNK):
-            db.session.execute(insert(model), rows[start:start + CHUNK])
+            db.session.execute(insert(model), rows[start : start + CHUNK])
         return
     keys = list(rows[0])
     columns = [model.__mapper__.attrs[k].columns[0].name for k in keys]
@@ -144,7 +195,9 @@ def _insert(model, rows):
         writer.writerow([row[k] for k in keys])
     buf.seek(0)
     with conn.connection.driver_connection.cursor() as cursor:  # same connection, same transaction
-        cursor.copy_expert(f"COPY {model.__table__.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)
+        cursor.copy_expert(
+            f"COPY {model.__table__.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf
+        )
 
 
 def build_calendar(today):
@@ -155,12 +208,25 @@ def build_calendar(today):
     starts = [t2_start - timedelta(weeks=15), t2_start, t2_start + timedelta(weeks=15)]
     terms = [(f"Term {i + 1}", s, s + timedelta(weeks=13) - timedelta(days=3)) for i, s in enumerate(starts)]
     year_start, year_end = terms[0][1], terms[-1][2]
-    name = (f"{year_start.year}/{str(year_end.year)[-2:]}" if year_start.year != year_end.year
-            else str(year_start.year))
-    school_days = [t2_start + timedelta(days=n) for n in range((today - t2_start).days)
-                   if (t2_start + timedelta(days=n)).weekday() < 5]
-    return {"today": today, "year_name": name, "year_start": year_start, "year_end": year_end,
-            "terms": terms, "current": 1, "school_days": school_days}
+    name = (
+        f"{year_start.year}/{str(year_end.year)[-2:]}"
+        if year_start.year != year_end.year
+        else str(year_start.year)
+    )
+    school_days = [
+        t2_start + timedelta(days=n)
+        for n in range((today - t2_start).days)
+        if (t2_start + timedelta(days=n)).weekday() < 5
+    ]
+    return {
+        "today": today,
+        "year_name": name,
+        "year_start": year_start,
+        "year_end": year_end,
+        "terms": terms,
+        "current": 1,
+        "school_days": school_days,
+    }
 
 
 def _delete_institution(slug):
@@ -179,6 +245,7 @@ def _delete_institution(slug):
 # ---------------------------------------------------------------------------------------------------
 # Demo seed
 # ---------------------------------------------------------------------------------------------------
+
 
 class _People:
     """Deterministic names, e-mails and phone numbers for one institution."""
@@ -200,7 +267,8 @@ class _People:
     def phone(self):
         while True:
             number = self.spec["phone_prefix"] + "".join(
-                str(self.rng.randrange(10)) for _ in range(self.spec["phone_digits"]))
+                str(self.rng.randrange(10)) for _ in range(self.spec["phone_digits"])
+            )
             if number not in self.phones:
                 self.phones.add(number)
                 return number
@@ -209,10 +277,10 @@ class _People:
 def _seed_institution(spec, calendar, password_hash):
     """Build one institution's data in Python, then insert it table by table (set-based)."""
     key = spec["key"]
-    rng = random.Random(f"schoolhouse:{key}:people")        # names, families, assignments
+    rng = random.Random(f"schoolhouse:{key}:people")  # names, families, assignments
     att_rng = random.Random(f"schoolhouse:{key}:attendance")  # separate streams: the number of past
-    grade_rng = random.Random(f"schoolhouse:{key}:grades")    # school days (which depends on today)
-    fin_rng = random.Random(f"schoolhouse:{key}:finance")     # never changes the names
+    grade_rng = random.Random(f"schoolhouse:{key}:grades")  # school days (which depends on today)
+    fin_rng = random.Random(f"schoolhouse:{key}:finance")  # never changes the names
     people = _People(rng, spec)
     tz = _tz(spec["timezone"])
     setup_at = _at(calendar["year_start"] - timedelta(days=14), 9, 0, tz)
@@ -222,11 +290,24 @@ def _seed_institution(spec, calendar, password_hash):
     counts = {}
 
     # -- institution --------------------------------------------------------------------------------
-    (inst_id,) = _insert_ids(Institution, [{
-        "name": spec["name"], "slug": spec["slug"], "currency": spec["currency"], "timezone": spec["timezone"],
-        "email": spec["email"], "phone": spec["phone"], "address": spec["address"],
-        "grading_scale": list(DEFAULT_GRADING_SCALE), "absence_threshold": 90,
-        "created_at": setup_at, "updated_at": setup_at}])
+    (inst_id,) = _insert_ids(
+        Institution,
+        [
+            {
+                "name": spec["name"],
+                "slug": spec["slug"],
+                "currency": spec["currency"],
+                "timezone": spec["timezone"],
+                "email": spec["email"],
+                "phone": spec["phone"],
+                "address": spec["address"],
+                "grading_scale": list(DEFAULT_GRADING_SCALE),
+                "absence_threshold": 90,
+                "created_at": setup_at,
+                "updated_at": setup_at,
+            }
+        ],
+    )
 
     def stamp(row, at=None):
         row["institution_id"] = inst_id
@@ -234,11 +315,26 @@ def _seed_institution(spec, calendar, password_hash):
         return row
 
     # -- calendar -----------------------------------------------------------------------------------
-    (year_id,) = _insert_ids(AcademicYear, [stamp({
-        "name": calendar["year_name"], "start_date": year_start, "end_date": calendar["year_end"],
-        "is_current": True})])
-    term_ids = _insert_ids(Term, [stamp({"academic_year_id": year_id, "name": n, "start_date": s, "end_date": e})
-                                  for n, s, e in calendar["terms"]])
+    (year_id,) = _insert_ids(
+        AcademicYear,
+        [
+            stamp(
+                {
+                    "name": calendar["year_name"],
+                    "start_date": year_start,
+                    "end_date": calendar["year_end"],
+                    "is_current": True,
+                }
+            )
+        ],
+    )
+    term_ids = _insert_ids(
+        Term,
+        [
+            stamp({"academic_year_id": year_id, "name": n, "start_date": s, "end_date": e})
+            for n, s, e in calendar["terms"]
+        ],
+    )
     term_id = term_ids[calendar["current"]]
     _, term_start, term_end = calendar["terms"][calendar["current"]]
 
@@ -258,9 +354,15 @@ def _seed_institution(spec, calendar, password_hash):
     for n, row in enumerate(teacher_rows, start=1):
         gender = people.gender()
         first, last = people.first(gender), people.last()
-        row.update(user_id=None, employee_number=f"{code}-T{n:03d}", first_name=first, last_name=last,
-                   email=f"{_ascii_slug(first)}.{_ascii_slug(last)}@staff.{domain}", phone=people.phone(),
-                   hired_on=year_start - timedelta(days=rng.randrange(120, 365 * 12)))
+        row.update(
+            user_id=None,
+            employee_number=f"{code}-T{n:03d}",
+            first_name=first,
+            last_name=last,
+            email=f"{_ascii_slug(first)}.{_ascii_slug(last)}@staff.{domain}",
+            phone=people.phone(),
+            hired_on=year_start - timedelta(days=rng.randrange(120, 365 * 12)),
+        )
 
     grades = spec["grades"]
     class_keys = [(g, s) for g in grades for s in spec["sections"]]
@@ -283,31 +385,48 @@ def _seed_institution(spec, calendar, password_hash):
             continue
         candidates = [teacher_for(ck, s) for s in range(len(spec["subjects"]))]
         rng.shuffle(candidates)
-        free = [t for t in candidates if t not in used] or [t for t in range(len(teacher_rows)) if t not in used]
+        free = [t for t in candidates if t not in used] or [
+            t for t in range(len(teacher_rows)) if t not in used
+        ]
         homeroom[ck] = free[0]
         used.add(free[0])
 
     # -- people: families, students, guardians ------------------------------------------------------
-    guardians = []   # dicts (rows without institution/timestamps)
-    families = []    # {"last": str, "guardians": [(guardian index, relationship, is_primary)], "classes": set}
-    students = []    # dicts plus "_class" and "_family"
-    links = []       # (student index, guardian index, relationship, is_primary)
+    guardians = []  # dicts (rows without institution/timestamps)
+    families = []  # {"last": str, "guardians": [(guardian index, relationship, is_primary)], "classes": set}
+    students = []  # dicts plus "_class" and "_family"
+    links = []  # (student index, guardian index, relationship, is_primary)
 
     def new_guardian(first, last, gender):
         email_local = f"{_ascii_slug(first)}.{_ascii_slug(last)}{len(guardians) + 1}"
-        guardians.append({"user_id": None, "first_name": first, "last_name": last, "_gender": gender,
-                          "email": f"{email_local}@mail.{domain}", "phone": people.phone()})
+        guardians.append(
+            {
+                "user_id": None,
+                "first_name": first,
+                "last_name": last,
+                "_gender": gender,
+                "email": f"{email_local}@mail.{domain}",
+                "phone": people.phone(),
+            }
+        )
         return len(guardians) - 1
 
     def new_family(last=None):
         last = last or people.last()
         rel1 = rng.choice(GUARDIAN_RELATIONSHIPS_PRIMARY)
-        g1_gender = ("female" if rel1 in ("mother", "grandmother", "aunt")
-                     else "male" if rel1 == "father" else people.gender())
+        g1_gender = (
+            "female"
+            if rel1 in ("mother", "grandmother", "aunt")
+            else "male"
+            if rel1 == "father"
+            else people.gender()
+        )
         g1_last = last if not (g1_gender == "female" and rng.random() < 0.25) else people.last()
         members = [(new_guardian(people.first(g1_gender), g1_last, g1_gender), rel1, True)]
         if rng.random() < 0.65:
-            rel2 = {"mother": "father", "father": "mother"}.get(rel1, rng.choice(("guardian", "uncle", "grandfather")))
+            rel2 = {"mother": "father", "father": "mother"}.get(
+                rel1, rng.choice(("guardian", "uncle", "grandfather"))
+            )
             g2_gender = "female" if rel2 == "mother" else "male"
             members.append((new_guardian(people.first(g2_gender), last, g2_gender), rel2, False))
         families.append({"last": last, "guardians": members, "classes": set()})
@@ -341,20 +460,37 @@ def _seed_institution(spec, calendar, password_hash):
             families[fam]["classes"].add(ck)
             first = first or people.first(gender)
             born = date(adm_year - grade - 6, 9, 1) + timedelta(days=rng.randrange(365))
-            students.append({"user_id": None, "admission_number": f"{code}-{adm_year}-{len(students) + 1:04d}",
-                             "first_name": first, "last_name": families[fam]["last"], "date_of_birth": born,
-                             "gender": gender, "grade_level": grade, "status": "active", "email": None,
-                             "_class": ck, "_family": fam,
-                             "_ability": min(97.0, max(30.0, rng.gauss(68, 12))),
-                             "_attendance": _weighted(rng, [("regular", 85), ("patchy", 12), ("chronic", 3)])})
+            students.append(
+                {
+                    "user_id": None,
+                    "admission_number": f"{code}-{adm_year}-{len(students) + 1:04d}",
+                    "first_name": first,
+                    "last_name": families[fam]["last"],
+                    "date_of_birth": born,
+                    "gender": gender,
+                    "grade_level": grade,
+                    "status": "active",
+                    "email": None,
+                    "_class": ck,
+                    "_family": fam,
+                    "_ability": min(97.0, max(30.0, rng.gauss(68, 12))),
+                    "_attendance": _weighted(rng, [("regular", 85), ("patchy", 12), ("chronic", 3)]),
+                }
+            )
             for g_idx, rel, primary in families[fam]["guardians"]:
                 links.append((len(students) - 1, g_idx, rel, primary))
 
     demo_student = next(i for i, s in enumerate(students) if s["_class"] == demo_class_key)
-    apostrophe_student = next(i for i, s in enumerate(students)
-                              if s["_class"] == demo_class_key and s["last_name"] == spec["apostrophe_student"][1])
-    sibling_student = (next(i for i, s in enumerate(students) if s["_class"] == spec["sibling_class"])
-                       if spec["sibling_class"] else None)
+    apostrophe_student = next(
+        i
+        for i, s in enumerate(students)
+        if s["_class"] == demo_class_key and s["last_name"] == spec["apostrophe_student"][1]
+    )
+    sibling_student = (
+        next(i for i, s in enumerate(students) if s["_class"] == spec["sibling_class"])
+        if spec["sibling_class"]
+        else None
+    )
     demo_guardian = families[students[demo_student]["_family"]]["guardians"][0][0]
 
     # -- logins -------------------------------------------------------------------------------------
@@ -366,10 +502,27 @@ def _seed_institution(spec, calendar, password_hash):
         "student": (students[demo_student]["first_name"], students[demo_student]["last_name"]),
     }
     roles = spec["logins"]
-    user_ids = dict(zip(roles, _insert_ids(User, [stamp({
-        "email": f"{role}@{domain}", "password_hash": password_hash, "role": role,
-        "first_name": login_people[role][0], "last_name": login_people[role][1], "is_active": True})
-        for role in roles])))
+    user_ids = dict(
+        zip(
+            roles,
+            _insert_ids(
+                User,
+                [
+                    stamp(
+                        {
+                            "email": f"{role}@{domain}",
+                            "password_hash": password_hash,
+                            "role": role,
+                            "first_name": login_people[role][0],
+                            "last_name": login_people[role][1],
+                            "is_active": True,
+                        }
+                    )
+                    for role in roles
+                ],
+            ),
+        )
+    )
     if "teacher" in user_ids:
         teacher_rows[login_teacher].update(user_id=user_ids["teacher"], email=f"teacher@{domain}")
     if "guardian" in user_ids:
@@ -378,35 +531,93 @@ def _seed_institution(spec, calendar, password_hash):
         students[demo_student].update(user_id=user_ids["student"], email=f"student@{domain}")
 
     teacher_ids = _insert_ids(Teacher, [stamp(dict(r)) for r in teacher_rows])
-    class_ids = dict(zip(class_keys, _insert_ids(SchoolClass, [stamp({
-        "academic_year_id": year_id, "name": f"Grade {g}{s}", "grade_level": g, "section": s,
-        "homeroom_teacher_id": teacher_ids[homeroom[(g, s)]], "capacity": spec["students_per_class"] + 5})
-        for g, s in class_keys])))
+    class_ids = dict(
+        zip(
+            class_keys,
+            _insert_ids(
+                SchoolClass,
+                [
+                    stamp(
+                        {
+                            "academic_year_id": year_id,
+                            "name": f"Grade {g}{s}",
+                            "grade_level": g,
+                            "section": s,
+                            "homeroom_teacher_id": teacher_ids[homeroom[(g, s)]],
+                            "capacity": spec["students_per_class"] + 5,
+                        }
+                    )
+                    for g, s in class_keys
+                ],
+            ),
+        )
+    )
 
     cs_keys = [(ck, s_idx) for ck in class_keys for s_idx in range(len(subject_ids))]
     cs_teacher = {k: teacher_for(*k) for k in cs_keys}
-    cs_ids = dict(zip(cs_keys, _insert_ids(ClassSubject, [stamp({
-        "class_id": class_ids[ck], "subject_id": subject_ids[s_idx], "teacher_id": teacher_ids[cs_teacher[(ck, s_idx)]]})
-        for ck, s_idx in cs_keys])))
+    cs_ids = dict(
+        zip(
+            cs_keys,
+            _insert_ids(
+                ClassSubject,
+                [
+                    stamp(
+                        {
+                            "class_id": class_ids[ck],
+                            "subject_id": subject_ids[s_idx],
+                            "teacher_id": teacher_ids[cs_teacher[(ck, s_idx)]],
+                        }
+                    )
+                    for ck, s_idx in cs_keys
+                ],
+            ),
+        )
+    )
 
-    student_ids = _insert_ids(Student, [
-        stamp({k: v for k, v in s.items() if not k.startswith("_")}) for s in students])
-    guardian_ids = _insert_ids(Guardian, [
-        stamp({k: v for k, v in g.items() if not k.startswith("_")}) for g in guardians])
-    _insert(StudentGuardian, [
-        {"institution_id": inst_id, "student_id": student_ids[s], "guardian_id": guardian_ids[g],
-         "relationship_type": rel, "is_primary": primary} for s, g, rel, primary in links])
-    _insert(Enrolment, [stamp({"student_id": student_ids[i], "class_id": class_ids[s["_class"]],
-                               "start_date": year_start, "end_date": None, "reason": "Admitted"})
-                        for i, s in enumerate(students)])
+    student_ids = _insert_ids(
+        Student, [stamp({k: v for k, v in s.items() if not k.startswith("_")}) for s in students]
+    )
+    guardian_ids = _insert_ids(
+        Guardian, [stamp({k: v for k, v in g.items() if not k.startswith("_")}) for g in guardians]
+    )
+    _insert(
+        StudentGuardian,
+        [
+            {
+                "institution_id": inst_id,
+                "student_id": student_ids[s],
+                "guardian_id": guardian_ids[g],
+                "relationship_type": rel,
+                "is_primary": primary,
+            }
+            for s, g, rel, primary in links
+        ],
+    )
+    _insert(
+        Enrolment,
+        [
+            stamp(
+                {
+                    "student_id": student_ids[i],
+                    "class_id": class_ids[s["_class"]],
+                    "start_date": year_start,
+                    "end_date": None,
+                    "reason": "Admitted",
+                }
+            )
+            for i, s in enumerate(students)
+        ],
+    )
     roster = {ck: [] for ck in class_keys}
     for i, s in enumerate(students):
         roster[s["_class"]].append(i)
 
     # -- attendance: whole-day marks for past school days of the current term ------------------------
-    profiles = {"regular": [("present", 940), ("late", 30), ("absent", 25), ("excused", 5)],
-                "patchy": [("present", 880), ("late", 50), ("absent", 50), ("excused", 20)],
-                "chronic": [("present", 720), ("late", 50), ("absent", 180), ("excused", 50)]}
+    profiles = {
+        "regular": [("present", 940), ("late", 30), ("absent", 25), ("excused", 5)],
+        "patchy": [("present", 880), ("late", 50), ("absent", 50), ("excused", 20)],
+        "chronic": [("present", 720), ("late", 50), ("absent", 180), ("excused", 50)],
+    }
     cum = {}
     for name, pairs in profiles.items():
         acc, table = 0, []
@@ -431,25 +642,50 @@ def _seed_institution(spec, calendar, password_hash):
                     note = att_rng.choice(excuses)
                 elif status == "late":
                     note = f"Arrived {8 + att_rng.randrange(1, 3)}:{att_rng.randrange(0, 60):02d}"
-                attendance.append({"institution_id": inst_id, "student_id": student_ids[i],
-                                   "class_id": class_ids[ck], "subject_id": None, "period": 0, "date": day,
-                                   "status": status, "note": note, "source": "manual",
-                                   "marked_by_id": marker, "created_at": marked_at, "updated_at": marked_at})
+                attendance.append(
+                    {
+                        "institution_id": inst_id,
+                        "student_id": student_ids[i],
+                        "class_id": class_ids[ck],
+                        "subject_id": None,
+                        "period": 0,
+                        "date": day,
+                        "status": status,
+                        "note": note,
+                        "source": "manual",
+                        "marked_by_id": marker,
+                        "created_at": marked_at,
+                        "updated_at": marked_at,
+                    }
+                )
     _insert(AttendanceRecord, attendance)
 
     # -- assessments and grades ---------------------------------------------------------------------
-    type_ids = dict(zip([n for n, _ in ASSESSMENT_TYPES], _insert_ids(AssessmentType, [
-        stamp({"name": n, "weight": w}) for n, w in ASSESSMENT_TYPES])))
+    type_ids = dict(
+        zip(
+            [n for n, _ in ASSESSMENT_TYPES],
+            _insert_ids(AssessmentType, [stamp({"name": n, "weight": w}) for n, w in ASSESSMENT_TYPES]),
+        )
+    )
     subject_offset = {s_idx: grade_rng.uniform(-6, 6) for s_idx in range(len(subject_ids))}
     assessment_rows, assessment_meta = [], []
     for ck, s_idx in cs_keys:
         plan = ASSESSMENT_PLAN if grade_rng.random() < 0.5 else ASSESSMENT_PLAN[:2]
         for title, type_name, max_score, week in plan:
             day = term_start + timedelta(weeks=week, days=grade_rng.randrange(5))
-            assessment_rows.append(stamp({
-                "class_subject_id": cs_ids[(ck, s_idx)], "term_id": term_id, "assessment_type_id": type_ids[type_name],
-                "title": f"{spec['subjects'][s_idx][1]}: {title}", "max_score": max_score, "date": day},
-                _at(day - timedelta(days=7), 16, 0, tz)))
+            assessment_rows.append(
+                stamp(
+                    {
+                        "class_subject_id": cs_ids[(ck, s_idx)],
+                        "term_id": term_id,
+                        "assessment_type_id": type_ids[type_name],
+                        "title": f"{spec['subjects'][s_idx][1]}: {title}",
+                        "max_score": max_score,
+                        "date": day,
+                    },
+                    _at(day - timedelta(days=7), 16, 0, tz),
+                )
+            )
             assessment_meta.append((ck, s_idx, max_score, day))
     assessment_ids = _insert_ids(Assessment, assessment_rows)
     grade_rows = []
@@ -459,11 +695,27 @@ def _seed_institution(spec, calendar, password_hash):
         for i in roster[ck]:
             pct = min(100.0, max(0.0, grade_rng.gauss(students[i]["_ability"] + subject_offset[s_idx], 9)))
             score = (Decimal(round(float(max_score) * pct / 100 * 2)) / 2).quantize(Decimal("0.01"))
-            comment = ("Excellent work" if pct >= 90 else "Needs support: see me" if pct < 40
-                       else None if grade_rng.random() < 0.9 else "Good effort")
-            grade_rows.append({"institution_id": inst_id, "assessment_id": a_id, "student_id": student_ids[i],
-                               "score": score, "comment": comment, "graded_by_id": grader,
-                               "created_at": graded_at, "updated_at": graded_at})
+            comment = (
+                "Excellent work"
+                if pct >= 90
+                else "Needs support: see me"
+                if pct < 40
+                else None
+                if grade_rng.random() < 0.9
+                else "Good effort"
+            )
+            grade_rows.append(
+                {
+                    "institution_id": inst_id,
+                    "assessment_id": a_id,
+                    "student_id": student_ids[i],
+                    "score": score,
+                    "comment": comment,
+                    "graded_by_id": grader,
+                    "created_at": graded_at,
+                    "updated_at": graded_at,
+                }
+            )
     _insert(Grade, grade_rows)
 
     # -- fees, invoices, payments -------------------------------------------------------------------
@@ -472,31 +724,75 @@ def _seed_institution(spec, calendar, password_hash):
     for name, amount, scope in spec["fees"]:
         if scope == "grade":
             for g in grades:
-                fee_rows.append(stamp({"term_id": term_id, "name": f"{name}: Grade {g}",
-                                       "amount_minor": amount(g) * 100, "grade_level": g, "class_id": None,
-                                       "due_date": due}))
+                fee_rows.append(
+                    stamp(
+                        {
+                            "term_id": term_id,
+                            "name": f"{name}: Grade {g}",
+                            "amount_minor": amount(g) * 100,
+                            "grade_level": g,
+                            "class_id": None,
+                            "due_date": due,
+                        }
+                    )
+                )
                 fee_scope.append(("grade", g))
         elif scope == "all":
-            fee_rows.append(stamp({"term_id": term_id, "name": name, "amount_minor": amount * 100,
-                                   "grade_level": None, "class_id": None, "due_date": due}))
+            fee_rows.append(
+                stamp(
+                    {
+                        "term_id": term_id,
+                        "name": name,
+                        "amount_minor": amount * 100,
+                        "grade_level": None,
+                        "class_id": None,
+                        "due_date": due,
+                    }
+                )
+            )
             fee_scope.append(("all", None))
         else:
-            fee_rows.append(stamp({"term_id": term_id, "name": name, "amount_minor": amount * 100,
-                                   "grade_level": None, "class_id": class_ids[scope], "due_date": due}))
+            fee_rows.append(
+                stamp(
+                    {
+                        "term_id": term_id,
+                        "name": name,
+                        "amount_minor": amount * 100,
+                        "grade_level": None,
+                        "class_id": class_ids[scope],
+                        "due_date": due,
+                    }
+                )
+            )
             fee_scope.append(("class", scope))
     fee_ids = _insert_ids(FeeCategory, fee_rows)
 
     issued_at = _at(term_start - timedelta(days=14), 9, 0, tz)
     invoice_rows, invoice_lines = [], []
     for n, (i, s) in enumerate(enumerate(students), start=1):
-        lines = [(fee_ids[k], fee_rows[k]["name"], fee_rows[k]["amount_minor"])
-                 for k, (kind, val) in enumerate(fee_scope)
-                 if kind == "all" or (kind == "grade" and val == s["grade_level"]) or (kind == "class" and val == s["_class"])]
+        lines = [
+            (fee_ids[k], fee_rows[k]["name"], fee_rows[k]["amount_minor"])
+            for k, (kind, val) in enumerate(fee_scope)
+            if kind == "all"
+            or (kind == "grade" and val == s["grade_level"])
+            or (kind == "class" and val == s["_class"])
+        ]
         invoice_lines.append(lines)
-        invoice_rows.append(stamp({"student_id": student_ids[i], "term_id": term_id,
-                                   "number": f"INV-{code}-{n:06d}", "status": "open",
-                                   "total_minor": sum(a for _, _, a in lines), "paid_minor": 0,
-                                   "due_date": due, "voided_at": None}, issued_at))
+        invoice_rows.append(
+            stamp(
+                {
+                    "student_id": student_ids[i],
+                    "term_id": term_id,
+                    "number": f"INV-{code}-{n:06d}",
+                    "status": "open",
+                    "total_minor": sum(a for _, _, a in lines),
+                    "paid_minor": 0,
+                    "due_date": due,
+                    "voided_at": None,
+                },
+                issued_at,
+            )
+        )
 
     # payments: ~55% paid in full, ~25% part-paid, the rest not yet; the demo student's is part-paid
     unit = 500 * 100 if spec["currency"] == "KES" else 10 * 100
@@ -537,43 +833,88 @@ def _seed_institution(spec, calendar, password_hash):
         days = sorted(fin_rng.randrange(span + 1) for _ in amounts)
         for amount, offset in zip(amounts, days):
             method = _weighted(fin_rng, spec["payment_methods"])
-            received = _at(first_pay_day + timedelta(days=offset), fin_rng.randrange(8, 17), fin_rng.randrange(60), tz)
+            received = _at(
+                first_pay_day + timedelta(days=offset), fin_rng.randrange(8, 17), fin_rng.randrange(60), tz
+            )
             created = received + timedelta(minutes=fin_rng.randrange(1, 90))
-            payments.append({"institution_id": inst_id, "_invoice": idx, "student_id": inv["student_id"],
-                             "amount_minor": amount, "method": method, "reference": reference(method, len(payments) + 1),
-                             "kind": "payment", "reverses_id": None, "note": None, "received_at": received,
-                             "recorded_by_id": recorder, "created_at": created})
+            payments.append(
+                {
+                    "institution_id": inst_id,
+                    "_invoice": idx,
+                    "student_id": inv["student_id"],
+                    "amount_minor": amount,
+                    "method": method,
+                    "reference": reference(method, len(payments) + 1),
+                    "kind": "payment",
+                    "reverses_id": None,
+                    "note": None,
+                    "received_at": received,
+                    "recorded_by_id": recorder,
+                    "created_at": created,
+                }
+            )
             inv["paid_minor"] += amount
             inv["updated_at"] = max(inv["updated_at"], created)
-        inv["status"] = ("paid" if inv["paid_minor"] >= total else
-                         "partially_paid" if inv["paid_minor"] > 0 else "open")
+        inv["status"] = (
+            "paid" if inv["paid_minor"] >= total else "partially_paid" if inv["paid_minor"] > 0 else "open"
+        )
     invoice_ids = _insert_ids(Invoice, invoice_rows)
-    _insert(InvoiceLine, [{"institution_id": inst_id, "invoice_id": invoice_ids[idx], "fee_category_id": fc,
-                           "description": desc, "amount_minor": amount}
-                          for idx, lines in enumerate(invoice_lines) for fc, desc, amount in lines])
+    _insert(
+        InvoiceLine,
+        [
+            {
+                "institution_id": inst_id,
+                "invoice_id": invoice_ids[idx],
+                "fee_category_id": fc,
+                "description": desc,
+                "amount_minor": amount,
+            }
+            for idx, lines in enumerate(invoice_lines)
+            for fc, desc, amount in lines
+        ],
+    )
     payments.sort(key=lambda p: p["received_at"])
     for p in payments:
         p["invoice_id"] = invoice_ids[p.pop("_invoice")]
     _insert(Payment, payments)
 
-    counts.update(students=len(students), guardians=len(guardians), student_guardians=len(links),
-                  teachers=len(teacher_rows), classes=len(class_keys), class_subjects=len(cs_keys),
-                  subjects=len(subject_ids), attendance_records=len(attendance),
-                  attendance_present_pct=round(100 * status_counts["present"] / max(1, len(attendance)), 1),
-                  assessments=len(assessment_ids), grades=len(grade_rows), fee_categories=len(fee_ids),
-                  invoices=len(invoice_ids), payments=len(payments), users=len(user_ids))
+    counts.update(
+        students=len(students),
+        guardians=len(guardians),
+        student_guardians=len(links),
+        teachers=len(teacher_rows),
+        classes=len(class_keys),
+        class_subjects=len(cs_keys),
+        subjects=len(subject_ids),
+        attendance_records=len(attendance),
+        attendance_present_pct=round(100 * status_counts["present"] / max(1, len(attendance)), 1),
+        assessments=len(assessment_ids),
+        grades=len(grade_rows),
+        fee_categories=len(fee_ids),
+        invoices=len(invoice_ids),
+        payments=len(payments),
+        users=len(user_ids),
+    )
 
     other_ck = spec["other_class"]
     if other_ck:  # a class the login teacher neither leads nor teaches in (teacher-scope tests)
         assert homeroom[other_ck] != login_teacher
         assert all(cs_teacher[k] != login_teacher for k in cs_keys if k[0] == other_ck)
     out = {
-        "institution_id": inst_id, "academic_year_id": year_id, "term_ids": term_ids, "current_term_id": term_id,
-        "student_id": student_ids[demo_student], "class_id": class_ids[demo_class_key],
-        "teacher_id": teacher_ids[login_teacher], "other_class_id": class_ids.get(other_ck),
-        "class_subject_id": cs_ids[(demo_class_key, 0)], "subject_id": subject_ids[0],
-        "invoice_id": invoice_ids[demo_student], "apostrophe_student_id": student_ids[apostrophe_student],
-        "user_ids": user_ids, "counts": counts,
+        "institution_id": inst_id,
+        "academic_year_id": year_id,
+        "term_ids": term_ids,
+        "current_term_id": term_id,
+        "student_id": student_ids[demo_student],
+        "class_id": class_ids[demo_class_key],
+        "teacher_id": teacher_ids[login_teacher],
+        "other_class_id": class_ids.get(other_ck),
+        "class_subject_id": cs_ids[(demo_class_key, 0)],
+        "subject_id": subject_ids[0],
+        "invoice_id": invoice_ids[demo_student],
+        "apostrophe_student_id": student_ids[apostrophe_student],
+        "user_ids": user_ids,
+        "counts": counts,
     }
     if "guardian" in user_ids:
         out["guardian_id"] = guardian_ids[demo_guardian]
@@ -623,15 +964,22 @@ def seed_demo(password, *, today=None, commit=True):
         "hillside_teacher_id": hill["teacher_id"],
         "hillside_user_ids": hill["user_ids"],
         "counts": {"demo-academy": demo["counts"], "hillside": hill["counts"]},
-        "current_term": {"start": calendar["terms"][1][1], "end": calendar["terms"][1][2],
-                         "school_days_so_far": len(calendar["school_days"])},
+        "current_term": {
+            "start": calendar["terms"][1][1],
+            "end": calendar["terms"][1][2],
+            "school_days_so_far": len(calendar["school_days"]),
+        },
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
 @seed_cli.command("demo")
-@click.option("--if-empty", is_flag=True, help="Do nothing when any institution exists (safe on every start).")
-@click.option("--reset", is_flag=True, help="Delete Demo Academy and Hillside School first, then seed them again.")
+@click.option(
+    "--if-empty", is_flag=True, help="Do nothing when any institution exists (safe on every start)."
+)
+@click.option(
+    "--reset", is_flag=True, help="Delete Demo Academy and Hillside School first, then seed them again."
+)
 def demo_command(if_empty, reset):
     """Create two demo schools with people, attendance, grades and fees."""
     existing = db.session.scalar(select(func.count()).select_from(Institution))
@@ -640,19 +988,25 @@ def demo_command(if_empty, reset):
         return
     taken = db.session.scalars(select(Institution.slug).where(Institution.slug.in_(DEMO_SLUGS))).all()
     if taken and not reset:
-        raise click.ClickException(f"{', '.join(taken)} already exist(s); use --reset to replace the demo schools.")
+        raise click.ClickException(
+            f"{', '.join(taken)} already exist(s); use --reset to replace the demo schools."
+        )
     if reset:
         for slug in DEMO_SLUGS:
             _delete_institution(slug)
     password = current_app.config["DEMO_PASSWORD"]
     result = seed_demo(password)
     for slug, c in result["counts"].items():
-        click.echo(f"{slug}: {c['students']} students, {c['guardians']} guardians, {c['teachers']} teachers, "
-                   f"{c['classes']} classes, {c['attendance_records']} attendance marks "
-                   f"({c['attendance_present_pct']}% present), {c['assessments']} assessments, "
-                   f"{c['grades']} grades, {c['invoices']} invoices, {c['payments']} payments")
+        click.echo(
+            f"{slug}: {c['students']} students, {c['guardians']} guardians, {c['teachers']} teachers, "
+            f"{c['classes']} classes, {c['attendance_records']} attendance marks "
+            f"({c['attendance_present_pct']}% present), {c['assessments']} assessments, "
+            f"{c['grades']} grades, {c['invoices']} invoices, {c['payments']} payments"
+        )
     term = result["current_term"]
-    click.echo(f"Current term {term['start']} to {term['end']}, {term['school_days_so_far']} school days so far.")
+    click.echo(
+        f"Current term {term['start']} to {term['end']}, {term['school_days_so_far']} school days so far."
+    )
     click.echo(f"Seeded in {result['seconds']} s. Logins (password from DEMO_PASSWORD):")
     for slug, key in (("demo-academy", "demo_user_ids"), ("hillside", "hillside_user_ids")):
         for role in result[key]:
@@ -663,20 +1017,43 @@ def demo_command(if_empty, reset):
 # Scale seed (PostgreSQL)
 # ---------------------------------------------------------------------------------------------------
 
-SCALE_SUBJECTS = [("MATH", "Mathematics"), ("ENG", "English"), ("SCI", "Science"), ("HIST", "History"),
-                  ("GEO", "Geography"), ("LANG", "Second Language"), ("ART", "Art"), ("PE", "Physical Education")]
+SCALE_SUBJECTS = [
+    ("MATH", "Mathematics"),
+    ("ENG", "English"),
+    ("SCI", "Science"),
+    ("HIST", "History"),
+    ("GEO", "Geography"),
+    ("LANG", "Second Language"),
+    ("ART", "Art"),
+    ("PE", "Physical Education"),
+]
 SCALE_CLASS_SIZE = 40
 SCALE_GRADES = 12
 
 
-SCALE_TABLES = ["institutions", "users", "academic_years", "terms", "subjects", "teachers", "classes",
-                "class_subjects", "students", "enrolments", "attendance_records"]
+SCALE_TABLES = [
+    "institutions",
+    "users",
+    "academic_years",
+    "terms",
+    "subjects",
+    "teachers",
+    "classes",
+    "class_subjects",
+    "students",
+    "enrolments",
+    "attendance_records",
+]
 
 
 def _bulk_settings(conn):
     """For the current transaction only: the app's statement/idle timeouts are for requests, not loads."""
-    for setting in ("statement_timeout = 0", "idle_in_transaction_session_timeout = 0",
-                    "synchronous_commit = off", "work_mem = '64MB'"):
+    for setting in (
+        "statement_timeout = 0",
+        "idle_in_transaction_session_timeout = 0",
+        "synchronous_commit = off",
+        "work_mem = '64MB'",
+    ):
         conn.execute(text(f"SET LOCAL {setting}"))
 
 
@@ -704,7 +1081,9 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
     leads the first class and teaches in it) so benchmarks can log in.
     """
     if db.engine.dialect.name != "postgresql":
-        raise RuntimeError("seed scale needs PostgreSQL (set DATABASE_URL); it uses generate_series and ANALYZE")
+        raise RuntimeError(
+            "seed scale needs PostgreSQL (set DATABASE_URL); it uses generate_series and ANALYZE"
+        )
     if students < 1 or attendance_days < 0:
         raise ValueError("students must be >= 1 and attendance_days >= 0")
     today = today or date.today()
@@ -729,8 +1108,10 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
         echo(f"  {name:<34} {elapsed:7.2f} s" + (f"  {rows:>10,} rows" if rows is not None else ""))
         return result
 
-    echo(f"Scale School: {students:,} students, {n_classes:,} classes, {attendance_days} school days "
-         f"({students * len(days):,} attendance marks)")
+    echo(
+        f"Scale School: {students:,} students, {n_classes:,} classes, {attendance_days} school days "
+        f"({students * len(days):,} attendance marks)"
+    )
     _bulk_settings(conn)
     started = time.perf_counter()
     if _delete_institution(SCALE_SLUG):
@@ -747,31 +1128,58 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
         _bulk_settings(conn)
 
     now = "now()"  # server clock for created_at/updated_at (timestamptz: an absolute, UTC-comparable time)
-    inst_id = step("institution", f"""
+    inst_id = step(
+        "institution",
+        f"""
         INSERT INTO institutions (name, slug, currency, timezone, email, grading_scale, absence_threshold,
                                   created_at, updated_at)
         VALUES ('Scale School', :slug, 'USD', 'UTC', 'office@scale-school.test', CAST(:scale AS json), 90,
                 {now}, {now})
-        RETURNING id""", {"slug": SCALE_SLUG, "scale": json.dumps(DEFAULT_GRADING_SCALE)}).scalar()
-    p = {"iid": inst_id, "ys": term_start, "ye": term_end, "year": f"Scale {term_start.year}",
-         "n": students, "nc": n_classes, "nt": n_teachers, "size": SCALE_CLASS_SIZE, "ng": SCALE_GRADES,
-         "fn": first_names, "nfem": nf, "w": max(6, len(str(students))), "wt": max(5, len(str(n_teachers))), "ln": LAST_NAMES, "adm": f"SC-{term_start.year}-"}
-    year_id = step("academic year + term", f"""
+        RETURNING id""",
+        {"slug": SCALE_SLUG, "scale": json.dumps(DEFAULT_GRADING_SCALE)},
+    ).scalar()
+    p = {
+        "iid": inst_id,
+        "ys": term_start,
+        "ye": term_end,
+        "year": f"Scale {term_start.year}",
+        "n": students,
+        "nc": n_classes,
+        "nt": n_teachers,
+        "size": SCALE_CLASS_SIZE,
+        "ng": SCALE_GRADES,
+        "fn": first_names,
+        "nfem": nf,
+        "w": max(6, len(str(students))),
+        "wt": max(5, len(str(n_teachers))),
+        "ln": LAST_NAMES,
+        "adm": f"SC-{term_start.year}-",
+    }
+    year_id = step(
+        "academic year + term",
+        f"""
         WITH y AS (
             INSERT INTO academic_years (institution_id, name, start_date, end_date, is_current, created_at, updated_at)
             VALUES (:iid, :year, :ys, :ye, true, {now}, {now}) RETURNING id)
         INSERT INTO terms (institution_id, academic_year_id, name, start_date, end_date, created_at, updated_at)
         SELECT :iid, y.id, 'Term 1', :ys, :ye, {now}, {now} FROM y
-        RETURNING academic_year_id""", p).scalar()
+        RETURNING academic_year_id""",
+        p,
+    ).scalar()
     p["yid"] = year_id
-    step("subjects", f"""
+    step(
+        "subjects",
+        f"""
         INSERT INTO subjects (institution_id, code, name, created_at, updated_at)
         SELECT :iid, s.code, s.name, {now}, {now}
         FROM unnest(CAST(:codes AS text[]), CAST(:names AS text[])) AS s(code, name)""",
-         {**p, "codes": [c for c, _ in SCALE_SUBJECTS], "names": [n for _, n in SCALE_SUBJECTS]})
+        {**p, "codes": [c for c, _ in SCALE_SUBJECTS], "names": [n for _, n in SCALE_SUBJECTS]},
+    )
 
     # names are picked with hashint4/hashint8 (stable PostgreSQL hash functions): deterministic, well mixed
-    step("teachers", f"""
+    step(
+        "teachers",
+        f"""
         INSERT INTO teachers (institution_id, employee_number, first_name, last_name, email, specialization,
                               hired_on, created_at, updated_at)
         SELECT :iid, 'SC-T' || lpad(g::text, :wt, '0'),
@@ -780,9 +1188,13 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
                'teacher' || g || '@staff.scale-school.test',
                (ARRAY['Mathematics','English','Science','History','Geography','Second Language','Art','Physical Education'])[1 + mod(g, 8)],
                CAST(:ys AS date) - mod(g * 37, 3650), {now}, {now}
-        FROM generate_series(1, :nt) AS g""", p)
+        FROM generate_series(1, :nt) AS g""",
+        p,
+    )
     # class k (0-based): grade 1 + k % 12, section S<k / 12 + 1>; teacher k+1 is its homeroom teacher
-    step("classes", f"""
+    step(
+        "classes",
+        f"""
         INSERT INTO classes (institution_id, academic_year_id, name, grade_level, section, homeroom_teacher_id,
                              capacity, created_at, updated_at)
         SELECT :iid, :yid, 'Grade ' || (1 + t.k % :ng) || ' S' || (t.k / :ng + 1), 1 + t.k % :ng,
@@ -790,25 +1202,43 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
         FROM (SELECT id, (row_number() OVER (ORDER BY employee_number) - 1)::int AS k
               FROM teachers WHERE institution_id = :iid) AS t
         WHERE t.k < :nc
-        ORDER BY t.k""", p)
+        ORDER BY t.k""",
+        p,
+    )
     # ids by position, passed back as arrays and looked up by subscript: constant time per row, and no
     # plan that depends on statistics (stale after a replace: one run re-aggregated classes per student)
-    class_ids = conn.execute(text("""
+    class_ids = (
+        conn.execute(
+            text("""
         SELECT id FROM classes WHERE institution_id = :iid
-        ORDER BY (CAST(substr(section, 2) AS int) - 1) * :ng + grade_level"""), p).scalars().all()
-    teacher_ids = conn.execute(text(
-        "SELECT id FROM teachers WHERE institution_id = :iid ORDER BY employee_number"), p).scalars().all()
+        ORDER BY (CAST(substr(section, 2) AS int) - 1) * :ng + grade_level"""),
+            p,
+        )
+        .scalars()
+        .all()
+    )
+    teacher_ids = (
+        conn.execute(text("SELECT id FROM teachers WHERE institution_id = :iid ORDER BY employee_number"), p)
+        .scalars()
+        .all()
+    )
     p.update(cids=class_ids, tids=teacher_ids)
-    step("class_subjects", f"""
+    step(
+        "class_subjects",
+        f"""
         INSERT INTO class_subjects (institution_id, class_id, subject_id, teacher_id, created_at, updated_at)
         SELECT :iid, (CAST(:cids AS bigint[]))[k + 1], s.id, (CAST(:tids AS bigint[]))[1 + mod(k * 8 + s.idx, :nt)],
                {now}, {now}
         FROM generate_series(0, :nc - 1) AS k
         CROSS JOIN (SELECT id, (row_number() OVER (ORDER BY id) - 1)::int AS idx
                     FROM subjects WHERE institution_id = :iid) AS s
-        ORDER BY k, s.idx""", p)
+        ORDER BY k, s.idx""",
+        p,
+    )
     # student g (1-based) sits in class (g - 1) / 40
-    step("students", f"""
+    step(
+        "students",
+        f"""
         INSERT INTO students (institution_id, admission_number, first_name, last_name, date_of_birth, gender,
                               grade_level, status, created_at, updated_at)
         SELECT :iid, :adm || lpad(g::text, :w, '0'), (CAST(:fn AS text[]))[f], (CAST(:ln AS text[]))[l],
@@ -819,8 +1249,12 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
                      1 + mod(abs(hashint4(-g)::bigint), cardinality(CAST(:ln AS text[]))) AS l,
                      1 + ((g - 1) / :size) % :ng AS grade
               FROM generate_series(1, :n) AS g) AS x
-        ORDER BY g""", p)
-    step("enrolments", f"""
+        ORDER BY g""",
+        p,
+    )
+    step(
+        "enrolments",
+        f"""
         INSERT INTO enrolments (institution_id, student_id, class_id, start_date, end_date, reason,
                                 created_at, updated_at)
         SELECT :iid, st.id,
@@ -828,20 +1262,24 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
                :ys, NULL, 'Admitted', {now}, {now}
         FROM students st
         WHERE st.institution_id = :iid
-        ORDER BY st.id""", p)
+        ORDER BY st.id""",
+        p,
+    )
     step("analyze (for the attendance plan)", "ANALYZE students, classes, enrolments")
 
     # attendance: whole-day marks, ~93% present; ~3% of students are chronically absent.
     # Loaded in student-id order (the order of the unique index) in chunks, to show progress.
     if days:
-        lo, hi = conn.execute(text("SELECT min(student_id), max(student_id) FROM enrolments "
-                                   "WHERE institution_id = :iid"), p).one()
+        lo, hi = conn.execute(
+            text("SELECT min(student_id), max(student_id) FROM enrolments WHERE institution_id = :iid"), p
+        ).one()
         chunk = max(1, (hi - lo + 1) // 10 + 1)
         att_started = time.perf_counter()
         total_rows = 0
         for c_lo in range(lo, hi + 1, chunk):
             started = time.perf_counter()
-            result = conn.execute(text("""
+            result = conn.execute(
+                text("""
                 INSERT INTO attendance_records (institution_id, student_id, class_id, subject_id, period, date,
                                                 status, note, source, marked_by_id, created_at, updated_at)
                 SELECT :iid, e.student_id, e.class_id, NULL, 0, d.day,
@@ -857,26 +1295,41 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
                 CROSS JOIN unnest(CAST(:days AS date[])) AS d(day)
                 CROSS JOIN LATERAL (SELECT mod(abs(hashint8(e.student_id::bigint * 100000 + (d.day - date '2000-01-01'))::bigint), 1000) AS h) AS r
                 WHERE e.institution_id = :iid AND e.end_date IS NULL AND e.student_id BETWEEN :lo AND :hi
-                ORDER BY e.student_id, d.day"""), {**p, "days": days, "lo": c_lo, "hi": c_lo + chunk - 1})
+                ORDER BY e.student_id, d.day"""),
+                {**p, "days": days, "lo": c_lo, "hi": c_lo + chunk - 1},
+            )
             total_rows += result.rowcount
-            echo(f"  {f'attendance {c_lo}..{min(hi, c_lo + chunk - 1)}':<34} {time.perf_counter() - started:7.2f} s"
-                 f"  {total_rows:>10,} rows so far")
+            echo(
+                f"  {f'attendance {c_lo}..{min(hi, c_lo + chunk - 1)}':<34} {time.perf_counter() - started:7.2f} s"
+                f"  {total_rows:>10,} rows so far"
+            )
         timings["attendance"] = round(time.perf_counter() - att_started, 2)
-        echo(f"  {'attendance total':<34} {timings['attendance']:7.2f} s  "
-             f"{total_rows / max(timings['attendance'], 0.001):,.0f} rows/s")
+        echo(
+            f"  {'attendance total':<34} {timings['attendance']:7.2f} s  "
+            f"{total_rows / max(timings['attendance'], 0.001):,.0f} rows/s"
+        )
 
     logins = {}
     if password:
         password_hash = hash_password(password)
-        logins = dict(conn.execute(text(f"""
+        logins = dict(
+            conn.execute(
+                text(f"""
             INSERT INTO users (institution_id, email, password_hash, role, first_name, last_name, is_active,
                                created_at, updated_at)
             VALUES (:iid, 'admin@scale-school.test', :ph, 'admin', 'Scale', 'Admin', true, {now}, {now}),
                    (:iid, 'teacher@scale-school.test', :ph, 'teacher', 'Scale', 'Teacher', true, {now}, {now})
-            RETURNING role, id"""), {**p, "ph": password_hash}).all())
-        conn.execute(text("UPDATE teachers SET user_id = :uid, email = 'teacher@scale-school.test' "
-                          "WHERE institution_id = :iid AND employee_number = :emp"),
-                     {**p, "uid": logins["teacher"], "emp": "SC-T" + "1".rjust(p["wt"], "0")})
+            RETURNING role, id"""),
+                {**p, "ph": password_hash},
+            ).all()
+        )
+        conn.execute(
+            text(
+                "UPDATE teachers SET user_id = :uid, email = 'teacher@scale-school.test' "
+                "WHERE institution_id = :iid AND employee_number = :emp"
+            ),
+            {**p, "uid": logins["teacher"], "emp": "SC-T" + "1".rjust(p["wt"], "0")},
+        )
 
     started = time.perf_counter()
     db.session.commit()
@@ -896,33 +1349,63 @@ def seed_scale(students=100_000, attendance_days=50, *, password=None, today=Non
     timings["total"] = round(time.perf_counter() - total_started, 2)
     echo(f"  {'total':<34} {timings['total']:7.2f} s")
 
-    counts = dict(db.session.execute(text("""
+    counts = dict(
+        db.session.execute(
+            text("""
         SELECT 'students', count(*) FROM students WHERE institution_id = :iid
         UNION ALL SELECT 'classes', count(*) FROM classes WHERE institution_id = :iid
         UNION ALL SELECT 'teachers', count(*) FROM teachers WHERE institution_id = :iid
         UNION ALL SELECT 'class_subjects', count(*) FROM class_subjects WHERE institution_id = :iid
         UNION ALL SELECT 'enrolments', count(*) FROM enrolments WHERE institution_id = :iid
         UNION ALL SELECT 'attendance_records', count(*) FROM attendance_records WHERE institution_id = :iid
-    """), p).all())
+    """),
+            p,
+        ).all()
+    )
     db.session.commit()
-    return {"institution_id": inst_id, "academic_year_id": year_id, "term_start": term_start, "term_end": term_end,
-            "first_day": days[0] if days else None, "last_day": days[-1] if days else None,
-            "counts": counts, "user_ids": logins, "timings": timings}
+    return {
+        "institution_id": inst_id,
+        "academic_year_id": year_id,
+        "term_start": term_start,
+        "term_end": term_end,
+        "first_day": days[0] if days else None,
+        "last_day": days[-1] if days else None,
+        "counts": counts,
+        "user_ids": logins,
+        "timings": timings,
+    }
 
 
 @seed_cli.command("scale")
-@click.option("--students", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="Number of students (classes of 40).")
-@click.option("--attendance-days", default=50, show_default=True, type=click.IntRange(min=0),
-              help="Past school days of attendance per student.")
+@click.option(
+    "--students",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of students (classes of 40).",
+)
+@click.option(
+    "--attendance-days",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Past school days of attendance per student.",
+)
 @click.option("--vacuum", is_flag=True, help="Run VACUUM (ANALYZE) instead of ANALYZE after loading.")
 def scale_command(students, attendance_days, vacuum):
     """Create or replace "Scale School" (slug scale-school) on PostgreSQL for benchmarks."""
     if db.engine.dialect.name != "postgresql":
         raise click.ClickException("seed scale needs PostgreSQL: set DATABASE_URL to a postgresql:// URL.")
-    result = seed_scale(students, attendance_days, password=current_app.config.get("DEMO_PASSWORD"),
-                        vacuum=vacuum, echo=click.echo)
-    click.echo(f"Scale School id {result['institution_id']}: " +
-               ", ".join(f"{k} {v:,}" for k, v in result["counts"].items()))
+    result = seed_scale(
+        students,
+        attendance_days,
+        password=current_app.config.get("DEMO_PASSWORD"),
+        vacuum=vacuum,
+        echo=click.echo,
+    )
+    click.echo(
+        f"Scale School id {result['institution_id']}: "
+        + ", ".join(f"{k} {v:,}" for k, v in result["counts"].items())
+    )
     if result["user_ids"]:
         click.echo("Logins (password from DEMO_PASSWORD): admin@scale-school.test, teacher@scale-school.test")

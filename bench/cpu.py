@@ -7,6 +7,7 @@ time on a shared machine moves far more between identical runs. Each case report
 batches. `--profile CASE` prints a CPU-time cProfile of that case instead. The shares quoted in
 docs/BENCHMARKS.md ("Where the time went") come from this script and from py-spy under `make bench`.
 """
+
 import argparse
 import cProfile
 import json
@@ -42,21 +43,35 @@ def main():
     try:
         env = B.bench_env(services)
         B.load(env, 20_000, 25)
-        roster_sql = subprocess.run([B.PY, str(B.ROOT / "bench" / "plans.py"), "--roster-sql"], cwd=B.ROOT,
-                                    env=env, check=True, capture_output=True, text=True).stdout.strip()
-        os.environ.update({k: v for k, v in env.items() if k.isupper()},
-                          REF_REDIS_KEY="bench:ref", REF_ROSTER_SQL=roster_sql)
+        roster_sql = subprocess.run(
+            [B.PY, str(B.ROOT / "bench" / "plans.py"), "--roster-sql"],
+            cwd=B.ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        os.environ.update(
+            {k: v for k, v in env.items() if k.isupper()},
+            REF_REDIS_KEY="bench:ref",
+            REF_ROSTER_SQL=roster_sql,
+        )
         from app import create_app
         from bench.refapps import app as ref_app
+
         api, nocache = create_app(), create_app(RESPONSE_CACHE_ENABLED=False)
         c, nc, ref = api.test_client(), nocache.test_client(), ref_app.test_client()
-        token = c.post("/api/v1/auth/login", json={"email": "admin@scale-school.test",
-                                                   "password": B.PASSWORD}).get_json()["access_token"]
+        token = c.post(
+            "/api/v1/auth/login", json={"email": "admin@scale-school.test", "password": B.PASSWORD}
+        ).get_json()["access_token"]
         h = {"Authorization": f"Bearer {token}"}
         sid = c.get("/api/v1/students?limit=1", headers=h).get_json()["data"][0]["id"]
         cid = c.get("/api/v1/classes?limit=1", headers=h).get_json()["data"][0]["id"]
         import redis
-        redis.Redis.from_url(env["REDIS_URL"]).set("bench:ref", c.get(f"/api/v1/students/{sid}", headers=h).data)
+
+        redis.Redis.from_url(env["REDIS_URL"]).set(
+            "bench:ref", c.get(f"/api/v1/students/{sid}", headers=h).data
+        )
         roster = f"/api/v1/classes/{cid}/students?limit=50"
         cases = {
             "ref_redis_bytes": lambda: ref.get("/redis"),
@@ -77,7 +92,9 @@ def main():
             pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
             return
         out = {name: round(best_cpu_us(fn)) for name, fn in cases.items()}
-        out["ratio_cached_read"] = round(out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3)
+        out["ratio_cached_read"] = round(
+            out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3
+        )
         out["ratio_uncached_roster"] = round(out["ref_psycopg2_roster"] / out["uncached_roster"], 3)
         print(json.dumps(out, indent=2))
     finally:

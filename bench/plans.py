@@ -4,6 +4,7 @@ Runs the real app in-process as the Scale School admin, captures the statements 
 and prints their plans as Markdown (bench/run.py puts them in docs/BENCHMARKS.md). `--roster-sql`
 prints the roster statement instead, for the psycopg2 reference app.
 """
+
 import sys
 from datetime import date, timedelta
 
@@ -12,8 +13,21 @@ from sqlalchemy import event, text
 from app import create_app
 from app.extensions import db
 
-BIG_TABLES = ("students", "attendance_records", "enrolments", "guardians", "student_guardians", "users",
-              "grades", "invoices", "payments", "audit_log", "teachers", "classes", "class_subjects")
+BIG_TABLES = (
+    "students",
+    "attendance_records",
+    "enrolments",
+    "guardians",
+    "student_guardians",
+    "users",
+    "grades",
+    "invoices",
+    "payments",
+    "audit_log",
+    "teachers",
+    "classes",
+    "class_subjects",
+)
 SMALL_TABLE_ROWS = 10_000
 SKIP = ("SAVEPOINT", "RELEASE", "ROLLBACK", "SELECT 1", "UPDATE users SET last_login_at")
 
@@ -24,6 +38,7 @@ def capture(client, token, path):
     def on_exec(conn, cursor, statement, params, context, executemany):
         if not statement.lstrip().upper().startswith(SKIP) and "auth_sessions" not in statement:
             statements.append(cursor.mogrify(statement, params).decode())
+
     engine = db.engine
     event.listen(engine, "before_cursor_execute", on_exec)
     try:
@@ -40,8 +55,9 @@ def main():
     client = app.test_client()
     password = app.config["DEMO_PASSWORD"]
     with app.app_context():
-        token = client.post("/api/v1/auth/login", json={"email": "admin@scale-school.test",
-                                                        "password": password}).get_json()["access_token"]
+        token = client.post(
+            "/api/v1/auth/login", json={"email": "admin@scale-school.test", "password": password}
+        ).get_json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         cls = client.get("/api/v1/classes?limit=1", headers=auth).get_json()["data"][0]
         stu = client.get("/api/v1/students?limit=1", headers=auth).get_json()["data"][0]
@@ -82,7 +98,9 @@ def main():
             status, statements = capture(client, token, path)
             out.append(f"#### `GET {path}` → {status}\n")
             for sql in statements:
-                plan = "\n".join(r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql)))
+                plan = "\n".join(
+                    r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql))
+                )
                 db.session.rollback()
                 for t in BIG_TABLES:
                     if f"Seq Scan on {t} " in plan + " ":
@@ -90,12 +108,19 @@ def main():
                 out.append("```\n" + plan + "\n```\n")
         sizes = dict(db.session.execute(text("SELECT relname, n_live_tup FROM pg_stat_user_tables")).all())
         big = [(p, t) for p, t in seq_scans if sizes.get(t, 0) >= SMALL_TABLE_ROWS]
-        small = sorted({f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < SMALL_TABLE_ROWS})
-        summary = ("No sequential scan on a table of 10,000 rows or more in any plan below."
-                   if not big else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big))
+        small = sorted(
+            {f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < SMALL_TABLE_ROWS}
+        )
+        summary = (
+            "No sequential scan on a table of 10,000 rows or more in any plan below."
+            if not big
+            else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big)
+        )
         if small:
-            summary += (" The planner scans these small tables whole, which is cheaper than an index at their "
-                        "size: " + ", ".join(small) + ".")
+            summary += (
+                " The planner scans these small tables whole, which is cheaper than an index at their "
+                "size: " + ", ".join(small) + "."
+            )
         print(f"{summary}\n\n" + "\n".join(out))
 
 

@@ -4,6 +4,7 @@
 - GET /redis            bare Flask returning the bytes stored at REF_REDIS_KEY (the API's own answer)
 - GET /roster/<id>      bare Flask + psycopg2 running the API's roster SQL, serialised with jsonify
 """
+
 import os
 
 import psycopg2

@@ -6,6 +6,7 @@ every scenario with wrk (fixed duration after a warm-up), and writes bench/resul
 table in docs/BENCHMARKS.md. Ratios are taken against references measured in the same run, because
 these machines are shared and noisy.
 """
+
 import argparse
 import json
 import os
@@ -13,8 +14,8 @@ import re
 import secrets
 import shutil
 import signal
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,9 +41,15 @@ def free_port():
 
 
 def http(method, url, token=None, body=None):
-    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    req = urllib.request.Request(
+        url,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return resp.status, resp.read()
 
@@ -56,15 +63,21 @@ class Services:
             self.db, self.redis = os.environ["BENCH_DATABASE_URL"], os.environ["BENCH_REDIS_URL"]
             return
         self.dir = tempfile.mkdtemp(prefix="schoolhouse-bench-", dir="/tmp")
-        subprocess.run([PY, str(ROOT / "scripts" / "testservices.py"), "start", "--dir", self.dir], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [PY, str(ROOT / "scripts" / "testservices.py"), "start", "--dir", self.dir],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         env = dict(line.split("=", 1) for line in Path(self.dir, "env").read_text().split())
         self.db, self.redis = env["TEST_DATABASE_URL"], env["TEST_REDIS_URL"]
 
     def stop(self):
         if self.dir:
-            subprocess.run([PY, str(ROOT / "scripts" / "testservices.py"), "stop", "--dir", self.dir],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [PY, str(ROOT / "scripts" / "testservices.py"), "stop", "--dir", self.dir],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
 
 class Server:
@@ -73,9 +86,12 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [PY, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), target],
-            cwd=ROOT, env={**env, "PORT": str(self.port), "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()},
-            stdout=subprocess.DEVNULL, stderr=open(Path(tempfile.gettempdir()) / f"bench-{name}.log", "w"),
-            start_new_session=True)
+            cwd=ROOT,
+            env={**env, "PORT": str(self.port), "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp()},
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(tempfile.gettempdir()) / f"bench-{name}.log", "w"),  # noqa: SIM115 - the server keeps it
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         probe = "/ping" if "refapps" in target else "/health/live"
         while True:
@@ -100,16 +116,22 @@ def wrk(url, script, seconds, connections=64, threads=2, env=None, warmup=2):
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "--timeout", "5s", "-s", str(LUA / script)]
     if warmup:
         subprocess.run(cmd + ["-d", f"{warmup}s", url], env=base, capture_output=True, text=True)
-    out = subprocess.run(cmd + ["-d", f"{seconds}s", "--latency", url], env=base, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        cmd + ["-d", f"{seconds}s", "--latency", url], env=base, capture_output=True, text=True
+    ).stdout
     match = re.search(r"WRKJSON (\{.*\})", out)
     if not match:
         raise RuntimeError(f"wrk gave no result for {url}:\n{out}")
     r = json.loads(match.group(1))
     secs = r["duration_us"] / 1e6
-    return {"rps": round(r["requests"] / secs, 1), "p50_ms": round(r["p50_us"] / 1000, 2),
-            "p99_ms": round(r["p99_us"] / 1000, 2), "errors": r["errors"], "requests": r["requests"],
-            "connections": connections}
+    return {
+        "rps": round(r["requests"] / secs, 1),
+        "p50_ms": round(r["p50_us"] / 1000, 2),
+        "p99_ms": round(r["p99_us"] / 1000, 2),
+        "errors": r["errors"],
+        "requests": r["requests"],
+        "connections": connections,
+    }
 
 
 def interleaved(cases, seconds, rounds=3, connections=64):
@@ -118,7 +140,7 @@ def interleaved(cases, seconds, rounds=3, connections=64):
     on whichever ran during it. req/s = all requests / all time; p50/p99 = median over the rounds."""
     per = max(2, round(seconds / rounds))
     runs = {name: [] for name, *_ in cases}
-    for name, url, script, env in cases:  # one warm-up each, before any round
+    for _name, url, script, env in cases:  # one warm-up each, before any round
         wrk(url, script, 1, connections=connections, env=env, warmup=0)
     for _ in range(rounds):
         for name, url, script, env in cases:
@@ -126,11 +148,15 @@ def interleaved(cases, seconds, rounds=3, connections=64):
     out = {}
     for name, rs in runs.items():
         secs = sum(r["requests"] / r["rps"] for r in rs if r["rps"])
-        out[name] = {"rps": round(sum(r["requests"] for r in rs) / secs, 1),
-                     "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 2),
-                     "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
-                     "errors": sum(r["errors"] for r in rs), "requests": sum(r["requests"] for r in rs),
-                     "rounds_rps": [r["rps"] for r in rs], "connections": connections}
+        out[name] = {
+            "rps": round(sum(r["requests"] for r in rs) / secs, 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 2),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 2),
+            "errors": sum(r["errors"] for r in rs),
+            "requests": sum(r["requests"] for r in rs),
+            "rounds_rps": [r["rps"] for r in rs],
+            "connections": connections,
+        }
     return out
 
 
@@ -142,11 +168,21 @@ def cache_counts(server, token):
 
 def bench_env(services):
     """The API's production config on the throwaway services; limits high enough never to answer 429."""
-    env = {**os.environ, "APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
-           "DATABASE_URL": services.db, "REDIS_URL": services.redis, "DEMO_PASSWORD": PASSWORD,
-           "RATELIMIT_API": "1000000000 per minute", "RATELIMIT_SENSITIVE": "1000000000 per minute",
-           "LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "4", "PYTHONPATH": str(ROOT),
-           "SLOW_QUERY_MS": "60000"}
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": services.db,
+        "REDIS_URL": services.redis,
+        "DEMO_PASSWORD": PASSWORD,
+        "RATELIMIT_API": "1000000000 per minute",
+        "RATELIMIT_SENSITIVE": "1000000000 per minute",
+        "LOG_LEVEL": "WARNING",
+        "DB_POOL_SIZE": "4",
+        "DB_MAX_OVERFLOW": "4",
+        "PYTHONPATH": str(ROOT),
+        "SLOW_QUERY_MS": "60000",
+    }
     for k in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
         env.pop(k, None)
     return env
@@ -157,8 +193,13 @@ def load(env, students, days):
     log(f"schema and scale data: {students:,} students x {days} days")
     subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     t0 = time.time()
-    subprocess.run(flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
-                   cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     load_seconds = round(time.time() - t0, 1)
     log(f"loaded in {load_seconds}s")
     return load_seconds
@@ -172,8 +213,9 @@ def start_stack(env, services, servers):
     st["nocache"] = Server("api-nocache", "wsgi:app", {**env, "RESPONSE_CACHE_ENABLED": "false"})
     servers.append(st["nocache"])
     url = st["api"].url
-    _, body = http("POST", url + "/api/v1/auth/login", body={"email": "admin@scale-school.test",
-                                                           "password": PASSWORD})
+    _, body = http(
+        "POST", url + "/api/v1/auth/login", body={"email": "admin@scale-school.test", "password": PASSWORD}
+    )
     token = st["token"] = json.loads(body)["access_token"]
     _, body = http("GET", url + "/api/v1/classes?limit=200", token)
     st["classes"] = [c["id"] for c in json.loads(body)["data"]]
@@ -184,11 +226,19 @@ def start_stack(env, services, servers):
     st["term"] = json.loads(body)["data"][0]
     _, student_bytes = http("GET", f"{url}/api/v1/students/{st['sid']}", token)
     import redis as redis_lib
+
     redis_lib.Redis.from_url(services.redis).set("bench:ref", student_bytes)
-    roster_sql = subprocess.run([PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"], cwd=ROOT, env=env,
-                                check=True, capture_output=True, text=True).stdout.strip()
-    st["ref"] = Server("refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref",
-                                                       "REF_ROSTER_SQL": roster_sql})
+    roster_sql = subprocess.run(
+        [PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    st["ref"] = Server(
+        "refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref", "REF_ROSTER_SQL": roster_sql}
+    )
     servers.append(st["ref"])
     return st
 
@@ -214,11 +264,19 @@ def main():
     try:
         env = bench_env(services)
         load_seconds = load(env, students, days)
-        plans = subprocess.run([PY, str(ROOT / "bench" / "plans.py")], cwd=ROOT, env=env, check=True,
-                               capture_output=True, text=True).stdout
+        plans = subprocess.run(
+            [PY, str(ROOT / "bench" / "plans.py")],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         st = start_stack(env, services, servers)
         api, nocache, ref, token = st["api"], st["nocache"], st["ref"], st["token"]
-        classes, students_page, sid, cid, term = (st[k] for k in ("classes", "students", "sid", "cid", "term"))
+        classes, students_page, sid, cid, term = (
+            st[k] for k in ("classes", "students", "sid", "cid", "term")
+        )
 
         tmp = Path(tempfile.mkdtemp())
         results = {}
@@ -226,30 +284,72 @@ def main():
         def run(name, url, script="get.lua", **kw):
             log(f"{name}: {url.split('127.0.0.1')[1][:70]}")
             results[name] = wrk(url, script, seconds, **kw)
-            log(f"  {results[name]['rps']} req/s p50 {results[name]['p50_ms']} ms p99 {results[name]['p99_ms']} ms "
-                f"errors {results[name]['errors']}")
+            log(
+                f"  {results[name]['rps']} req/s p50 {results[name]['p50_ms']} ms p99 {results[name]['p99_ms']} ms "
+                f"errors {results[name]['errors']}"
+            )
 
         tok = {"TOKEN": token}
         # The ratio scenarios and their references, interleaved in rounds (see interleaved()).
         log(f"references and the cached/uncached reads, interleaved in {rounds} rounds")
-        results.update(interleaved([
-            ("ref_ping", ref.url + "/ping", "get.lua", {}),
-            ("ref_redis_bytes", ref.url + "/redis", "get.lua", {}),
-            ("cached_student", f"{api.url}/api/v1/students/{sid}", "get.lua", tok),
-            ("cached_roster", f"{api.url}/api/v1/classes/{cid}/students?limit=50", "get.lua", tok),
-            ("ref_psycopg2_roster", f"{ref.url}/roster/{cid}", "get.lua", {}),
-            ("uncached_roster", f"{nocache.url}/api/v1/classes/{cid}/students?limit=50", "get.lua", tok),
-        ], seconds, rounds))
+        results.update(
+            interleaved(
+                [
+                    ("ref_ping", ref.url + "/ping", "get.lua", {}),
+                    ("ref_redis_bytes", ref.url + "/redis", "get.lua", {}),
+                    ("cached_student", f"{api.url}/api/v1/students/{sid}", "get.lua", tok),
+                    ("cached_roster", f"{api.url}/api/v1/classes/{cid}/students?limit=50", "get.lua", tok),
+                    ("ref_psycopg2_roster", f"{ref.url}/roster/{cid}", "get.lua", {}),
+                    (
+                        "uncached_roster",
+                        f"{nocache.url}/api/v1/classes/{cid}/students?limit=50",
+                        "get.lua",
+                        tok,
+                    ),
+                ],
+                seconds,
+                rounds,
+            )
+        )
         for name, r in results.items():
-            log(f"  {name}: {r['rps']} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
-                f"(rounds {r['rounds_rps']})")
+            log(
+                f"  {name}: {r['rps']} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms errors {r['errors']} "
+                f"(rounds {r['rounds_rps']})"
+            )
 
-        prefixes = ["a", "b", "ca", "de", "el", "fa", "ga", "ha", "jo", "ka", "le", "ma", "na", "o", "pa", "ro",
-                    "sa", "ta", "wa", "ya", "mo", "li", "an", "ch"]
+        prefixes = [
+            "a",
+            "b",
+            "ca",
+            "de",
+            "el",
+            "fa",
+            "ga",
+            "ha",
+            "jo",
+            "ka",
+            "le",
+            "ma",
+            "na",
+            "o",
+            "pa",
+            "ro",
+            "sa",
+            "ta",
+            "wa",
+            "ya",
+            "mo",
+            "li",
+            "an",
+            "ch",
+        ]
         (tmp / "search.txt").write_text("\n".join(f"/api/v1/students?q={p}&limit=20" for p in prefixes))
         term_from, term_to = term["start_date"], min(term["end_date"], date.today().isoformat())
-        (tmp / "att.txt").write_text("\n".join(
-            f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page))
+        (tmp / "att.txt").write_text(
+            "\n".join(
+                f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page
+            )
+        )
         # Search and term attendance as clients see them (production config: the response cache is on),
         # and the same requests against the cache-off instance, which shows what a miss costs.
         search = {**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"}
@@ -269,12 +369,20 @@ def main():
             _, body = http("GET", f"{api.url}/api/v1/classes/{c}/students?limit=200", token)
             ids = [r["id"] for r in json.loads(body)["data"]]
             for st in ("present", "late"):
-                roll = {"records": [{"student_id": s, "status": st if i % 7 else "absent", "note": None}
-                                    for i, s in enumerate(ids)]}
+                roll = {
+                    "records": [
+                        {"student_id": s, "status": st if i % 7 else "absent", "note": None}
+                        for i, s in enumerate(ids)
+                    ]
+                }
                 lines.append(f"/api/v1/classes/{c}/attendance/{day.isoformat()}\t{json.dumps(roll)}")
         (tmp / "roll.txt").write_text("\n".join(lines))
-        run("rollcall_write", api.url, "put.lua",
-            env={"TOKEN": token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"})
+        run(
+            "rollcall_write",
+            api.url,
+            "put.lua",
+            env={"TOKEN": token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"},
+        )
 
         # Zipf read mix over students and rosters; hit ratio from the API's own counters.
         paths = [f"/api/v1/students/{s['id']}" for s in students_page]
@@ -289,17 +397,33 @@ def main():
         hit_counts = {"hits": h1 - h0, "misses": m1 - m0}
         log(f"  cache hit ratio {hit_ratio}")
 
-        (tmp / "patch.txt").write_text("\n".join(json.dumps({"email": f"s{i}@scale-school.test"})
-                                                 for i in range(50)))
-        run("mixed_read_write", api.url, "paths.lua",
-            env={**zenv, "WRITE_PCT": "5", "WRITE_PATH": f"/api/v1/students/{students_page[-1]['id']}",
-                 "WRITE_BODIES": str(tmp / "patch.txt")})
+        (tmp / "patch.txt").write_text(
+            "\n".join(json.dumps({"email": f"s{i}@scale-school.test"}) for i in range(50))
+        )
+        run(
+            "mixed_read_write",
+            api.url,
+            "paths.lua",
+            env={
+                **zenv,
+                "WRITE_PCT": "5",
+                "WRITE_PATH": f"/api/v1/students/{students_page[-1]['id']}",
+                "WRITE_BODIES": str(tmp / "patch.txt"),
+            },
+        )
 
         ramp_results = []
         for c in ramp:
             log(f"ramp {c} connections")
-            r = wrk(f"{api.url}/api/v1/students/{sid}", "get.lua", max(3, seconds // 2), connections=c,
-                    threads=2, env=tok, warmup=1)
+            r = wrk(
+                f"{api.url}/api/v1/students/{sid}",
+                "get.lua",
+                max(3, seconds // 2),
+                connections=c,
+                threads=2,
+                env=tok,
+                warmup=1,
+            )
             ramp_results.append(r)
             log(f"  {r['rps']} req/s p99 {r['p99_ms']} ms errors {r['errors']}")
 
@@ -308,28 +432,65 @@ def main():
         servers.clear()
         log("exports: COPY vs our CSV, XlsxWriter vs our XLSX, report cards")
         # "copy" runs twice: the first pass warms the database cache, the second is the reference kept.
-        subprocess.run([PY, str(ROOT / "bench" / "export_bench.py"), "--out", str(ROOT / "bench" / "results" /
-                        "exports.json"), "--xlsx-rows", str(200_000 if quick else 1_000_000),
-                        "--cases", "copy,copy,csv,xlsxwriter,xlsx,report_cards"],
-                       cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)  # a missed target is reported
+        subprocess.run(
+            [
+                PY,
+                str(ROOT / "bench" / "export_bench.py"),
+                "--out",
+                str(ROOT / "bench" / "results" / "exports.json"),
+                "--xlsx-rows",
+                str(200_000 if quick else 1_000_000),
+                "--cases",
+                "copy,copy,csv,xlsxwriter,xlsx,report_cards",
+            ],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+        )  # a missed target is reported
 
         ratios = {
-            "cached_read": round(min(results["cached_student"]["rps"], results["cached_roster"]["rps"])
-                                 / results["ref_redis_bytes"]["rps"], 3),
+            "cached_read": round(
+                min(results["cached_student"]["rps"], results["cached_roster"]["rps"])
+                / results["ref_redis_bytes"]["rps"],
+                3,
+            ),
             "cached_student": round(results["cached_student"]["rps"] / results["ref_redis_bytes"]["rps"], 3),
             "cached_roster": round(results["cached_roster"]["rps"] / results["ref_redis_bytes"]["rps"], 3),
-            "uncached_roster": round(results["uncached_roster"]["rps"] / results["ref_psycopg2_roster"]["rps"], 3),
+            "uncached_roster": round(
+                results["uncached_roster"]["rps"] / results["ref_psycopg2_roster"]["rps"], 3
+            ),
         }
-        out = {"scenarios": {k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")} for k, v in results.items()},
-               "ratios": ratios, "cache_hit_ratio": hit_ratio, "cache_hit_counts": hit_counts,
-               "ramp": [{f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results],
-               "setup": {"students": students, "attendance_days": days, "seconds_per_scenario": seconds,
-                         "connections": 64, "load_seconds": load_seconds, "quick": quick, "rounds": rounds,
-                         "gunicorn": gunicorn_settings(), "cpus": os.cpu_count(),
-                         "command": "make bench-quick" if quick else "make bench",
-                         "date": time.strftime("%Y-%m-%d %H:%M")},
-               "targets": {"cached_read_ratio": 0.6, "uncached_roster_ratio": 0.5, "read_p99_ms": 50,
-                           "cache_hit_ratio": 0.95}}
+        out = {
+            "scenarios": {
+                k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")} for k, v in results.items()
+            },
+            "ratios": ratios,
+            "cache_hit_ratio": hit_ratio,
+            "cache_hit_counts": hit_counts,
+            "ramp": [
+                {f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results
+            ],
+            "setup": {
+                "students": students,
+                "attendance_days": days,
+                "seconds_per_scenario": seconds,
+                "connections": 64,
+                "load_seconds": load_seconds,
+                "quick": quick,
+                "rounds": rounds,
+                "gunicorn": gunicorn_settings(),
+                "cpus": os.cpu_count(),
+                "command": "make bench-quick" if quick else "make bench",
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            },
+            "targets": {
+                "cached_read_ratio": 0.6,
+                "uncached_roster_ratio": 0.5,
+                "read_p99_ms": 50,
+                "cache_hit_ratio": 0.95,
+            },
+        }
         extra = ROOT / "bench" / "results" / "exports.json"
         if extra.exists():
             out["exports"] = json.loads(extra.read_text())
@@ -359,18 +520,35 @@ def sweep():
         for cls, n, threads in SWEEP:
             label = f"{n} x {cls}" + (f" ({threads} threads)" if cls == "gthread" else "")
             log(f"gunicorn {label}")
-            e = {**env, "WEB_CONCURRENCY": str(n), "GUNICORN_WORKER_CLASS": cls, "GUNICORN_THREADS": str(threads)}
+            e = {
+                **env,
+                "WEB_CONCURRENCY": str(n),
+                "GUNICORN_WORKER_CLASS": cls,
+                "GUNICORN_THREADS": str(threads),
+            }
             st = start_stack(e, services, servers)
             tok = {"TOKEN": st["token"]}
-            r = interleaved([
-                ("ref_redis_bytes", st["ref"].url + "/redis", "get.lua", {}),
-                ("cached_student", f"{st['api'].url}/api/v1/students/{st['sid']}", "get.lua", tok),
-                ("ref_psycopg2_roster", f"{st['ref'].url}/roster/{st['cid']}", "get.lua", {}),
-                ("uncached_roster", f"{st['nocache'].url}/api/v1/classes/{st['cid']}/students?limit=50",
-                 "get.lua", tok),
-            ], 8, rounds=2)
-            rows.append({"config": label, **{k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")}
-                                             for k, v in r.items()}})
+            r = interleaved(
+                [
+                    ("ref_redis_bytes", st["ref"].url + "/redis", "get.lua", {}),
+                    ("cached_student", f"{st['api'].url}/api/v1/students/{st['sid']}", "get.lua", tok),
+                    ("ref_psycopg2_roster", f"{st['ref'].url}/roster/{st['cid']}", "get.lua", {}),
+                    (
+                        "uncached_roster",
+                        f"{st['nocache'].url}/api/v1/classes/{st['cid']}/students?limit=50",
+                        "get.lua",
+                        tok,
+                    ),
+                ],
+                8,
+                rounds=2,
+            )
+            rows.append(
+                {
+                    "config": label,
+                    **{k: {f: v[f] for f in ("rps", "p50_ms", "p99_ms", "errors")} for k, v in r.items()},
+                }
+            )
             log("  " + ", ".join(f"{k} {v['rps']} req/s p99 {v['p99_ms']} ms" for k, v in r.items()))
             for server in servers:
                 server.stop()
@@ -379,21 +557,33 @@ def sweep():
         for server in servers:
             server.stop()
         services.stop()
-    out = {"command": "make bench-workers", "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
-           "rows": rows}
+    out = {
+        "command": "make bench-workers",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpus": os.cpu_count(),
+        "rows": rows,
+    }
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "results" / "workers.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["| gunicorn | cached student req/s | p99 ms | uncached roster req/s | p99 ms | "
-             "bare Flask + Redis req/s | bare Flask + psycopg2 roster req/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| gunicorn | cached student req/s | p99 ms | uncached roster req/s | p99 ms | "
+        "bare Flask + Redis req/s | bare Flask + psycopg2 roster req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
-        lines.append(f"| {row['config']} | {row['cached_student']['rps']:,} | {row['cached_student']['p99_ms']} | "
-                     f"{row['uncached_roster']['rps']:,} | {row['uncached_roster']['p99_ms']} | "
-                     f"{row['ref_redis_bytes']['rps']:,} | {row['ref_psycopg2_roster']['rps']:,} |")
+        lines.append(
+            f"| {row['config']} | {row['cached_student']['rps']:,} | {row['cached_student']['p99_ms']} | "
+            f"{row['uncached_roster']['rps']:,} | {row['uncached_roster']['p99_ms']} | "
+            f"{row['ref_redis_bytes']['rps']:,} | {row['ref_psycopg2_roster']['rps']:,} |"
+        )
     table_md = "\n".join(lines)
     print(table_md)
-    replace_block("workers", f"Measured with `make bench-workers` on {out['date']} ({out['cpus']} cores; "
-                             f"20,000 students; wrk, 64 connections, 2 interleaved rounds of 4 s per case). "
-                             f"Raw numbers: `bench/results/workers.json`.\n\n{table_md}\n")
+    replace_block(
+        "workers",
+        f"Measured with `make bench-workers` on {out['date']} ({out['cpus']} cores; "
+        f"20,000 students; wrk, 64 connections, 2 interleaved rounds of 4 s per case). "
+        f"Raw numbers: `bench/results/workers.json`.\n\n{table_md}\n",
+    )
 
 
 def replace_block(name, body):
@@ -403,7 +593,7 @@ def replace_block(name, body):
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body}{end}"
     if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text += "\n" + block + "\n"
     doc.parent.mkdir(exist_ok=True)
@@ -424,24 +614,32 @@ def table(out):
     rows = ["| scenario | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
     for name, r in out["scenarios"].items():
         rows.append(f"| {name} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
-    rows += ["", "| ratio | value | target |", "|---|---:|---:|",
-             f"| cached read (min of student, roster) / bare Flask + Redis bytes | {out['ratios']['cached_read']} | ≥ 0.6 |",
-             f"| uncached roster / bare Flask + psycopg2, same SQL | {out['ratios']['uncached_roster']} | ≥ 0.5 |",
-             f"| cache hit ratio, Zipf read mix ({out['cache_hit_counts']['hits']:,} hits, "
-             f"{out['cache_hit_counts']['misses']:,} misses) | {out['cache_hit_ratio']} | ≥ 0.95 |",
-             f"| worst read p99 at 64 connections, production config (cache on) | "
-             f"{max(out['scenarios'][k]['p99_ms'] for k in READS if k in out['scenarios'])} ms | < 50 ms |",
-             f"| worst read p99 at 64 connections, every read scenario incl. the cache-off ones | "
-             f"{max(v['p99_ms'] for k, v in out['scenarios'].items() if k in READS or k in CACHE_OFF_READS)} ms | < 50 ms |",
-             "", "| connections | req/s | p50 ms | p99 ms | errors |", "|---:|---:|---:|---:|---:|"]
+    rows += [
+        "",
+        "| ratio | value | target |",
+        "|---|---:|---:|",
+        f"| cached read (min of student, roster) / bare Flask + Redis bytes | {out['ratios']['cached_read']} | ≥ 0.6 |",
+        f"| uncached roster / bare Flask + psycopg2, same SQL | {out['ratios']['uncached_roster']} | ≥ 0.5 |",
+        f"| cache hit ratio, Zipf read mix ({out['cache_hit_counts']['hits']:,} hits, "
+        f"{out['cache_hit_counts']['misses']:,} misses) | {out['cache_hit_ratio']} | ≥ 0.95 |",
+        f"| worst read p99 at 64 connections, production config (cache on) | "
+        f"{max(out['scenarios'][k]['p99_ms'] for k in READS if k in out['scenarios'])} ms | < 50 ms |",
+        f"| worst read p99 at 64 connections, every read scenario incl. the cache-off ones | "
+        f"{max(v['p99_ms'] for k, v in out['scenarios'].items() if k in READS or k in CACHE_OFF_READS)} ms | < 50 ms |",
+        "",
+        "| connections | req/s | p50 ms | p99 ms | errors |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in out["ramp"]:
         rows.append(f"| {r['connections']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
     ex = out.get("exports")
     if ex:
         rows += ["", "| export case | rows | seconds | rows/s | peak RSS MB |", "|---|---:|---:|---:|---:|"]
         for name, c in ex["cases"].items():
-            rows.append(f"| {name} | {c.get('rows', c.get('students', ''))} | {c.get('seconds')} | "
-                        f"{c.get('rows_per_s', '')} | {c.get('peak_rss_mb')} |")
+            rows.append(
+                f"| {name} | {c.get('rows', c.get('students', ''))} | {c.get('seconds')} | "
+                f"{c.get('rows_per_s', '')} | {c.get('peak_rss_mb')} |"
+            )
         rows += ["", "| export target | result |", "|---|---|"]
         rows += [f"| {k} | {'met' if v else 'NOT met'} |" for k, v in ex["checks"].items()]
         rows.append(f"| CSV / COPY rows/s | {ex['ratios']['csv_vs_copy']} |")
@@ -451,15 +649,18 @@ def table(out):
 
 def write_markdown(out, plans):
     s = out["setup"]
-    replace_block("bench", f"Measured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
-                  f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
-                  f"{s['connections']} connections; {s['students']:,} students, "
-                  f"{s['students'] * s['attendance_days']:,} attendance rows, loaded in {s['load_seconds']} s). "
-                  f"The reference apps and the cached/uncached reads ran interleaved, {s['rounds']} rounds of "
-                  f"{s['seconds_per_scenario'] // s['rounds']} s each (req/s over all rounds, p50/p99 the "
-                  f"median of the rounds); the other scenarios ran {s['seconds_per_scenario']} s each after a "
-                  f"warm-up. Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
-                  f"### Query plans on the scale data\n\n{plans}\n")
+    replace_block(
+        "bench",
+        f"Measured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
+        f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
+        f"{s['connections']} connections; {s['students']:,} students, "
+        f"{s['students'] * s['attendance_days']:,} attendance rows, loaded in {s['load_seconds']} s). "
+        f"The reference apps and the cached/uncached reads ran interleaved, {s['rounds']} rounds of "
+        f"{s['seconds_per_scenario'] // s['rounds']} s each (req/s over all rounds, p50/p99 the "
+        f"median of the rounds); the other scenarios ran {s['seconds_per_scenario']} s each after a "
+        f"warm-up. Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
+        f"### Query plans on the scale data\n\n{plans}\n",
+    )
 
 
 if __name__ == "__main__":

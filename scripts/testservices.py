@@ -12,7 +12,9 @@ to run as root, so as root it runs as the `postgres` system user (created if mis
 Layout of DIR: env (the URLs, as shell lines), state.json (what `stop` needs), pg/ (cluster, socket,
 log), redis/ (pid file, log). A DIR left over by a crashed run is stopped and wiped before starting.
 """
+
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -73,15 +75,19 @@ def find_pg_bindir():
 
 def find_redis():
     return shutil.which("redis-server") or next(
-        (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server")
-         if os.access(p, os.X_OK)), None)
+        (
+            p
+            for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server", "/usr/sbin/redis-server")
+            if os.access(p, os.X_OK)
+        ),
+        None,
+    )
 
 
 def apt_install(packages):
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     log(f"installing {' '.join(packages)} with apt-get (this takes a minute once per machine)")
-    for cmd in (["apt-get", "update"],
-                ["apt-get", "install", "-y", "--no-install-recommends", *packages]):
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *packages]):
         # Output to stderr: stdout of `start` is reserved for the URLs.
         r = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
         if r.returncode != 0:
@@ -97,8 +103,10 @@ def ensure_binaries():
         pg_bindir, redis = find_pg_bindir(), find_redis()
     problems = []
     if not pg_bindir:
-        problems.append("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or "
-                        "/usr/lib/postgresql/*/bin; install them, e.g. `apt-get install postgresql`")
+        problems.append(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or "
+            "/usr/lib/postgresql/*/bin; install them, e.g. `apt-get install postgresql`"
+        )
     if not redis:
         problems.append("redis-server not found in PATH; install it, e.g. `apt-get install redis-server`")
     if problems:
@@ -115,9 +123,21 @@ def ensure_pg_os_user():
     except KeyError:
         pass
     log(f"creating system user {PG_USER}")
-    r = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", PG_USER],
-                       stdout=sys.stderr, stderr=sys.stderr)
+    r = subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            PG_USER,
+        ],
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+    )
     if r.returncode != 0:
         die(f"could not create the {PG_USER} system user (useradd exited {r.returncode})")
     return pwd.getpwnam(PG_USER)
@@ -133,8 +153,9 @@ def as_pg_user(cmd):
 
 
 def run_pg(cmd, cwd, check=True, timeout=120):
-    r = subprocess.run(as_pg_user(cmd), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=timeout)
+    r = subprocess.run(
+        as_pg_user(cmd), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
     if check and r.returncode != 0:
         die(f"`{' '.join(cmd)}` exited {r.returncode}:\n{r.stdout}{r.stderr}")
     return r
@@ -192,8 +213,12 @@ class MiniPg:
     def __init__(self, port, user, database, timeout=5.0):
         self._started = False
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        params = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
-                          for k, v in (("user", user), ("database", database))) + b"\0"
+        params = (
+            b"".join(
+                k.encode() + b"\0" + v.encode() + b"\0" for k, v in (("user", user), ("database", database))
+            )
+            + b"\0"
+        )
         body = struct.pack("!i", 196608) + params
         self.sock.sendall(struct.pack("!i", len(body) + 4) + body)
         self._until_ready()
@@ -207,8 +232,7 @@ class MiniPg:
         while True:
             kind, payload = self._read()
             if kind == b"E":
-                fields = dict((f[:1], f[1:].decode(errors="replace"))
-                              for f in payload.split(b"\0") if f)
+                fields = dict((f[:1], f[1:].decode(errors="replace")) for f in payload.split(b"\0") if f)
                 error = PgError(f"{fields.get(b'C', '?')}: {fields.get(b'M', payload)}")
                 if not self._started:
                     raise error  # errors during startup end the connection
@@ -226,17 +250,14 @@ class MiniPg:
         self._until_ready()
 
     def close(self):
-        try:
+        with contextlib.suppress(OSError):
             self.sock.sendall(b"X" + struct.pack("!i", 4))
-        except OSError:
-            pass
         self.sock.close()
 
 
 def redis_command(port, *args, timeout=2.0):
     """Send one command, return the raw reply bytes (RESP)."""
-    payload = f"*{len(args)}\r\n".encode() + b"".join(
-        f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
+    payload = f"*{len(args)}\r\n".encode() + b"".join(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(payload)
         data = s.recv(65536)
@@ -248,7 +269,7 @@ def redis_command(port, *args, timeout=2.0):
                 if not chunk:
                     break
                 rest += chunk
-            return rest[:max(want, 0)]
+            return rest[: max(want, 0)]
         return data
 
 
@@ -315,8 +336,12 @@ def read_pid(path):
 
 
 def paths(d):
-    return {"env": os.path.join(d, "env"), "state": os.path.join(d, "state.json"),
-            "pg": os.path.join(d, "pg"), "redis": os.path.join(d, "redis")}
+    return {
+        "env": os.path.join(d, "env"),
+        "state": os.path.join(d, "state.json"),
+        "pg": os.path.join(d, "pg"),
+        "redis": os.path.join(d, "redis"),
+    }
 
 
 def stop_pg(pg_root, bindir):
@@ -326,14 +351,19 @@ def stop_pg(pg_root, bindir):
     if pid is None or not pid_alive(pid):
         return
     if bindir and os.access(os.path.join(bindir, "pg_ctl"), os.X_OK):
-        r = run_pg([os.path.join(bindir, "pg_ctl"), "stop", "-D", data, "-m", "immediate", "-w",
-                    "-t", "30"], cwd="/", check=False, timeout=60)
+        r = run_pg(
+            [os.path.join(bindir, "pg_ctl"), "stop", "-D", data, "-m", "immediate", "-w", "-t", "30"],
+            cwd="/",
+            check=False,
+            timeout=60,
+        )
         if r.returncode == 0 or not pid_alive(pid):
             return
         log(f"pg_ctl stop failed ({r.returncode}): {r.stderr.strip()}; signalling postmaster {pid}")
-    if "postgres" in cmdline(pid) or "postmaster" in cmdline(pid):
-        if not kill_and_wait(pid, signal.SIGQUIT, 10):
-            kill_and_wait(pid, signal.SIGKILL, 5)
+    if ("postgres" in cmdline(pid) or "postmaster" in cmdline(pid)) and not kill_and_wait(
+        pid, signal.SIGQUIT, 10
+    ):
+        kill_and_wait(pid, signal.SIGKILL, 5)
 
 
 def stop_redis(redis_dir):
@@ -364,8 +394,11 @@ def stop(d, quiet=False):
         stop_pg(pg_root, bindir)
     stop_redis(state.get("redis_dir") or p["redis"])
     # The cluster (and, with a very long DIR, the socket dir) may live outside DIR: remove them too.
-    outside = [x for x in (pg_root, state.get("pg_sockdir")) if x and not
-               os.path.realpath(x).startswith(os.path.realpath(d) + os.sep)]
+    outside = [
+        x
+        for x in (pg_root, state.get("pg_sockdir"))
+        if x and not os.path.realpath(x).startswith(os.path.realpath(d) + os.sep)
+    ]
     for x in outside:
         shutil.rmtree(x, ignore_errors=True)
     shutil.rmtree(d, ignore_errors=True)
@@ -408,20 +441,51 @@ def start_pg(d, bindir, state):
     data = os.path.join(pg_root, "data")
     logfile = os.path.join(pg_root, "postgres.log")
 
-    run_pg([os.path.join(bindir, "initdb"), "-D", data, "-U", PG_USER, "-A", "trust", "-E", "UTF8",
-            "--locale=C", "--no-sync"], cwd=pg_root)
+    run_pg(
+        [
+            os.path.join(bindir, "initdb"),
+            "-D",
+            data,
+            "-U",
+            PG_USER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        cwd=pg_root,
+    )
     with open(os.path.join(data, "postgresql.conf"), "a") as f:
-        f.write("\n# schoolhouse test cluster (scripts/testservices.py)\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{sockdir}'\n"
-                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 100\n")
+        f.write(
+            "\n# schoolhouse test cluster (scripts/testservices.py)\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"unix_socket_directories = '{sockdir}'\n"
+            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            "max_connections = 100\n"
+        )
 
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_ports(1)[0]
-        r = run_pg([os.path.join(bindir, "pg_ctl"), "start", "-D", data, "-l", logfile, "-w",
-                    "-t", str(int(START_TIMEOUT)), "-o", f"-p {port}"], cwd=pg_root, check=False,
-                   timeout=START_TIMEOUT + 30)
+        r = run_pg(
+            [
+                os.path.join(bindir, "pg_ctl"),
+                "start",
+                "-D",
+                data,
+                "-l",
+                logfile,
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT)),
+                "-o",
+                f"-p {port}",
+            ],
+            cwd=pg_root,
+            check=False,
+            timeout=START_TIMEOUT + 30,
+        )
         if r.returncode == 0:
             break
         tail = _tail(logfile)
@@ -453,10 +517,33 @@ def start_redis(d, redis_bin, state):
     state["redis_dir"] = rdir
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = free_ports(1)[0]
-        r = subprocess.run([redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--daemonize", "yes", "--dir", rdir,
-                            "--pidfile", pidfile, "--logfile", logfile, "--databases", "16"],
-                           cwd=rdir, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                redis_bin,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--dir",
+                rdir,
+                "--pidfile",
+                pidfile,
+                "--logfile",
+                logfile,
+                "--databases",
+                "16",
+            ],
+            cwd=rdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             die(f"redis-server exited {r.returncode}:\n{r.stdout}{r.stderr}")
         deadline = time.monotonic() + START_TIMEOUT
@@ -469,8 +556,9 @@ def start_redis(d, redis_bin, state):
                 try:
                     # Make sure it is *our* server answering on that port, not someone else's.
                     info = redis_command(port, "INFO", "server").decode(errors="replace")
-                    if re.search(rf"^process_id:{pid}\s*$", info, re.M) and \
-                            redis_command(port, "PING").startswith(b"+PONG"):
+                    if re.search(rf"^process_id:{pid}\s*$", info, re.M) and redis_command(
+                        port, "PING"
+                    ).startswith(b"+PONG"):
                         ok = True
                         break
                 except OSError:
@@ -534,8 +622,10 @@ def start(d):
             stop(d, quiet=True)
     sys.stdout.write(lines)
     sys.stdout.flush()
-    log(f"PostgreSQL ({os.path.basename(os.path.dirname(pg_bindir))}) and Redis ready in "
-        f"{time.monotonic() - t0:.1f}s; stop with: {sys.argv[0]} stop --dir {d}")
+    log(
+        f"PostgreSQL ({os.path.basename(os.path.dirname(pg_bindir))}) and Redis ready in "
+        f"{time.monotonic() - t0:.1f}s; stop with: {sys.argv[0]} stop --dir {d}"
+    )
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """Export jobs and their housekeeping. Thin shells: the work is in app/jobs/services.py."""
+
 from celery import shared_task
 
 from app.jobs import services
@@ -9,8 +10,16 @@ class ExportTask(JobTask):
     what = "export"
 
 
-@shared_task(bind=True, base=ExportTask, name="tasks.exports.run_export", autoretry_for=TRANSIENT,
-             retry_backoff=2, retry_backoff_max=30, retry_jitter=True, max_retries=10)
+@shared_task(
+    bind=True,
+    base=ExportTask,
+    name="tasks.exports.run_export",
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=10,
+)
 def run_export(self, job_id):
     """Write one export file (job id only: the row says what; personal data never travels in a message)."""
     return self.run_job(services.run_export, job_id)

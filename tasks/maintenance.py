@@ -1,5 +1,6 @@
 """Celery tasks for maintenance: thin shells around app.maintenance.services, each under its lock.
 They go to the `maintenance` queue by the `tasks.maintenance.*` route in config's Celery settings."""
+
 from celery import shared_task
 
 from app.maintenance import services

@@ -6,6 +6,7 @@ config's Celery settings; the periodic ones run under a lock (app/maintenance/lo
 never double up. Retries are not Celery retries: a failed message goes back to the outbox with its own
 backoff, so no long countdown ever sits in the broker (PITFALLS §2).
 """
+
 from datetime import date
 
 from celery import shared_task

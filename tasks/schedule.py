@@ -10,6 +10,7 @@ each school is handled at its own local hour (ABSENCE_ALERT_HOUR, FEE_REMINDER_H
 different time zones get their mail at the right time of their day. `expires` drops a run that waited
 in the queue longer than its period (workers down), so a backlog of identical runs never piles up.
 """
+
 from datetime import timedelta
 
 from celery.schedules import crontab

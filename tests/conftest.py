@@ -2,15 +2,19 @@
 TEST_REDIS_URL), the schema built once per run by the migration chain, the demo data seeded once,
 and every test inside a transaction that is rolled back afterwards (outer transaction + savepoints).
 """
+
 import os
 
-import pytest
 import psycopg2
+import pytest
 import redis as redis_lib
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from app import create_app
 from app.extensions import db
+
+# The real-worker fixtures (broker, committed_school, committing, worker_app) for every test module.
+pytest_plugins = ["tests.worker_support"]
 
 PASSWORD = "demo-password-for-tests"
 
@@ -18,8 +22,10 @@ PASSWORD = "demo-password-for-tests"
 def _require(name):
     value = os.environ.get(name)
     if not value:
-        raise RuntimeError(f"{name} is not set: run the suite with `make test`, which starts PostgreSQL and "
-                           f"Redis, or point {name} at servers you own.")
+        raise RuntimeError(
+            f"{name} is not set: run the suite with `make test`, which starts PostgreSQL and "
+            f"Redis, or point {name} at servers you own."
+        )
     return value
 
 
@@ -49,6 +55,7 @@ def app():
         from flask_migrate import upgrade
 
         from app.seed import seed_demo
+
         upgrade()  # the real migration chain, not create_all
         application.config["DEMO"] = seed_demo(PASSWORD)
         db.session.remove()
@@ -84,8 +91,10 @@ def _rollback(app):
         connection = db.engine.connect()
         outer = connection.begin()
         original = db.session
-        db.session = scoped_session(sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
-                                    scopefunc=original.registry.scopefunc)
+        db.session = scoped_session(
+            sessionmaker(bind=connection, join_transaction_mode="create_savepoint"),
+            scopefunc=original.registry.scopefunc,
+        )
         try:
             yield
         finally:
@@ -138,6 +147,7 @@ def login(client, email, password=PASSWORD):
 def as_user(client):
     def make(email):
         return Api(client, login(client, email))
+
     return make
 
 

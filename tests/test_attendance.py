@@ -3,9 +3,10 @@
 Dates: the seed marks every past weekday of the current term (period 0), so tests that need a clean
 slate use a period the seed never uses, or a weekend day inside the current term (never marked).
 """
+
 import textwrap
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import itsdangerous.timed
 import pytest
@@ -21,7 +22,9 @@ from tests.conftest import assert_problem
 from tests.embedded import run_embedded
 
 TODAY = date.today()
-LAST_SATURDAY = TODAY - timedelta(days=TODAY.weekday() + 2)  # inside the current term, never marked by the seed
+LAST_SATURDAY = TODAY - timedelta(
+    days=TODAY.weekday() + 2
+)  # inside the current term, never marked by the seed
 
 
 def roll_url(class_id, day):
@@ -50,16 +53,22 @@ def audit_entries(action=None):
 
 def mixed(ids):
     statuses = ["present", "absent", "late", "excused"]
-    return [{"student_id": sid, "status": statuses[i % 4], "note": "Bus was late" if i % 4 == 2 else None}
-            for i, sid in enumerate(ids)]
+    return [
+        {"student_id": sid, "status": statuses[i % 4], "note": "Bus was late" if i % 4 == 2 else None}
+        for i, sid in enumerate(ids)
+    ]
 
 
 def other_class_student(demo):
-    return db.session.execute(select(Enrolment.student_id).where(
-        Enrolment.class_id == demo["other_class_id"], Enrolment.end_date.is_(None)).limit(1)).scalar_one()
+    return db.session.execute(
+        select(Enrolment.student_id)
+        .where(Enrolment.class_id == demo["other_class_id"], Enrolment.end_date.is_(None))
+        .limit(1)
+    ).scalar_one()
 
 
 # --- PUT roll: idempotent, set-based, audited ------------------------------------------------------------
+
 
 def test_resending_a_roll_keeps_the_same_state_and_answer(teacher, demo):
     cid, day = demo["demo_class_id"], LAST_SATURDAY
@@ -81,14 +90,20 @@ def test_resending_a_roll_keeps_the_same_state_and_answer(teacher, demo):
     created = audit_entries("create")
     assert len(audit_entries()) - audit_before == len(ids)
     assert created[-1].changes["status"][0] is None and created[-1].changes["status"][1] in (
-        "present", "absent", "late", "excused")
+        "present",
+        "absent",
+        "late",
+        "excused",
+    )
 
     second = teacher.put(roll_url(cid, day), json=body)
     assert second.status_code == 200
     two = second.get_json()
     assert two["counts"] == {"created": 0, "updated": 0, "unchanged": len(ids)}
     assert {k: v for k, v in two.items() if k != "counts"} == {k: v for k, v in one.items() if k != "counts"}
-    assert {sid: (r.status, r.note, r.updated_at, r.marked_by_id) for sid, r in stored(cid, day, 3).items()} == state
+    assert {
+        sid: (r.status, r.note, r.updated_at, r.marked_by_id) for sid, r in stored(cid, day, 3).items()
+    } == state
     assert len(audit_entries()) - audit_before == len(ids)  # the resend appended nothing
     # and GET returns exactly the roll the PUT answered
     got = teacher.get(roll_url(cid, day) + "?period=3").get_json()
@@ -146,8 +161,13 @@ def test_get_lists_unmarked_students_with_status_null(teacher, demo):
     cid, day = demo["demo_class_id"], LAST_SATURDAY
     ids = roster(teacher, cid, day)
     marked = ids[:5]
-    assert teacher.put(roll_url(cid, day), json={"period": 6, "records": [
-        {"student_id": sid, "status": "absent"} for sid in marked]}).status_code == 200
+    assert (
+        teacher.put(
+            roll_url(cid, day),
+            json={"period": 6, "records": [{"student_id": sid, "status": "absent"} for sid in marked]},
+        ).status_code
+        == 200
+    )
     body = teacher.get(roll_url(cid, day) + "?period=6").get_json()
     assert sorted(s["student_id"] for s in body["students"]) == sorted(ids)
     for s in body["students"]:
@@ -155,8 +175,14 @@ def test_get_lists_unmarked_students_with_status_null(teacher, demo):
             assert s["status"] == "absent" and s["marked_by"] and s["marked_at"]
         else:
             assert s["status"] is None and s["source"] is None and s["marked_by"] is None
-    assert body["totals"] == {"present": 0, "absent": 5, "late": 0, "excused": 0, "unmarked": len(ids) - 5,
-                              "enrolled": len(ids)}
+    assert body["totals"] == {
+        "present": 0,
+        "absent": 5,
+        "late": 0,
+        "excused": 0,
+        "unmarked": len(ids) - 5,
+        "enrolled": len(ids),
+    }
 
 
 def test_the_seeded_day_roll_is_fully_marked(teacher, demo):
@@ -168,8 +194,10 @@ def test_the_seeded_day_roll_is_fully_marked(teacher, demo):
 def test_a_subject_roll_is_separate_from_the_day_roll(teacher, demo):
     cid, day, subject = demo["demo_class_id"], LAST_SATURDAY, demo["demo_subject_id"]
     ids = roster(teacher, cid, day, period=0)
-    resp = teacher.put(roll_url(cid, day), json={"subject_id": subject, "records": [
-        {"student_id": ids[0], "status": "late"}]})
+    resp = teacher.put(
+        roll_url(cid, day),
+        json={"subject_id": subject, "records": [{"student_id": ids[0], "status": "late"}]},
+    )
     assert resp.status_code == 200 and resp.get_json()["subject_id"] == subject
     assert teacher.get(roll_url(cid, day) + f"?subject_id={subject}").get_json()["totals"]["late"] == 1
     day_roll = teacher.get(roll_url(cid, day)).get_json()
@@ -178,20 +206,43 @@ def test_a_subject_roll_is_separate_from_the_day_roll(teacher, demo):
 
 # --- PUT roll: bad input is rejected whole ---------------------------------------------------------------
 
+
 def _new_student(demo, adm, start, end=None):
-    student = Student(institution_id=demo["demo_institution_id"], admission_number=adm, first_name="Test",
-                      last_name="Pupil")
+    student = Student(
+        institution_id=demo["demo_institution_id"], admission_number=adm, first_name="Test", last_name="Pupil"
+    )
     db.session.add(student)
     db.session.flush()
-    db.session.add(Enrolment(institution_id=demo["demo_institution_id"], student_id=student.id,
-                             class_id=demo["demo_class_id"], start_date=start, end_date=end))
+    db.session.add(
+        Enrolment(
+            institution_id=demo["demo_institution_id"],
+            student_id=student.id,
+            class_id=demo["demo_class_id"],
+            start_date=start,
+            end_date=end,
+        )
+    )
     db.session.flush()
     return student.id
 
 
-@pytest.mark.parametrize("case", ["other_class", "joined_later", "left_before", "duplicate", "bad_status",
-                                  "future", "outside_terms", "subject_not_taught", "unknown_field",
-                                  "bad_period", "bad_date", "empty"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "other_class",
+        "joined_later",
+        "left_before",
+        "duplicate",
+        "bad_status",
+        "future",
+        "outside_terms",
+        "subject_not_taught",
+        "unknown_field",
+        "bad_period",
+        "bad_date",
+        "empty",
+    ],
+)
 def test_a_bad_roll_is_rejected_whole_and_nothing_is_written(teacher, demo, case):
     cid = demo["demo_class_id"]
     day = LAST_SATURDAY
@@ -202,7 +253,9 @@ def test_a_bad_roll_is_rejected_whole_and_nothing_is_written(teacher, demo, case
         records.append({"student_id": other_class_student(demo), "status": "present"})
         field, words = "records[4].student_id", f"not enrolled in this class on {day}"
     elif case == "joined_later":
-        records.append({"student_id": _new_student(demo, "ATT-LATE", day + timedelta(days=1)), "status": "late"})
+        records.append(
+            {"student_id": _new_student(demo, "ATT-LATE", day + timedelta(days=1)), "status": "late"}
+        )
         field, words = "records[4].student_id", "not enrolled"
     elif case == "left_before":
         sid = _new_student(demo, "ATT-LEFT", day - timedelta(days=30), day - timedelta(days=1))
@@ -246,13 +299,22 @@ def test_a_bad_roll_is_rejected_whole_and_nothing_is_written(teacher, demo, case
 def test_every_problem_in_a_roll_is_reported_at_once(teacher, demo):
     cid, day = demo["demo_class_id"], LAST_SATURDAY
     ids = roster(teacher, cid, day)
-    resp = teacher.put(roll_url(cid, day), json={"subject_id": 999999, "records": [
-        {"student_id": ids[0], "status": "present"}, {"student_id": other_class_student(demo), "status": "absent"},
-        {"student_id": ids[0], "status": "late"}]})
+    resp = teacher.put(
+        roll_url(cid, day),
+        json={
+            "subject_id": 999999,
+            "records": [
+                {"student_id": ids[0], "status": "present"},
+                {"student_id": other_class_student(demo), "status": "absent"},
+                {"student_id": ids[0], "status": "late"},
+            ],
+        },
+    )
     assert_problem(resp, 422, "subject_id", "records[1].student_id", "records[2].student_id")
 
 
 # --- who may take and read a roll ------------------------------------------------------------------------
+
 
 def test_roll_permissions(teacher, admin, guardian, student, accountant, demo):
     cid, other, day = demo["demo_class_id"], demo["other_class_id"], LAST_SATURDAY
@@ -262,8 +324,13 @@ def test_roll_permissions(teacher, admin, guardian, student, accountant, demo):
     assert stored(other, day) == {}
     for api in (guardian, student, accountant):
         assert_problem(api.get(roll_url(cid, day)), 403)
-        assert_problem(api.put(roll_url(cid, day), json={"records": [
-            {"student_id": demo["demo_student_id"], "status": "present"}]}), 403)
+        assert_problem(
+            api.put(
+                roll_url(cid, day),
+                json={"records": [{"student_id": demo["demo_student_id"], "status": "present"}]},
+            ),
+            403,
+        )
     assert stored(cid, day) == {}
     assert admin.put(roll_url(other, day), json=body).status_code == 200  # admins take any class's roll
     assert_problem(admin.get(roll_url(999999, day)), 404)
@@ -284,20 +351,36 @@ def test_idempotency_key_replays_the_first_answer(teacher, demo):
     assert len(audit_entries()) == audit_after_first
     body["records"][0]["status"] = "excused" if body["records"][0]["status"] != "excused" else "present"
     assert_problem(teacher.put(roll_url(cid, day), json=body, headers=headers), 409)
-    assert_problem(teacher.put(roll_url(cid, day), json=body, headers={"Idempotency-Key": "x" * 201}), 422,
-                   "Idempotency-Key")
+    assert_problem(
+        teacher.put(roll_url(cid, day), json=body, headers={"Idempotency-Key": "x" * 201}),
+        422,
+        "Idempotency-Key",
+    )
 
 
 # --- a student's history -----------------------------------------------------------------------------------
 
+
 def test_history_totals_and_rate_match_hand_computed_values(teacher, admin, demo):
     cid, sid = demo["demo_class_id"], demo["demo_student_id"]
     sat, sun = LAST_SATURDAY, LAST_SATURDAY + timedelta(days=1)
-    plan = {(sat, 1): "present", (sat, 2): "late", (sat, 3): "absent",
-            (sun, 1): "present", (sun, 2): "present", (sun, 3): "excused", (sun, 4): "absent"}
+    plan = {
+        (sat, 1): "present",
+        (sat, 2): "late",
+        (sat, 3): "absent",
+        (sun, 1): "present",
+        (sun, 2): "present",
+        (sun, 3): "excused",
+        (sun, 4): "absent",
+    }
     for (day, period), status in plan.items():
-        assert teacher.put(roll_url(cid, day), json={"period": period, "records": [
-            {"student_id": sid, "status": status}]}).status_code == 200
+        assert (
+            teacher.put(
+                roll_url(cid, day),
+                json={"period": period, "records": [{"student_id": sid, "status": status}]},
+            ).status_code
+            == 200
+        )
 
     url = f"/students/{sid}/attendance?from={sat}&to={sun}"
     body = admin.get(url).get_json()
@@ -314,7 +397,8 @@ def test_history_totals_and_rate_match_hand_computed_values(teacher, admin, demo
     assert len(seen) == 7 and len({r["id"] for r in seen}) == 7
     assert [r["date"] for r in seen] == [sun.isoformat()] * 4 + [sat.isoformat()] * 3  # newest first
     assert {(r["date"], r["period"], r["status"]) for r in seen} == {
-        (d.isoformat(), p, s) for (d, p), s in plan.items()}
+        (d.isoformat(), p, s) for (d, p), s in plan.items()
+    }
 
     only_sat = admin.get(f"/students/{sid}/attendance?from={sat}&to={sat}").get_json()
     assert only_sat["totals"]["marked"] == 3 and only_sat["rate"] == 66.7  # 2 / 3, half up
@@ -338,8 +422,9 @@ def test_history_is_cached_and_a_changed_roll_is_seen_at_once(teacher, admin, de
 
 
 def test_history_rate_is_null_when_nothing_is_marked(admin, demo):
-    body = admin.get(f"/students/{demo['demo_student_id']}/attendance"
-                     f"?from={LAST_SATURDAY}&to={LAST_SATURDAY}").get_json()
+    body = admin.get(
+        f"/students/{demo['demo_student_id']}/attendance?from={LAST_SATURDAY}&to={LAST_SATURDAY}"
+    ).get_json()
     assert body["data"] == [] and body["totals"]["marked"] == 0 and body["rate"] is None
 
 
@@ -363,23 +448,40 @@ def test_history_is_visible_only_within_scope(guardian, student, teacher, accoun
 
 # --- daily summary -----------------------------------------------------------------------------------------
 
+
 def test_daily_summary_per_class_and_for_the_school(teacher, admin, demo):
     cid, day = demo["demo_class_id"], LAST_SATURDAY - timedelta(days=7)
     ids = roster(teacher, cid, day)
     n = len(ids)
     statuses = ["absent"] * 3 + ["late", "excused"] + ["present"] * (n - 7)  # the last two stay unmarked
-    assert teacher.put(roll_url(cid, day), json={"records": [
-        {"student_id": sid, "status": st} for sid, st in zip(ids, statuses)]}).status_code == 200
+    assert (
+        teacher.put(
+            roll_url(cid, day),
+            json={"records": [{"student_id": sid, "status": st} for sid, st in zip(ids, statuses)]},
+        ).status_code
+        == 200
+    )
 
     body = admin.get(f"/attendance/summary?date={day}").get_json()
     row = next(c for c in body["classes"] if c["class_id"] == cid)
-    assert row == {"class_id": cid, "name": row["name"], "present": n - 7, "absent": 3, "late": 1, "excused": 1,
-                   "marked": n - 2, "enrolled": n, "unmarked": 2,
-                   "rate": round((n - 7 + 1) * 100 / (n - 2) + 1e-9, 1)}
+    assert row == {
+        "class_id": cid,
+        "name": row["name"],
+        "present": n - 7,
+        "absent": 3,
+        "late": 1,
+        "excused": 1,
+        "marked": n - 2,
+        "enrolled": n,
+        "unmarked": 2,
+        "rate": round((n - 7 + 1) * 100 / (n - 2) + 1e-9, 1),
+    }
     school = body["school"]
     assert school["marked"] == n - 2 and school["absent"] == 3
     assert school["enrolled"] == sum(c["enrolled"] for c in body["classes"]) > n
-    assert len(body["classes"]) == 20 and all(c["marked"] == 0 for c in body["classes"] if c["class_id"] != cid)
+    assert len(body["classes"]) == 20 and all(
+        c["marked"] == 0 for c in body["classes"] if c["class_id"] != cid
+    )
 
     only = admin.get(f"/attendance/summary?date={day}&class_id={cid}").get_json()
     assert [c["class_id"] for c in only["classes"]] == [cid] and only["school"]["enrolled"] == n
@@ -405,6 +507,7 @@ def test_daily_summary_of_a_seeded_school_day_is_fully_marked(admin):
 
 # --- chronic absentees ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def absentee_weekend(teacher, demo):
     """A weekend inside the term with only these marks: A absent twice, B present then absent,
@@ -416,8 +519,13 @@ def absentee_weekend(teacher, demo):
     a, b, c = ids[:3]
     plan = {sat: {a: "absent", b: "present", c: "late"}, sun: {a: "absent", b: "absent", c: "present"}}
     for day, special in plan.items():
-        assert teacher.put(roll_url(cid, day), json={"records": [
-            {"student_id": sid, "status": special.get(sid, "present")} for sid in ids]}).status_code == 200
+        assert (
+            teacher.put(
+                roll_url(cid, day),
+                json={"records": [{"student_id": sid, "status": special.get(sid, "present")} for sid in ids]},
+            ).status_code
+            == 200
+        )
     return sat, sun, a, b
 
 
@@ -427,10 +535,17 @@ def test_chronic_absentees_lowest_rate_first(admin, absentee_weekend):
     assert body["threshold"] == 90 and body["from"] == sat.isoformat() and body["to"] == sun.isoformat()
     assert [(r["student_id"], r["rate"]) for r in body["data"]] == [(a, 0.0), (b, 50.0)]
     assert {k: body["data"][1][k] for k in ("present", "absent", "late", "excused", "marked")} == {
-        "present": 1, "absent": 1, "late": 0, "excused": 0, "marked": 2}
+        "present": 1,
+        "absent": 1,
+        "late": 0,
+        "excused": 0,
+        "marked": 2,
+    }
     low = admin.get(f"/attendance/chronic-absentees?from={sat}&to={sun}&threshold=40").get_json()["data"]
     assert [r["student_id"] for r in low] == [a]
-    everyone_below_full = admin.get(f"/attendance/chronic-absentees?from={sat}&to={sun}&threshold=100").get_json()
+    everyone_below_full = admin.get(
+        f"/attendance/chronic-absentees?from={sat}&to={sun}&threshold=100"
+    ).get_json()
     assert [r["student_id"] for r in everyone_below_full["data"]] == [a, b]  # late counts as attended
 
 
@@ -451,7 +566,9 @@ def test_chronic_absentees_pages_with_a_cursor(admin, absentee_weekend):
     assert_problem(admin.get(url + "&cursor=nonsense"), 422, "cursor")
 
 
-def test_chronic_absentees_bad_input_and_roles(admin, teacher, guardian, student, accountant, absentee_weekend):
+def test_chronic_absentees_bad_input_and_roles(
+    admin, teacher, guardian, student, accountant, absentee_weekend
+):
     sat, sun, a, b = absentee_weekend
     base = f"/attendance/chronic-absentees?from={sat}&to={sun}"
     for bad in ("abc", "101", "-1", "90.55"):
@@ -465,6 +582,7 @@ def test_chronic_absentees_bad_input_and_roles(admin, teacher, guardian, student
 
 # --- QR check-in -------------------------------------------------------------------------------------------
 
+
 def open_session(api, class_id, **body):
     resp = api.post(f"/classes/{class_id}/attendance-sessions", json=body)
     assert resp.status_code == 201, resp.get_json()
@@ -475,13 +593,18 @@ def test_qr_token_checks_a_student_in_once(teacher, student, admin, demo):
     cid, sid = demo["demo_class_id"], demo["demo_student_id"]
     session = open_session(teacher, cid, period=9, minutes=10)
     assert session["token"] and session["qr_svg"].startswith("<svg") and "</svg>" in session["qr_svg"]
-    opened, expires = (datetime.fromisoformat(session[k].replace("Z", "+00:00")) for k in ("opened_at",
-                                                                                          "expires_at"))
+    opened, expires = (
+        datetime.fromisoformat(session[k].replace("Z", "+00:00")) for k in ("opened_at", "expires_at")
+    )
     assert expires - opened == timedelta(minutes=10) and session["checked_in"] == 0
     day = session["date"]
     # the teacher had marked the student absent for that lesson; scanning the code corrects it
-    assert teacher.put(roll_url(cid, day), json={"period": 9, "records": [
-        {"student_id": sid, "status": "absent"}]}).status_code == 200
+    assert (
+        teacher.put(
+            roll_url(cid, day), json={"period": 9, "records": [{"student_id": sid, "status": "absent"}]}
+        ).status_code
+        == 200
+    )
     audit_before = len(audit_entries())
 
     resp = student.post("/attendance/check-in", json={"token": session["token"]})
@@ -496,8 +619,12 @@ def test_qr_token_checks_a_student_in_once(teacher, student, admin, demo):
 
     again = assert_problem(student.post("/attendance/check-in", json={"token": session["token"]}), 409)
     assert "already checked in" in again["detail"]
-    assert db.session.execute(select(func.count()).where(AttendanceCheckin.session_id == session["id"])
-                              ).scalar_one() == 1
+    assert (
+        db.session.execute(
+            select(func.count()).where(AttendanceCheckin.session_id == session["id"])
+        ).scalar_one()
+        == 1
+    )
     assert len(audit_entries()) == audit_before + 1
 
     detail = teacher.get(f"/attendance-sessions/{session['id']}").get_json()
@@ -508,13 +635,20 @@ def test_qr_token_checks_a_student_in_once(teacher, student, admin, demo):
 def test_opening_a_session_rules(teacher, admin, guardian, student, demo):
     assert_problem(teacher.post(f"/classes/{demo['other_class_id']}/attendance-sessions", json={}), 404)
     assert_problem(student.post(f"/classes/{demo['demo_class_id']}/attendance-sessions", json={}), 403)
-    assert_problem(teacher.post(f"/classes/{demo['demo_class_id']}/attendance-sessions",
-                                json={"minutes": 61}), 422, "minutes")
-    assert_problem(teacher.post(f"/classes/{demo['demo_class_id']}/attendance-sessions",
-                                json={"subject_id": 999999}), 422, "subject_id")
+    assert_problem(
+        teacher.post(f"/classes/{demo['demo_class_id']}/attendance-sessions", json={"minutes": 61}),
+        422,
+        "minutes",
+    )
+    assert_problem(
+        teacher.post(f"/classes/{demo['demo_class_id']}/attendance-sessions", json={"subject_id": 999999}),
+        422,
+        "subject_id",
+    )
     session = open_session(teacher, demo["demo_class_id"], subject_id=demo["demo_subject_id"])
-    default = datetime.fromisoformat(session["expires_at"].replace("Z", "+00:00")) - \
-        datetime.fromisoformat(session["opened_at"].replace("Z", "+00:00"))
+    default = datetime.fromisoformat(session["expires_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        session["opened_at"].replace("Z", "+00:00")
+    )
     assert default == timedelta(minutes=5) and session["subject_id"] == demo["demo_subject_id"]
     other = open_session(admin, demo["other_class_id"])
     assert_problem(teacher.get(f"/attendance-sessions/{other['id']}"), 404)
@@ -522,11 +656,19 @@ def test_opening_a_session_rules(teacher, admin, guardian, student, demo):
 
 
 def _session_row(class_id, institution_id, minutes_left=5):
-    now = datetime.now(timezone.utc)
-    return db.session.execute(insert(AttendanceSession).values(
-        institution_id=institution_id, class_id=class_id, period=0, date=TODAY,
-        opened_at=now - timedelta(minutes=30), expires_at=now + timedelta(minutes=minutes_left))
-        .returning(AttendanceSession.id)).scalar_one()
+    now = datetime.now(UTC)
+    return db.session.execute(
+        insert(AttendanceSession)
+        .values(
+            institution_id=institution_id,
+            class_id=class_id,
+            period=0,
+            date=TODAY,
+            opened_at=now - timedelta(minutes=30),
+            expires_at=now + timedelta(minutes=minutes_left),
+        )
+        .returning(AttendanceSession.id)
+    ).scalar_one()
 
 
 def test_expired_tampered_and_foreign_tokens_get_clear_problems(student, teacher, demo, monkeypatch):
@@ -542,18 +684,24 @@ def test_expired_tampered_and_foreign_tokens_get_clear_problems(student, teacher
     monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: int(now) - 2 * 3600)
     old_signature = services._serializer().dumps({"s": live["id"], "i": demo["demo_institution_id"]})
     monkeypatch.undo()
-    assert "expired" in assert_problem(student.post("/attendance/check-in", json={"token": old_signature}),
-                                       410)["detail"]
+    assert (
+        "expired"
+        in assert_problem(student.post("/attendance/check-in", json={"token": old_signature}), 410)["detail"]
+    )
 
     tampered = live["token"][:-2] + ("AA" if not live["token"].endswith("AA") else "BB")
     assert_problem(student.post("/attendance/check-in", json={"token": tampered}), 422, "token")
     forged = services.URLSafeTimedSerializer("not-our-key", salt="attendance-qr").dumps(
-        {"s": live["id"], "i": demo["demo_institution_id"]})
+        {"s": live["id"], "i": demo["demo_institution_id"]}
+    )
     assert_problem(student.post("/attendance/check-in", json={"token": forged}), 422, "token")
     assert_problem(student.post("/attendance/check-in", json={"token": ""}), 422, "token")
 
     hill = _session_row(demo["hillside_class_id"], demo["hillside_institution_id"])
-    for payload in ({"s": hill, "i": demo["hillside_institution_id"]}, {"s": hill, "i": demo["demo_institution_id"]}):
+    for payload in (
+        {"s": hill, "i": demo["hillside_institution_id"]},
+        {"s": hill, "i": demo["demo_institution_id"]},
+    ):
         foreign = services._serializer().dumps(payload)
         assert_problem(student.post("/attendance/check-in", json={"token": foreign}), 404)
 
@@ -563,7 +711,9 @@ def test_expired_tampered_and_foreign_tokens_get_clear_problems(student, teacher
     assert "not enrolled" in body["detail"]
 
     assert_problem(teacher.post("/attendance/check-in", json={"token": live["token"]}), 403)
-    assert db.session.execute(select(func.count()).where(AttendanceCheckin.student_id == sid)).scalar_one() == 0
+    assert (
+        db.session.execute(select(func.count()).where(AttendanceCheckin.student_id == sid)).scalar_one() == 0
+    )
 
 
 # --- the embedded default (SQLite) runs the same upsert ----------------------------------------------------

@@ -9,9 +9,8 @@ from tests.conftest import assert_problem
 def test_audit_rows_cannot_be_changed_or_deleted(admin):
     admin.patch("/institution", json={"phone": "123"})
     for stmt in ("UPDATE audit_log SET action = 'x'", "DELETE FROM audit_log"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with db.session.begin_nested():
-                db.session.execute(text(stmt))
+        with pytest.raises(DBAPIError, match="append-only"), db.session.begin_nested():
+            db.session.execute(text(stmt))
 
 
 def test_audit_entries_carry_request_id_actor_and_changes(admin):

@@ -14,7 +14,10 @@ def test_login_gives_tokens_and_me_shows_role_and_links(client, demo):
     assert me["role"] == "teacher" and me["teacher_id"] == demo["demo_teacher_id"]
     assert me["student_id"] is None and me["guardian_id"] is None
 
-    for email, key in (("guardian@demo-academy.test", "guardian_id"), ("student@demo-academy.test", "student_id")):
+    for email, key in (
+        ("guardian@demo-academy.test", "guardian_id"),
+        ("student@demo-academy.test", "student_id"),
+    ):
         me = Api(client, login(client, email)).get("/auth/me").get_json()
         assert me[key] is not None and me["role"] == key.split("_")[0]
 
@@ -28,8 +31,11 @@ def test_wrong_password_is_401_problem_and_audited(client, demo):
     assert_problem(resp, 401)
     resp = client.post("/api/v1/auth/login", json={"email": "nobody@nowhere.test", "password": "nope"})
     assert_problem(resp, 401)
-    rows = db.session.query(AuditEntry).filter_by(action="login_failed",
-                                                  institution_id=demo["demo_institution_id"]).all()
+    rows = (
+        db.session.query(AuditEntry)
+        .filter_by(action="login_failed", institution_id=demo["demo_institution_id"])
+        .all()
+    )
     assert len(rows) == 1
 
 
@@ -39,8 +45,15 @@ def test_missing_or_bad_token_is_401(client):
 
 
 def test_unsigned_or_foreign_algorithm_token_is_refused(client, app):
-    claims = {"sub": "1", "ins": 1, "role": "admin", "sid": "x", "typ": "access",
-              "iat": int(time.time()), "exp": int(time.time()) + 600}
+    claims = {
+        "sub": "1",
+        "ins": 1,
+        "role": "admin",
+        "sid": "x",
+        "typ": "access",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 600,
+    }
     none_token = jwt.encode(claims, key=None, algorithm="none")
     assert_problem(client.get("/api/v1/students", headers={"Authorization": f"Bearer {none_token}"}), 401)
     forged = jwt.encode(claims, "some-other-secret-that-is-long-enough-000", algorithm="HS256")
@@ -83,8 +96,11 @@ def test_logout_ends_access_and_refresh_tokens_at_once(client):
 def test_password_change_ends_other_sessions(client):
     a = Api(client, login(client, "accountant@demo-academy.test"))
     b = Api(client, login(client, "accountant@demo-academy.test"))
-    assert_problem(a.post("/auth/password", json={"current_password": "wrong", "new_password": "x" * 12}),
-                   422, "current_password")
+    assert_problem(
+        a.post("/auth/password", json={"current_password": "wrong", "new_password": "x" * 12}),
+        422,
+        "current_password",
+    )
     resp = a.post("/auth/password", json={"current_password": PASSWORD, "new_password": "a-new-password-123"})
     assert resp.status_code == 204
     assert a.get("/auth/me").status_code == 200
@@ -106,6 +122,7 @@ def test_own_role_is_read_only(admin):
 
 def test_passwords_are_stored_as_argon2id(demo):
     from app.people.models import User
+
     user = db.session.query(User).filter_by(email="admin@demo-academy.test").one()
     assert user.password_hash.startswith("$argon2id$")
 

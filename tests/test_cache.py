@@ -1,5 +1,6 @@
 """Response cache: tenant- and caller-safe keys, ETags, and no stale read after an acknowledged write,
 across two app processes."""
+
 import json
 import os
 import socket
@@ -63,6 +64,7 @@ def test_etag_and_304(admin, demo):
 def test_concurrent_misses_compute_once(app, admin, monkeypatch):
     """Stampede guard: while one request computes a key, the others wait for its answer."""
     from app.people import routes
+
     calls = []
     original = routes.students.base
 
@@ -70,11 +72,13 @@ def test_concurrent_misses_compute_once(app, admin, monkeypatch):
         calls.append(1)
         time.sleep(0.2)
         return original()
+
     monkeypatch.setattr(routes.students, "base", slow_base)
     results = []
 
     def hit():
         results.append(admin.get("/students?limit=3").headers["X-Cache"])
+
     threads = [threading.Thread(target=hit) for _ in range(4)]
     for t in threads:
         t.start()
@@ -85,15 +89,21 @@ def test_concurrent_misses_compute_once(app, admin, monkeypatch):
 
 def test_cache_down_still_answers(demo):
     from app import create_app
+
     app = create_app("testing", REDIS_URL="redis://127.0.0.1:1/0")
     c = app.test_client()
-    tokens = c.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": PASSWORD}).get_json()
-    resp = c.get(f"/api/v1/students/{demo['demo_student_id']}",
-                 headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    tokens = c.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": PASSWORD}
+    ).get_json()
+    resp = c.get(
+        f"/api/v1/students/{demo['demo_student_id']}",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
     assert resp.status_code == 200
 
 
 # --- two real app processes sharing PostgreSQL and Redis -----------------------------------------
+
 
 def _free_port():
     with socket.socket() as s:
@@ -102,9 +112,15 @@ def _free_port():
 
 
 def _call(base, method, path, token=None, body=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json",
-                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    req = urllib.request.Request(
+        base + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")
@@ -119,8 +135,15 @@ def two_servers(app):
     procs, bases = [], []
     for _ in range(2):
         port = _free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port)],
-                                      cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port)],
+                cwd=root,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         bases.append(f"http://127.0.0.1:{port}")
     try:
         for base in bases:
@@ -141,8 +164,9 @@ def two_servers(app):
 
 def test_no_stale_read_after_a_write_in_another_process(two_servers, demo):
     a, b = two_servers
-    _, _, tokens = _call(a, "POST", "/api/v1/auth/login",
-                         body={"email": "admin@demo-academy.test", "password": PASSWORD})
+    _, _, tokens = _call(
+        a, "POST", "/api/v1/auth/login", body={"email": "admin@demo-academy.test", "password": PASSWORD}
+    )
     token = tokens["access_token"]
     path = f"/api/v1/students/{demo['demo_student_id']}"
     _, _, original = _call(b, "GET", path, token)
@@ -160,6 +184,7 @@ def test_no_stale_read_after_a_write_in_another_process(two_servers, demo):
 
 def test_a_logged_out_session_cannot_read_cached_data(client, demo):
     from tests.conftest import Api, login
+
     api = Api(client, login(client, "admin@demo-academy.test"))
     path = f"/students/{demo['demo_student_id']}"
     api.get(path)
@@ -173,6 +198,7 @@ def test_a_logged_out_session_cannot_read_cached_data(client, demo):
 
 def test_warming_fills_the_keys_real_requests_use(app, admin, demo):
     from app.core.caching import warm_institution
+
     path = f"/classes/{demo['demo_class_id']}/students?limit=50"
     with app.app_context():
         filled = warm_institution(demo["demo_institution_id"])

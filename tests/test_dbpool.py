@@ -1,5 +1,6 @@
 """Dead pooled connections (app/core/dbpool.py): a connection killed while idle in the pool is replaced
 at checkout, not handed to a request."""
+
 import time
 
 import psycopg2
@@ -48,7 +49,6 @@ def test_without_the_idle_ping_the_dead_connection_would_be_served():
         engine = db.engine
         _kill_idle_pooled_connection(engine)
         time.sleep(0.3)
-        with pytest.raises(OperationalError):
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1").scalar()
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1").scalar()
         engine.dispose()

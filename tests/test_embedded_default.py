@@ -1,6 +1,7 @@
 """Smoke test of the embedded default users run with `make run`: no DATABASE_URL, no REDIS_URL
 (an SQLite file under instance/, in-process cache and limiter). Runs in a child process so its
 settings cannot leak into the PostgreSQL-backed suite."""
+
 import textwrap
 
 from tests.embedded import run_embedded

@@ -14,7 +14,9 @@ def test_405_names_allowed_methods(admin):
 
 
 def test_415_when_body_is_not_json(admin):
-    resp = admin.post("/students", data="admission_number=1", content_type="application/x-www-form-urlencoded")
+    resp = admin.post(
+        "/students", data="admission_number=1", content_type="application/x-www-form-urlencoded"
+    )
     assert_problem(resp, 415)
 
 
@@ -30,8 +32,14 @@ def test_413_on_oversized_body(app, admin):
 
 
 def test_unknown_and_read_only_fields_are_named(admin):
-    body = {"admission_number": "NEW-1", "first_name": "A", "last_name": "B", "nickname": "x",
-            "id": 5, "institution_id": 2}
+    body = {
+        "admission_number": "NEW-1",
+        "first_name": "A",
+        "last_name": "B",
+        "nickname": "x",
+        "id": 5,
+        "institution_id": 2,
+    }
     problem = assert_problem(admin.post("/students", json=body), 422, "nickname", "id", "institution_id")
     assert problem["errors"]["nickname"] == "is not a known field"
     assert problem["errors"]["id"] == "is read-only"
@@ -39,8 +47,13 @@ def test_unknown_and_read_only_fields_are_named(admin):
 
 
 def test_missing_and_invalid_fields_are_named(admin):
-    problem = assert_problem(admin.post("/students", json={"first_name": "A", "date_of_birth": "yesterday"}),
-                             422, "admission_number", "last_name", "date_of_birth")
+    problem = assert_problem(
+        admin.post("/students", json={"first_name": "A", "date_of_birth": "yesterday"}),
+        422,
+        "admission_number",
+        "last_name",
+        "date_of_birth",
+    )
     assert problem["errors"]["admission_number"] == "is required"
 
 
@@ -60,6 +73,7 @@ def test_production_500_hides_internals(monkeypatch):
     @app.get("/boom")
     def boom():
         raise RuntimeError("SELECT secret FROM users -- internal detail")
+
     boom.is_public = True
 
     resp = app.test_client().get("/boom")
@@ -72,5 +86,6 @@ def test_production_500_hides_internals(monkeypatch):
 def test_production_refuses_weak_secret(monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "change-me")
     import pytest
+
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app("production")

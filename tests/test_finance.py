@@ -4,7 +4,8 @@ Most tests bill a fresh term (so the seeded invoices of the current term stay ou
 fresh pupil enrolled in the demo class, whose figures are computed by hand below:
   Tuition 1500.00 (everyone) + Science lab 250.50 (grade 7) + Class trip 99.99 (the demo class) = 1850.49
 """
-from datetime import date, datetime, timedelta, timezone
+
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -27,28 +28,46 @@ def scalar(stmt):
 
 
 def enrolled_in(class_ids):
-    return scalar(select(func.count()).select_from(Enrolment).where(
-        Enrolment.class_id.in_(class_ids), Enrolment.end_date.is_(None)))
+    return scalar(
+        select(func.count())
+        .select_from(Enrolment)
+        .where(Enrolment.class_id.in_(class_ids), Enrolment.end_date.is_(None))
+    )
 
 
 @pytest.fixture
 def term(admin, demo):
     today = date.today()
-    resp = admin.post("/terms", json={"academic_year_id": demo["demo_academic_year_id"], "name": "Finance term",
-                                      "start_date": str(today - timedelta(days=7)),
-                                      "end_date": str(today + timedelta(days=60))})
+    resp = admin.post(
+        "/terms",
+        json={
+            "academic_year_id": demo["demo_academic_year_id"],
+            "name": "Finance term",
+            "start_date": str(today - timedelta(days=7)),
+            "end_date": str(today + timedelta(days=60)),
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["id"]
 
 
 @pytest.fixture
 def pupil(admin, demo):
-    resp = admin.post("/students", json={"admission_number": "FIN-0001", "first_name": "Wanjiru",
-                                         "last_name": "Kamau", "grade_level": 7})
+    resp = admin.post(
+        "/students",
+        json={
+            "admission_number": "FIN-0001",
+            "first_name": "Wanjiru",
+            "last_name": "Kamau",
+            "grade_level": 7,
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     sid = resp.get_json()["id"]
-    resp = admin.post("/enrolments", json={"student_id": sid, "class_id": demo["demo_class_id"],
-                                           "start_date": str(date.today())})
+    resp = admin.post(
+        "/enrolments",
+        json={"student_id": sid, "class_id": demo["demo_class_id"], "start_date": str(date.today())},
+    )
     assert resp.status_code == 201, resp.get_json()
     return sid
 
@@ -56,11 +75,22 @@ def pupil(admin, demo):
 @pytest.fixture
 def categories(accountant, term, demo):
     made = {}
-    for name, amount, scope in [("Tuition", "1500.00", {}), ("Science lab", "250.5", {"grade_level": 7}),
-                                ("Class trip", "99.99", {"class_id": demo["demo_class_id"]}),
-                                ("Grade 3 books", "1000", {"grade_level": 3})]:
-        resp = accountant.post("/fee-categories", json={"term_id": term, "name": name, "amount": amount,
-                                                        "due_date": str(date.today() + timedelta(days=30)), **scope})
+    for name, amount, scope in [
+        ("Tuition", "1500.00", {}),
+        ("Science lab", "250.5", {"grade_level": 7}),
+        ("Class trip", "99.99", {"class_id": demo["demo_class_id"]}),
+        ("Grade 3 books", "1000", {"grade_level": 3}),
+    ]:
+        resp = accountant.post(
+            "/fee-categories",
+            json={
+                "term_id": term,
+                "name": name,
+                "amount": amount,
+                "due_date": str(date.today() + timedelta(days=30)),
+                **scope,
+            },
+        )
         assert resp.status_code == 201, resp.get_json()
         made[name] = resp.get_json()
     return made
@@ -77,7 +107,13 @@ def billed(accountant, term, categories, pupil, demo):
 
 
 def pay(api, student_id, amount, reference, invoice_id=None, **extra):
-    body = {"student_id": student_id, "amount": amount, "method": "mobile_money", "reference": reference, **extra}
+    body = {
+        "student_id": student_id,
+        "amount": amount,
+        "method": "mobile_money",
+        "reference": reference,
+        **extra,
+    }
     if invoice_id is not None:
         body["invoice_id"] = invoice_id
     return api.post("/payments", json=body)
@@ -88,6 +124,7 @@ def payments_of(student_id):
 
 
 # -- fee categories ----------------------------------------------------------------------------------
+
 
 def test_fee_categories_are_crud_with_decimal_string_amounts(accountant, admin, term, demo):
     resp = accountant.post("/fee-categories", json={"term_id": term, "name": "Tuition", "amount": "1500"})
@@ -100,16 +137,27 @@ def test_fee_categories_are_crud_with_decimal_string_amounts(accountant, admin, 
     assert [(c["id"], c["amount"], c["grade_level"]) for c in listed] == [(cat["id"], "1600.50", 4)]
     assert accountant.delete(f"/fee-categories/{cat['id']}").status_code == 204
     assert_problem(accountant.get(f"/fee-categories/{cat['id']}"), 404)
-    audit = scalar(select(func.count()).select_from(AuditEntry).where(
-        AuditEntry.entity_type == "fee_category", AuditEntry.entity_id == str(cat["id"])))
+    audit = scalar(
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.entity_type == "fee_category", AuditEntry.entity_id == str(cat["id"]))
+    )
     assert audit == 3
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"amount": "12.345"}, "amount"), ({"amount": "-5"}, "amount"), ({"amount": "abc"}, "amount"),
-    ({"amount": 12.5}, "amount"), ({"amount_minor": 100}, "amount_minor"), ({"name": ""}, "name"),
-    ({"grade_level": 7, "class_id": "CLASS"}, "class_id"), ({"term_id": 999999999}, "term_id"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"amount": "12.345"}, "amount"),
+        ({"amount": "-5"}, "amount"),
+        ({"amount": "abc"}, "amount"),
+        ({"amount": 12.5}, "amount"),
+        ({"amount_minor": 100}, "amount_minor"),
+        ({"name": ""}, "name"),
+        ({"grade_level": 7, "class_id": "CLASS"}, "class_id"),
+        ({"term_id": 999999999}, "term_id"),
+    ],
+)
 def test_fee_category_bad_input_is_422_and_nothing_is_written(accountant, term, demo, body, field):
     if body.get("class_id") == "CLASS":
         body = {**body, "class_id": demo["demo_class_id"]}
@@ -119,11 +167,19 @@ def test_fee_category_bad_input_is_422_and_nothing_is_written(accountant, term, 
 
 
 def test_fee_category_of_another_institution_or_year_is_rejected(accountant, hillside_admin, term, demo):
-    assert_problem(hillside_admin.post("/fee-categories", json={"term_id": term, "name": "X", "amount": "1"}),
-                   422, "term_id")
+    assert_problem(
+        hillside_admin.post("/fee-categories", json={"term_id": term, "name": "X", "amount": "1"}),
+        422,
+        "term_id",
+    )
     hill_class = demo["hillside_class_id"]
-    assert_problem(accountant.post("/fee-categories", json={"term_id": term, "name": "X", "amount": "1",
-                                                            "class_id": hill_class}), 422, "class_id")
+    assert_problem(
+        accountant.post(
+            "/fee-categories", json={"term_id": term, "name": "X", "amount": "1", "class_id": hill_class}
+        ),
+        422,
+        "class_id",
+    )
     assert_problem(accountant.patch(f"/fee-categories/{hill_class}", json={"name": "Y"}), 404)
 
 
@@ -152,8 +208,10 @@ def test_who_may_touch_fee_categories(teacher, guardian, student, term, categori
 
 # -- invoice generation ----------------------------------------------------------------------------------
 
-def test_generate_bills_each_enrolled_student_once_and_a_rerun_creates_nothing(accountant, term, categories,
-                                                                                pupil, demo):
+
+def test_generate_bills_each_enrolled_student_once_and_a_rerun_creates_nothing(
+    accountant, term, categories, pupil, demo
+):
     n = enrolled_in([demo["demo_class_id"]])
     body = {"term_id": term, "class_id": demo["demo_class_id"]}
     first = accountant.post("/invoices/generate", json=body).get_json()
@@ -162,7 +220,10 @@ def test_generate_bills_each_enrolled_student_once_and_a_rerun_creates_nothing(a
     second = accountant.post("/invoices/generate", json=body).get_json()
     assert second == {"created_invoices": 0, "added_lines": 0, "invoices": []}
     assert scalar(select(func.count()).select_from(Invoice).where(Invoice.term_id == term)) == n
-    assert scalar(select(func.count()).select_from(InvoiceLine).join(Invoice).where(Invoice.term_id == term)) == 3 * n
+    assert (
+        scalar(select(func.count()).select_from(InvoiceLine).join(Invoice).where(Invoice.term_id == term))
+        == 3 * n
+    )
 
     inv = accountant.get(f"/invoices?student_id={pupil}&term_id={term}").get_json()["data"][0]
     assert inv["total"] == PUPIL_TOTAL and inv["paid"] == "0.00" and inv["outstanding"] == PUPIL_TOTAL
@@ -170,25 +231,39 @@ def test_generate_bills_each_enrolled_student_once_and_a_rerun_creates_nothing(a
     assert inv["due_date"] == str(date.today() + timedelta(days=30))
     detail = accountant.get(f"/invoices/{inv['id']}").get_json()
     assert sorted((line["description"], line["amount"]) for line in detail["lines"]) == [
-        ("Class trip", "99.99"), ("Science lab", "250.50"), ("Tuition", "1500.00")]
+        ("Class trip", "99.99"),
+        ("Science lab", "250.50"),
+        ("Tuition", "1500.00"),
+    ]
     assert set(detail) == set(InvoiceDetailOut.model_fields)
-    created = scalar(select(func.count()).select_from(AuditEntry).where(
-        AuditEntry.entity_type == "invoice", AuditEntry.action == "create",
-        AuditEntry.entity_id.in_([str(i) for i in first["invoices"]])))
+    created = scalar(
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(
+            AuditEntry.entity_type == "invoice",
+            AuditEntry.action == "create",
+            AuditEntry.entity_id.in_([str(i) for i in first["invoices"]]),
+        )
+    )
     assert created == n
 
 
 def test_a_category_added_later_is_billed_by_a_rerun(accountant, term, billed, pupil, demo):
     assert pay(accountant, pupil, PUPIL_TOTAL, "FULL-1", billed["id"]).status_code == 201
     assert accountant.get(f"/invoices/{billed['id']}").get_json()["status"] == "paid"
-    someone = next(i for i in accountant.get(f"/invoices?term_id={term}&limit=200").get_json()["data"]
-                   if i["student_id"] != pupil)
+    someone = next(
+        i
+        for i in accountant.get(f"/invoices?term_id={term}&limit=200").get_json()["data"]
+        if i["student_id"] != pupil
+    )
     assert accountant.post(f"/invoices/{someone['id']}/void", json={"reason": "left"}).status_code == 200
     resp = accountant.post("/fee-categories", json={"term_id": term, "name": "Exam fee", "amount": "100.00"})
     assert resp.status_code == 201
 
     n = enrolled_in([demo["demo_class_id"]])
-    again = accountant.post("/invoices/generate", json={"term_id": term, "class_id": demo["demo_class_id"]}).get_json()
+    again = accountant.post(
+        "/invoices/generate", json={"term_id": term, "class_id": demo["demo_class_id"]}
+    ).get_json()
     assert again["created_invoices"] == 0 and again["added_lines"] == n - 1  # not the void invoice
     assert someone["id"] not in again["invoices"] and billed["id"] in again["invoices"]
     mine = accountant.get(f"/invoices/{billed['id']}").get_json()
@@ -196,17 +271,31 @@ def test_a_category_added_later_is_billed_by_a_rerun(accountant, term, billed, p
     assert mine["status"] == "partially_paid" and len(mine["lines"]) == 4
     void = accountant.get(f"/invoices/{someone['id']}").get_json()
     assert void["status"] == "void" and void["total"] == someone["total"] and len(void["lines"]) == 3
-    change = db.session.execute(select(AuditEntry.changes).where(
-        AuditEntry.entity_type == "invoice", AuditEntry.entity_id == str(billed["id"]),
-        AuditEntry.action == "update").order_by(AuditEntry.id.desc()).limit(1),
-        execution_options={"skip_tenant": True}).scalar()
+    change = db.session.execute(
+        select(AuditEntry.changes)
+        .where(
+            AuditEntry.entity_type == "invoice",
+            AuditEntry.entity_id == str(billed["id"]),
+            AuditEntry.action == "update",
+        )
+        .order_by(AuditEntry.id.desc())
+        .limit(1),
+        execution_options={"skip_tenant": True},
+    ).scalar()
     assert change == {"total_minor": [185049, 195049], "status": ["paid", "partially_paid"]}
 
 
 def test_generate_by_grade_level_covers_every_class_of_that_grade(accountant, term, categories, demo):
-    classes = db.session.execute(select(SchoolClass.id).where(
-        SchoolClass.institution_id == demo["demo_institution_id"], SchoolClass.grade_level == 3),
-        execution_options={"skip_tenant": True}).scalars().all()
+    classes = (
+        db.session.execute(
+            select(SchoolClass.id).where(
+                SchoolClass.institution_id == demo["demo_institution_id"], SchoolClass.grade_level == 3
+            ),
+            execution_options={"skip_tenant": True},
+        )
+        .scalars()
+        .all()
+    )
     assert len(classes) == 2
     n = enrolled_in(classes)
     result = accountant.post("/invoices/generate", json={"term_id": term, "grade_level": 3}).get_json()
@@ -216,38 +305,54 @@ def test_generate_by_grade_level_covers_every_class_of_that_grade(accountant, te
     assert one["total"] == "2500.00"
 
 
-@pytest.mark.parametrize("body, fields", [
-    ({}, ("class_id", "grade_level")),
-    ({"class_id": "DEMO", "grade_level": 7}, ("class_id", "grade_level")),
-    ({"grade_level": 19}, ("grade_level",)),
-    ({"class_id": 999999999}, ("class_id",)),
-    ({"class_id": "HILL"}, ("class_id",)),
-    ({"class_id": "DEMO", "term_id": "HILLTERM"}, ("term_id",)),
-])
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        ({}, ("class_id", "grade_level")),
+        ({"class_id": "DEMO", "grade_level": 7}, ("class_id", "grade_level")),
+        ({"grade_level": 19}, ("grade_level",)),
+        ({"class_id": 999999999}, ("class_id",)),
+        ({"class_id": "HILL"}, ("class_id",)),
+        ({"class_id": "DEMO", "term_id": "HILLTERM"}, ("term_id",)),
+    ],
+)
 def test_generate_bad_input(accountant, term, categories, demo, body, fields):
-    swap = {"DEMO": demo["demo_class_id"], "HILL": demo["hillside_class_id"],
-            "HILLTERM": demo["hillside_current_term_id"]}
+    swap = {
+        "DEMO": demo["demo_class_id"],
+        "HILL": demo["hillside_class_id"],
+        "HILLTERM": demo["hillside_current_term_id"],
+    }
     body = {"term_id": term, **{k: swap.get(v, v) for k, v in body.items()}}
     assert_problem(accountant.post("/invoices/generate", json=body), 422, *fields)
     assert scalar(select(func.count()).select_from(Invoice).where(Invoice.term_id == term)) == 0
 
 
 def test_generate_rejects_a_class_of_another_academic_year(admin, accountant, term, categories, demo):
-    year = admin.post("/academic-years", json={"name": "2099/00", "start_date": "2099-01-01",
-                                                 "end_date": "2099-12-31"}).get_json()
-    klass = admin.post("/classes", json={"academic_year_id": year["id"], "name": "Future 7A", "grade_level": 7,
-                                         "section": "A"}).get_json()
-    assert_problem(accountant.post("/invoices/generate", json={"term_id": term, "class_id": klass["id"]}),
-                   422, "class_id")
+    year = admin.post(
+        "/academic-years", json={"name": "2099/00", "start_date": "2099-01-01", "end_date": "2099-12-31"}
+    ).get_json()
+    klass = admin.post(
+        "/classes",
+        json={"academic_year_id": year["id"], "name": "Future 7A", "grade_level": 7, "section": "A"},
+    ).get_json()
+    assert_problem(
+        accountant.post("/invoices/generate", json={"term_id": term, "class_id": klass["id"]}),
+        422,
+        "class_id",
+    )
 
 
 # -- invoices: reads and voids -------------------------------------------------------------------------------
+
 
 def test_void_only_unpaid_invoices_and_nothing_is_ever_deleted(accountant, admin, billed, pupil):
     paid = pay(accountant, pupil, "10.00", "VOID-1", billed["id"]).get_json()
     body = assert_problem(accountant.post(f"/invoices/{billed['id']}/void", json={}), 422, "paid")
     assert "10.00" in body["errors"]["paid"]
-    assert accountant.post(f"/payments/{paid['id']}/reverse", json={"reason": "wrong invoice"}).status_code == 201
+    assert (
+        accountant.post(f"/payments/{paid['id']}/reverse", json={"reason": "wrong invoice"}).status_code
+        == 201
+    )
     voided = accountant.post(f"/invoices/{billed['id']}/void", json={"reason": "withdrawn"})
     assert voided.status_code == 200
     assert voided.get_json()["status"] == "void" and voided.get_json()["voided_at"]
@@ -258,9 +363,14 @@ def test_void_only_unpaid_invoices_and_nothing_is_ever_deleted(accountant, admin
     assert accountant.get(f"/students/{pupil}/balance").get_json()["balance"] == "0.00"
     assert admin.delete(f"/invoices/{billed['id']}").status_code == 405
     assert admin.delete(f"/payments/{paid['id']}").status_code == 405
-    entry = db.session.execute(select(AuditEntry.changes).where(
-        AuditEntry.entity_type == "invoice", AuditEntry.entity_id == str(billed["id"]),
-        AuditEntry.action == "void"), execution_options={"skip_tenant": True}).scalar_one()
+    entry = db.session.execute(
+        select(AuditEntry.changes).where(
+            AuditEntry.entity_type == "invoice",
+            AuditEntry.entity_id == str(billed["id"]),
+            AuditEntry.action == "void",
+        ),
+        execution_options={"skip_tenant": True},
+    ).scalar_one()
     assert entry["status"] == ["open", "void"] and entry["reason"] == [None, "withdrawn"]
 
 
@@ -268,7 +378,9 @@ def test_invoice_lists_filter_and_reject_unknown_values(accountant, term, billed
     rows = accountant.get(f"/invoices?term_id={term}&status=open&limit=5").get_json()
     assert len(rows["data"]) == 5 and rows["next_cursor"]
     assert all(i["status"] == "open" and i["term_id"] == term for i in rows["data"])
-    nxt = accountant.get(f"/invoices?term_id={term}&status=open&limit=5&cursor={rows['next_cursor']}").get_json()
+    nxt = accountant.get(
+        f"/invoices?term_id={term}&status=open&limit=5&cursor={rows['next_cursor']}"
+    ).get_json()
     assert not {i["id"] for i in rows["data"]} & {i["id"] for i in nxt["data"]}
     assert_problem(accountant.get("/invoices?status=overdue"), 422, "status")
     assert_problem(accountant.get("/invoices?student_id=abc"), 422, "student_id")
@@ -276,9 +388,15 @@ def test_invoice_lists_filter_and_reject_unknown_values(accountant, term, billed
 
 # -- payments -------------------------------------------------------------------------------------------
 
+
 def test_same_idempotency_key_and_body_makes_one_payment_and_the_same_answer(accountant, billed, pupil):
-    body = {"student_id": pupil, "invoice_id": billed["id"], "amount": "500.00", "method": "mobile_money",
-            "reference": "QK7L2M9X"}
+    body = {
+        "student_id": pupil,
+        "invoice_id": billed["id"],
+        "amount": "500.00",
+        "method": "mobile_money",
+        "reference": "QK7L2M9X",
+    }
     key = {"Idempotency-Key": "pay-once-0001"}
     first = accountant.post("/payments", json=body, headers=key)
     again = accountant.post("/payments", json=body, headers=key)
@@ -293,13 +411,20 @@ def test_same_idempotency_key_and_body_makes_one_payment_and_the_same_answer(acc
     assert payments_of(pupil) == 1
 
 
-def test_a_retry_racing_the_first_request_is_answered_with_the_first_answer(accountant, billed, pupil,
-                                                                             monkeypatch):
+def test_a_retry_racing_the_first_request_is_answered_with_the_first_answer(
+    accountant, billed, pupil, monkeypatch
+):
     """Two requests with one key: the second looked for the key before the first committed, so it runs
     the write and meets the first's reference. It must replay the first answer, not report a clash."""
     from app.core import idempotency
-    body = {"student_id": pupil, "invoice_id": billed["id"], "amount": "20.00", "method": "card",
-            "reference": "ch_race"}
+
+    body = {
+        "student_id": pupil,
+        "invoice_id": billed["id"],
+        "amount": "20.00",
+        "method": "card",
+        "reference": "ch_race",
+    }
     key = {"Idempotency-Key": "race-0001"}
     first = accountant.post("/payments", json=body, headers=key)
     real_find, calls = idempotency._find, []
@@ -313,8 +438,9 @@ def test_a_retry_racing_the_first_request_is_answered_with_the_first_answer(acco
     assert again.status_code == 201 and again.get_json() == first.get_json()
     assert payments_of(pupil) == 1
     # another key reusing that reference is still a clash
-    assert_problem(accountant.post("/payments", json=body, headers={"Idempotency-Key": "race-0002"}),
-                   409, "reference")
+    assert_problem(
+        accountant.post("/payments", json=body, headers={"Idempotency-Key": "race-0002"}), 409, "reference"
+    )
     assert payments_of(pupil) == 1
 
 
@@ -337,12 +463,14 @@ def test_bad_amounts_are_422_naming_amount_and_write_nothing(accountant, billed,
 
 def test_payment_references_must_belong_to_the_caller_and_the_student(accountant, billed, pupil, demo):
     seeded = payments_of(demo["demo_student_id"])
-    body = assert_problem(pay(accountant, demo["demo_student_id"], "10.00", "X-1", billed["id"]), 422, "invoice_id")
+    body = assert_problem(
+        pay(accountant, demo["demo_student_id"], "10.00", "X-1", billed["id"]), 422, "invoice_id"
+    )
     assert "another student" in body["errors"]["invoice_id"]
     assert_problem(pay(accountant, demo["hillside_student_id"], "10.00", "X-2"), 422, "student_id")
     assert_problem(pay(accountant, pupil, "10.00", "X-3", 999999999), 422, "invoice_id")
     assert_problem(pay(accountant, pupil, "10.00", "X-4", method="cheque"), 422, "method")
-    future = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     assert_problem(pay(accountant, pupil, "10.00", "X-5", received_at=future), 422, "received_at")
     assert_problem(pay(accountant, pupil, "10.00", "X-6", recorded_by_id=1), 422, "recorded_by_id")
     assert payments_of(pupil) == 0 and payments_of(demo["demo_student_id"]) == seeded
@@ -362,32 +490,60 @@ def test_partial_then_full_then_overpayment(accountant, billed, pupil):
     assert third.status_code == 201
     third = third.get_json()
     assert third["invoice"]["status"] == "paid" and third["invoice"]["paid"] == "1950.49"
-    assert third["balance"] == {"student_id": pupil, "currency": "KES", "invoiced": PUPIL_TOTAL,
-                                "paid": "1950.49", "balance": "-100.00", "credit": "100.00"}
+    assert third["balance"] == {
+        "student_id": pupil,
+        "currency": "KES",
+        "invoiced": PUPIL_TOTAL,
+        "paid": "1950.49",
+        "balance": "-100.00",
+        "credit": "100.00",
+    }
     # unallocated money is credit too
     pay(accountant, pupil, "0.01", "P-4")
     assert accountant.get(f"/students/{pupil}/balance").get_json()["credit"] == "100.01"
-    audited = scalar(select(func.count()).select_from(AuditEntry).where(
-        AuditEntry.entity_type == "payment", AuditEntry.action == "create",
-        AuditEntry.entity_id.in_([str(first["id"]), str(second["id"]), str(third["id"])])))
+    audited = scalar(
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(
+            AuditEntry.entity_type == "payment",
+            AuditEntry.action == "create",
+            AuditEntry.entity_id.in_([str(first["id"]), str(second["id"]), str(third["id"])]),
+        )
+    )
     assert audited == 3
 
 
 def test_refunds_only_up_to_the_credit(accountant, billed, pupil):
     pay(accountant, pupil, "1900.49", "R-1", billed["id"])  # 50.00 over
-    body = assert_problem(accountant.post(f"/students/{pupil}/refunds", json={
-        "amount": "50.01", "method": "cash", "reference": "RF-1"}), 422, "amount")
+    body = assert_problem(
+        accountant.post(
+            f"/students/{pupil}/refunds", json={"amount": "50.01", "method": "cash", "reference": "RF-1"}
+        ),
+        422,
+        "amount",
+    )
     assert "50.00" in body["errors"]["amount"]
-    refund = accountant.post(f"/students/{pupil}/refunds", json={"amount": "30.00", "method": "cash",
-                                                                 "reference": "RF-1"})
+    refund = accountant.post(
+        f"/students/{pupil}/refunds", json={"amount": "30.00", "method": "cash", "reference": "RF-1"}
+    )
     assert refund.status_code == 201
     row = refund.get_json()
     assert row["kind"] == "refund" and row["amount"] == "-30.00" and row["invoice_id"] is None
     assert row["balance"]["credit"] == "20.00"
-    assert_problem(accountant.post(f"/students/{pupil}/refunds", json={"amount": "20.00", "method": "cash",
-                                                                      "reference": "RF-1"}), 409, "reference")
-    assert_problem(accountant.post(f"/students/{pupil}/refunds", json={"amount": "-1", "method": "cash",
-                                                                      "reference": "RF-2"}), 422, "amount")
+    assert_problem(
+        accountant.post(
+            f"/students/{pupil}/refunds", json={"amount": "20.00", "method": "cash", "reference": "RF-1"}
+        ),
+        409,
+        "reference",
+    )
+    assert_problem(
+        accountant.post(
+            f"/students/{pupil}/refunds", json={"amount": "-1", "method": "cash", "reference": "RF-2"}
+        ),
+        422,
+        "amount",
+    )
     assert payments_of(pupil) == 2
 
 
@@ -406,18 +562,22 @@ def test_a_reversal_restores_the_balance_and_cannot_be_repeated(accountant, bill
     assert payments_of(pupil) == 2
     # the original stays in the ledger, untouched
     assert accountant.get(f"/payments/{paid['id']}").get_json() == {
-        k: v for k, v in paid.items() if k not in ("invoice", "balance")}
+        k: v for k, v in paid.items() if k not in ("invoice", "balance")
+    }
 
 
 def test_reverse_needs_a_reason(accountant, billed, pupil):
     paid = pay(accountant, pupil, "1.00", "NR-1", billed["id"]).get_json()
     assert_problem(accountant.post(f"/payments/{paid['id']}/reverse", json={}), 422, "reason")
-    assert_problem(accountant.post(f"/payments/{paid['id']}/reverse", json={"reason": "x", "reference": "NR-1"}),
-                   409, "reference")
+    assert_problem(
+        accountant.post(f"/payments/{paid['id']}/reverse", json={"reason": "x", "reference": "NR-1"}),
+        409,
+        "reference",
+    )
 
 
 def test_payment_lists_filter_by_student_method_and_dates(accountant, billed, pupil):
-    three_days_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    three_days_ago = datetime.now(UTC) - timedelta(days=3)
     pay(accountant, pupil, "1.00", "L-1", billed["id"], received_at=three_days_ago.isoformat())
     pay(accountant, pupil, "2.00", "L-2", billed["id"], method="cash")
     rows = accountant.get(f"/payments?student_id={pupil}").get_json()["data"]
@@ -435,11 +595,14 @@ def test_payment_lists_filter_by_student_method_and_dates(accountant, billed, pu
 
 # -- balance and statement ---------------------------------------------------------------------------------
 
+
 def test_statement_adds_up_to_the_cent(accountant, billed, pupil):
-    two_days_ago = (datetime.now(timezone.utc) - timedelta(days=2)).isoformat()
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat()
     p1 = pay(accountant, pupil, "1000.00", "S-1", billed["id"], received_at=two_days_ago).get_json()
-    p2 = pay(accountant, pupil, "1000.00", "S-2", billed["id"]).get_json()          # 149.51 over
-    accountant.post(f"/students/{pupil}/refunds", json={"amount": "49.51", "method": "bank", "reference": "S-3"})
+    p2 = pay(accountant, pupil, "1000.00", "S-2", billed["id"]).get_json()  # 149.51 over
+    accountant.post(
+        f"/students/{pupil}/refunds", json={"amount": "49.51", "method": "bank", "reference": "S-3"}
+    )
     accountant.post(f"/payments/{p2['id']}/reverse", json={"reason": "bounced", "reference": "S-4"})
 
     whole = accountant.get(f"/students/{pupil}/statement").get_json()
@@ -456,20 +619,30 @@ def test_statement_adds_up_to_the_cent(accountant, billed, pupil):
     assert whole["total_debits"] == "2900.00" and whole["total_credits"] == "2000.00"
     assert whole["entries"][4]["description"] == "Reversal: bounced"
     balance = accountant.get(f"/students/{pupil}/balance").get_json()
-    assert balance == {"student_id": pupil, "currency": "KES", "invoiced": PUPIL_TOTAL, "paid": "950.49",
-                       "balance": "900.00", "credit": "0.00"}
+    assert balance == {
+        "student_id": pupil,
+        "currency": "KES",
+        "invoiced": PUPIL_TOTAL,
+        "paid": "950.49",
+        "balance": "900.00",
+        "credit": "0.00",
+    }
     assert accountant.get(f"/invoices/{billed['id']}").get_json()["status"] == "partially_paid"
 
     local_today = datetime.now(ZoneInfo("Africa/Nairobi")).date()
     today = accountant.get(f"/students/{pupil}/statement?from={local_today}").get_json()
     assert today["opening_balance"] == "-1000.00" and len(today["entries"]) == 4
-    total = Decimal(today["opening_balance"]) + sum(Decimal(e["debit"]) - Decimal(e["credit"])
-                                                    for e in today["entries"])
+    total = Decimal(today["opening_balance"]) + sum(
+        Decimal(e["debit"]) - Decimal(e["credit"]) for e in today["entries"]
+    )
     assert str(total) == today["closing_balance"] == "900.00"
     before = accountant.get(f"/students/{pupil}/statement?to={local_today - timedelta(days=1)}").get_json()
     assert [e["id"] for e in before["entries"]] == [p1["id"]] and before["closing_balance"] == "-1000.00"
-    assert_problem(accountant.get(f"/students/{pupil}/statement?from={local_today}&to={local_today - timedelta(1)}"),
-                   422, "to")
+    assert_problem(
+        accountant.get(f"/students/{pupil}/statement?from={local_today}&to={local_today - timedelta(1)}"),
+        422,
+        "to",
+    )
     assert_problem(accountant.get(f"/students/{pupil}/statement?from=soon"), 422, "from")
     assert_problem(accountant.get(f"/students/{pupil}/statement?page=2"), 422, "page")
 
@@ -477,24 +650,35 @@ def test_statement_adds_up_to_the_cent(accountant, billed, pupil):
 def test_seeded_student_balance_matches_the_ledger(guardian, demo):
     """The demo student's seeded invoice is part-paid: balance = invoiced - paid, computed independently."""
     sid = demo["demo_student_id"]
-    invoiced = scalar(select(func.sum(Invoice.total_minor)).where(Invoice.student_id == sid, Invoice.status != "void"))
+    invoiced = scalar(
+        select(func.sum(Invoice.total_minor)).where(Invoice.student_id == sid, Invoice.status != "void")
+    )
     paid = scalar(select(func.sum(Payment.amount_minor)).where(Payment.student_id == sid))
     balance = guardian.get(f"/students/{sid}/balance").get_json()
     assert Decimal(balance["balance"]) == (Decimal(invoiced) - Decimal(paid)) / 100 > 0
     statement = guardian.get(f"/students/{sid}/statement").get_json()
     assert statement["closing_balance"] == balance["balance"] == statement["entries"][-1]["balance"]
-    assert sum(Decimal(e["debit"]) - Decimal(e["credit"]) for e in statement["entries"]) == Decimal(balance["balance"])
+    assert sum(Decimal(e["debit"]) - Decimal(e["credit"]) for e in statement["entries"]) == Decimal(
+        balance["balance"]
+    )
 
 
 # -- who sees what -----------------------------------------------------------------------------------------
 
+
 def test_teachers_have_no_access_to_finance(teacher, demo):
     sid = demo["demo_student_id"]
-    for resp in (teacher.get("/invoices"), teacher.get(f"/invoices/{demo['demo_invoice_id']}"),
-                 teacher.get("/payments"), teacher.get(f"/students/{sid}/balance"),
-                 teacher.get(f"/students/{sid}/statement"),
-                 teacher.post("/payments", json={"student_id": sid, "amount": "1", "method": "cash", "reference": "T"}),
-                 teacher.post("/invoices/generate", json={"term_id": 1, "class_id": 1})):
+    for resp in (
+        teacher.get("/invoices"),
+        teacher.get(f"/invoices/{demo['demo_invoice_id']}"),
+        teacher.get("/payments"),
+        teacher.get(f"/students/{sid}/balance"),
+        teacher.get(f"/students/{sid}/statement"),
+        teacher.post(
+            "/payments", json={"student_id": sid, "amount": "1", "method": "cash", "reference": "T"}
+        ),
+        teacher.post("/invoices/generate", json={"term_id": 1, "class_id": 1}),
+    ):
         assert_problem(resp, 403)
 
 
@@ -509,8 +693,12 @@ def test_guardians_and_students_read_only_their_own(guardian, student, accountan
     assert {own, demo["demo_sibling_student_id"]} <= kids and pupil not in kids
     assert {i["student_id"] for i in guardian.get("/invoices?limit=200").get_json()["data"]} <= kids
     assert guardian.get(f"/invoices/{demo['demo_invoice_id']}").status_code == 200
-    assert_problem(guardian.post("/payments", json={"student_id": own, "amount": "1", "method": "cash",
-                                                    "reference": "G"}), 403)
+    assert_problem(
+        guardian.post(
+            "/payments", json={"student_id": own, "amount": "1", "method": "cash", "reference": "G"}
+        ),
+        403,
+    )
 
     assert student.get(f"/students/{own}/balance").status_code == 200
     assert_problem(student.get(f"/students/{demo['demo_sibling_student_id']}/balance"), 404)
@@ -527,9 +715,15 @@ def test_another_school_sees_nothing(hillside_admin, accountant, billed, pupil, 
     assert_problem(hillside_admin.post(f"/payments/{payment['id']}/reverse", json={"reason": "x"}), 404)
     assert_problem(hillside_admin.post(f"/invoices/{billed['id']}/void", json={}), 404)
     assert_problem(hillside_admin.get(f"/students/{pupil}/statement"), 404)
-    assert_problem(hillside_admin.post(f"/students/{pupil}/refunds", json={"amount": "1", "method": "cash",
-                                                                         "reference": "Z"}), 404)
+    assert_problem(
+        hillside_admin.post(
+            f"/students/{pupil}/refunds", json={"amount": "1", "method": "cash", "reference": "Z"}
+        ),
+        404,
+    )
     ids = {i["id"] for i in hillside_admin.get("/invoices?limit=200").get_json()["data"]}
     assert billed["id"] not in ids and demo["demo_invoice_id"] not in ids
     assert_problem(pay(hillside_admin, pupil, "1.00", "HS-2"), 422, "student_id")
-    assert hillside_admin.get(f"/students/{demo['hillside_student_id']}/balance").get_json()["currency"] == "USD"
+    assert (
+        hillside_admin.get(f"/students/{demo['hillside_student_id']}/balance").get_json()["currency"] == "USD"
+    )

@@ -3,6 +3,7 @@
 Every test works in a term of its own (far in the future, so the seed's grades and attendance never mix
 in) with assessment types, assessments and grades it creates, so the expected numbers are known.
 """
+
 import textwrap
 from datetime import date, timedelta
 from decimal import Decimal
@@ -27,14 +28,25 @@ DAY = TERM_START + timedelta(days=10)
 
 # --- helpers ---------------------------------------------------------------------------------------
 
+
 def ok(resp, status=200):
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
     return resp.get_json() if resp.data else None
 
 
 def new_term(admin, demo, name="Gradebook term", start=TERM_START, end=TERM_END):
-    return ok(admin.post("/terms", json={"academic_year_id": demo["demo_academic_year_id"], "name": name,
-                                         "start_date": start.isoformat(), "end_date": end.isoformat()}), 201)["id"]
+    return ok(
+        admin.post(
+            "/terms",
+            json={
+                "academic_year_id": demo["demo_academic_year_id"],
+                "name": name,
+                "start_date": start.isoformat(),
+                "end_date": end.isoformat(),
+            },
+        ),
+        201,
+    )["id"]
 
 
 def new_type(admin, name, weight):
@@ -42,9 +54,20 @@ def new_type(admin, name, weight):
 
 
 def new_assessment(api, class_subject_id, term_id, type_id, max_score="20", title="Quiz", day=DAY):
-    return ok(api.post("/assessments", json={
-        "class_subject_id": class_subject_id, "term_id": term_id, "assessment_type_id": type_id, "title": title,
-        "max_score": max_score, "date": day.isoformat()}), 201)["id"]
+    return ok(
+        api.post(
+            "/assessments",
+            json={
+                "class_subject_id": class_subject_id,
+                "term_id": term_id,
+                "assessment_type_id": type_id,
+                "title": title,
+                "max_score": max_score,
+                "date": day.isoformat(),
+            },
+        ),
+        201,
+    )["id"]
 
 
 def put_grades(api, assessment_id, rows, **kw):
@@ -60,14 +83,25 @@ def roster(admin, class_id):
 
 
 def grade_count(assessment_id):
-    return db.session.execute(select(func.count()).select_from(Grade).where(Grade.assessment_id == assessment_id),
-                              execution_options={"skip_tenant": True}).scalar_one()
+    return db.session.execute(
+        select(func.count()).select_from(Grade).where(Grade.assessment_id == assessment_id),
+        execution_options={"skip_tenant": True},
+    ).scalar_one()
 
 
 def grade_audit(demo):
-    return db.session.execute(select(AuditEntry).where(
-        AuditEntry.entity_type == "grade", AuditEntry.institution_id == demo["demo_institution_id"])
-        .order_by(AuditEntry.id), execution_options={"skip_tenant": True}).scalars().all()
+    return (
+        db.session.execute(
+            select(AuditEntry)
+            .where(
+                AuditEntry.entity_type == "grade", AuditEntry.institution_id == demo["demo_institution_id"]
+            )
+            .order_by(AuditEntry.id),
+            execution_options={"skip_tenant": True},
+        )
+        .scalars()
+        .all()
+    )
 
 
 @pytest.fixture
@@ -79,12 +113,19 @@ def gb(admin, demo):
     mine = next(cs["id"] for cs in class_subjects if cs["teacher_id"] == demo["demo_teacher_id"])
     others = [cs["id"] for cs in class_subjects if cs["teacher_id"] != demo["demo_teacher_id"]]
     foreign = ok(admin.get(f"/class-subjects?class_id={demo['other_class_id']}&limit=1"))["data"][0]["id"]
-    return {"term": new_term(admin, demo), "quiz": new_type(admin, "GB Quiz", "1"),
-            "exam": new_type(admin, "GB Exam", "3"), "mine": mine, "others": others, "foreign": foreign,
-            "students": roster(admin, demo["demo_class_id"])}
+    return {
+        "term": new_term(admin, demo),
+        "quiz": new_type(admin, "GB Quiz", "1"),
+        "exam": new_type(admin, "GB Exam", "3"),
+        "mine": mine,
+        "others": others,
+        "foreign": foreign,
+        "students": roster(admin, demo["demo_class_id"]),
+    }
 
 
 # --- assessment types ------------------------------------------------------------------------------
+
 
 def test_assessment_types_admin_writes_everyone_reads(admin, teacher, guardian, demo):
     created = ok(admin.post("/assessment-types", json={"name": "Project", "weight": "12.5"}), 201)
@@ -109,18 +150,32 @@ def test_an_assessment_type_in_use_cannot_be_deleted(admin, gb):
 
 # --- assessments -----------------------------------------------------------------------------------
 
+
 def test_teacher_creates_assessments_only_for_their_class_subject(teacher, admin, gb):
-    body = {"class_subject_id": gb["mine"], "term_id": gb["term"], "assessment_type_id": gb["quiz"],
-            "title": "Fractions quiz", "max_score": "20", "date": DAY.isoformat()}
+    body = {
+        "class_subject_id": gb["mine"],
+        "term_id": gb["term"],
+        "assessment_type_id": gb["quiz"],
+        "title": "Fractions quiz",
+        "max_score": "20",
+        "date": DAY.isoformat(),
+    }
     created = ok(teacher.post("/assessments", json=body), 201)
     assert created["max_score"] == "20.00" and created["date"] == DAY.isoformat()
     # a subject of their own class taught by someone else, and a class they do not teach
-    assert_problem(teacher.post("/assessments", json={**body, "class_subject_id": gb["others"][0]}), 422,
-                   "class_subject_id")
-    assert_problem(teacher.post("/assessments", json={**body, "class_subject_id": gb["foreign"]}), 422,
-                   "class_subject_id")
-    assert_problem(teacher.post("/assessments", json={**body, "class_subject_id": 999999999}), 422,
-                   "class_subject_id")
+    assert_problem(
+        teacher.post("/assessments", json={**body, "class_subject_id": gb["others"][0]}),
+        422,
+        "class_subject_id",
+    )
+    assert_problem(
+        teacher.post("/assessments", json={**body, "class_subject_id": gb["foreign"]}),
+        422,
+        "class_subject_id",
+    )
+    assert_problem(
+        teacher.post("/assessments", json={**body, "class_subject_id": 999999999}), 422, "class_subject_id"
+    )
     assert_problem(teacher.post("/assessments", json={**body, "term_id": 999999999}), 422, "term_id")
     late = (TERM_END + timedelta(days=1)).isoformat()
     assert_problem(teacher.post("/assessments", json={**body, "date": late}), 422, "date")
@@ -130,13 +185,35 @@ def test_teacher_creates_assessments_only_for_their_class_subject(teacher, admin
 
 
 def test_assessment_term_must_belong_to_the_class_year(admin, demo, gb):
-    other_year = ok(admin.post("/academic-years", json={"name": "GB 2099", "start_date": "2099-01-01",
-                                                        "end_date": "2099-12-31"}), 201)["id"]
-    term = ok(admin.post("/terms", json={"academic_year_id": other_year, "name": "T1", "start_date": "2099-01-01",
-                                         "end_date": "2099-04-01"}), 201)["id"]
-    resp = admin.post("/assessments", json={"class_subject_id": gb["mine"], "term_id": term,
-                                            "assessment_type_id": gb["quiz"], "title": "X", "max_score": "10",
-                                            "date": "2099-02-01"})
+    other_year = ok(
+        admin.post(
+            "/academic-years", json={"name": "GB 2099", "start_date": "2099-01-01", "end_date": "2099-12-31"}
+        ),
+        201,
+    )["id"]
+    term = ok(
+        admin.post(
+            "/terms",
+            json={
+                "academic_year_id": other_year,
+                "name": "T1",
+                "start_date": "2099-01-01",
+                "end_date": "2099-04-01",
+            },
+        ),
+        201,
+    )["id"]
+    resp = admin.post(
+        "/assessments",
+        json={
+            "class_subject_id": gb["mine"],
+            "term_id": term,
+            "assessment_type_id": gb["quiz"],
+            "title": "X",
+            "max_score": "10",
+            "date": "2099-02-01",
+        },
+    )
     assert_problem(resp, 422, "term_id")
 
 
@@ -164,14 +241,20 @@ def test_assessment_list_filters_and_roles(admin, teacher, guardian, accountant,
     c = new_assessment(admin, gb["foreign"], gb["term"], gb["exam"])
     in_term = {x["id"] for x in ok(admin.get(f"/assessments?term_id={gb['term']}&limit=200"))["data"]}
     assert in_term == {a, b, c}
-    in_class = {x["id"] for x in ok(admin.get(
-        f"/assessments?term_id={gb['term']}&class_id={demo['demo_class_id']}"))["data"]}
+    in_class = {
+        x["id"]
+        for x in ok(admin.get(f"/assessments?term_id={gb['term']}&class_id={demo['demo_class_id']}"))["data"]
+    }
     assert in_class == {a, b}
-    by_type = {x["id"] for x in ok(admin.get(f"/assessments?term_id={gb['term']}&assessment_type_id={gb['exam']}"))
-               ["data"]}
+    by_type = {
+        x["id"]
+        for x in ok(admin.get(f"/assessments?term_id={gb['term']}&assessment_type_id={gb['exam']}"))["data"]
+    }
     assert by_type == {b, c}
-    assert [x["id"] for x in ok(admin.get(f"/assessments?class_subject_id={gb['mine']}&term_id={gb['term']}"))
-            ["data"]] == [a]
+    assert [
+        x["id"]
+        for x in ok(admin.get(f"/assessments?class_subject_id={gb['mine']}&term_id={gb['term']}"))["data"]
+    ] == [a]
     # guardians see the assessments of their children's classes only
     seen = {x["id"] for x in ok(guardian.get(f"/assessments?term_id={gb['term']}&limit=200"))["data"]}
     assert {a, b} <= seen and c not in seen
@@ -184,24 +267,36 @@ def test_patch_and_delete_assessment(teacher, demo, gb):
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"], max_score="20")
     ok(put_grades(teacher, aid, rows((gb["students"][0], "18"))))
     assert_problem(teacher.patch(f"/assessments/{aid}", json={"max_score": "15"}), 422, "max_score")
-    assert_problem(teacher.patch(f"/assessments/{aid}", json={"date": (TERM_START - timedelta(days=1)).isoformat()}),
-                   422, "date")
+    assert_problem(
+        teacher.patch(f"/assessments/{aid}", json={"date": (TERM_START - timedelta(days=1)).isoformat()}),
+        422,
+        "date",
+    )
     assert_problem(teacher.patch(f"/assessments/{aid}", json={"title": None}), 422, "title")
-    assert_problem(teacher.patch(f"/assessments/{aid}", json={"class_subject_id": gb["others"][0]}), 422,
-                   "class_subject_id")
+    assert_problem(
+        teacher.patch(f"/assessments/{aid}", json={"class_subject_id": gb["others"][0]}),
+        422,
+        "class_subject_id",
+    )
     changed = ok(teacher.patch(f"/assessments/{aid}", json={"max_score": "25", "title": "Quiz 1 (revised)"}))
     assert changed["max_score"] == "25.00" and changed["title"] == "Quiz 1 (revised)"
     grade = ok(teacher.get(f"/assessments/{aid}/grades"))["data"][0]
     assert grade["percentage"] == "72.0"  # 18 of 25 now
     ok(teacher.delete(f"/assessments/{aid}"), 204)
     assert grade_count(aid) == 0
-    deleted = db.session.execute(select(AuditEntry).where(
-        AuditEntry.entity_type == "assessment", AuditEntry.entity_id == str(aid), AuditEntry.action == "delete"),
-        execution_options={"skip_tenant": True}).scalar_one()
+    deleted = db.session.execute(
+        select(AuditEntry).where(
+            AuditEntry.entity_type == "assessment",
+            AuditEntry.entity_id == str(aid),
+            AuditEntry.action == "delete",
+        ),
+        execution_options={"skip_tenant": True},
+    ).scalar_one()
     assert deleted.changes["grades"] == [1, 0]
 
 
 # --- bulk grade entry ------------------------------------------------------------------------------
+
 
 def test_bulk_upsert_gives_percentages_letters_and_counts(teacher, admin, demo, gb):
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"], max_score="20")
@@ -216,8 +311,19 @@ def test_bulk_upsert_gives_percentages_letters_and_counts(teacher, admin, demo, 
     assert got[s1]["graded_by_id"] == teacher.user["id"]
 
     # the institution changes its scale: the same scores get the new letters
-    ok(admin.patch("/institution", json={"grading_scale": [{"letter": "H", "min": 85}, {"letter": "P", "min": 50},
-                                                           {"letter": "F", "min": 0}]}), 200)
+    ok(
+        admin.patch(
+            "/institution",
+            json={
+                "grading_scale": [
+                    {"letter": "H", "min": 85},
+                    {"letter": "P", "min": 50},
+                    {"letter": "F", "min": 0},
+                ]
+            },
+        ),
+        200,
+    )
     letters = {gr["student_id"]: gr["letter"] for gr in ok(teacher.get(f"/assessments/{aid}/grades"))["data"]}
     assert letters == {s1: "H", s2: "P", s3: "F"}
 
@@ -230,8 +336,12 @@ def test_resending_the_same_grades_writes_nothing_and_changes_update_only_those(
     ok(put_grades(teacher, aid, first))
     audit_before = grade_audit(demo)
     assert len([e for e in audit_before if e.action == "create"]) >= 3
-    stamps = dict(db.session.execute(select(Grade.student_id, Grade.updated_at).where(Grade.assessment_id == aid),
-                                     execution_options={"skip_tenant": True}).all())
+    stamps = dict(
+        db.session.execute(
+            select(Grade.student_id, Grade.updated_at).where(Grade.assessment_id == aid),
+            execution_options={"skip_tenant": True},
+        ).all()
+    )
 
     again = ok(put_grades(teacher, aid, first))
     assert again["counts"] == {"created": 0, "updated": 0, "unchanged": 3}
@@ -243,8 +353,12 @@ def test_resending_the_same_grades_writes_nothing_and_changes_update_only_those(
     after = grade_audit(demo)
     assert len(after) == len(audit_before) + 1
     assert after[-1].action == "update" and after[-1].changes == {"score": ["13.00", "15.00"]}
-    now = dict(db.session.execute(select(Grade.student_id, Grade.updated_at).where(Grade.assessment_id == aid),
-                                  execution_options={"skip_tenant": True}).all())
+    now = dict(
+        db.session.execute(
+            select(Grade.student_id, Grade.updated_at).where(Grade.assessment_id == aid),
+            execution_options={"skip_tenant": True},
+        ).all()
+    )
     assert now[s1] == stamps[s1] and now[s3] == stamps[s3] and now[s2] > stamps[s2]
     got = {gr["student_id"]: gr for gr in changed["data"]}
     assert got[s1]["comment"] == "Well done" and got[s2]["score"] == "15.00"
@@ -255,16 +369,19 @@ def test_resending_the_same_grades_writes_nothing_and_changes_update_only_those(
     assert grade_audit(demo)[-1].changes == {"comment": ["Well done", None]}
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({"score": "20.5"}, "grades[1].score"),
-    ({"score": "-1"}, "grades[1].score"),
-    ({"score": "ten"}, "grades[1].score"),
-    ({"score": "1.234"}, "grades[1].score"),
-    ({"student": "outsider"}, "grades[1].student_id"),
-    ({"student": "duplicate"}, "grades[1].student_id"),
-    ({"student": 999999999}, "grades[1].student_id"),
-    ({"colour": "red"}, "grades[1].colour"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"score": "20.5"}, "grades[1].score"),
+        ({"score": "-1"}, "grades[1].score"),
+        ({"score": "ten"}, "grades[1].score"),
+        ({"score": "1.234"}, "grades[1].score"),
+        ({"student": "outsider"}, "grades[1].student_id"),
+        ({"student": "duplicate"}, "grades[1].student_id"),
+        ({"student": 999999999}, "grades[1].student_id"),
+        ({"colour": "red"}, "grades[1].colour"),
+    ],
+)
 def test_a_bad_row_rejects_the_whole_batch(teacher, admin, demo, gb, bad, field):
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"], max_score="20")
     s1, s2 = gb["students"][:2]
@@ -282,8 +399,10 @@ def test_a_bad_row_rejects_the_whole_batch(teacher, admin, demo, gb, bad, field)
     if field == "grades[1].score" and bad["score"] in ("20.5", "-1"):
         assert problem["errors"][field] == "must be between 0 and 20"
     # nothing written: the first row's valid change did not happen either
-    assert db.session.execute(select(Grade.student_id, Grade.score).where(Grade.assessment_id == aid),
-                              execution_options={"skip_tenant": True}).all() == [(s1, Decimal("10.00"))]
+    assert db.session.execute(
+        select(Grade.student_id, Grade.score).where(Grade.assessment_id == aid),
+        execution_options={"skip_tenant": True},
+    ).all() == [(s1, Decimal("10.00"))]
     assert len(grade_audit(demo)) == audit_before
 
 
@@ -292,17 +411,38 @@ def test_grade_body_shape_errors(teacher, gb):
     assert_problem(put_grades(teacher, aid, []), 422, "grades")
     assert_problem(teacher.put(f"/assessments/{aid}/grades", json={"grades": [], "x": 1}), 422, "x")
     assert_problem(teacher.put(f"/assessments/{aid}/grades", json=[1]), 422, "body")
-    assert_problem(teacher.put(f"/assessments/{aid}/grades", json={"grades": [{"score": "1"}]}), 422,
-                   "grades[0].student_id")
+    assert_problem(
+        teacher.put(f"/assessments/{aid}/grades", json={"grades": [{"score": "1"}]}),
+        422,
+        "grades[0].student_id",
+    )
 
 
 def test_students_who_left_before_the_assessment_cannot_be_graded(admin, teacher, demo, gb):
     # a student who joined the demo class, then moved to another class: graded only while they were there
     mover = roster(admin, demo["demo_sibling_class_id"])[-1]
-    ok(admin.post("/enrolments", json={"student_id": mover, "class_id": demo["demo_class_id"],
-                                       "start_date": (TERM_START - timedelta(days=30)).isoformat()}), 201)
-    ok(admin.post("/enrolments", json={"student_id": mover, "class_id": demo["demo_sibling_class_id"],
-                                       "start_date": (TERM_START + timedelta(days=5)).isoformat()}), 201)
+    ok(
+        admin.post(
+            "/enrolments",
+            json={
+                "student_id": mover,
+                "class_id": demo["demo_class_id"],
+                "start_date": (TERM_START - timedelta(days=30)).isoformat(),
+            },
+        ),
+        201,
+    )
+    ok(
+        admin.post(
+            "/enrolments",
+            json={
+                "student_id": mover,
+                "class_id": demo["demo_sibling_class_id"],
+                "start_date": (TERM_START + timedelta(days=5)).isoformat(),
+            },
+        ),
+        201,
+    )
     early = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"], day=TERM_START + timedelta(days=1))
     late = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"], day=TERM_START + timedelta(days=20))
     ok(put_grades(teacher, early, rows((mover, "10"))))
@@ -319,7 +459,9 @@ def test_idempotency_key_replays_the_first_answer(teacher, gb):
     assert_problem(put_grades(teacher, aid, rows((s1, "12")), headers=key), 409)
 
 
-def test_guardians_and_students_see_only_their_own_grade_rows(teacher, guardian, student, accountant, demo, gb):
+def test_guardians_and_students_see_only_their_own_grade_rows(
+    teacher, guardian, student, accountant, demo, gb
+):
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["quiz"])
     me = demo["demo_student_id"]
     classmate = next(s for s in gb["students"] if s != me)
@@ -334,6 +476,7 @@ def test_guardians_and_students_see_only_their_own_grade_rows(teacher, guardian,
 
 # --- term results ----------------------------------------------------------------------------------
 
+
 def test_term_results_weighted_average_by_hand(admin, teacher, guardian, student, accountant, demo, gb):
     me = demo["demo_student_id"]
     english, science = gb["others"][:2]
@@ -347,14 +490,26 @@ def test_term_results_weighted_average_by_hand(admin, teacher, guardian, student
     # Science: an assessment without grades: the subject is left out
     new_assessment(admin, science, t, gb["exam"], "100")
     # another term's grades never count
-    other_term = new_term(admin, demo, "Other GB term", TERM_END + timedelta(days=10), TERM_END + timedelta(days=40))
-    ok(put_grades(admin, new_assessment(admin, gb["mine"], other_term, gb["exam"], "10",
-                                        day=TERM_END + timedelta(days=12)), rows((me, "1"))))
+    other_term = new_term(
+        admin, demo, "Other GB term", TERM_END + timedelta(days=10), TERM_END + timedelta(days=40)
+    )
+    ok(
+        put_grades(
+            admin,
+            new_assessment(
+                admin, gb["mine"], other_term, gb["exam"], "10", day=TERM_END + timedelta(days=12)
+            ),
+            rows((me, "1")),
+        )
+    )
 
     body = ok(guardian.get(f"/students/{me}/results?term_id={t}"))
     TermResultsOut.model_validate(body)
     subjects = {s["subject_id"]: s for s in body["subjects"]}
-    cs = {c["id"]: c for c in ok(admin.get(f"/class-subjects?class_id={demo['demo_class_id']}&limit=50"))["data"]}
+    cs = {
+        c["id"]: c
+        for c in ok(admin.get(f"/class-subjects?class_id={demo['demo_class_id']}&limit=50"))["data"]
+    }
     math, eng = subjects[cs[gb["mine"]]["subject_id"]], subjects[cs[english]["subject_id"]]
     assert len(subjects) == 2
     assert (math["average"], math["letter"], math["assessments"]) == ("72.5", "B", 2)
@@ -396,6 +551,7 @@ def test_all_zero_weights_fall_back_to_a_plain_mean(admin, demo, gb):
 
 # --- ranking ---------------------------------------------------------------------------------------
 
+
 def test_class_ranking_shares_positions_on_ties(admin, teacher, guardian, demo, gb):
     a, b, c, d, e = gb["students"][:5]
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["exam"], "100")
@@ -418,10 +574,19 @@ def test_class_ranking_shares_positions_on_ties(admin, teacher, guardian, demo, 
 
 # --- report cards ----------------------------------------------------------------------------------
 
+
 def _mark_attendance(demo, student_id, marks):
     for day, status in marks:
-        db.session.add(AttendanceRecord(institution_id=demo["demo_institution_id"], student_id=student_id,
-                                        class_id=demo["demo_class_id"], period=0, date=day, status=status))
+        db.session.add(
+            AttendanceRecord(
+                institution_id=demo["demo_institution_id"],
+                student_id=student_id,
+                class_id=demo["demo_class_id"],
+                period=0,
+                date=day,
+                status=status,
+            )
+        )
     db.session.flush()
 
 
@@ -431,24 +596,40 @@ def test_report_card_fields(admin, teacher, guardian, accountant, demo, gb):
     t = gb["term"]
     maths = new_assessment(teacher, gb["mine"], t, gb["exam"], "50")
     ok(put_grades(teacher, maths, rows((me, "40"), (other, "45"))))  # 80 % and 90 %: second of two graded
-    _mark_attendance(demo, me, [(TERM_START, "present"), (TERM_START + timedelta(days=1), "present"),
-                                (TERM_START + timedelta(days=2), "present"),
-                                (TERM_START + timedelta(days=3), "absent"),
-                                (TERM_START + timedelta(days=4), "late"),
-                                (TERM_END + timedelta(days=1), "absent")])  # after the term: not counted
+    _mark_attendance(
+        demo,
+        me,
+        [
+            (TERM_START, "present"),
+            (TERM_START + timedelta(days=1), "present"),
+            (TERM_START + timedelta(days=2), "present"),
+            (TERM_START + timedelta(days=3), "absent"),
+            (TERM_START + timedelta(days=4), "late"),
+            (TERM_END + timedelta(days=1), "absent"),
+        ],
+    )  # after the term: not counted
 
     card = ok(guardian.get(f"/students/{me}/report-card?term_id={t}"))
     ReportCardOut.model_validate(card)
     profile = ok(admin.get(f"/students/{me}"))
-    assert card["student"] == {"id": me, "first_name": profile["first_name"], "last_name": profile["last_name"],
-                               "admission_number": profile["admission_number"]}
+    assert card["student"] == {
+        "id": me,
+        "first_name": profile["first_name"],
+        "last_name": profile["last_name"],
+        "admission_number": profile["admission_number"],
+    }
     klass = ok(admin.get(f"/classes/{demo['demo_class_id']}"))
     assert card["class"] == {"id": klass["id"], "name": klass["name"]}
-    assert card["term"] == {"id": t, "name": "Gradebook term", "start_date": TERM_START.isoformat(),
-                            "end_date": TERM_END.isoformat()}
+    assert card["term"] == {
+        "id": t,
+        "name": "Gradebook term",
+        "start_date": TERM_START.isoformat(),
+        "end_date": TERM_END.isoformat(),
+    }
     tutor = ok(admin.get(f"/teachers/{demo['demo_teacher_id']}"))
     assert [(s["average"], s["letter"], s["teacher_name"]) for s in card["subjects"]] == [
-        ("80.0", "A", f"{tutor['first_name']} {tutor['last_name']}")]
+        ("80.0", "A", f"{tutor['first_name']} {tutor['last_name']}")
+    ]
     assert card["overall"] == {"average": "80.0", "letter": "A"}
     assert card["position"] == 2 and card["class_size"] == len(gb["students"])
     assert card["attendance"] == {"present": 3, "absent": 1, "late": 1, "excused": 0, "total": 5}
@@ -459,7 +640,11 @@ def test_report_card_fields(admin, teacher, guardian, accountant, demo, gb):
 
 def test_class_report_cards_take_a_constant_number_of_queries(app, admin, teacher, demo, gb):
     aid = new_assessment(teacher, gb["mine"], gb["term"], gb["exam"], "20")
-    ok(put_grades(teacher, aid, [{"student_id": s, "score": str(10 + i % 10)} for i, s in enumerate(gb["students"])]))
+    ok(
+        put_grades(
+            teacher, aid, [{"student_id": s, "score": str(10 + i % 10)} for i, s in enumerate(gb["students"])]
+        )
+    )
     statements = []
 
     def count(_conn, _cursor, statement, *_args):
@@ -513,6 +698,8 @@ SQLITE_SCRIPT = textwrap.dedent("""
 
 
 def test_bulk_upsert_works_on_the_embedded_sqlite_default(tmp_path):
-    assert run_embedded(SQLITE_SCRIPT, tmp_path) == [{"created": 3, "updated": 0, "unchanged": 0},
-                                                 {"created": 0, "updated": 0, "unchanged": 3},
-                                                 {"created": 0, "updated": 1, "unchanged": 2}]
+    assert run_embedded(SQLITE_SCRIPT, tmp_path) == [
+        {"created": 3, "updated": 0, "unchanged": 0},
+        {"created": 0, "updated": 0, "unchanged": 3},
+        {"created": 0, "updated": 1, "unchanged": 2},
+    ]

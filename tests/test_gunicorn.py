@@ -1,5 +1,6 @@
 """The web process as the Procfile starts it: gunicorn with gunicorn.conf.py (preloaded app, several
 workers, metrics aggregated across them), on the test database and Redis."""
+
 import os
 import re
 import signal
@@ -26,10 +27,20 @@ def _get(url):
 
 def test_gunicorn_serves_and_aggregates_metrics_across_workers(app):
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SCHOOLHOUSE_METRICS_OWNER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PROMETHEUS_MULTIPROC_DIR", "SCHOOLHOUSE_METRICS_OWNER")
+    }
     env.update(APP_ENV="testing", PORT=str(port), WEB_CONCURRENCY="2", DB_POOL_SIZE="2", DB_MAX_OVERFLOW="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -45,8 +56,12 @@ def test_gunicorn_serves_and_aggregates_metrics_across_workers(app):
             assert _get(base + "/health/ready")[0] == 200
         status, text = _get(base + "/metrics")
         assert status == 200
-        served = sum(float(v) for v in re.findall(
-            r'^schoolhouse_http_requests_total\{[^}]*endpoint="health.ready"[^}]*\} (\S+)$', text, re.M))
+        served = sum(
+            float(v)
+            for v in re.findall(
+                r'^schoolhouse_http_requests_total\{[^}]*endpoint="health.ready"[^}]*\} (\S+)$', text, re.M
+            )
+        )
         assert served == 40  # every worker's count, summed
         capacity = float(re.search(r"^schoolhouse_db_pool_capacity (\S+)$", text, re.M).group(1))
         assert capacity in (3, 6)  # pool_size + max_overflow per worker that has connected

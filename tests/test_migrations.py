@@ -1,4 +1,5 @@
 """The migration chain upgrades an empty PostgreSQL database and downgrades it to base."""
+
 import os
 
 import psycopg2
@@ -24,7 +25,14 @@ def test_upgrade_downgrade_upgrade_on_empty_database():
         with app.app_context():
             upgrade()
             tables = set(inspect(engine).get_table_names())
-            assert {"students", "attendance_records", "payments", "audit_log", "email_outbox", "jobs"} <= tables
+            assert {
+                "students",
+                "attendance_records",
+                "payments",
+                "audit_log",
+                "email_outbox",
+                "jobs",
+            } <= tables
             ix = {i["name"] for i in inspect(engine).get_indexes("attendance_records")}
             assert "uq_attendance_student_date_period_subject" in ix
             downgrade(revision="base")
@@ -33,6 +41,7 @@ def test_upgrade_downgrade_upgrade_on_empty_database():
         engine.dispose()
         with app.app_context():
             from app.extensions import db
+
             db.engine.dispose()
     finally:
         with admin.cursor() as cur:

@@ -1,6 +1,7 @@
 """Email outbox and notifications against real PostgreSQL and a REAL SMTP server (aiosmtpd on a free
 port, storing what arrives). Each test's rows live in its rolled-back transaction; the sender runs in
 the same process and session, so what it claims and marks is what the test sees."""
+
 import os
 import socket
 import subprocess
@@ -31,7 +32,6 @@ from app.notifications import mailer, services
 from app.notifications.models import OutboxEmail
 from app.people.models import Guardian, Student, StudentGuardian, User
 from tasks import notifications as tasks
-
 from tests.embedded import run_embedded
 
 GUARDIAN = "guardian@demo-academy.test"
@@ -41,12 +41,13 @@ GUARDIAN = "guardian@demo-academy.test"
 # A real SMTP server
 # --------------------------------------------------------------------------------------------------
 
+
 class Inbox:
     """aiosmtpd handler: keeps every message that arrives; can refuse chosen recipients."""
 
     def __init__(self):
-        self.messages = []      # (recipients, parsed message)
-        self.refuse = {}        # address -> SMTP reply, e.g. "550 5.1.1 no such user"
+        self.messages = []  # (recipients, parsed message)
+        self.refuse = {}  # address -> SMTP reply, e.g. "550 5.1.1 no such user"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -90,8 +91,14 @@ def smtp(app):
     server.start()
     keys = ("MAIL_BACKEND", "SMTP_HOST", "SMTP_PORT", "SMTP_TIMEOUT", "SMTP_STARTTLS", "SMTP_USER")
     saved = {k: app.config.get(k) for k in keys}
-    app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=server.port, SMTP_TIMEOUT=5,
-                      SMTP_STARTTLS=False, SMTP_USER=None)
+    app.config.update(
+        MAIL_BACKEND="smtp",
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=server.port,
+        SMTP_TIMEOUT=5,
+        SMTP_STARTTLS=False,
+        SMTP_USER=None,
+    )
     try:
         yield server
     finally:
@@ -113,9 +120,10 @@ def config(app):
     saved = {}
 
     def set_(**values):
-        for k, v in values.items():
+        for k, _v in values.items():
             saved.setdefault(k, app.config.get(k))
         app.config.update(values)
+
     yield set_
     app.config.update(saved)
 
@@ -124,20 +132,35 @@ def config(app):
 # Helpers
 # --------------------------------------------------------------------------------------------------
 
+
 def local_today(institution_id):
     inst = db.session.get(Institution, institution_id)
     return datetime.now(ZoneInfo(inst.timezone)).date()
 
 
 def mark(demo, student_id, day, status="absent", period=0, subject_id=None, note=None, class_id=None):
-    db.session.add(AttendanceRecord(institution_id=demo["demo_institution_id"], student_id=student_id,
-                                    class_id=class_id or demo["demo_class_id"], subject_id=subject_id,
-                                    period=period, date=day, status=status, note=note, source="manual"))
+    db.session.add(
+        AttendanceRecord(
+            institution_id=demo["demo_institution_id"],
+            student_id=student_id,
+            class_id=class_id or demo["demo_class_id"],
+            subject_id=subject_id,
+            period=period,
+            date=day,
+            status=status,
+            note=note,
+            source="manual",
+        )
+    )
     db.session.flush()
 
 
 def rows(**where):
-    q = select(OutboxEmail).order_by(OutboxEmail.id).execution_options(skip_tenant=True, populate_existing=True)
+    q = (
+        select(OutboxEmail)
+        .order_by(OutboxEmail.id)
+        .execution_options(skip_tenant=True, populate_existing=True)
+    )
     for k, v in where.items():
         q = q.where(getattr(OutboxEmail, k) == v)
     return db.session.execute(q).scalars().all()
@@ -149,15 +172,35 @@ def student_name(student_id):
 
 
 def export_context(**extra):
-    return {"school": "Demo Academy", "school_email": None, "school_phone": None, "user_name": "Ann Admin",
-            "kind": "students", "kind_label": "students", "format": "CSV", "row_count": 3, "job_id": 1,
-            "expires_at": None, "expires_display": None, "download_url": None, **extra}
+    return {
+        "school": "Demo Academy",
+        "school_email": None,
+        "school_phone": None,
+        "user_name": "Ann Admin",
+        "kind": "students",
+        "kind_label": "students",
+        "format": "CSV",
+        "row_count": 3,
+        "job_id": 1,
+        "expires_at": None,
+        "expires_display": None,
+        "download_url": None,
+        **extra,
+    }
 
 
 def queue(demo, n, prefix="t", institution_id=None):
-    ids = [services.enqueue_email(institution_id or demo["demo_institution_id"], f"{prefix}:{i}",
-                                  f"parent{i}.{prefix}@example.test", "export_ready", export_context(),
-                                  f"Test message {i}") for i in range(n)]
+    ids = [
+        services.enqueue_email(
+            institution_id or demo["demo_institution_id"],
+            f"{prefix}:{i}",
+            f"parent{i}.{prefix}@example.test",
+            "export_ready",
+            export_context(),
+            f"Test message {i}",
+        )
+        for i in range(n)
+    ]
     db.session.commit()
     return ids
 
@@ -169,6 +212,7 @@ def body(msg, kind):
 # --------------------------------------------------------------------------------------------------
 # Absence alerts
 # --------------------------------------------------------------------------------------------------
+
 
 def test_absence_alert_reaches_the_demo_guardian_over_smtp(demo, smtp):
     day = local_today(demo["demo_institution_id"])
@@ -190,7 +234,7 @@ def test_absence_alert_reaches_the_demo_guardian_over_smtp(demo, smtp):
     assert name in text and day.strftime("%B %Y") in text and "whole day" in text
     assert str(escape(name)) in html and "<html" in html
     assert msg["Reply-To"] == "office@demo-academy.test" and msg["Auto-Submitted"] == "auto-generated"
-    row, = rows(to_address=GUARDIAN)
+    (row,) = rows(to_address=GUARDIAN)
     assert row.status == "sent" and row.attempts == 1 and row.sent_at is not None
     assert row.message_id == msg["Message-ID"]
     assert row.dedupe_key == f"absence:{demo['demo_student_id']}:{day.isoformat()}:{demo['demo_guardian_id']}"
@@ -219,20 +263,39 @@ def test_one_alert_per_guardian_and_student_only_for_absences_and_guardians_with
     no_email = Guardian(institution_id=iid, first_name="Nomail", last_name="Parent", email=None)
     db.session.add(no_email)
     db.session.flush()
-    db.session.add(StudentGuardian(institution_id=iid, student_id=demo["demo_student_id"], guardian_id=no_email.id,
-                                   relationship_type="uncle", is_primary=False))
+    db.session.add(
+        StudentGuardian(
+            institution_id=iid,
+            student_id=demo["demo_student_id"],
+            guardian_id=no_email.id,
+            relationship_type="uncle",
+            is_primary=False,
+        )
+    )
     # absent all day AND in period 2 (Mathematics): still ONE message, naming the period
     mark(demo, demo["demo_student_id"], day)
-    mark(demo, demo["demo_student_id"], day, period=2, subject_id=demo["demo_subject_id"], note="Sick, note from parent")
+    mark(
+        demo,
+        demo["demo_student_id"],
+        day,
+        period=2,
+        subject_id=demo["demo_subject_id"],
+        note="Sick, note from parent",
+    )
     # the sibling (same guardian) was late, not absent: no alert about the sibling
     mark(demo, demo["demo_sibling_student_id"], day, status="late", class_id=demo["demo_sibling_class_id"])
     db.session.commit()
 
     services.send_absence_alerts(on_date=day, institution_ids=[iid])
     queued = rows()
-    assert {r.to_address for r in queued} == {g.email for g in db.session.execute(
-        select(Guardian).join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
-        .where(StudentGuardian.student_id == demo["demo_student_id"], Guardian.email.is_not(None))).scalars()}
+    assert {r.to_address for r in queued} == {
+        g.email
+        for g in db.session.execute(
+            select(Guardian)
+            .join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
+            .where(StudentGuardian.student_id == demo["demo_student_id"], Guardian.email.is_not(None))
+        ).scalars()
+    }
     assert len({r.to_address for r in queued}) == len(queued)  # one per guardian
     assert all(r.dedupe_key.startswith(f"absence:{demo['demo_student_id']}:") for r in queued)
 
@@ -260,6 +323,7 @@ def test_absence_alerts_wait_for_the_schools_local_alert_hour(demo, config):
 # --------------------------------------------------------------------------------------------------
 # Exactly once: SMTP outage, worker lost mid-send, concurrent claims
 # --------------------------------------------------------------------------------------------------
+
 
 def test_smtp_down_keeps_messages_pending_with_backoff_then_sends_each_exactly_once(demo, smtp):
     ids = queue(demo, 3)
@@ -289,7 +353,9 @@ def test_smtp_down_keeps_messages_pending_with_backoff_then_sends_each_exactly_o
     counts = smtp.message_ids()
     assert len(counts) == 3 and set(counts.values()) == {1}
     assert set(counts) == {r.message_id for r in rows()}
-    assert all(r.status == "sent" and r.attempts == 3 for r in rows()) and sorted(r.id for r in rows()) == sorted(ids)
+    assert all(r.status == "sent" and r.attempts == 3 for r in rows()) and sorted(
+        r.id for r in rows()
+    ) == sorted(ids)
 
 
 def test_a_message_gives_up_after_the_maximum_attempts(demo, smtp, config):
@@ -299,7 +365,7 @@ def test_a_message_gives_up_after_the_maximum_attempts(demo, smtp, config):
     t0 = utcnow()
     services.dispatch_outbox(now=t0)
     services.dispatch_outbox(now=t0 + timedelta(days=1))
-    row, = rows()
+    (row,) = rows()
     assert row.status == "failed" and row.attempts == 2 and "gave up after 2 attempts" in row.last_error
     smtp.start()
     assert services.dispatch_outbox(now=t0 + timedelta(days=2))["sent"] == 0
@@ -329,10 +395,16 @@ def test_a_row_stuck_in_sending_past_its_lease_is_recovered_and_sent_once(demo, 
     lost, alive = queue(demo, 2)
     now = utcnow()
     # a worker claimed `lost` and died before sending; another worker is busy with `alive` right now
-    db.session.execute(update(OutboxEmail).where(OutboxEmail.id == lost)
-                       .values(status="sending", attempts=1, next_attempt_at=now - timedelta(minutes=1)))
-    db.session.execute(update(OutboxEmail).where(OutboxEmail.id == alive)
-                       .values(status="sending", attempts=1, next_attempt_at=now + timedelta(minutes=5)))
+    db.session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == lost)
+        .values(status="sending", attempts=1, next_attempt_at=now - timedelta(minutes=1))
+    )
+    db.session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == alive)
+        .values(status="sending", attempts=1, next_attempt_at=now + timedelta(minutes=5))
+    )
     db.session.commit()
 
     report = services.dispatch_outbox(now=now)
@@ -347,14 +419,24 @@ def test_a_row_stuck_in_sending_past_its_lease_is_recovered_and_sent_once(demo, 
 def test_a_duplicate_from_the_crash_window_carries_the_same_message_id(app, demo, smtp):
     """The residual window: the server accepted the message, then the worker died before recording
     it. Recovery sends it again; both copies carry one Message-ID, so the duplicate is detectable."""
-    oid, = queue(demo, 1)
+    (oid,) = queue(demo, 1)
     row = db.session.get(OutboxEmail, oid)
     text, html = mailer.render(row.template, row.context)
-    first = mailer.build_message(outbox_id=row.id, created_at=row.created_at, to=row.to_address,
-                                 subject=row.subject, text=text, html=html, mail_from=app.config["MAIL_FROM"])
+    first = mailer.build_message(
+        outbox_id=row.id,
+        created_at=row.created_at,
+        to=row.to_address,
+        subject=row.subject,
+        text=text,
+        html=html,
+        mail_from=app.config["MAIL_FROM"],
+    )
     now = utcnow()
-    db.session.execute(update(OutboxEmail).where(OutboxEmail.id == oid)
-                       .values(status="sending", attempts=1, next_attempt_at=now - timedelta(seconds=1)))
+    db.session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == oid)
+        .values(status="sending", attempts=1, next_attempt_at=now - timedelta(seconds=1))
+    )
     db.session.commit()
     with mailer.SmtpTransport({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": smtp.port}) as t:
         t.send(first)  # ...and here the "worker" dies
@@ -362,7 +444,7 @@ def test_a_duplicate_from_the_crash_window_carries_the_same_message_id(app, demo
     services.dispatch_outbox(now=now)
     copies = smtp.to(row.to_address)
     assert len(copies) == 2
-    row, = rows()
+    (row,) = rows()
     assert copies[0]["Message-ID"] == copies[1]["Message-ID"] == row.message_id
     assert smtp.message_ids()[row.message_id] == 2
 
@@ -373,8 +455,11 @@ def test_send_outbox_email_task_sends_once_and_respects_another_senders_claim(de
     assert tasks.send_outbox_email.apply(args=[a]).get() == "sent"  # second call: nothing to claim
     assert len(smtp.inbox.messages) == 1
 
-    db.session.execute(update(OutboxEmail).where(OutboxEmail.id == b)
-                       .values(status="sending", next_attempt_at=utcnow() + timedelta(minutes=5)))
+    db.session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == b)
+        .values(status="sending", next_attempt_at=utcnow() + timedelta(minutes=5))
+    )
     db.session.commit()
     assert tasks.send_outbox_email.apply(args=[b]).get() == "sending"
     assert len(smtp.inbox.messages) == 1
@@ -396,16 +481,31 @@ def test_each_school_alerts_only_its_own_guardians(app, demo, smtp):
         select(AttendanceRecord.class_id).where(AttendanceRecord.student_id == hillside_student.id).limit(1)
     ).scalar()
     mark(demo, demo["demo_student_id"], day)
-    db.session.add(AttendanceRecord(institution_id=demo["hillside_institution_id"], student_id=hillside_student.id,
-                                    class_id=hillside_class, period=0, date=day, status="absent"))
+    db.session.add(
+        AttendanceRecord(
+            institution_id=demo["hillside_institution_id"],
+            student_id=hillside_student.id,
+            class_id=hillside_class,
+            period=0,
+            date=day,
+            status="absent",
+        )
+    )
     db.session.commit()
     report = services.send_absence_alerts(on_date=day)
     assert report["institutions"] >= 2 and not report["errors"]
     queued = rows()
-    guardians = dict(db.session.execute(
-        select(Guardian.email, Guardian.institution_id).join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
-        .where(StudentGuardian.student_id.in_([demo["demo_student_id"], hillside_student.id]))).all())
-    assert {r.institution_id for r in queued} == {demo["demo_institution_id"], demo["hillside_institution_id"]}
+    guardians = dict(
+        db.session.execute(
+            select(Guardian.email, Guardian.institution_id)
+            .join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
+            .where(StudentGuardian.student_id.in_([demo["demo_student_id"], hillside_student.id]))
+        ).all()
+    )
+    assert {r.institution_id for r in queued} == {
+        demo["demo_institution_id"],
+        demo["hillside_institution_id"],
+    }
     for r in queued:
         assert guardians[r.to_address] == r.institution_id
         assert r.context["school"] == db.session.get(Institution, r.institution_id).name
@@ -422,12 +522,15 @@ def explain(stmt):
 def test_the_senders_queries_use_the_outbox_indexes(demo):
     now = utcnow()
     assert "ix_email_outbox_pending_due" in explain(services.claim_batch_statement(now, now, 50))
-    assert "ix_email_outbox_sending_lease" in explain(select(OutboxEmail.__table__.c.id).where(services._stuck(now)))
+    assert "ix_email_outbox_sending_lease" in explain(
+        select(OutboxEmail.__table__.c.id).where(services._stuck(now))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # A real worker process (the test's transaction is invisible to it: its rows are committed, then removed)
 # --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def committed_outbox(app, demo):
@@ -437,12 +540,26 @@ def committed_outbox(app, demo):
         now = utcnow()
         with db.engine.begin() as conn:
             for i in range(n):
-                made.append(conn.execute(insert(OutboxEmail.__table__).values(
-                    institution_id=demo["demo_institution_id"], dedupe_key=f"worker-test:{os.getpid()}:{i}",
-                    to_address=f"worker{i}@example.test", template="export_ready", context=export_context(),
-                    subject=f"Worker test {i}", status="pending", attempts=0, created_at=now, next_attempt_at=now,
-                ).returning(OutboxEmail.__table__.c.id)).scalar())
+                made.append(
+                    conn.execute(
+                        insert(OutboxEmail.__table__)
+                        .values(
+                            institution_id=demo["demo_institution_id"],
+                            dedupe_key=f"worker-test:{os.getpid()}:{i}",
+                            to_address=f"worker{i}@example.test",
+                            template="export_ready",
+                            context=export_context(),
+                            subject=f"Worker test {i}",
+                            status="pending",
+                            attempts=0,
+                            created_at=now,
+                            next_attempt_at=now,
+                        )
+                        .returning(OutboxEmail.__table__.c.id)
+                    ).scalar()
+                )
         return list(made)
+
     yield add
     with db.engine.begin() as conn:
         conn.execute(delete(OutboxEmail.__table__).where(OutboxEmail.__table__.c.id.in_(made)))
@@ -453,13 +570,39 @@ def worker(app, smtp, tmp_path):
     """`celery -A celery_worker worker` on a queue of its own: other test runs share this Redis, and
     their workers must not take our tasks (nor ours theirs)."""
     queue_name = f"notifications-test-{os.getpid()}"
-    env = {**os.environ, "APP_ENV": "testing", "MAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1",
-           "SMTP_PORT": str(smtp.port), "CELERY_ALWAYS_EAGER": "false"}
-    log = open(tmp_path / "worker.log", "w")
+    env = {
+        **os.environ,
+        "APP_ENV": "testing",
+        "MAIL_BACKEND": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp.port),
+        "CELERY_ALWAYS_EAGER": "false",
+    }
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - the worker process keeps it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_worker", "worker", "-Q", queue_name, "-P", "solo",
-         "-n", f"{queue_name}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-        cwd=Path(__file__).resolve().parents[1], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_worker",
+            "worker",
+            "-Q",
+            queue_name,
+            "-P",
+            "solo",
+            "-n",
+            f"{queue_name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield SimpleNamespace(queue=queue_name, log=tmp_path / "worker.log", proc=proc)
     finally:
@@ -474,11 +617,13 @@ def worker(app, smtp, tmp_path):
 
 def outbox_status(oid):
     with db.engine.connect() as conn:
-        return conn.execute(select(OutboxEmail.__table__.c.status).where(OutboxEmail.__table__.c.id == oid)).scalar()
+        return conn.execute(
+            select(OutboxEmail.__table__.c.status).where(OutboxEmail.__table__.c.id == oid)
+        ).scalar()
 
 
 def test_a_real_worker_sends_a_committed_message_once(app, smtp, committed_outbox, worker):
-    oid, = committed_outbox(1)
+    (oid,) = committed_outbox(1)
     celery = app.extensions["celery"]
     # the route the app uses for our tasks (the worker here listens on a private queue instead)
     route = celery.amqp.router.route({}, "tasks.notifications.send_outbox_email")
@@ -507,6 +652,7 @@ def test_a_real_worker_sends_a_committed_message_once(app, smtp, committed_outbo
 # The outbox row is part of the caller's transaction, once per dedupe key
 # --------------------------------------------------------------------------------------------------
 
+
 def test_enqueue_belongs_to_the_callers_transaction_and_dedupes(demo):
     iid, other = demo["demo_institution_id"], demo["hillside_institution_id"]
     nested = db.session.begin_nested()
@@ -514,12 +660,21 @@ def test_enqueue_belongs_to_the_callers_transaction_and_dedupes(demo):
     nested.rollback()  # the event did not commit: no mail
     assert rows() == []
 
-    first = services.enqueue_email(iid, "event:1", "a@example.test", "export_ready", export_context(), "Hello")
-    again = services.enqueue_email(iid, "event:1", "b@example.test", "export_ready", export_context(), "Hello")
-    elsewhere = services.enqueue_email(other, "event:1", "a@example.test", "export_ready", export_context(), "Hi")
+    first = services.enqueue_email(
+        iid, "event:1", "a@example.test", "export_ready", export_context(), "Hello"
+    )
+    again = services.enqueue_email(
+        iid, "event:1", "b@example.test", "export_ready", export_context(), "Hello"
+    )
+    elsewhere = services.enqueue_email(
+        other, "event:1", "a@example.test", "export_ready", export_context(), "Hi"
+    )
     db.session.commit()
     assert first and again is None and elsewhere and elsewhere != first
-    assert [(r.institution_id, r.to_address) for r in rows()] == [(iid, "a@example.test"), (other, "a@example.test")]
+    assert [(r.institution_id, r.to_address) for r in rows()] == [
+        (iid, "a@example.test"),
+        (other, "a@example.test"),
+    ]
     row = rows()[0]
     assert row.status == "pending" and row.attempts == 0 and row.next_attempt_at is not None
 
@@ -533,9 +688,8 @@ def test_enqueue_refuses_bad_input_and_another_institutions_mail(demo):
             services.enqueue_email(iid, "k", bad, "export_ready", export_context(), "s")
     with pytest.raises(TypeError):
         services.enqueue_email(iid, "k", "a@example.test", "export_ready", {"when": date.today()}, "s")
-    with services.institution_scope(demo["hillside_institution_id"]):
-        with pytest.raises(PermissionError):
-            services.enqueue_email(iid, "k", "a@example.test", "export_ready", export_context(), "s")
+    with services.institution_scope(demo["hillside_institution_id"]), pytest.raises(PermissionError):
+        services.enqueue_email(iid, "k", "a@example.test", "export_ready", export_context(), "s")
     assert rows() == []
 
 
@@ -543,42 +697,85 @@ def test_enqueue_refuses_bad_input_and_another_institutions_mail(demo):
 # Fee reminders
 # --------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def school():
     """A small school of its own (the demo invoices are all overdue): one family, several invoices."""
-    inst = Institution(name="Reminder School", slug="reminder-school", currency="USD", timezone="UTC",
-                       email="office@reminder.test")
+    inst = Institution(
+        name="Reminder School",
+        slug="reminder-school",
+        currency="USD",
+        timezone="UTC",
+        email="office@reminder.test",
+    )
     db.session.add(inst)
     db.session.flush()
     iid = inst.id
     today = date.today()
-    year = AcademicYear(institution_id=iid, name="Y", start_date=today - timedelta(days=200),
-                        end_date=today + timedelta(days=200), is_current=True)
+    year = AcademicYear(
+        institution_id=iid,
+        name="Y",
+        start_date=today - timedelta(days=200),
+        end_date=today + timedelta(days=200),
+        is_current=True,
+    )
     db.session.add(year)
     db.session.flush()
-    term = Term(institution_id=iid, academic_year_id=year.id, name="T", start_date=year.start_date,
-                end_date=year.end_date)
+    term = Term(
+        institution_id=iid,
+        academic_year_id=year.id,
+        name="T",
+        start_date=year.start_date,
+        end_date=year.end_date,
+    )
     db.session.add(term)
-    guardians = [Guardian(institution_id=iid, first_name="Mary", last_name="Moss", email="mary@example.test"),
-                 Guardian(institution_id=iid, first_name="Otto", last_name="Moss", email=None),
-                 Guardian(institution_id=iid, first_name="Paul", last_name="Moss", email="paul@example.test")]
+    guardians = [
+        Guardian(institution_id=iid, first_name="Mary", last_name="Moss", email="mary@example.test"),
+        Guardian(institution_id=iid, first_name="Otto", last_name="Moss", email=None),
+        Guardian(institution_id=iid, first_name="Paul", last_name="Moss", email="paul@example.test"),
+    ]
     db.session.add_all(guardians)
     db.session.flush()
     invoices = {}
     # name: (due in days, status, total, paid)
-    plan = {"due_soon": (7, "open", 250_000, 100_000), "due_today": (0, "open", 50_000, 0),
-            "later": (10, "open", 50_000, 0), "overdue": (-10, "partially_paid", 80_000, 30_000),
-            "paid": (-10, "paid", 50_000, 50_000), "void": (-10, "void", 50_000, 0)}
+    plan = {
+        "due_soon": (7, "open", 250_000, 100_000),
+        "due_today": (0, "open", 50_000, 0),
+        "later": (10, "open", 50_000, 0),
+        "overdue": (-10, "partially_paid", 80_000, 30_000),
+        "paid": (-10, "paid", 50_000, 50_000),
+        "void": (-10, "void", 50_000, 0),
+    }
     for n, (name, (days, status, total, paid)) in enumerate(plan.items()):
-        s = Student(institution_id=iid, admission_number=f"R{n}", first_name=name.title().replace("_", ""),
-                    last_name="Moss", status="active")
+        s = Student(
+            institution_id=iid,
+            admission_number=f"R{n}",
+            first_name=name.title().replace("_", ""),
+            last_name="Moss",
+            status="active",
+        )
         db.session.add(s)
         db.session.flush()
         for g in guardians:
-            db.session.add(StudentGuardian(institution_id=iid, student_id=s.id, guardian_id=g.id,
-                                           relationship_type="parent", is_primary=g is guardians[0]))
-        inv = Invoice(institution_id=iid, student_id=s.id, term_id=term.id, number=f"INV-R-{n}", status=status,
-                      total_minor=total, paid_minor=paid, due_date=today + timedelta(days=days))
+            db.session.add(
+                StudentGuardian(
+                    institution_id=iid,
+                    student_id=s.id,
+                    guardian_id=g.id,
+                    relationship_type="parent",
+                    is_primary=g is guardians[0],
+                )
+            )
+        inv = Invoice(
+            institution_id=iid,
+            student_id=s.id,
+            term_id=term.id,
+            number=f"INV-R-{n}",
+            status=status,
+            total_minor=total,
+            paid_minor=paid,
+            due_date=today + timedelta(days=days),
+        )
         db.session.add(inv)
         db.session.flush()
         invoices[name] = inv.id
@@ -593,7 +790,11 @@ def test_fee_reminders_before_the_due_date_and_weekly_while_overdue(school, smtp
     report = services.send_fee_reminders(on_date=today, institution_ids=[school["id"]])
     keys = {r.dedupe_key for r in rows()}
     week = "{}-W{:02d}".format(*today.isocalendar()[:2])
-    expected = {f"fee-due:{inv['due_soon']}:", f"fee-due:{inv['due_today']}:", f"fee-overdue:{inv['overdue']}:{week}:"}
+    expected = {
+        f"fee-due:{inv['due_soon']}:",
+        f"fee-due:{inv['due_today']}:",
+        f"fee-overdue:{inv['overdue']}:{week}:",
+    }
     assert {k.rsplit(":", 1)[0] + ":" for k in keys} == expected
     assert report["queued"] == len(keys) == 6  # 3 invoices x the 2 guardians with an email
     assert {r.to_address for r in rows()} == {"mary@example.test", "paul@example.test"}
@@ -611,7 +812,8 @@ def test_fee_reminders_before_the_due_date_and_weekly_while_overdue(school, smtp
     assert new["queued"] == 6
     assert {r.dedupe_key for r in rows()} - keys == (
         {f"fee-overdue:{inv[name]}:{week2}:{g}" for name in ("overdue", "due_today") for g in guardian_ids}
-        | {f"fee-due:{inv['later']}:{g}" for g in guardian_ids})
+        | {f"fee-due:{inv['later']}:{g}" for g in guardian_ids}
+    )
 
     services.dispatch_outbox()
     mary = smtp.to("mary@example.test")
@@ -630,11 +832,19 @@ def test_fee_reminders_before_the_due_date_and_weekly_while_overdue(school, smtp
 # Export ready
 # --------------------------------------------------------------------------------------------------
 
+
 def test_notify_export_ready_mails_the_requesting_user_once(demo, smtp):
     admin_id = demo["demo_user_ids"]["admin"]
-    job = Job(institution_id=demo["demo_institution_id"], job_type="export", kind="attendance_register",
-              format="csv", status="done", requested_by_id=admin_id, row_count=1200,
-              expires_at=utcnow() + timedelta(days=1))
+    job = Job(
+        institution_id=demo["demo_institution_id"],
+        job_type="export",
+        kind="attendance_register",
+        format="csv",
+        status="done",
+        requested_by_id=admin_id,
+        row_count=1200,
+        expires_at=utcnow() + timedelta(days=1),
+    )
     db.session.add(job)
     db.session.flush()
     first = services.notify_export_ready(job.id, download_url="https://school.example/dl/abc")
@@ -644,7 +854,7 @@ def test_notify_export_ready_mails_the_requesting_user_once(demo, smtp):
 
     services.dispatch_outbox()
     email = db.session.get(User, admin_id).email
-    msg, = smtp.to(email)
+    (msg,) = smtp.to(email)
     assert msg["Subject"] == "Your attendance register export is ready"
     text = body(msg, "plain")
     assert "1200 rows" in text and "https://school.example/dl/abc" in text and "CSV" in text
@@ -656,8 +866,15 @@ def test_export_ready_is_sent_right_after_the_commit_when_tasks_run_in_process(a
     saved = celery.conf.task_always_eager
     celery.conf.task_always_eager = True  # the embedded default: no broker, tasks run in-process
     try:
-        job = Job(institution_id=demo["demo_institution_id"], job_type="export", kind="students", format="xlsx",
-                  status="done", requested_by_id=demo["demo_user_ids"]["admin"], row_count=1)
+        job = Job(
+            institution_id=demo["demo_institution_id"],
+            job_type="export",
+            kind="students",
+            format="xlsx",
+            status="done",
+            requested_by_id=demo["demo_user_ids"]["admin"],
+            row_count=1,
+        )
         db.session.add(job)
         db.session.flush()
         services.notify_export_ready(job.id)
@@ -665,7 +882,7 @@ def test_export_ready_is_sent_right_after_the_commit_when_tasks_run_in_process(a
         db.session.commit()
     finally:
         celery.conf.task_always_eager = saved
-    msg, = smtp.to(db.session.get(User, demo["demo_user_ids"]["admin"]).email)
+    (msg,) = smtp.to(db.session.get(User, demo["demo_user_ids"]["admin"]).email)
     assert "1 row." in body(msg, "plain") and f"export #{job.id}" in body(msg, "plain")
     assert rows()[0].status == "sent"
 
@@ -676,8 +893,14 @@ def test_no_mail_when_the_event_rolls_back(app, demo, smtp):
     celery.conf.task_always_eager = True
     try:
         nested = db.session.begin_nested()
-        job = Job(institution_id=demo["demo_institution_id"], job_type="export", kind="students", format="csv",
-                  status="done", requested_by_id=demo["demo_user_ids"]["admin"])
+        job = Job(
+            institution_id=demo["demo_institution_id"],
+            job_type="export",
+            kind="students",
+            format="csv",
+            status="done",
+            requested_by_id=demo["demo_user_ids"]["admin"],
+        )
         db.session.add(job)
         db.session.flush()
         services.notify_export_ready(job.id)
@@ -693,57 +916,99 @@ def test_no_mail_when_the_event_rolls_back(app, demo, smtp):
 # --------------------------------------------------------------------------------------------------
 
 SAMPLES = {
-    "absence_alert": {"guardian_name": "Róisín O'Brien", "student_name": "Liam <O'Brien> & co",
-                      "student_first_name": "Liam", "date": "2025-03-14", "date_display": "Friday 14 March 2025",
-                      "whole_day": False, "periods": [{"period": 3, "subject": "Mathematics"}], "notes": []},
-    "fee_reminder": {"guardian_name": "G", "student_name": "Liam <O'Brien> & co", "invoice_number": "INV-1",
-                     "currency": "KES", "amount_due": "1500.00", "amount_due_display": "KES 1,500.00",
-                     "total_display": "KES 3,000.00", "paid_display": "KES 1,500.00", "due_date": "2025-03-14",
-                     "due_date_display": "Friday 14 March 2025", "days_left": 3},
-    "fee_overdue": {"guardian_name": "G", "student_name": "Liam <O'Brien> & co", "invoice_number": "INV-1",
-                    "currency": "KES", "amount_due": "1500.00", "amount_due_display": "KES 1,500.00",
-                    "total_display": "KES 3,000.00", "paid_display": "KES 1,500.00", "due_date": "2025-03-14",
-                    "due_date_display": "Friday 14 March 2025", "days_overdue": 1},
+    "absence_alert": {
+        "guardian_name": "Róisín O'Brien",
+        "student_name": "Liam <O'Brien> & co",
+        "student_first_name": "Liam",
+        "date": "2025-03-14",
+        "date_display": "Friday 14 March 2025",
+        "whole_day": False,
+        "periods": [{"period": 3, "subject": "Mathematics"}],
+        "notes": [],
+    },
+    "fee_reminder": {
+        "guardian_name": "G",
+        "student_name": "Liam <O'Brien> & co",
+        "invoice_number": "INV-1",
+        "currency": "KES",
+        "amount_due": "1500.00",
+        "amount_due_display": "KES 1,500.00",
+        "total_display": "KES 3,000.00",
+        "paid_display": "KES 1,500.00",
+        "due_date": "2025-03-14",
+        "due_date_display": "Friday 14 March 2025",
+        "days_left": 3,
+    },
+    "fee_overdue": {
+        "guardian_name": "G",
+        "student_name": "Liam <O'Brien> & co",
+        "invoice_number": "INV-1",
+        "currency": "KES",
+        "amount_due": "1500.00",
+        "amount_due_display": "KES 1,500.00",
+        "total_display": "KES 3,000.00",
+        "paid_display": "KES 1,500.00",
+        "due_date": "2025-03-14",
+        "due_date_display": "Friday 14 March 2025",
+        "days_overdue": 1,
+    },
     "export_ready": export_context(user_name="Liam <O'Brien> & co"),
 }
 
 
 @pytest.mark.parametrize("template", mailer.TEMPLATES)
 def test_every_template_renders_a_text_and_an_html_part(template):
-    context = {"school": "Demo Academy", "school_email": "office@demo.test", "school_phone": "+254 1", **SAMPLES[template]}
+    context = {
+        "school": "Demo Academy",
+        "school_email": "office@demo.test",
+        "school_phone": "+254 1",
+        **SAMPLES[template],
+    }
     text, html = mailer.render(template, context)
     assert "Liam <O'Brien> & co" in text and "<p>" not in text and "Demo Academy" in text
     assert "Liam &lt;O&#39;Brien&gt; &amp; co" in html and "<O'Brien>" not in html
     assert html.lstrip().startswith("<!DOCTYPE html>")
-    msg = mailer.build_message(outbox_id=7, created_at=utcnow(), to="a@example.test", subject="S\r\nBcc: x@y.test",
-                               text=text, html=html, mail_from="Schoolhouse <no-reply@school.test>")
+    msg = mailer.build_message(
+        outbox_id=7,
+        created_at=utcnow(),
+        to="a@example.test",
+        subject="S\r\nBcc: x@y.test",
+        text=text,
+        html=html,
+        mail_from="Schoolhouse <no-reply@school.test>",
+    )
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
     assert msg["Subject"] == "S Bcc: x@y.test" and msg["Bcc"] is None  # no header injection
     assert msg["Message-ID"].startswith("<outbox.7.") and msg["Message-ID"].endswith("@school.test>")
 
 
 def test_a_missing_template_variable_fails_the_message_for_good(demo, smtp):
-    services.enqueue_email(demo["demo_institution_id"], "k", "a@example.test", "export_ready", {"school": "x"}, "s")
+    services.enqueue_email(
+        demo["demo_institution_id"], "k", "a@example.test", "export_ready", {"school": "x"}, "s"
+    )
     db.session.commit()
     assert services.dispatch_outbox()["failed"] == 1
-    row, = rows()
+    (row,) = rows()
     assert row.status == "failed" and "user_name" in row.last_error and smtp.inbox.messages == []
 
 
 def test_file_backend_writes_one_eml_per_message(demo, config, tmp_path):
     config(MAIL_BACKEND="file", MAIL_DIR=str(tmp_path / "mail"))
-    oid, = queue(demo, 1)
+    (oid,) = queue(demo, 1)
     assert services.dispatch_outbox()["sent"] == 1
     files = list((tmp_path / "mail").glob("*.eml"))
     assert len(files) == 1
     msg = BytesParser(policy=policy.default).parsebytes(files[0].read_bytes())
-    row, = rows()
+    (row,) = rows()
     assert msg["Message-ID"] == row.message_id and msg["To"] == row.to_address
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
 
     # sent again after a lost lease: the same file is rewritten, not a second one added
-    db.session.execute(update(OutboxEmail).where(OutboxEmail.id == oid)
-                       .values(status="sending", next_attempt_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == oid)
+        .values(status="sending", next_attempt_at=utcnow() - timedelta(seconds=1))
+    )
     db.session.commit()
     assert services.dispatch_outbox()["sent"] == 1
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
@@ -751,6 +1016,7 @@ def test_file_backend_writes_one_eml_per_message(demo, config, tmp_path):
 
 def test_mail_settings_default_to_files_without_smtp_host(monkeypatch, tmp_path):
     from config import Config
+
     monkeypatch.delenv("SMTP_HOST", raising=False)
     monkeypatch.delenv("MAIL_BACKEND", raising=False)
     monkeypatch.delenv("MAIL_DIR", raising=False)
@@ -772,6 +1038,7 @@ def test_backoff_doubles_with_jitter_and_is_capped(app):
 
         def uniform(self, a, b):
             return a if self.v == "low" else b
+
     with app.app_context():
         hi = [services.backoff(n, base=60, cap=3600, rng=Fixed("high")).total_seconds() for n in range(1, 9)]
         lo = [services.backoff(n, base=60, cap=3600, rng=Fixed("low")).total_seconds() for n in range(1, 4)]

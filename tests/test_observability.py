@@ -1,4 +1,5 @@
 """Operator endpoints and the query budget per endpoint (an N+1 cannot creep in)."""
+
 import pytest
 from sqlalchemy import event
 
@@ -15,8 +16,13 @@ def test_performance_snapshot_for_admins(admin, teacher, demo):
     assert ep["count"] >= 3 and ep["p50_ms"] is not None and ep["p99_ms"] >= ep["p50_ms"]
     assert body["cache"]["hits"] >= 2 and 0 <= body["health_score"] <= 100
     assert body["memory"]["rss_mb"] > 0 and body["versions"]["flask"]
-    assert set(body["thresholds"]) == {"error_rate_percent", "p95_ms", "slow_query_ms", "memory_mb",
-                                       "cache_hit_percent"}
+    assert set(body["thresholds"]) == {
+        "error_rate_percent",
+        "p95_ms",
+        "slow_query_ms",
+        "memory_mb",
+        "cache_hit_percent",
+    }
     assert isinstance(body["warnings"], list)
     assert_problem(teacher.get("/performance"), 403)
 
@@ -24,7 +30,9 @@ def test_performance_snapshot_for_admins(admin, teacher, demo):
 def test_metrics_endpoint_exports_prometheus_text(client, admin):
     admin.get("/subjects")
     text = client.get("/metrics").get_data(as_text=True)
-    assert "schoolhouse_http_requests_total" in text and "schoolhouse_db_query_duration_seconds_bucket" in text
+    assert (
+        "schoolhouse_http_requests_total" in text and "schoolhouse_db_query_duration_seconds_bucket" in text
+    )
 
 
 def test_health_detailed_and_database_for_admins(admin, teacher, client):
@@ -51,6 +59,7 @@ def count_sql(app):
             return  # the test harness's per-request savepoints, not the endpoint's work
         counter["n"] += 1
         counter.setdefault("sql", []).append(statement[:80])
+
     with app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", on_exec)
@@ -58,13 +67,21 @@ def count_sql(app):
     event.remove(engine, "before_cursor_execute", on_exec)
 
 
-@pytest.mark.parametrize("path,budget", [
-    ("/students?limit=50", 1), ("/students/{sid}", 2), ("/classes/{cid}/students?limit=50", 1),
-    ("/guardians?limit=50", 1), ("/classes?limit=50", 1), ("/enrolments?limit=50", 1),
-])
+@pytest.mark.parametrize(
+    "path,budget",
+    [
+        ("/students?limit=50", 1),
+        ("/students/{sid}", 2),
+        ("/classes/{cid}/students?limit=50", 1),
+        ("/guardians?limit=50", 1),
+        ("/classes?limit=50", 1),
+        ("/enrolments?limit=50", 1),
+    ],
+)
 def test_sql_statements_per_endpoint_are_pinned(admin, demo, count_sql, path, budget):
     """Uncached reads run a fixed number of statements whatever the page size (no N+1)."""
     from flask import current_app
+
     path = path.format(sid=demo["demo_student_id"], cid=demo["demo_class_id"])
     rc = current_app.extensions["response_cache"]
     rc.enabled = False
@@ -83,7 +100,9 @@ def test_large_json_is_compressed_small_is_not(admin):
     assert big.headers.get("Content-Encoding") == "br" and "Accept-Encoding" in big.headers.get("Vary", "")
     gz = admin.get("/students?limit=200", headers={"Accept-Encoding": "gzip"})
     assert gz.headers.get("Content-Encoding") == "gzip"
-    import gzip, json
+    import gzip
+    import json
+
     assert len(json.loads(gzip.decompress(gz.data))["data"]) == 200
     small = admin.get("/subjects?limit=1", headers={"Accept-Encoding": "br, gzip"})
     assert "Content-Encoding" not in small.headers

@@ -11,8 +11,9 @@ def test_openapi_document_covers_every_api_route(app, client):
             path = rule.rule.replace("<int:", "<").replace("<", "{").replace(">", "}")
             assert path in documented, f"{rule.rule} is missing from the OpenAPI document"
     post = spec["paths"]["/api/v1/students"]["post"]
-    schema = spec["components"]["schemas"][post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                                           .split("/")[-1]]
+    schema = spec["components"]["schemas"][
+        post["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    ]
     assert schema["additionalProperties"] is False and "admission_number" in schema["required"]
 
 

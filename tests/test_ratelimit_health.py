@@ -13,8 +13,9 @@ def test_sixth_wrong_password_gets_429_with_retry_after(client):
     assert int(resp.headers["Retry-After"]) > 0
     assert "X-RateLimit-Limit" in resp.headers
     # The limit is per account: another account from the same address still logs in.
-    ok = client.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
-                                                 "password": "demo-password-for-tests"})
+    ok = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    )
     assert ok.status_code == 200
 
 
@@ -34,8 +35,9 @@ def test_successful_logins_do_not_use_up_the_login_limit(client):
 def test_api_limit_per_user_and_health_exempt(monkeypatch):
     app = create_app("testing", RATELIMIT_API="3 per 15 minutes")
     client = app.test_client()
-    tokens = client.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
-                                                     "password": "demo-password-for-tests"}).get_json()
+    tokens = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    ).get_json()
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     codes = [client.get("/api/v1/subjects", headers=headers).status_code for _ in range(4)]
     assert codes[:2] == [200, 200] and codes[-1] == 429, codes
@@ -45,11 +47,17 @@ def test_api_limit_per_user_and_health_exempt(monkeypatch):
 def test_sensitive_operations_have_their_own_tighter_budget():
     app = create_app("testing", RATELIMIT_SENSITIVE="2 per hour")
     client = app.test_client()
-    tokens = client.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
-                                                     "password": "demo-password-for-tests"}).get_json()
+    tokens = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    ).get_json()
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    body = {"email": "x@demo-academy.test", "password": "short", "role": "admin", "first_name": "a",
-            "last_name": "b"}
+    body = {
+        "email": "x@demo-academy.test",
+        "password": "short",
+        "role": "admin",
+        "first_name": "a",
+        "last_name": "b",
+    }
     codes = [client.post("/api/v1/users", json=body, headers=headers).status_code for _ in range(3)]
     assert codes == [422, 422, 429]
     assert client.get("/api/v1/subjects", headers=headers).status_code == 200
@@ -58,8 +66,9 @@ def test_sensitive_operations_have_their_own_tighter_budget():
 def test_redis_down_still_serves_requests_not_500():
     app = create_app("testing", REDIS_URL=CLOSED)
     client = app.test_client()
-    resp = client.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
-                                                   "password": "demo-password-for-tests"})
+    resp = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    )
     assert resp.status_code == 200
     headers = {"Authorization": f"Bearer {resp.get_json()['access_token']}"}
     assert client.get("/api/v1/students?limit=2", headers=headers).status_code == 200
@@ -72,8 +81,9 @@ def test_redis_down_still_serves_requests_not_500():
 def test_redis_down_falls_back_to_an_in_process_limit():
     app = create_app("testing", REDIS_URL=CLOSED, RATELIMIT_API="3 per 15 minutes")
     client = app.test_client()
-    tokens = client.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
-                                                     "password": "demo-password-for-tests"}).get_json()
+    tokens = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    ).get_json()
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     codes = [client.get("/api/v1/subjects", headers=headers).status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[-1] == 429

@@ -21,7 +21,11 @@ def test_cursor_pages_walk_a_sorted_list_completely(admin):
     while url:
         body = admin.get(url).get_json()
         seen += body["data"]
-        url = f"/students?limit=200&sort=last_name&cursor={body['next_cursor']}" if body["next_cursor"] else None
+        url = (
+            f"/students?limit=200&sort=last_name&cursor={body['next_cursor']}"
+            if body["next_cursor"]
+            else None
+        )
     keys = [(s["last_name"], s["id"]) for s in seen]
     assert keys == sorted(keys) and len({s["id"] for s in seen}) == len(seen) >= 500
 
@@ -40,8 +44,10 @@ def test_search_is_case_insensitive_prefix(admin):
     q = some["last_name"][:3].upper()
     found = admin.get(f"/students?q={q}&limit=200").get_json()["data"]
     assert some["id"] in [s["id"] for s in found]
-    assert all(s["last_name"].lower().startswith(q.lower()) or s["first_name"].lower().startswith(q.lower())
-               for s in found)
+    assert all(
+        s["last_name"].lower().startswith(q.lower()) or s["first_name"].lower().startswith(q.lower())
+        for s in found
+    )
 
 
 def test_filters(admin, demo):
@@ -58,8 +64,11 @@ def test_student_detail_has_guardians(admin, demo):
 
 def test_teacher_sees_only_their_classes_students(teacher, demo):
     assert teacher.get(f"/students/{demo['demo_student_id']}").status_code == 200
-    outsider = db.session.execute(select(Enrolment.student_id).where(
-        Enrolment.class_id == demo["other_class_id"], Enrolment.end_date.is_(None)).limit(1)).scalar_one()
+    outsider = db.session.execute(
+        select(Enrolment.student_id)
+        .where(Enrolment.class_id == demo["other_class_id"], Enrolment.end_date.is_(None))
+        .limit(1)
+    ).scalar_one()
     assert_problem(teacher.get(f"/students/{outsider}"), 404)
     assert_problem(teacher.get(f"/classes/{demo['other_class_id']}/students"), 404)
     assert_problem(teacher.get(f"/classes/{demo['other_class_id']}"), 404)
@@ -72,16 +81,20 @@ def test_guardian_and_student_see_only_their_own(guardian, student, demo):
     assert demo["demo_student_id"] in [k["id"] for k in kids] and len(kids) <= 4
     me = student.get("/students").get_json()["data"]
     assert [s["id"] for s in me] == [demo["demo_student_id"]]
-    other = next(i for i in (demo["demo_student_id"] + 1, demo["demo_student_id"] - 1)
-                 if i not in [k["id"] for k in kids])
+    other = next(
+        i
+        for i in (demo["demo_student_id"] + 1, demo["demo_student_id"] - 1)
+        if i not in [k["id"] for k in kids]
+    )
     assert_problem(student.get(f"/students/{other}"), 404)
     assert_problem(guardian.get(f"/students/{other}"), 404)
 
 
 def test_accountant_reads_rosters_but_cannot_write(accountant):
     assert accountant.get("/students").status_code == 200
-    assert_problem(accountant.post("/students", json={"admission_number": "Z", "first_name": "a",
-                                                      "last_name": "b"}), 403)
+    assert_problem(
+        accountant.post("/students", json={"admission_number": "Z", "first_name": "a", "last_name": "b"}), 403
+    )
 
 
 def test_roles_that_may_not_write_get_403(teacher, guardian):
@@ -114,15 +127,18 @@ def test_moving_a_student_keeps_history(admin, demo):
     assert history[1]["class_id"] == other and history[1]["end_date"] is None
     roster = admin.get(f"/classes/{other}/students?limit=200").get_json()["data"]
     assert sid in [r["id"] for r in roster]
-    assert sid not in [r["id"] for r in admin.get(f"/classes/{demo['demo_class_id']}/students?limit=200")
-                       .get_json()["data"]]
+    assert sid not in [
+        r["id"] for r in admin.get(f"/classes/{demo['demo_class_id']}/students?limit=200").get_json()["data"]
+    ]
 
 
 def test_class_roster_is_sorted_and_paged(admin, demo):
     body = admin.get(f"/classes/{demo['demo_class_id']}/students?limit=10").get_json()
     names = [(r["last_name"], r["id"]) for r in body["data"]]
     assert names == sorted(names) and len(names) == 10 and body["next_cursor"]
-    nxt = admin.get(f"/classes/{demo['demo_class_id']}/students?limit=10&cursor={body['next_cursor']}").get_json()
+    nxt = admin.get(
+        f"/classes/{demo['demo_class_id']}/students?limit=10&cursor={body['next_cursor']}"
+    ).get_json()
     assert not {r["id"] for r in nxt["data"]} & {r["id"] for r in body["data"]}
 
 
@@ -136,14 +152,30 @@ def test_institution_get_and_patch(admin, teacher):
 
 
 def test_user_creation_links_person(admin, demo):
-    resp = admin.post("/users", json={"email": "new.teacher@demo-academy.test", "password": "long-enough-pw",
-                                      "role": "teacher", "first_name": "N", "last_name": "T"})
+    resp = admin.post(
+        "/users",
+        json={
+            "email": "new.teacher@demo-academy.test",
+            "password": "long-enough-pw",
+            "role": "teacher",
+            "first_name": "N",
+            "last_name": "T",
+        },
+    )
     assert_problem(resp, 422, "teacher_id")
     teachers = admin.get("/teachers?limit=200").get_json()["data"]
     free = next(t for t in teachers if t["user_id"] is None)
-    resp = admin.post("/users", json={"email": "new.teacher@demo-academy.test", "password": "long-enough-pw",
-                                      "role": "teacher", "first_name": "N", "last_name": "T",
-                                      "teacher_id": free["id"]})
+    resp = admin.post(
+        "/users",
+        json={
+            "email": "new.teacher@demo-academy.test",
+            "password": "long-enough-pw",
+            "role": "teacher",
+            "first_name": "N",
+            "last_name": "T",
+            "teacher_id": free["id"],
+        },
+    )
     assert resp.status_code == 201
     assert admin.get(f"/teachers/{free['id']}").get_json()["user_id"] == resp.get_json()["id"]
 

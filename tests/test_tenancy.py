@@ -1,15 +1,17 @@
 """Another institution's records answer 404, exactly like missing ones, on every route that takes an id."""
+
 import re
+from datetime import UTC
 
 import pytest
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.attendance.models import AttendanceSession
-from app.finance.models import FeeCategory, Invoice, Payment
-from app.grading.models import Assessment, AssessmentType
 from app.audit.models import AuditEntry
 from app.extensions import db
+from app.finance.models import FeeCategory, Invoice, Payment
+from app.grading.models import Assessment, AssessmentType
 from app.jobs.models import Job
 from app.people.models import Guardian, Student, Teacher, User
 from tests.conftest import assert_problem
@@ -17,31 +19,55 @@ from tests.conftest import assert_problem
 # First path segment -> the model whose ids the route takes. A new route with an id must be added here,
 # or the walk fails: no route escapes the check.
 MODELS = {
-    "students": Student, "guardians": Guardian, "teachers": Teacher, "users": User,
-    "academic-years": AcademicYear, "terms": Term, "subjects": Subject, "classes": SchoolClass,
-    "class-subjects": ClassSubject, "enrolments": Enrolment, "audit-log": AuditEntry,
-    "attendance-sessions": AttendanceSession, "assessment-types": AssessmentType, "assessments": Assessment,
-    "fee-categories": FeeCategory, "invoices": Invoice, "payments": Payment,
-    "exports": Job, "imports": Job,
+    "students": Student,
+    "guardians": Guardian,
+    "teachers": Teacher,
+    "users": User,
+    "academic-years": AcademicYear,
+    "terms": Term,
+    "subjects": Subject,
+    "classes": SchoolClass,
+    "class-subjects": ClassSubject,
+    "enrolments": Enrolment,
+    "audit-log": AuditEntry,
+    "attendance-sessions": AttendanceSession,
+    "assessment-types": AssessmentType,
+    "assessments": Assessment,
+    "fee-categories": FeeCategory,
+    "invoices": Invoice,
+    "payments": Payment,
+    "exports": Job,
+    "imports": Job,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
 
 
 def demo_id(model, institution_id):
-    found = db.session.execute(select(model.id).where(model.institution_id == institution_id)
-                               .order_by(model.id).limit(1), execution_options={"skip_tenant": True}).scalar()
-    assert found is not None, f"no {model.__tablename__} row in Demo Academy: the walk needs one (seed or fixture)"
+    found = db.session.execute(
+        select(model.id).where(model.institution_id == institution_id).order_by(model.id).limit(1),
+        execution_options={"skip_tenant": True},
+    ).scalar()
+    assert found is not None, (
+        f"no {model.__tablename__} row in Demo Academy: the walk needs one (seed or fixture)"
+    )
     return found
 
 
 @pytest.fixture
 def qr_session(demo):
     """The demo seed has no QR session; make one so /attendance-sessions/<id> routes are walked too."""
-    from datetime import date, datetime, timedelta, timezone
-    now = datetime.now(timezone.utc)
-    row = AttendanceSession(institution_id=demo["demo_institution_id"], class_id=demo["demo_class_id"],
-                            period=0, date=date.today(), opened_at=now, expires_at=now + timedelta(minutes=5))
+    from datetime import date, datetime, timedelta
+
+    now = datetime.now(UTC)
+    row = AttendanceSession(
+        institution_id=demo["demo_institution_id"],
+        class_id=demo["demo_class_id"],
+        period=0,
+        date=date.today(),
+        opened_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
     db.session.add(row)
     db.session.flush()
     return row
@@ -50,9 +76,17 @@ def qr_session(demo):
 @pytest.fixture
 def demo_job(demo):
     """The demo seed has no export/import jobs; make one so /exports/<id> and /imports/<id> are walked."""
-    row = Job(institution_id=demo["demo_institution_id"], job_type="export", kind="class_roster", format="csv",
-              params={"class_id": demo["demo_class_id"]}, status="queued", attempts=0, progress_percent=0,
-              rows_done=0)
+    row = Job(
+        institution_id=demo["demo_institution_id"],
+        job_type="export",
+        kind="class_roster",
+        format="csv",
+        params={"class_id": demo["demo_class_id"]},
+        status="queued",
+        attempts=0,
+        progress_percent=0,
+        rows_done=0,
+    )
     db.session.add(row)
     db.session.flush()
     return row
@@ -101,11 +135,21 @@ def test_lists_show_only_own_institution(hillside_admin, admin, demo):
 def test_references_to_another_institution_are_rejected(hillside_admin, demo):
     hill_year = hillside_admin.get("/academic-years").get_json()["data"][0]["id"]
     demo_class = demo["demo_class_id"]
-    resp = hillside_admin.post("/enrolments", json={"student_id": demo["hillside_student_id"],
-                                                    "class_id": demo_class, "start_date": "2026-01-10"})
+    resp = hillside_admin.post(
+        "/enrolments",
+        json={"student_id": demo["hillside_student_id"], "class_id": demo_class, "start_date": "2026-01-10"},
+    )
     assert_problem(resp, 422, "class_id")
-    resp = hillside_admin.post("/classes", json={"academic_year_id": hill_year, "name": "X", "grade_level": 1,
-                                                 "section": "Z", "homeroom_teacher_id": demo["demo_teacher_id"]})
+    resp = hillside_admin.post(
+        "/classes",
+        json={
+            "academic_year_id": hill_year,
+            "name": "X",
+            "grade_level": 1,
+            "section": "Z",
+            "homeroom_teacher_id": demo["demo_teacher_id"],
+        },
+    )
     assert_problem(resp, 422, "homeroom_teacher_id")
 
 

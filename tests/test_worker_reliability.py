@@ -5,6 +5,7 @@ Settings for speed (tests/worker_support.py): visibility timeout 4 s, restore sw
 heartbeat every 1 s, job lock TTL 3 s, stale-job sweep after 1 s. An export is held "mid-run" by an
 ACCESS EXCLUSIVE lock on `subjects`, a table its query reads but the API's request does not.
 """
+
 import io
 
 import openpyxl
@@ -13,8 +14,7 @@ from sqlalchemy import select, text
 
 from app.extensions import db
 from app.jobs.models import Job, StoredFile
-from tests.worker_support import VISIBILITY, Worker, broker, committed_school, committing, poll  # noqa: F401
-from tests.worker_support import worker_app  # noqa: F401
+from tests.worker_support import VISIBILITY, Worker, poll
 
 
 def job_row(app, job_id):
@@ -25,9 +25,15 @@ def job_row(app, job_id):
 
 def files_of(app, job_id):
     with app.app_context(), db.engine.connect() as conn:
-        return conn.execute(select(StoredFile.__table__.c.path).join(
-            Job.__table__, Job.__table__.c.output_file_id == StoredFile.__table__.c.id)
-            .where(Job.__table__.c.id == job_id)).scalars().all()
+        return (
+            conn.execute(
+                select(StoredFile.__table__.c.path)
+                .join(Job.__table__, Job.__table__.c.output_file_id == StoredFile.__table__.c.id)
+                .where(Job.__table__.c.id == job_id)
+            )
+            .scalars()
+            .all()
+        )
 
 
 class HeldTable:
@@ -53,8 +59,14 @@ def held(app):
 
 
 def request_export(api, school, fmt="csv"):
-    resp = api.post("/exports", json={"kind": "attendance_records", "format": fmt,
-                                      "params": {"from": school["from"], "to": school["to"]}})
+    resp = api.post(
+        "/exports",
+        json={
+            "kind": "attendance_records",
+            "format": fmt,
+            "params": {"from": school["from"], "to": school["to"]},
+        },
+    )
     assert resp.status_code == 202, resp.get_json()
     return resp.get_json()["id"]
 
@@ -69,30 +81,47 @@ def assert_done_once(app, client, api, job_id, export_dir, attempts):
     job = api.get(f"/exports/{job_id}").get_json()
     data = client.get(job["download_url"]).data
     if job["format"] == "xlsx":
-        rows = list(openpyxl.load_workbook(io.BytesIO(data), read_only=True).active.iter_rows(values_only=True))
+        rows = list(
+            openpyxl.load_workbook(io.BytesIO(data), read_only=True).active.iter_rows(values_only=True)
+        )
     else:
         rows = data.decode("utf-8-sig").splitlines()
     assert len(rows) == 1 + 6
 
 
-def test_killed_worker_export_finishes_exactly_once(app, committed_school, worker_app, committing, broker, held,
-                                                    tmp_path):
+def test_killed_worker_export_finishes_exactly_once(
+    app, committed_school, worker_app, committing, broker, held, tmp_path
+):
     app2, client = worker_app
     export_dir = tmp_path / "exports"
     api = committed_school["login"](client)
     first = Worker(broker, export_dir, tmp_path, name="first").start()
     try:
         job_id = request_export(api, committed_school)
-        poll(lambda: job_row(app, job_id), lambda r: r["status"] == "running" and r["attempts"] == 1, 20,
-             "the first worker to start the export", worker=first)
+        poll(
+            lambda job_id=job_id: job_row(app, job_id),
+            lambda r: r["status"] == "running" and r["attempts"] == 1,
+            20,
+            "the first worker to start the export",
+            worker=first,
+        )
         # Blocked longer than the visibility timeout, the live task is NOT handed out again: its heartbeat
         # keeps its delivery fresh in kombu's unacked index.
         r = broker.client(2)
-        poll(lambda: r.zrange("unacked_index", 0, -1, withscores=True), lambda entries: len(entries) == 1, 5,
-             "the delivery to be tracked as unacknowledged")
+        poll(
+            lambda: r.zrange("unacked_index", 0, -1, withscores=True),
+            lambda entries: len(entries) == 1,
+            5,
+            "the delivery to be tracked as unacknowledged",
+        )
         started = r.zrange("unacked_index", 0, -1, withscores=True)[0][1]
-        poll(lambda: r.zrange("unacked_index", 0, -1, withscores=True)[0][1], lambda score: score > started + VISIBILITY,
-             VISIBILITY + 5, "the heartbeat to refresh the delivery past the visibility timeout", worker=first)
+        poll(
+            lambda: r.zrange("unacked_index", 0, -1, withscores=True)[0][1],
+            lambda score: score > started + VISIBILITY,
+            VISIBILITY + 5,
+            "the heartbeat to refresh the delivery past the visibility timeout",
+            worker=first,
+        )
         assert r.llen("exports") == 0 and r.hlen("unacked") == 1
         assert job_row(app, job_id)["attempts"] == 1
         first.kill()  # SIGKILL: main process and pool child, mid-export
@@ -101,12 +130,19 @@ def test_killed_worker_export_finishes_exactly_once(app, committed_school, worke
     held.release()
     assert job_row(app, job_id)["status"] == "running"
     with Worker(broker, export_dir, tmp_path, name="second") as second:
-        poll(lambda: job_row(app, job_id), lambda r: r["status"] == "done", VISIBILITY + 25,
-             "the export to come back and finish on the new worker", worker=second)
+        poll(
+            lambda: job_row(app, job_id),
+            lambda r: r["status"] == "done",
+            VISIBILITY + 25,
+            "the export to come back and finish on the new worker",
+            worker=second,
+        )
     assert_done_once(app, client, api, job_id, export_dir, attempts=2)
 
 
-def test_killed_pool_process_reruns_at_once(app, committed_school, worker_app, committing, broker, held, tmp_path):
+def test_killed_pool_process_reruns_at_once(
+    app, committed_school, worker_app, committing, broker, held, tmp_path
+):
     """The pool child dies (say, the OOM killer); its worker lives: reject_on_worker_lost requeues the task,
     and the dead child's job lock is taken over without waiting for it to expire."""
     app2, client = worker_app
@@ -114,20 +150,32 @@ def test_killed_pool_process_reruns_at_once(app, committed_school, worker_app, c
     api = committed_school["login"](client)
     with Worker(broker, export_dir, tmp_path, name="pool") as worker:
         job_id = request_export(api, committed_school, fmt="xlsx")
-        poll(lambda: job_row(app, job_id), lambda r: r["status"] == "running", 20, "the export to start",
-             worker=worker)
+        poll(
+            lambda: job_row(app, job_id),
+            lambda r: r["status"] == "running",
+            20,
+            "the export to start",
+            worker=worker,
+        )
         (child,) = worker.children()
         child.kill()
         held.release()
-        poll(lambda: job_row(app, job_id), lambda r: r["status"] == "done", 30,
-             "the requeued export to finish in a new pool process", worker=worker)
+        poll(
+            lambda: job_row(app, job_id),
+            lambda r: r["status"] == "done",
+            30,
+            "the requeued export to finish in a new pool process",
+            worker=worker,
+        )
         assert worker.proc.poll() is None
     row = job_row(app, job_id)
     assert row["attempts"] == 2
     assert len(files_of(app, job_id)) == 1
 
 
-def test_redis_restart_loses_no_accepted_export(app, committed_school, worker_app, committing, broker, tmp_path):
+def test_redis_restart_loses_no_accepted_export(
+    app, committed_school, worker_app, committing, broker, tmp_path
+):
     """Redis restarts without persistence (its queue is gone), and later is down while an export is
     requested: both were accepted (202, a committed job row), and the stale-job sweep sends them again."""
     app2, client = worker_app
@@ -147,7 +195,12 @@ def test_redis_restart_loses_no_accepted_export(app, committed_school, worker_ap
         # what beat sends every minute (jobs-requeue-stale), here at once
         app2.extensions["celery"].tasks["tasks.exports.requeue_stale"].apply_async()
         for job_id in (lost, unsent):
-            poll(lambda: job_row(app, job_id), lambda row: row["status"] == "done", 30,
-                 f"export {job_id} to be re-sent and finished", worker=worker)
+            poll(
+                lambda job_id=job_id: job_row(app, job_id),
+                lambda row: row["status"] == "done",
+                30,
+                f"export {job_id} to be re-sent and finished",
+                worker=worker,
+            )
     for job_id in (lost, unsent):
         assert_done_once(app, client, api, job_id, export_dir, attempts=1)

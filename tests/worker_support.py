@@ -4,6 +4,7 @@ that Redis, and `celery worker` subprocesses that can be killed.
 
 Nothing here sleeps blindly: every wait polls a condition with a bounded timeout.
 """
+
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ from app.people.models import Student, User
 from tests.conftest import PASSWORD, Api, login
 
 ROOT = Path(__file__).resolve().parents[1]
-VISIBILITY = 4          # seconds: a dead worker's task comes back quickly in these tests
+VISIBILITY = 4  # seconds: a dead worker's task comes back quickly in these tests
 FORMULA = '=HYPERLINK("x")'
 
 
@@ -71,9 +72,24 @@ class RedisServer:
     def start(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         poll(self._ping, bool, 10, f"redis-server on port {self.port}")
         return self
 
@@ -109,37 +125,119 @@ def committed_school(app):
     now = utcnow()
     stamp = {"created_at": now, "updated_at": now}
     with app.app_context(), db.engine.begin() as conn:
-        iid = conn.execute(insert(Institution).returning(Institution.id), [{
-            "name": "Worker Test School", "slug": slug, "currency": "USD", "timezone": "UTC",
-            "grading_scale": list(DEFAULT_GRADING_SCALE), "absence_threshold": 90, **stamp}]).scalar()
+        iid = conn.execute(
+            insert(Institution).returning(Institution.id),
+            [
+                {
+                    "name": "Worker Test School",
+                    "slug": slug,
+                    "currency": "USD",
+                    "timezone": "UTC",
+                    "grading_scale": list(DEFAULT_GRADING_SCALE),
+                    "absence_threshold": 90,
+                    **stamp,
+                }
+            ],
+        ).scalar()
         row = {"institution_id": iid, **stamp}
-        conn.execute(insert(User), [{**row, "email": f"admin@{slug}.test", "password_hash": hash_password(PASSWORD),
-                                     "role": "admin", "first_name": "Ada", "last_name": "Admin", "is_active": True}])
+        conn.execute(
+            insert(User),
+            [
+                {
+                    **row,
+                    "email": f"admin@{slug}.test",
+                    "password_hash": hash_password(PASSWORD),
+                    "role": "admin",
+                    "first_name": "Ada",
+                    "last_name": "Admin",
+                    "is_active": True,
+                }
+            ],
+        )
         start = date.today() - timedelta(days=30)
-        year = conn.execute(insert(AcademicYear).returning(AcademicYear.id), [{
-            **row, "name": "Worker year", "start_date": start, "end_date": start + timedelta(days=300),
-            "is_current": True}]).scalar()
-        conn.execute(insert(Term), [{**row, "academic_year_id": year, "name": "Term 1", "start_date": start,
-                                     "end_date": start + timedelta(days=90)}])
+        year = conn.execute(
+            insert(AcademicYear).returning(AcademicYear.id),
+            [
+                {
+                    **row,
+                    "name": "Worker year",
+                    "start_date": start,
+                    "end_date": start + timedelta(days=300),
+                    "is_current": True,
+                }
+            ],
+        ).scalar()
+        conn.execute(
+            insert(Term),
+            [
+                {
+                    **row,
+                    "academic_year_id": year,
+                    "name": "Term 1",
+                    "start_date": start,
+                    "end_date": start + timedelta(days=90),
+                }
+            ],
+        )
         conn.execute(insert(Subject), [{**row, "code": "MATH", "name": "Mathematics"}])
-        class_id = conn.execute(insert(SchoolClass).returning(SchoolClass.id), [{
-            **row, "academic_year_id": year, "name": "Grade 5W", "grade_level": 5, "section": "W"}]).scalar()
-        students = conn.execute(insert(Student).returning(Student.id), [
-            {**row, "admission_number": f"W-{n}", "first_name": first, "last_name": last, "status": "active"}
-            for n, (first, last) in enumerate([("Grace", "Hopper"), (FORMULA, "Formula"), ("Alan", "Turing")])
-        ]).scalars().all()
-        conn.execute(insert(Enrolment), [{**row, "student_id": s, "class_id": class_id, "start_date": start}
-                                         for s in students])
+        class_id = conn.execute(
+            insert(SchoolClass).returning(SchoolClass.id),
+            [{**row, "academic_year_id": year, "name": "Grade 5W", "grade_level": 5, "section": "W"}],
+        ).scalar()
+        students = (
+            conn.execute(
+                insert(Student).returning(Student.id),
+                [
+                    {
+                        **row,
+                        "admission_number": f"W-{n}",
+                        "first_name": first,
+                        "last_name": last,
+                        "status": "active",
+                    }
+                    for n, (first, last) in enumerate(
+                        [("Grace", "Hopper"), (FORMULA, "Formula"), ("Alan", "Turing")]
+                    )
+                ],
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            insert(Enrolment),
+            [{**row, "student_id": s, "class_id": class_id, "start_date": start} for s in students],
+        )
         days = [date.today() - timedelta(days=d) for d in (1, 2)]
-        conn.execute(insert(AttendanceRecord), [
-            {**row, "student_id": s, "class_id": class_id, "subject_id": None, "period": 0, "date": d,
-             "status": "present", "source": "manual"} for s in students for d in days])
+        conn.execute(
+            insert(AttendanceRecord),
+            [
+                {
+                    **row,
+                    "student_id": s,
+                    "class_id": class_id,
+                    "subject_id": None,
+                    "period": 0,
+                    "date": d,
+                    "status": "present",
+                    "source": "manual",
+                }
+                for s in students
+                for d in days
+            ],
+        )
 
     def login_as_admin(client):
         return Api(client, login(client, f"admin@{slug}.test"))
 
-    yield {"institution_id": iid, "class_id": class_id, "students": students, "slug": slug,
-           "from": min(days).isoformat(), "to": max(days).isoformat(), "login": login_as_admin}
+    yield {
+        "institution_id": iid,
+        "class_id": class_id,
+        "students": students,
+        "slug": slug,
+        "from": min(days).isoformat(),
+        "to": max(days).isoformat(),
+        "login": login_as_admin,
+    }
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(Job.__table__.delete().where(Job.__table__.c.institution_id == iid))
         conn.execute(StoredFile.__table__.delete().where(StoredFile.__table__.c.institution_id == iid))
@@ -161,9 +259,17 @@ def committing(app):
 
 def worker_env(broker_server, export_dir):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(APP_ENV="testing", TEST_REDIS_URL=broker_server.url(0), EXPORT_DIR=str(export_dir),
-               CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY), CELERY_RESTORE_INTERVAL="1", JOB_REQUEUE_AFTER="1",
-               PYTHONUNBUFFERED="1", LOG_JSON="false", RATELIMIT_ENABLED="false")
+    env.update(
+        APP_ENV="testing",
+        TEST_REDIS_URL=broker_server.url(0),
+        EXPORT_DIR=str(export_dir),
+        CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY),
+        CELERY_RESTORE_INTERVAL="1",
+        JOB_REQUEUE_AFTER="1",
+        PYTHONUNBUFFERED="1",
+        LOG_JSON="false",
+        RATELIMIT_ENABLED="false",
+    )
     return env
 
 
@@ -171,12 +277,15 @@ def worker_env(broker_server, export_dir):
 def worker_app(app, broker, tmp_path, monkeypatch):
     """A second app like the first but on the throwaway Redis, not in-process: what web processes run."""
     from app import create_app  # noqa: PLC0415
+
     for key, value in worker_env(broker, tmp_path / "exports").items():
         if key.startswith(("TEST_REDIS", "CELERY_", "JOB_", "EXPORT_")):
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("CELERY_ALWAYS_EAGER", "false")
     second = create_app("testing", RATELIMIT_SENSITIVE="1000 per hour", RATELIMIT_API="100000 per hour")
-    app.extensions["celery"].set_default()  # shared tasks called directly elsewhere keep using the suite's app
+    app.extensions[
+        "celery"
+    ].set_default()  # shared tasks called directly elsewhere keep using the suite's app
     yield second, second.test_client()
     with second.app_context():
         db.engine.dispose()
@@ -194,14 +303,40 @@ class Worker:
 
     def start(self):
         celery = Path(sys.executable).with_name("celery")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(celery), "-A", "celery_worker", "worker", "-Q", "default,exports,notifications,maintenance",
-             "--pool", "prefork", "--concurrency", str(self.concurrency), "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "info", "-n", f"{self.name}@%h"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        poll(lambda: self.proc.poll() is not None or b" ready." in self.log_path.read_bytes(), bool, 60,
-             f"worker {self.name} to start", worker=self)
+            [
+                str(celery),
+                "-A",
+                "celery_worker",
+                "worker",
+                "-Q",
+                "default,exports,notifications,maintenance",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                str(self.concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "info",
+                "-n",
+                f"{self.name}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        poll(
+            lambda: self.proc.poll() is not None or b" ready." in self.log_path.read_bytes(),
+            bool,
+            60,
+            f"worker {self.name} to start",
+            worker=self,
+        )
         assert self.proc.poll() is None, self.log_tail()
         return self
 

@@ -61,13 +61,21 @@ class SchoolClass(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
 
     __table_args__ = (
         # natural key: one grade+section per year; also GET /classes?academic_year_id=&grade_level=
-        UniqueConstraint("institution_id", "academic_year_id", "grade_level", "section",
-                         name="uq_classes_institution_year_grade_section"),
+        UniqueConstraint(
+            "institution_id",
+            "academic_year_id",
+            "grade_level",
+            "section",
+            name="uq_classes_institution_year_grade_section",
+        ),
         # GET /classes?grade_level=: the tenant's classes of one grade (invoice generation by grade too)
         Index("ix_classes_institution_grade", "institution_id", "grade_level"),
         # teacher scope: classes a teacher leads as homeroom teacher
-        Index("ix_classes_homeroom_teacher_id", "homeroom_teacher_id",
-              postgresql_where=text("homeroom_teacher_id IS NOT NULL")),
+        Index(
+            "ix_classes_homeroom_teacher_id",
+            "homeroom_teacher_id",
+            postgresql_where=text("homeroom_teacher_id IS NOT NULL"),
+        ),
     )
 
 
@@ -102,11 +110,17 @@ class Enrolment(TenantMixin, TimestampMixin, db.Model):
         # GET /students/{id}/enrolments and "enrolled in class X on date D": a student's history by date
         Index("ix_enrolments_student_start", "student_id", "start_date"),
         # one current enrolment per student (a move closes the old row first)
-        Index("uq_enrolments_current_student", "student_id", unique=True,
-              postgresql_where=text("end_date IS NULL"), sqlite_where=text("end_date IS NULL")),
+        Index(
+            "uq_enrolments_current_student",
+            "student_id",
+            unique=True,
+            postgresql_where=text("end_date IS NULL"),
+            sqlite_where=text("end_date IS NULL"),
+        ),
         # GET /classes/{id}/students: the current roster of a class
-        Index("ix_enrolments_class_current", "class_id", "student_id",
-              postgresql_where=text("end_date IS NULL")),
+        Index(
+            "ix_enrolments_class_current", "class_id", "student_id", postgresql_where=text("end_date IS NULL")
+        ),
         # roll call on a past date: who was in class X between start and end
         Index("ix_enrolments_class_dates", "class_id", "start_date", "end_date"),
     )

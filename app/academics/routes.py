@@ -3,10 +3,27 @@ from sqlalchemy import Integer, bindparam, select
 
 from app.academics import services
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.academics.schemas import (ClassCreate, ClassOut, ClassSubjectCreate, ClassSubjectOut, ClassSubjectUpdate,
-                                   ClassUpdate, EnrolmentCreate, EnrolmentEnd, EnrolmentOut, RosterEntryOut,
-                                   SubjectCreate, SubjectOut, SubjectUpdate, TermCreate, TermOut, TermUpdate,
-                                   YearCreate, YearOut, YearUpdate)
+from app.academics.schemas import (
+    ClassCreate,
+    ClassOut,
+    ClassSubjectCreate,
+    ClassSubjectOut,
+    ClassSubjectUpdate,
+    ClassUpdate,
+    EnrolmentCreate,
+    EnrolmentEnd,
+    EnrolmentOut,
+    RosterEntryOut,
+    SubjectCreate,
+    SubjectOut,
+    SubjectUpdate,
+    TermCreate,
+    TermOut,
+    TermUpdate,
+    YearCreate,
+    YearOut,
+    YearUpdate,
+)
 from app.core.auth import roles
 from app.core.caching import MEDIUM, cached
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
@@ -19,59 +36,111 @@ from app.people.models import Student, Teacher
 
 bp = Blueprint("academics", __name__)
 
-CONFLICTS.update({
-    "uq_academic_years_institution_name": "An academic year with this name already exists.",
-    "uq_terms_year_name": "This year already has a term with this name.",
-    "uq_subjects_institution_code": "A subject with this code already exists.",
-    "uq_classes_institution_year_grade_section": "This year already has a class with this grade and section.",
-    "uq_class_subjects_class_subject": "This subject is already taught in this class.",
-    "uq_enrolments_current_student": "The student already has a current enrolment.",
-})
+CONFLICTS.update(
+    {
+        "uq_academic_years_institution_name": "An academic year with this name already exists.",
+        "uq_terms_year_name": "This year already has a term with this name.",
+        "uq_subjects_institution_code": "A subject with this code already exists.",
+        "uq_classes_institution_year_grade_section": "This year already has a class with this grade and section.",
+        "uq_class_subjects_class_subject": "This subject is already taught in this class.",
+        "uq_enrolments_current_student": "The student already has a current enrolment.",
+    }
+)
 
 years = Resource(
-    "academic year", "/academic-years", AcademicYear, YearOut,
-    ListSpec(AcademicYear.id, filters={"is_current": AcademicYear.is_current},
-             sorts={"start_date": AcademicYear.start_date, "name": AcademicYear.name}),
-    create=YearCreate, update=YearUpdate,
+    "academic year",
+    "/academic-years",
+    AcademicYear,
+    YearOut,
+    ListSpec(
+        AcademicYear.id,
+        filters={"is_current": AcademicYear.is_current},
+        sorts={"start_date": AcademicYear.start_date, "name": AcademicYear.name},
+    ),
+    create=YearCreate,
+    update=YearUpdate,
 )
 terms = Resource(
-    "term", "/terms", Term, TermOut,
-    ListSpec(Term.id, filters={"academic_year_id": Term.academic_year_id},
-             sorts={"start_date": Term.start_date, "name": Term.name}),
-    create=TermCreate, update=TermUpdate, refs={"academic_year_id": AcademicYear},
+    "term",
+    "/terms",
+    Term,
+    TermOut,
+    ListSpec(
+        Term.id,
+        filters={"academic_year_id": Term.academic_year_id},
+        sorts={"start_date": Term.start_date, "name": Term.name},
+    ),
+    create=TermCreate,
+    update=TermUpdate,
+    refs={"academic_year_id": AcademicYear},
 )
 subjects = Resource(
-    "subject", "/subjects", Subject, SubjectOut,
+    "subject",
+    "/subjects",
+    Subject,
+    SubjectOut,
     ListSpec(Subject.id, filters={"code": Subject.code}, sorts={"name": Subject.name, "code": Subject.code}),
-    create=SubjectCreate, update=SubjectUpdate,
+    create=SubjectCreate,
+    update=SubjectUpdate,
 )
 classes = Resource(
-    "class", "/classes", SchoolClass, ClassOut,
-    ListSpec(SchoolClass.id, filters={"academic_year_id": SchoolClass.academic_year_id,
-                                      "grade_level": SchoolClass.grade_level, "section": SchoolClass.section,
-                                      "homeroom_teacher_id": SchoolClass.homeroom_teacher_id},
-             sorts={"name": SchoolClass.name, "grade_level": SchoolClass.grade_level}),
-    create=ClassCreate, update=ClassUpdate,
+    "class",
+    "/classes",
+    SchoolClass,
+    ClassOut,
+    ListSpec(
+        SchoolClass.id,
+        filters={
+            "academic_year_id": SchoolClass.academic_year_id,
+            "grade_level": SchoolClass.grade_level,
+            "section": SchoolClass.section,
+            "homeroom_teacher_id": SchoolClass.homeroom_teacher_id,
+        },
+        sorts={"name": SchoolClass.name, "grade_level": SchoolClass.grade_level},
+    ),
+    create=ClassCreate,
+    update=ClassUpdate,
     refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
     scope=lambda stmt, p: services.scope_classes(stmt, p),
     cache_tables=("class_subjects", "enrolments", "student_guardians"),
 )
 class_subjects = Resource(
-    "class subject", "/class-subjects", ClassSubject, ClassSubjectOut,
-    ListSpec(ClassSubject.id, filters={"class_id": ClassSubject.class_id, "subject_id": ClassSubject.subject_id,
-                                       "teacher_id": ClassSubject.teacher_id}),
-    create=ClassSubjectCreate, update=ClassSubjectUpdate,
+    "class subject",
+    "/class-subjects",
+    ClassSubject,
+    ClassSubjectOut,
+    ListSpec(
+        ClassSubject.id,
+        filters={
+            "class_id": ClassSubject.class_id,
+            "subject_id": ClassSubject.subject_id,
+            "teacher_id": ClassSubject.teacher_id,
+        },
+    ),
+    create=ClassSubjectCreate,
+    update=ClassSubjectUpdate,
     refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
     scope=lambda stmt, p: services.scope_classes(stmt, p, column=ClassSubject.class_id),
     cache_tables=("classes", "enrolments", "student_guardians"),
 )
 enrolments = Resource(
-    "enrolment", "/enrolments", Enrolment, EnrolmentOut,
-    ListSpec(Enrolment.id, filters={"student_id": Enrolment.student_id, "class_id": Enrolment.class_id,
-                                    "current": lambda s, v: s.where(Enrolment.end_date.is_(None) if v.lower()
-                                                                    in ("true", "1") else Enrolment.end_date.isnot(None))},
-             sorts={"start_date": Enrolment.start_date}),
-    read_roles=("admin", "teacher", "guardian", "student", "accountant"), deletable=False,
+    "enrolment",
+    "/enrolments",
+    Enrolment,
+    EnrolmentOut,
+    ListSpec(
+        Enrolment.id,
+        filters={
+            "student_id": Enrolment.student_id,
+            "class_id": Enrolment.class_id,
+            "current": lambda s, v: s.where(
+                Enrolment.end_date.is_(None) if v.lower() in ("true", "1") else Enrolment.end_date.isnot(None)
+            ),
+        },
+        sorts={"start_date": Enrolment.start_date},
+    ),
+    read_roles=("admin", "teacher", "guardian", "student", "accountant"),
+    deletable=False,
     scope=lambda stmt, p: services.scope_students(stmt, p, column=Enrolment.student_id),
     cache_tables=("student_guardians", "class_subjects", "classes"),
 )
@@ -81,8 +150,13 @@ for resource in (years, terms, subjects, classes, class_subjects, enrolments):
 
 @bp.post("/enrolments")
 @roles("admin")
-@doc("Enrol a student in a class (a current enrolment elsewhere is closed: history is kept)",
-     body=EnrolmentCreate, out=EnrolmentOut, status=201, tags=["enrolments"])
+@doc(
+    "Enrol a student in a class (a current enrolment elsewhere is closed: history is kept)",
+    body=EnrolmentCreate,
+    out=EnrolmentOut,
+    status=201,
+    tags=["enrolments"],
+)
 def create_enrolment():
     body = parse_body(EnrolmentCreate)
     new = services.enrol(body.student_id, body.class_id, body.start_date, body.reason)
@@ -92,7 +166,12 @@ def create_enrolment():
 
 @bp.post("/enrolments/<int:ident>/end")
 @roles("admin")
-@doc("End an enrolment (the student leaves the class)", body=EnrolmentEnd, out=EnrolmentOut, tags=["enrolments"])
+@doc(
+    "End an enrolment (the student leaves the class)",
+    body=EnrolmentEnd,
+    out=EnrolmentOut,
+    tags=["enrolments"],
+)
 def end_enrolment(ident):
     enrolment = enrolments.get_or_404(ident)
     body = parse_body(EnrolmentEnd)
@@ -101,26 +180,47 @@ def end_enrolment(ident):
     return jsonify(enrolments.serialize(enrolment))
 
 
-ROSTER_SPEC = ListSpec(Student.id, sorts={"last_name": Student.last_name,
-                                          "admission_number": Student.admission_number},
-                       search=(Student.first_name, Student.last_name), default_sort="last_name")
+ROSTER_SPEC = ListSpec(
+    Student.id,
+    sorts={"last_name": Student.last_name, "admission_number": Student.admission_number},
+    search=(Student.first_name, Student.last_name),
+    default_sort="last_name",
+)
 
 
-ROSTER_COLUMNS = (Student.id, Student.admission_number, Student.first_name, Student.last_name, Student.status,
-                  Enrolment.id.label("enrolment_id"), Enrolment.start_date.label("enrolled_since"))
+ROSTER_COLUMNS = (
+    Student.id,
+    Student.admission_number,
+    Student.first_name,
+    Student.last_name,
+    Student.status,
+    Enrolment.id.label("enrolment_id"),
+    Enrolment.start_date.label("enrolled_since"),
+)
 
 
 def _roster_base():
-    return (select(*ROSTER_COLUMNS).join(Enrolment, Enrolment.student_id == Student.id)
-            .where(Enrolment.class_id == bindparam("class_id", type_=Integer), Enrolment.end_date.is_(None),
-                   Student.deleted_at.is_(None)))
+    return (
+        select(*ROSTER_COLUMNS)
+        .join(Enrolment, Enrolment.student_id == Student.id)
+        .where(
+            Enrolment.class_id == bindparam("class_id", type_=Integer),
+            Enrolment.end_date.is_(None),
+            Student.deleted_at.is_(None),
+        )
+    )
 
 
 @bp.get("/classes/<int:ident>/students")
 @roles("admin", "teacher", "accountant", "guardian", "student")
 @cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=MEDIUM)
-@doc("The current roster of a class", out=RosterEntryOut, many=True, tags=["classes"],
-     query=["limit", "cursor", "sort", "q"])
+@doc(
+    "The current roster of a class",
+    out=RosterEntryOut,
+    many=True,
+    tags=["classes"],
+    query=["limit", "cursor", "sort", "q"],
+)
 def class_roster(ident):
     p = g.principal
     sees_all = p.role in ("admin", "accountant")

@@ -1,4 +1,5 @@
 """Who sees which classes and students, and enrolment moves that keep history."""
+
 from datetime import date, timedelta
 
 from sqlalchemy import exists, select, union
@@ -19,7 +20,9 @@ def teacher_class_ids(teacher_id):
 
 
 def current_class_of(student_ids):
-    return select(Enrolment.class_id).where(Enrolment.student_id.in_(student_ids), Enrolment.end_date.is_(None))
+    return select(Enrolment.class_id).where(
+        Enrolment.student_id.in_(student_ids), Enrolment.end_date.is_(None)
+    )
 
 
 def own_student_ids(p):
@@ -44,14 +47,18 @@ def scope_students(stmt, p, column=None):
         return stmt
     if p.role == "teacher":
         taught = teacher_class_ids(p.teacher_id or -1)
-        return stmt.where(exists().where(Enrolment.student_id == column, Enrolment.end_date.is_(None),
-                                         Enrolment.class_id.in_(taught)))
+        return stmt.where(
+            exists().where(
+                Enrolment.student_id == column, Enrolment.end_date.is_(None), Enrolment.class_id.in_(taught)
+            )
+        )
     return stmt.where(column.in_(own_student_ids(p)))
 
 
 def class_in_scope_or_404(class_id, principal):
-    stmt = scope_classes(select(SchoolClass).where(SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None)),
-                         principal)
+    stmt = scope_classes(
+        select(SchoolClass).where(SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None)), principal
+    )
     klass = db.session.execute(stmt).scalar_one_or_none()
     if klass is None:
         raise NotFound("class")
@@ -60,31 +67,46 @@ def class_in_scope_or_404(class_id, principal):
 
 def enrol(student_id, class_id, start: date, reason=None):
     """Put a student in a class from `start`; a current enrolment elsewhere is closed the day before."""
-    student = db.session.execute(select(Student).where(Student.id == student_id, Student.deleted_at.is_(None))
-                                 ).scalar_one_or_none()
+    student = db.session.execute(
+        select(Student).where(Student.id == student_id, Student.deleted_at.is_(None))
+    ).scalar_one_or_none()
     if student is None:
         raise ValidationFailed({"student_id": f"no such student ({student_id})"})
-    klass = db.session.execute(select(SchoolClass).where(SchoolClass.id == class_id,
-                                                         SchoolClass.deleted_at.is_(None))).scalar_one_or_none()
+    klass = db.session.execute(
+        select(SchoolClass).where(SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None))
+    ).scalar_one_or_none()
     if klass is None:
         raise ValidationFailed({"class_id": f"no such class ({class_id})"})
-    current = db.session.execute(select(Enrolment).where(Enrolment.student_id == student_id,
-                                                         Enrolment.end_date.is_(None)).with_for_update()
-                                 ).scalar_one_or_none()
+    current = db.session.execute(
+        select(Enrolment)
+        .where(Enrolment.student_id == student_id, Enrolment.end_date.is_(None))
+        .with_for_update()
+    ).scalar_one_or_none()
     if current is not None:
         if current.class_id == class_id:
             raise ValidationFailed({"class_id": "the student is already enrolled in this class"})
         if start <= current.start_date:
-            raise ValidationFailed({"start_date": f"must be after the current enrolment's start "
-                                                  f"({current.start_date.isoformat()})"})
+            raise ValidationFailed(
+                {
+                    "start_date": f"must be after the current enrolment's start "
+                    f"({current.start_date.isoformat()})"
+                }
+            )
         current.end_date = start - timedelta(days=1)
         audit.record("update", "enrolment", current.id, {"end_date": [None, current.end_date.isoformat()]})
     new = Enrolment(student_id=student_id, class_id=class_id, start_date=start, reason=reason)
     db.session.add(new)
     db.session.flush()
-    audit.record("create", "enrolment", new.id,
-                 {"student_id": [None, student_id], "class_id": [None, class_id],
-                  "start_date": [None, start.isoformat()]})
+    audit.record(
+        "create",
+        "enrolment",
+        new.id,
+        {
+            "student_id": [None, student_id],
+            "class_id": [None, class_id],
+            "start_date": [None, start.isoformat()],
+        },
+    )
     return new
 
 

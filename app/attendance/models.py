@@ -26,8 +26,14 @@ class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
         CheckConstraint("status IN ('present','absent','late','excused')", name="status"),
         # natural key + roll-call upsert target: one mark per student, date, period (and subject);
         # also GET /students/{id}/attendance?from=&to= (student_id, date range)
-        Index("uq_attendance_student_date_period_subject", "student_id", "date", "period",
-              func.coalesce(text("subject_id"), 0), unique=True),
+        Index(
+            "uq_attendance_student_date_period_subject",
+            "student_id",
+            "date",
+            "period",
+            func.coalesce(text("subject_id"), 0),
+            unique=True,
+        ),
         # GET /classes/{id}/attendance/{date} and class daily summaries
         Index("ix_attendance_class_date", "class_id", "date"),
         # GET /attendance/summary and absence alerts: the tenant's marks on a date by status
@@ -37,6 +43,7 @@ class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
 
 class AttendanceSession(TenantMixin, db.Model):
     """A QR check-in window opened by a teacher for one class period."""
+
     __tablename__ = "attendance_sessions"
     id: Mapped[int] = mapped_column(primary_key=True)
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
@@ -55,6 +62,7 @@ class AttendanceSession(TenantMixin, db.Model):
 
 class AttendanceCheckin(TenantMixin, db.Model):
     """One use of a QR session per student: the unique key makes a reused token fail."""
+
     __tablename__ = "attendance_checkins"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("attendance_sessions.id", ondelete="CASCADE"))

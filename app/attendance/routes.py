@@ -1,12 +1,26 @@
 """Roll call, attendance history and summaries, QR check-in: parse, call a service, serialise."""
+
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app.academics.services import class_in_scope_or_404, scope_students
 from app.attendance import services
 from app.attendance.models import AttendanceRecord
-from app.attendance.schemas import (MAX_PERIOD, AbsenteesOut, CheckinIn, CheckinOut, HistoryOut, RollIn, RollOut,
-                                    RollSavedOut, SessionCreatedOut, SessionIn, SessionOut, SummaryOut, parse_roll)
+from app.attendance.schemas import (
+    MAX_PERIOD,
+    AbsenteesOut,
+    CheckinIn,
+    CheckinOut,
+    HistoryOut,
+    RollIn,
+    RollOut,
+    RollSavedOut,
+    SessionCreatedOut,
+    SessionIn,
+    SessionOut,
+    SummaryOut,
+    parse_roll,
+)
 from app.core.auth import roles
 from app.core.caching import MEDIUM, cached
 from app.core.errors import NotFound, ValidationFailed
@@ -63,10 +77,15 @@ def _roll_key():
 
 # --- roll call -------------------------------------------------------------------------------------------
 
+
 @bp.get("/classes/<int:ident>/attendance/<day>")
 @roles(*STAFF)
-@doc("The roll of a class on a date (unmarked students have status null)", out=RollOut, tags=["attendance"],
-     query=["subject_id", "period"])
+@doc(
+    "The roll of a class on a date (unmarked students have status null)",
+    out=RollOut,
+    tags=["attendance"],
+    query=["subject_id", "period"],
+)
 def get_roll(ident, day):
     klass = class_in_scope_or_404(ident, g.principal)
     day = parse_date(day, "date")
@@ -80,36 +99,60 @@ def get_roll(ident, day):
 
 @bp.put("/classes/<int:ident>/attendance/<day>")
 @roles(*STAFF)
-@doc("Take the roll: the whole class on a date, optionally for one subject or period",
-     body=RollIn, out=RollSavedOut, tags=["attendance"],
-     description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
-                 "Every student must be enrolled in the class on that date; the date must be in a term "
-                 "and not in the future. Invalid rolls are rejected whole (422), nothing is written.")
+@doc(
+    "Take the roll: the whole class on a date, optionally for one subject or period",
+    body=RollIn,
+    out=RollSavedOut,
+    tags=["attendance"],
+    description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
+    "Every student must be enrolled in the class on that date; the date must be in a term "
+    "and not in the future. Invalid rolls are rejected whole (422), nothing is written.",
+)
 def put_roll(ident, day):
     klass = class_in_scope_or_404(ident, g.principal)
     day = parse_date(day, "date")
     _args(())
     body = parse_roll()
     payload = {"class_id": klass.id, "date": day.isoformat(), **body.model_dump()}
-    return run_idempotent("attendance.put_roll", payload,
-                          lambda: (services.save_roll(klass, day, body, g.principal), 200))
+    return run_idempotent(
+        "attendance.put_roll", payload, lambda: (services.save_roll(klass, day, body, g.principal), 200)
+    )
 
 
 # --- history and summaries -------------------------------------------------------------------------------
 
-HISTORY_SPEC = ListSpec(AttendanceRecord.id, filters={"status": AttendanceRecord.status},
-                        sorts={"date": AttendanceRecord.date}, default_sort="-date", extra_params=("from", "to"))
+HISTORY_SPEC = ListSpec(
+    AttendanceRecord.id,
+    filters={"status": AttendanceRecord.status},
+    sorts={"date": AttendanceRecord.date},
+    default_sort="-date",
+    extra_params=("from", "to"),
+)
 
 
 @bp.get("/students/<int:ident>/attendance")
 @roles(*ALL)
-@cached("attendance_records", "students", "enrolments", "classes", "class_subjects", "student_guardians",
-        ttl=MEDIUM)
-@doc("A student's attendance history, newest first, with totals and rate for the range", out=HistoryOut,
-     tags=["attendance"], query=["from", "to", "status", "limit", "cursor", "sort"])
+@cached(
+    "attendance_records",
+    "students",
+    "enrolments",
+    "classes",
+    "class_subjects",
+    "student_guardians",
+    ttl=MEDIUM,
+)
+@doc(
+    "A student's attendance history, newest first, with totals and rate for the range",
+    out=HistoryOut,
+    tags=["attendance"],
+    query=["from", "to", "status", "limit", "cursor", "sort"],
+)
 def student_history(ident):
-    student = db.session.execute(scope_students(
-        select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal)).scalar()
+    student = db.session.execute(
+        scope_students(
+            select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal
+        )
+    ).scalar()
     if student is None:
         raise NotFound("student")
     frm, to = _range()
@@ -117,15 +160,27 @@ def student_history(ident):
     stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC)
     rows = db.session.execute(stmt).scalars().all()
     totals = services.history_totals(ident, frm, to)
-    return page_response(rows, limit, sort, col, services.record_out, student_id=ident,
-                         **{"from": frm, "to": to}, totals=totals,
-                         rate=services.rate(totals["present"] + totals["late"], totals["marked"]))
+    return page_response(
+        rows,
+        limit,
+        sort,
+        col,
+        services.record_out,
+        student_id=ident,
+        **{"from": frm, "to": to},
+        totals=totals,
+        rate=services.rate(totals["present"] + totals["late"], totals["marked"]),
+    )
 
 
 @bp.get("/attendance/summary")
 @roles(*STAFF)
-@doc("Daily attendance: per class and for the school (teachers: their classes)", out=SummaryOut,
-     tags=["attendance"], query=["date", "class_id", "period", "subject_id"])
+@doc(
+    "Daily attendance: per class and for the school (teachers: their classes)",
+    out=SummaryOut,
+    tags=["attendance"],
+    query=["date", "class_id", "period", "subject_id"],
+)
 def summary():
     _args(("date", "class_id", "period", "subject_id"))
     day = _date_arg("date") or services.institution_today()
@@ -138,26 +193,37 @@ def summary():
 
 @bp.get("/attendance/chronic-absentees")
 @roles(*STAFF)
-@doc("Students whose attendance rate over a range is below a threshold, lowest first", out=AbsenteesOut,
-     tags=["attendance"], query=["from", "to", "threshold", "limit", "cursor"],
-     description="Defaults: to = today, from = the start of that term, threshold = the institution's "
-                 "absence_threshold. Rate = (present + late) / marked.")
+@doc(
+    "Students whose attendance rate over a range is below a threshold, lowest first",
+    out=AbsenteesOut,
+    tags=["attendance"],
+    query=["from", "to", "threshold", "limit", "cursor"],
+    description="Defaults: to = today, from = the start of that term, threshold = the institution's "
+    "absence_threshold. Rate = (present + late) / marked.",
+)
 def chronic_absentees():
     _args(("from", "to", "threshold", "limit", "cursor"))
     frm, to = services.default_range(*_range())
     if frm > to:
         raise ValidationFailed({"from": "must not be after to"})
     threshold = services.parse_threshold(request.args.get("threshold"), services.absence_threshold())
-    return jsonify(services.chronic_absentees(frm, to, threshold, g.principal, page_size(),
-                                              request.args.get("cursor")))
+    return jsonify(
+        services.chronic_absentees(frm, to, threshold, g.principal, page_size(), request.args.get("cursor"))
+    )
 
 
 # --- QR check-in -----------------------------------------------------------------------------------------
 
+
 @bp.post("/classes/<int:ident>/attendance-sessions")
 @roles(*STAFF)
-@doc("Open a QR check-in window for today's lesson (token + SVG QR code)", body=SessionIn,
-     out=SessionCreatedOut, status=201, tags=["attendance"])
+@doc(
+    "Open a QR check-in window for today's lesson (token + SVG QR code)",
+    body=SessionIn,
+    out=SessionCreatedOut,
+    status=201,
+    tags=["attendance"],
+)
 def open_session(ident):
     klass = class_in_scope_or_404(ident, g.principal)
     body = parse_body(SessionIn)
@@ -175,8 +241,13 @@ def get_session(ident):
 
 @bp.post("/attendance/check-in")
 @roles("student")
-@doc("Check in with a QR code: marks the student present (once per session)", body=CheckinIn, out=CheckinOut,
-     status=201, tags=["attendance"])
+@doc(
+    "Check in with a QR code: marks the student present (once per session)",
+    body=CheckinIn,
+    out=CheckinOut,
+    status=201,
+    tags=["attendance"],
+)
 def check_in():
     body = parse_body(CheckinIn)
     out = services.check_in(body.token, g.principal)

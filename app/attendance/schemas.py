@@ -1,4 +1,5 @@
 """Roll call and QR check-in: request bodies (unknown fields rejected) and response descriptions."""
+
 import re
 from datetime import date, datetime
 from typing import Literal
@@ -52,6 +53,7 @@ def parse_roll() -> RollIn:
 
 
 # --- responses (OpenAPI descriptions; serialisation builds plain dicts) ---------------------------------
+
 
 class MarkerOut(Out):
     id: int

@@ -5,9 +5,10 @@ INSERT ... ON CONFLICT on the natural key (student, date, period, subject) DO UP
 status, note or class really differ, so a resent roll changes nothing (no updated_at, no marked_by, no
 audit entry). Everything is validated before the first write; the caller commits.
 """
+
 import base64
 import io
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import orjson
@@ -38,27 +39,40 @@ ATTENDED = ("present", "late")
 
 # --- calendar and enrolment checks -----------------------------------------------------------------------
 
+
 def institution_today() -> date:
     """Today in the school's own time zone (a Nairobi school's Monday starts before UTC's)."""
     inst = db.session.get(Institution, current_institution_id())
     try:
         from zoneinfo import ZoneInfo
-        tz = ZoneInfo(inst.timezone) if inst and inst.timezone else timezone.utc
+
+        tz = ZoneInfo(inst.timezone) if inst and inst.timezone else UTC
     except Exception:  # noqa: BLE001 - unknown zone or no tz database: UTC
-        tz = timezone.utc
+        tz = UTC
     return datetime.now(tz).date()
 
 
 def in_a_term(day: date) -> bool:
-    return db.session.execute(select(Term.id).where(Term.start_date <= day, Term.end_date >= day).limit(1)
-                              ).scalar() is not None
+    return (
+        db.session.execute(
+            select(Term.id).where(Term.start_date <= day, Term.end_date >= day).limit(1)
+        ).scalar()
+        is not None
+    )
 
 
 def enrolled_on(class_id: int, day: date, student_ids=None):
     """SELECT of the live students enrolled in the class on `day` (history rows count, not just current)."""
-    stmt = (select(Enrolment.student_id).join(Student, Student.id == Enrolment.student_id)
-            .where(Enrolment.class_id == class_id, Enrolment.start_date <= day,
-                   or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day), Student.deleted_at.is_(None)))
+    stmt = (
+        select(Enrolment.student_id)
+        .join(Student, Student.id == Enrolment.student_id)
+        .where(
+            Enrolment.class_id == class_id,
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+            Student.deleted_at.is_(None),
+        )
+    )
     if student_ids is not None:
         stmt = stmt.where(Enrolment.student_id.in_(student_ids))
     return stmt
@@ -67,8 +81,11 @@ def enrolled_on(class_id: int, day: date, student_ids=None):
 def check_subject(class_id: int, subject_id: int | None, errors: dict):
     if subject_id is None:
         return
-    taught = db.session.execute(select(ClassSubject.id).where(ClassSubject.class_id == class_id,
-                                                              ClassSubject.subject_id == subject_id)).scalar()
+    taught = db.session.execute(
+        select(ClassSubject.id).where(
+            ClassSubject.class_id == class_id, ClassSubject.subject_id == subject_id
+        )
+    ).scalar()
     if taught is None:
         errors["subject_id"] = f"subject {subject_id} is not taught in this class"
 
@@ -97,43 +114,86 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     ids = [m["student_id"] for m in marks]
     # Before-images for the audit trail; FOR UPDATE so a concurrent roll of the same rows waits. (A row
     # another transaction inserts meanwhile is still upserted correctly; its entry just says "create".)
-    before = {r.student_id: r for r in db.session.execute(
-        select(Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source)
-        .where(Rec.student_id.in_(ids), Rec.date == day, Rec.period == period, subject_key(subject_id))
-        .with_for_update()).all()}
+    before = {
+        r.student_id: r
+        for r in db.session.execute(
+            select(Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source)
+            .where(Rec.student_id.in_(ids), Rec.date == day, Rec.period == period, subject_key(subject_id))
+            .with_for_update()
+        ).all()
+    }
     now, iid = utcnow(), current_institution_id()
-    rows = [{"institution_id": iid, "student_id": m["student_id"], "class_id": class_id, "subject_id": subject_id,
-             "period": period, "date": day, "status": m["status"], "note": m["note"], "source": source,
-             "marked_by_id": marker_id, "created_at": now, "updated_at": now} for m in marks]
+    rows = [
+        {
+            "institution_id": iid,
+            "student_id": m["student_id"],
+            "class_id": class_id,
+            "subject_id": subject_id,
+            "period": period,
+            "date": day,
+            "status": m["status"],
+            "note": m["note"],
+            "source": source,
+            "marked_by_id": marker_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for m in marks
+    ]
     table = Rec.__table__
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(rows)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         # the unique index uq_attendance_student_date_period_subject, spelled exactly as it is defined
-        index_elements=[table.c.student_id, table.c.date, table.c.period, literal_column("coalesce(subject_id, 0)")],
-        set_={"status": new.status, "note": new.note, "class_id": new.class_id, "source": new.source,
-              "marked_by_id": new.marked_by_id, "updated_at": new.updated_at},
+        index_elements=[
+            table.c.student_id,
+            table.c.date,
+            table.c.period,
+            literal_column("coalesce(subject_id, 0)"),
+        ],
+        set_={
+            "status": new.status,
+            "note": new.note,
+            "class_id": new.class_id,
+            "source": new.source,
+            "marked_by_id": new.marked_by_id,
+            "updated_at": new.updated_at,
+        },
         # Only real changes are written. The institution test is belt and braces: the students were
         # checked to be enrolled here, so a conflicting row is always this school's.
-        where=and_(table.c.institution_id == new.institution_id,
-                   or_(table.c.status.is_distinct_from(new.status), table.c.note.is_distinct_from(new.note),
-                       table.c.class_id != new.class_id)),
+        where=and_(
+            table.c.institution_id == new.institution_id,
+            or_(
+                table.c.status.is_distinct_from(new.status),
+                table.c.note.is_distinct_from(new.note),
+                table.c.class_id != new.class_id,
+            ),
+        ),
     ).returning(table.c.id, table.c.student_id)
     written = db.session.execute(stmt).all()
 
-    after = {m["student_id"]: {"status": m["status"], "note": m["note"], "class_id": class_id, "source": source}
-             for m in marks}
+    after = {
+        m["student_id"]: {"status": m["status"], "note": m["note"], "class_id": class_id, "source": source}
+        for m in marks
+    }
     entries, created = [], 0
     for rid, sid in written:
         old = before.get(sid)
         if old is None:
             created += 1
-            changes = {"student_id": [None, sid], "date": [None, day.isoformat()], "period": [None, period],
-                       "subject_id": [None, subject_id], **{k: [None, after[sid][k]] for k in AUDITED}}
+            changes = {
+                "student_id": [None, sid],
+                "date": [None, day.isoformat()],
+                "period": [None, period],
+                "subject_id": [None, subject_id],
+                **{k: [None, after[sid][k]] for k in AUDITED},
+            }
             entries.append(audit.entry("create", "attendance", rid, changes))
         else:
-            changes = {k: [getattr(old, k), after[sid][k]] for k in AUDITED if getattr(old, k) != after[sid][k]}
+            changes = {
+                k: [getattr(old, k), after[sid][k]] for k in AUDITED if getattr(old, k) != after[sid][k]
+            }
             entries.append(audit.entry("update", "attendance", rid, changes))
     audit.record_many(entries)
     updated = len(written) - created
@@ -142,28 +202,67 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
 
 # --- roll call -------------------------------------------------------------------------------------------
 
+
 def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
     """Everyone enrolled in the class on `day`, with their mark for this period/subject or null (unmarked)."""
-    stmt = (select(Student.id, Student.admission_number, Student.first_name, Student.last_name,
-                   Rec.status, Rec.note, Rec.source, Rec.updated_at, User.id, User.first_name, User.last_name)
-            .select_from(Enrolment)
-            .join(Student, Student.id == Enrolment.student_id)
-            .outerjoin(Rec, and_(Rec.student_id == Student.id, Rec.date == day, Rec.period == period,
-                                 subject_key(subject_id)))
-            .outerjoin(User, User.id == Rec.marked_by_id)
-            .where(Enrolment.class_id == class_id, Enrolment.start_date <= day,
-                   or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day), Student.deleted_at.is_(None))
-            .order_by(Student.last_name, Student.first_name, Student.id))
+    stmt = (
+        select(
+            Student.id,
+            Student.admission_number,
+            Student.first_name,
+            Student.last_name,
+            Rec.status,
+            Rec.note,
+            Rec.source,
+            Rec.updated_at,
+            User.id,
+            User.first_name,
+            User.last_name,
+        )
+        .select_from(Enrolment)
+        .join(Student, Student.id == Enrolment.student_id)
+        .outerjoin(
+            Rec,
+            and_(
+                Rec.student_id == Student.id, Rec.date == day, Rec.period == period, subject_key(subject_id)
+            ),
+        )
+        .outerjoin(User, User.id == Rec.marked_by_id)
+        .where(
+            Enrolment.class_id == class_id,
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+            Student.deleted_at.is_(None),
+        )
+        .order_by(Student.last_name, Student.first_name, Student.id)
+    )
     students, totals = [], dict.fromkeys((*STATUSES, "unmarked"), 0)
-    for sid, adm, first, last, status, note, source, marked_at, uid, ufirst, ulast in db.session.execute(stmt):
+    for sid, adm, first, last, status, note, source, marked_at, uid, ufirst, ulast in db.session.execute(
+        stmt
+    ):
         totals[status or "unmarked"] += 1
-        students.append({"student_id": sid, "admission_number": adm, "first_name": first, "last_name": last,
-                         "status": status, "note": note, "source": source,
-                         "marked_by": {"id": uid, "name": f"{ufirst} {ulast}"} if uid else None,
-                         "marked_at": marked_at})
+        students.append(
+            {
+                "student_id": sid,
+                "admission_number": adm,
+                "first_name": first,
+                "last_name": last,
+                "status": status,
+                "note": note,
+                "source": source,
+                "marked_by": {"id": uid, "name": f"{ufirst} {ulast}"} if uid else None,
+                "marked_at": marked_at,
+            }
+        )
     totals["enrolled"] = len(students)
-    return {"class_id": class_id, "date": day, "subject_id": subject_id, "period": period,
-            "students": students, "totals": totals}
+    return {
+        "class_id": class_id,
+        "date": day,
+        "subject_id": subject_id,
+        "period": period,
+        "students": students,
+        "totals": totals,
+    }
 
 
 def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
@@ -184,14 +283,22 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
             errors[field] = f"student {r.student_id} is not enrolled in this class on {day.isoformat()}"
     if errors:
         raise ValidationFailed(errors)
-    counts = upsert_marks(klass.id, day, body.subject_id, body.period,
-                          [r.model_dump() for r in body.records], source="manual", marker_id=principal.user_id)
+    counts = upsert_marks(
+        klass.id,
+        day,
+        body.subject_id,
+        body.period,
+        [r.model_dump() for r in body.records],
+        source="manual",
+        marker_id=principal.user_id,
+    )
     roll = read_roll(klass.id, day, body.subject_id, body.period)
     roll["counts"] = counts
     return roll
 
 
 # --- history and summaries -------------------------------------------------------------------------------
+
 
 def rate(attended: int, marked: int):
     """(present + late) / marked as a percentage, 1 decimal (half up); None when nothing is marked."""
@@ -214,41 +321,72 @@ def history_filter(stmt, student_id, frm, to):
 
 
 def history_totals(student_id, frm, to) -> dict:
-    row = db.session.execute(history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)).one()
+    row = db.session.execute(
+        history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)
+    ).one()
     totals = {s: int(row[i]) for i, s in enumerate(STATUSES)}
     totals["marked"] = int(row[-1])
     return totals
 
 
 def record_out(r: AttendanceRecord) -> dict:
-    return {"id": r.id, "date": r.date, "class_id": r.class_id, "subject_id": r.subject_id, "period": r.period,
-            "status": r.status, "note": r.note, "source": r.source, "marked_by_id": r.marked_by_id,
-            "marked_at": r.updated_at}
+    return {
+        "id": r.id,
+        "date": r.date,
+        "class_id": r.class_id,
+        "subject_id": r.subject_id,
+        "period": r.period,
+        "status": r.status,
+        "note": r.note,
+        "source": r.source,
+        "marked_by_id": r.marked_by_id,
+        "marked_at": r.updated_at,
+    }
 
 
 def _summary_row(counts: dict, enrolled: int) -> dict:
     marked = sum(counts[s] for s in STATUSES)
-    return {**{s: counts[s] for s in STATUSES}, "marked": marked, "enrolled": enrolled,
-            "unmarked": max(enrolled - marked, 0), "rate": rate(counts["present"] + counts["late"], marked)}
+    return {
+        **{s: counts[s] for s in STATUSES},
+        "marked": marked,
+        "enrolled": enrolled,
+        "unmarked": max(enrolled - marked, 0),
+        "rate": rate(counts["present"] + counts["late"], marked),
+    }
 
 
 def daily_summary(day: date, period: int, subject_id, principal, class_id=None) -> dict:
     """Per class and for the school: marks by status against the students enrolled that day.
     One statement: classes in the caller's scope joined to two grouped subqueries."""
-    enrolled = (select(Enrolment.class_id, func.count().label("n"))
-                .join(Student, Student.id == Enrolment.student_id)
-                .where(Enrolment.start_date <= day, or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
-                       Student.deleted_at.is_(None))
-                .group_by(Enrolment.class_id).subquery())
-    marks = (select(Rec.class_id, *_status_sums())
-             .where(Rec.date == day, Rec.period == period, subject_key(subject_id))
-             .group_by(Rec.class_id).subquery())
-    stmt = (select(SchoolClass.id, SchoolClass.name, func.coalesce(enrolled.c.n, 0),
-                   *[func.coalesce(marks.c[s], 0) for s in STATUSES])
-            .outerjoin(enrolled, enrolled.c.class_id == SchoolClass.id)
-            .outerjoin(marks, marks.c.class_id == SchoolClass.id)
-            .where(SchoolClass.deleted_at.is_(None))
-            .order_by(SchoolClass.grade_level, SchoolClass.section, SchoolClass.id))
+    enrolled = (
+        select(Enrolment.class_id, func.count().label("n"))
+        .join(Student, Student.id == Enrolment.student_id)
+        .where(
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+            Student.deleted_at.is_(None),
+        )
+        .group_by(Enrolment.class_id)
+        .subquery()
+    )
+    marks = (
+        select(Rec.class_id, *_status_sums())
+        .where(Rec.date == day, Rec.period == period, subject_key(subject_id))
+        .group_by(Rec.class_id)
+        .subquery()
+    )
+    stmt = (
+        select(
+            SchoolClass.id,
+            SchoolClass.name,
+            func.coalesce(enrolled.c.n, 0),
+            *[func.coalesce(marks.c[s], 0) for s in STATUSES],
+        )
+        .outerjoin(enrolled, enrolled.c.class_id == SchoolClass.id)
+        .outerjoin(marks, marks.c.class_id == SchoolClass.id)
+        .where(SchoolClass.deleted_at.is_(None))
+        .order_by(SchoolClass.grade_level, SchoolClass.section, SchoolClass.id)
+    )
     stmt = scope_classes(stmt, principal)
     if class_id is not None:
         stmt = stmt.where(SchoolClass.id == class_id)
@@ -261,16 +399,25 @@ def daily_summary(day: date, period: int, subject_id, principal, class_id=None) 
         for s in STATUSES:
             school[s] += counts[s]
         school_enrolled += int(n)
-    return {"date": day, "period": period, "subject_id": subject_id,
-            "school": _summary_row(school, school_enrolled), "classes": classes}
+    return {
+        "date": day,
+        "period": period,
+        "subject_id": subject_id,
+        "school": _summary_row(school, school_enrolled),
+        "classes": classes,
+    }
 
 
 def default_range(frm, to):
     """No `to`: today. No `from`: the start of the term holding `to` (else 30 days before it)."""
     to = to or institution_today()
     if frm is None:
-        frm = db.session.execute(select(Term.start_date).where(Term.start_date <= to, Term.end_date >= to)
-                                 .order_by(Term.start_date.desc()).limit(1)).scalar() or to - timedelta(days=30)
+        frm = db.session.execute(
+            select(Term.start_date)
+            .where(Term.start_date <= to, Term.end_date >= to)
+            .order_by(Term.start_date.desc())
+            .limit(1)
+        ).scalar() or to - timedelta(days=30)
     return frm, to
 
 
@@ -284,7 +431,9 @@ def parse_threshold(raw, default) -> int:
         if not value.is_finite() or tenths != tenths.to_integral_value() or not 0 <= value <= 100:
             raise InvalidOperation
     except InvalidOperation:
-        raise ValidationFailed({"threshold": "must be a percentage from 0 to 100 with at most one decimal"}) from None
+        raise ValidationFailed(
+            {"threshold": "must be a percentage from 0 to 100 with at most one decimal"}
+        ) from None
     return int(tenths)
 
 
@@ -312,12 +461,21 @@ def chronic_absentees(frm, to, threshold_tenths: int, principal, limit: int, cur
     attended = func.sum(case((Rec.status.in_(ATTENDED), 1), else_=0))
     marked = func.count(Rec.id)
     key = (attended * RATE_SCALE) // marked  # integer division in PostgreSQL and SQLite alike
-    stmt = (select(Rec.student_id, Student.admission_number, Student.first_name, Student.last_name, *sums, marked,
-                   key.label("rate_key"))
-            .join(Student, Student.id == Rec.student_id)
-            .where(Rec.date >= frm, Rec.date <= to, Student.deleted_at.is_(None))
-            .group_by(Rec.student_id, Student.admission_number, Student.first_name, Student.last_name)
-            .having(attended * 1000 < threshold_tenths * marked))
+    stmt = (
+        select(
+            Rec.student_id,
+            Student.admission_number,
+            Student.first_name,
+            Student.last_name,
+            *sums,
+            marked,
+            key.label("rate_key"),
+        )
+        .join(Student, Student.id == Rec.student_id)
+        .where(Rec.date >= frm, Rec.date <= to, Student.deleted_at.is_(None))
+        .group_by(Rec.student_id, Student.admission_number, Student.first_name, Student.last_name)
+        .having(attended * 1000 < threshold_tenths * marked)
+    )
     stmt = scope_students(stmt, principal, column=Rec.student_id)
     if cursor is not None:
         last_key, last_id = decode_cursor(cursor, 2)
@@ -329,10 +487,25 @@ def chronic_absentees(frm, to, threshold_tenths: int, principal, limit: int, cur
     for sid, adm, first, last, *rest in rows:
         counts = dict(zip(STATUSES, (int(c) for c in rest[:4])))
         n = int(rest[4])
-        data.append({"student_id": sid, "admission_number": adm, "first_name": first, "last_name": last,
-                     **counts, "marked": n, "rate": rate(counts["present"] + counts["late"], n)})
+        data.append(
+            {
+                "student_id": sid,
+                "admission_number": adm,
+                "first_name": first,
+                "last_name": last,
+                **counts,
+                "marked": n,
+                "rate": rate(counts["present"] + counts["late"], n),
+            }
+        )
     next_cursor = encode_cursor([int(rows[-1].rate_key), rows[-1].student_id]) if more and rows else None
-    return {"data": data, "next_cursor": next_cursor, "from": frm, "to": to, "threshold": threshold_tenths / 10}
+    return {
+        "data": data,
+        "next_cursor": next_cursor,
+        "from": frm,
+        "to": to,
+        "threshold": threshold_tenths / 10,
+    }
 
 
 def absence_threshold() -> int:
@@ -341,24 +514,36 @@ def absence_threshold() -> int:
 
 # --- QR check-in -----------------------------------------------------------------------------------------
 
+
 def _serializer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=QR_SALT)
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
 def session_out(s: AttendanceSession) -> dict:
     n = db.session.execute(select(func.count()).where(AttendanceCheckin.session_id == s.id)).scalar_one()
-    return {"id": s.id, "class_id": s.class_id, "subject_id": s.subject_id, "period": s.period, "date": s.date,
-            "opened_by_id": s.opened_by_id, "opened_at": _aware(s.opened_at), "expires_at": _aware(s.expires_at),
-            "checked_in": n}
+    return {
+        "id": s.id,
+        "class_id": s.class_id,
+        "subject_id": s.subject_id,
+        "period": s.period,
+        "date": s.date,
+        "opened_by_id": s.opened_by_id,
+        "opened_at": _aware(s.opened_at),
+        "expires_at": _aware(s.expires_at),
+        "checked_in": n,
+    }
 
 
 def session_in_scope_or_404(session_id, principal) -> AttendanceSession:
-    stmt = scope_classes(select(AttendanceSession).where(AttendanceSession.id == session_id), principal,
-                         column=AttendanceSession.class_id)
+    stmt = scope_classes(
+        select(AttendanceSession).where(AttendanceSession.id == session_id),
+        principal,
+        column=AttendanceSession.class_id,
+    )
     found = db.session.execute(stmt).scalar_one_or_none()
     if found is None:
         raise NotFound("attendance session")
@@ -381,20 +566,34 @@ def open_session(klass: SchoolClass, body, principal) -> dict:
     if errors:
         raise ValidationFailed(errors)
     now = utcnow()
-    session = AttendanceSession(class_id=klass.id, subject_id=body.subject_id, period=body.period, date=day,
-                                opened_by_id=principal.user_id, opened_at=now,
-                                expires_at=now + timedelta(minutes=body.minutes))
+    session = AttendanceSession(
+        class_id=klass.id,
+        subject_id=body.subject_id,
+        period=body.period,
+        date=day,
+        opened_by_id=principal.user_id,
+        opened_at=now,
+        expires_at=now + timedelta(minutes=body.minutes),
+    )
     db.session.add(session)
     db.session.flush()
-    audit.record("create", "attendance_session", session.id,
-                 audit.snapshot(session, ("class_id", "subject_id", "period", "date", "expires_at")))
+    audit.record(
+        "create",
+        "attendance_session",
+        session.id,
+        audit.snapshot(session, ("class_id", "subject_id", "period", "date", "expires_at")),
+    )
     token = _serializer().dumps({"s": session.id, "i": session.institution_id})
     return {**session_out(session), "token": token, "qr_svg": qr_svg(token)}
 
 
 def expired():
-    return ApiError(410, "This check-in code has expired; ask your teacher for a new one.", title="Expired",
-                    type_="expired")
+    return ApiError(
+        410,
+        "This check-in code has expired; ask your teacher for a new one.",
+        title="Expired",
+        type_="expired",
+    )
 
 
 def check_in(token: str, principal) -> dict:
@@ -405,11 +604,15 @@ def check_in(token: str, principal) -> dict:
         raise expired() from None
     except BadData:
         raise ValidationFailed({"token": "is not a valid check-in code"}) from None
-    if not isinstance(payload, dict) or payload.get("i") != principal.institution_id \
-            or not isinstance(payload.get("s"), int):
+    if (
+        not isinstance(payload, dict)
+        or payload.get("i") != principal.institution_id
+        or not isinstance(payload.get("s"), int)
+    ):
         raise NotFound("attendance session")  # another school's code: the same answer as a missing session
-    session = db.session.execute(select(AttendanceSession).where(AttendanceSession.id == payload["s"])
-                                 ).scalar_one_or_none()
+    session = db.session.execute(
+        select(AttendanceSession).where(AttendanceSession.id == payload["s"])
+    ).scalar_one_or_none()
     if session is None:
         raise NotFound("attendance session")
     now = utcnow()
@@ -417,22 +620,46 @@ def check_in(token: str, principal) -> dict:
         raise expired()
     if principal.student_id is None:
         raise Forbidden("This login is not linked to a student record.")
-    if db.session.execute(enrolled_on(session.class_id, session.date, [principal.student_id])).scalar() is None:
+    if (
+        db.session.execute(enrolled_on(session.class_id, session.date, [principal.student_id])).scalar()
+        is None
+    ):
         raise Forbidden("You are not enrolled in the class this check-in code is for.")
     already = Conflict("You have already checked in to this session.")
-    if db.session.execute(select(AttendanceCheckin.id).where(AttendanceCheckin.session_id == session.id,
-                                                             AttendanceCheckin.student_id == principal.student_id)
-                          ).scalar() is not None:
+    if (
+        db.session.execute(
+            select(AttendanceCheckin.id).where(
+                AttendanceCheckin.session_id == session.id,
+                AttendanceCheckin.student_id == principal.student_id,
+            )
+        ).scalar()
+        is not None
+    ):
         raise already
     try:  # the unique key settles a double scan racing this one
         with db.session.begin_nested():
-            db.session.add(AttendanceCheckin(session_id=session.id, student_id=principal.student_id,
-                                             checked_in_at=now))
+            db.session.add(
+                AttendanceCheckin(session_id=session.id, student_id=principal.student_id, checked_in_at=now)
+            )
     except IntegrityError:
         raise already from None
-    upsert_marks(session.class_id, session.date, session.subject_id, session.period,
-                 [{"student_id": principal.student_id, "status": "present", "note": None}],
-                 source="qr", marker_id=principal.user_id)
-    return {"session_id": session.id, "student_id": principal.student_id, "class_id": session.class_id,
-            "subject_id": session.subject_id, "period": session.period, "date": session.date,
-            "status": "present", "source": "qr", "checked_in_at": now}
+    upsert_marks(
+        session.class_id,
+        session.date,
+        session.subject_id,
+        session.period,
+        [{"student_id": principal.student_id, "status": "present", "note": None}],
+        source="qr",
+        marker_id=principal.user_id,
+    )
+    return {
+        "session_id": session.id,
+        "student_id": principal.student_id,
+        "class_id": session.class_id,
+        "subject_id": session.subject_id,
+        "period": session.period,
+        "date": session.date,
+        "status": "present",
+        "source": "qr",
+        "checked_in_at": now,
+    }

@@ -9,6 +9,7 @@ from app.extensions import db
 
 class AuditEntry(TenantMixin, db.Model):
     """Append-only: a PostgreSQL trigger (see the migration) refuses UPDATE and DELETE."""
+
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

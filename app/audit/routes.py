@@ -28,7 +28,11 @@ SPEC = ListSpec(
 
 @bp.get("/audit-log")
 @roles("admin")
-@doc("The audit trail, newest first", out=AuditOut, many=True,
-     query=["entity_type", "entity_id", "actor_id", "action", "from", "to", "limit", "cursor"])
+@doc(
+    "The audit trail, newest first",
+    out=AuditOut,
+    many=True,
+    query=["entity_type", "entity_id", "actor_id", "action", "from", "to", "limit", "cursor"],
+)
 def list_audit():
     return list_response(db.session, select(AuditEntry), SPEC, lambda r: dump(r, FIELDS))

@@ -1,4 +1,5 @@
 """The audit trail: written in the same transaction as the change it describes."""
+
 import logging
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,9 +35,13 @@ def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, 
     return {
         "institution_id": institution_id or current_institution_id(),
         "actor_id": actor_id if actor_id is not None else actor,
-        "action": action, "entity_type": entity_type,
+        "action": action,
+        "entity_type": entity_type,
         "entity_id": None if entity_id is None else str(entity_id),
-        "changes": changes, "request_id": request_id, "ip": ip, "created_at": utcnow(),
+        "changes": changes,
+        "request_id": request_id,
+        "ip": ip,
+        "created_at": utcnow(),
     }
 
 

@@ -9,6 +9,7 @@ from app.extensions import db
 
 class AuthSession(TenantMixin, db.Model):
     """One login: its refresh tokens form a chain; revoking the session ends both token kinds."""
+
     __tablename__ = "auth_sessions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -27,7 +28,9 @@ class RefreshToken(TenantMixin, db.Model):
     __tablename__ = "refresh_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("auth_sessions.id", ondelete="CASCADE"))
-    token_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the token; the token itself is never stored
+    token_hash: Mapped[str] = mapped_column(
+        String(64)
+    )  # sha256 of the token; the token itself is never stored
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

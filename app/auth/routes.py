@@ -21,7 +21,9 @@ def login():
 
 @bp.post("/auth/refresh")
 @public
-@doc("Swap a refresh token for new tokens (the old one is spent)", body=RefreshIn, out=TokensOut, tags=["auth"])
+@doc(
+    "Swap a refresh token for new tokens (the old one is spent)", body=RefreshIn, out=TokensOut, tags=["auth"]
+)
 def refresh():
     return jsonify(services.refresh(parse_body(RefreshIn).refresh_token))
 

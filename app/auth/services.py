@@ -1,4 +1,5 @@
 """Login, refresh-token rotation with reuse detection, logout, password change."""
+
 from datetime import timedelta
 
 from flask import current_app, request
@@ -9,8 +10,14 @@ from app.auth.models import AuthSession, RefreshToken
 from app.core.auth import Principal, unauthorized
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
-from app.core.security import (encode_access_token, hash_password, new_session_id, new_token,
-                               token_digest, verify_password)
+from app.core.security import (
+    encode_access_token,
+    hash_password,
+    new_session_id,
+    new_token,
+    token_digest,
+    verify_password,
+)
 from app.extensions import db
 from app.people.models import Guardian, Student, Teacher, User
 
@@ -19,54 +26,93 @@ UNSCOPED = {"skip_tenant": True}  # before login there is no tenant yet
 
 def linked_ids(user_id):
     """(student_id, teacher_id, guardian_id) of a login; at most one is set in practice."""
+
     def one(model):
-        return db.session.execute(select(model.id).where(model.user_id == user_id),
-                                  execution_options=UNSCOPED).scalar_one_or_none()
+        return db.session.execute(
+            select(model.id).where(model.user_id == user_id), execution_options=UNSCOPED
+        ).scalar_one_or_none()
+
     return one(Student), one(Teacher), one(Guardian)
 
 
 def _access_token(user, session_id, links):
     cfg = current_app.config
     stu, tea, gua = links
-    return encode_access_token(cfg["SECRET_KEY"], cfg["ACCESS_TOKEN_TTL"], sub=str(user.id),
-                               ins=user.institution_id, role=user.role, sid=session_id,
-                               stu=stu, tea=tea, gua=gua)
+    return encode_access_token(
+        cfg["SECRET_KEY"],
+        cfg["ACCESS_TOKEN_TTL"],
+        sub=str(user.id),
+        ins=user.institution_id,
+        role=user.role,
+        sid=session_id,
+        stu=stu,
+        tea=tea,
+        gua=gua,
+    )
 
 
 def _issue_refresh(session: AuthSession):
     token = new_token()
     now = utcnow()
-    db.session.add(RefreshToken(
-        session_id=session.id, institution_id=session.institution_id, token_hash=token_digest(token),
-        created_at=now, expires_at=now + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])))
+    db.session.add(
+        RefreshToken(
+            session_id=session.id,
+            institution_id=session.institution_id,
+            token_hash=token_digest(token),
+            created_at=now,
+            expires_at=now + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"]),
+        )
+    )
     return token
 
 
 def me_dict(user, links):
     stu, tea, gua = links
-    return {"id": user.id, "email": user.email, "first_name": user.first_name, "last_name": user.last_name,
-            "role": user.role, "institution_id": user.institution_id,
-            "student_id": stu, "teacher_id": tea, "guardian_id": gua}
+    return {
+        "id": user.id,
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "role": user.role,
+        "institution_id": user.institution_id,
+        "student_id": stu,
+        "teacher_id": tea,
+        "guardian_id": gua,
+    }
 
 
 def _tokens(user, session, links):
-    return {"access_token": _access_token(user, session.id, links), "refresh_token": _issue_refresh(session),
-            "token_type": "Bearer", "expires_in": current_app.config["ACCESS_TOKEN_TTL"],
-            "user": me_dict(user, links)}
+    return {
+        "access_token": _access_token(user, session.id, links),
+        "refresh_token": _issue_refresh(session),
+        "token_type": "Bearer",
+        "expires_in": current_app.config["ACCESS_TOKEN_TTL"],
+        "user": me_dict(user, links),
+    }
 
 
 def login(email, password):
     user = db.session.execute(
         select(User).where(func.lower(User.email) == email.strip().lower(), User.deleted_at.is_(None)),
-        execution_options=UNSCOPED).scalar_one_or_none()
+        execution_options=UNSCOPED,
+    ).scalar_one_or_none()
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or not user.is_active:
         if user is not None:
-            audit.record_security_event("login_failed", institution_id=user.institution_id,
-                                        actor_id=user.id, detail={"email": user.email})
+            audit.record_security_event(
+                "login_failed",
+                institution_id=user.institution_id,
+                actor_id=user.id,
+                detail={"email": user.email},
+            )
         raise unauthorized("The e-mail address or password is wrong.")
-    session = AuthSession(id=new_session_id(), user_id=user.id, institution_id=user.institution_id,
-                          created_at=utcnow(), ip=request.remote_addr)
+    session = AuthSession(
+        id=new_session_id(),
+        user_id=user.id,
+        institution_id=user.institution_id,
+        created_at=utcnow(),
+        ip=request.remote_addr,
+    )
     db.session.add(session)
     user.last_login_at = utcnow()
     links = linked_ids(user.id)
@@ -78,23 +124,32 @@ def login(email, password):
 def revoke_sessions(session_ids, reason):
     if not session_ids:
         return
-    db.session.execute(update(AuthSession).where(AuthSession.id.in_(session_ids),
-                                                 AuthSession.revoked_at.is_(None))
-                       .values(revoked_at=utcnow(), revoked_reason=reason),
-                       execution_options=UNSCOPED)
+    db.session.execute(
+        update(AuthSession)
+        .where(AuthSession.id.in_(session_ids), AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason),
+        execution_options=UNSCOPED,
+    )
     current_app.extensions["revocations"].revoke(session_ids)
 
 
 def revoke_user_sessions(user_id, reason, keep=None):
-    ids = db.session.execute(select(AuthSession.id).where(
-        AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)),
-        execution_options=UNSCOPED).scalars().all()
+    ids = (
+        db.session.execute(
+            select(AuthSession.id).where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)),
+            execution_options=UNSCOPED,
+        )
+        .scalars()
+        .all()
+    )
     revoke_sessions([i for i in ids if i != keep], reason)
 
 
 def refresh(raw_token):
-    row = db.session.execute(select(RefreshToken).where(RefreshToken.token_hash == token_digest(raw_token)),
-                             execution_options=UNSCOPED).scalar_one_or_none()
+    row = db.session.execute(
+        select(RefreshToken).where(RefreshToken.token_hash == token_digest(raw_token)),
+        execution_options=UNSCOPED,
+    ).scalar_one_or_none()
     if row is None:
         raise unauthorized("The refresh token is not valid.")
     session = db.session.get(AuthSession, row.session_id, execution_options=UNSCOPED)
@@ -102,15 +157,19 @@ def refresh(raw_token):
         # A spent token came back: someone holds a copy. End the whole chain.
         revoke_sessions([session.id], "refresh_reuse")
         db.session.commit()
-        audit.record_security_event("refresh_token_reused", institution_id=session.institution_id,
-                                    actor_id=session.user_id)
+        audit.record_security_event(
+            "refresh_token_reused", institution_id=session.institution_id, actor_id=session.user_id
+        )
         raise unauthorized("This refresh token was already used; the session has been ended.")
     if session.revoked_at is not None or row.expires_at <= utcnow():
         raise unauthorized("The session has ended; log in again.")
     # Conditional update: of two concurrent refreshes with the same token, exactly one wins.
-    won = db.session.execute(update(RefreshToken).where(RefreshToken.id == row.id,
-                                                        RefreshToken.used_at.is_(None))
-                             .values(used_at=utcnow()), execution_options=UNSCOPED).rowcount
+    won = db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+        .values(used_at=utcnow()),
+        execution_options=UNSCOPED,
+    ).rowcount
     if won != 1:
         db.session.rollback()
         raise unauthorized("This refresh token was already used.")

@@ -3,6 +3,7 @@
 The access token carries the user, institution, role and linked person ids, so an authenticated
 request needs no user lookup; only revocation (logout, refresh-token reuse, role change) is checked.
 """
+
 import re
 from dataclasses import dataclass
 from functools import wraps
@@ -38,6 +39,7 @@ def public(view):
 
 def roles(*allowed):
     """Allow only these roles; others get 403 (the record itself is still looked up in scope)."""
+
     def deco(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
@@ -46,8 +48,10 @@ def roles(*allowed):
                 security_event("access_denied", detail={"path": request.path, "role": g.principal.role})
                 raise Forbidden()
             return view(*args, **kwargs)
+
         wrapper.allowed_roles = allowed
         return wrapper
+
     return deco
 
 

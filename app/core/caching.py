@@ -7,6 +7,7 @@ read builds a new key: no KEYS/SCAN deletes, and no stale read after an acknowle
 worker or app instance. On Redis one cached read is ONE round trip (a Lua script reads the versions
 and the entry together). Redis trouble means a miss, never a 500.
 """
+
 import hashlib
 import logging
 import time
@@ -37,7 +38,10 @@ PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their rows dif
 # Missing versions are created from the clock (never reused numbers, so an evicted version key cannot
 # resurrect old entries). Returns {versions, body or false, revoked, count}: the rate limit, the
 # session check and the lookup cost the request one round trip.
-_FETCH = "redis.call('SELECT', ARGV[4])" + GATE_LUA + """
+_FETCH = (
+    "redis.call('SELECT', ARGV[4])"
+    + GATE_LUA
+    + """
 redis.call('SELECT', ARGV[5])
 local parts = {}
 for i, k in ipairs(KEYS) do
@@ -51,6 +55,7 @@ end
 local versions = table.concat(parts, '.')
 return {versions, redis.call('GET', ARGV[6] .. versions .. ARGV[7]), revoked, count}
 """
+)
 
 stats = Counter()  # (namespace, "hit"|"miss") -> count, this process; metrics export it
 
@@ -77,8 +82,9 @@ class ResponseCache:
         head = f"{self.prefix}resp:{institution_id}:"
         if self.redis is not None:
             try:
-                versions, body, revoked, count = self._fetch(keys=vkeys, args=[
-                    *gate_args, LIMITER_DB, self.db, head, suffix, time.time_ns()])
+                versions, body, revoked, count = self._fetch(
+                    keys=vkeys, args=[*gate_args, LIMITER_DB, self.db, head, suffix, time.time_ns()]
+                )
                 return versions.decode(), body or None, None if revoked < 0 else bool(revoked), count
             except redis.RedisError as exc:
                 log.warning("cache unavailable: %s", exc)
@@ -106,8 +112,11 @@ class ResponseCache:
         if self.redis is None:
             return True
         try:
-            return bool(self.redis.set(f"{self.prefix}lock:{institution_id}:{versions}{suffix}", 1,
-                                       nx=True, px=self.lock_ms))
+            return bool(
+                self.redis.set(
+                    f"{self.prefix}lock:{institution_id}:{versions}{suffix}", 1, nx=True, px=self.lock_ms
+                )
+            )
         except redis.RedisError:
             return True
 
@@ -174,7 +183,8 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
             suffix = _suffix()
             tier = current_app.extensions["api_tier"]
             versions, body, revoked, count = rc.fetch(
-                iid, tables, suffix, tier.args(f"user:{principal.user_id}", principal.session_id))
+                iid, tables, suffix, tier.args(f"user:{principal.user_id}", principal.session_id)
+            )
             if count is None:
                 gate(principal)  # the lookup did not run in Redis: count and check on their own
             else:
@@ -202,13 +212,16 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
             if versions is not None and resp.status_code == 200:
                 rc.store(iid, versions, suffix, resp.get_data(), ttl)
             return resp
+
         wrapper.cache_tables = tables
         wrapper.checks_revocation = True  # authenticate() leaves the session check to the lookup above
         return wrapper
+
     return deco
 
 
 # --- invalidation: every ORM write to a tenant table bumps its version after commit -------------
+
 
 def _note_tables(session, tables):
     iid = current_institution_id()
@@ -218,8 +231,11 @@ def _note_tables(session, tables):
 
 
 def _after_flush(session, flush_context):
-    tables = {obj.__table__.name for obj in (*session.new, *session.dirty, *session.deleted)
-              if isinstance(obj, TenantMixin)}
+    tables = {
+        obj.__table__.name
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, TenantMixin)
+    }
     if tables:
         _note_tables(session, tables)
 
@@ -263,4 +279,5 @@ def etag_for(body: bytes) -> str:
 def warm_institution(institution_id):
     """Beat job: fill the hot reads of one institution through the same views (so keys match)."""
     from app.core.warming import warm
+
     return warm(institution_id)

@@ -4,8 +4,9 @@ A `Resource` says which model, which body schemas, which roles may read and writ
 scoped to the caller (row-level rules on top of the tenant scope), and which referenced ids must exist
 in the caller's institution. Domains with real business rules write their own services instead.
 """
+
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from flask import Blueprint, g, jsonify
 from sqlalchemy import func, select
@@ -76,24 +77,24 @@ def live(stmt, model):
 
 @dataclass
 class Resource:
-    name: str                       # singular, for messages and audit ("student")
-    path: str                       # "/students"
+    name: str  # singular, for messages and audit ("student")
+    path: str  # "/students"
     model: type
-    out: type                       # Out schema
+    out: type  # Out schema
     spec: ListSpec
-    create: type | None = None      # Body schema
+    create: type | None = None  # Body schema
     update: type | None = None
     read_roles: tuple = ALL_ROLES
     write_roles: tuple = ("admin",)
-    scope: Callable | None = None   # (stmt, principal) -> stmt: row-level visibility
+    scope: Callable | None = None  # (stmt, principal) -> stmt: row-level visibility
     refs: dict = field(default_factory=dict)
     deletable: bool = True
     serialize: Callable | None = None
     query_params: list = field(default_factory=list)
-    on_change: Callable | None = None   # (obj) -> None: e.g. cache invalidation
-    detail: Callable | None = None      # (obj) -> dict: extra fields on the single-record view
+    on_change: Callable | None = None  # (obj) -> None: e.g. cache invalidation
+    detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
-    cache_tables: tuple = ()            # extra tables the reads depend on (row scoping, detail)
+    cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
     cache_ttl: int = MEDIUM
 
     def __post_init__(self):
@@ -125,8 +126,13 @@ class Resource:
 
         @roles(*res.read_roles)
         @cached(*tables, ttl=res.cache_ttl, namespace=ep)
-        @doc(f"List {res.path.strip('/')}", out=res.out, many=True, tags=tag,
-             query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params])
+        @doc(
+            f"List {res.path.strip('/')}",
+            out=res.out,
+            many=True,
+            tags=tag,
+            query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params],
+        )
         def list_view():
             return list_response(db.session, res.base(), res.spec, res.serialize)
 
@@ -141,9 +147,12 @@ class Resource:
             return jsonify(data)
 
         bp.add_url_rule(self.path, f"list_{ep}", _named(list_view, f"list_{ep}"), methods=["GET"])
-        bp.add_url_rule(f"{self.path}/<int:ident>", f"get_{ep}", _named(get_view, f"get_{ep}"), methods=["GET"])
+        bp.add_url_rule(
+            f"{self.path}/<int:ident>", f"get_{ep}", _named(get_view, f"get_{ep}"), methods=["GET"]
+        )
 
         if self.create is not None:
+
             @roles(*res.write_roles)
             @doc(f"Create a {res.name}", body=res.create, out=res.out, status=201, tags=tag)
             def create_view():
@@ -161,6 +170,7 @@ class Resource:
             bp.add_url_rule(self.path, f"create_{ep}", _named(create_view, f"create_{ep}"), methods=["POST"])
 
         if self.update is not None:
+
             @roles(*res.write_roles)
             @doc(f"Change a {res.name}", body=res.update, out=res.out, tags=tag)
             def update_view(ident):
@@ -173,10 +183,15 @@ class Resource:
                 res._changed(obj)
                 return jsonify(res.serialize(obj))
 
-            bp.add_url_rule(f"{self.path}/<int:ident>", f"update_{ep}", _named(update_view, f"update_{ep}"),
-                            methods=["PATCH"])
+            bp.add_url_rule(
+                f"{self.path}/<int:ident>",
+                f"update_{ep}",
+                _named(update_view, f"update_{ep}"),
+                methods=["PATCH"],
+            )
 
         if self.deletable and self.create is not None:
+
             @roles(*res.write_roles)
             @doc(f"Delete a {res.name}", status=204, tags=tag)
             def delete_view(ident):
@@ -195,8 +210,12 @@ class Resource:
                 res._changed(obj)
                 return "", 204
 
-            bp.add_url_rule(f"{self.path}/<int:ident>", f"delete_{ep}", _named(delete_view, f"delete_{ep}"),
-                            methods=["DELETE"])
+            bp.add_url_rule(
+                f"{self.path}/<int:ident>",
+                f"delete_{ep}",
+                _named(delete_view, f"delete_{ep}"),
+                methods=["DELETE"],
+            )
         return self
 
 

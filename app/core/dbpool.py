@@ -8,6 +8,7 @@ discards the connection and the pool hands out a fresh one, as with pre-ping. Wh
 a restart while a connection is in use fails that one statement (PITFALLS §7: retry idempotent work),
 and SQLAlchemy then replaces every connection the pool holds.
 """
+
 import time
 
 from sqlalchemy import event, exc

@@ -1,4 +1,5 @@
 """One error shape everywhere: RFC 9457 `application/problem+json`, with `request_id` and per-field `errors`."""
+
 import logging
 import time
 
@@ -27,8 +28,13 @@ class NotFound(ApiError):
 class ValidationFailed(ApiError):
     def __init__(self, errors, detail=None):
         names = ", ".join(sorted(errors))
-        super().__init__(422, detail or f"Invalid input: {names}.", title="Validation failed",
-                         errors=errors, type_="validation")
+        super().__init__(
+            422,
+            detail or f"Invalid input: {names}.",
+            title="Validation failed",
+            errors=errors,
+            type_="validation",
+        )
 
 
 class Conflict(ApiError):
@@ -41,10 +47,20 @@ class Forbidden(ApiError):
         super().__init__(403, detail, type_="forbidden")
 
 
-TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-          405: "Method not allowed", 409: "Conflict", 413: "Payload too large",
-          415: "Unsupported media type", 422: "Validation failed", 429: "Too many requests",
-          500: "Internal server error", 503: "Service unavailable"}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
 
 
 def problem(status, detail, *, title=None, errors=None, type_=None, headers=None):
@@ -86,16 +102,23 @@ def _http_error(e: HTTPException):
     if status == 429:  # Flask-Limiter's route limits
         _audit_rate_limit()
         limit = getattr(getattr(e, "limit", None), "limit", None)
-        headers.update({"Retry-After": "60"} if limit is None else
-                       rate_limit_headers(limit.amount, time.time() + limit.get_expiry()))  # window's end, at most
+        headers.update(
+            {"Retry-After": "60"}
+            if limit is None
+            else rate_limit_headers(limit.amount, time.time() + limit.get_expiry())
+        )  # window's end, at most
     return problem(status, detail, headers=headers)
 
 
 def rate_limit_headers(amount, reset_at):
     """Retry-After and X-RateLimit-* on every 429, whichever limiter refused. (On successful requests
     they are off by default; RATELIMIT_HEADERS_ENABLED turns them on.)"""
-    return {"Retry-After": str(max(1, int(reset_at - time.time()))), "X-RateLimit-Limit": str(amount),
-            "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(reset_at))}
+    return {
+        "Retry-After": str(max(1, int(reset_at - time.time()))),
+        "X-RateLimit-Limit": str(amount),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(reset_at)),
+    }
 
 
 def _audit_rate_limit():

@@ -3,6 +3,7 @@
 The same key with the same body replays the first answer; with another body it is a 409. The
 record is stored in the same transaction as the write, so a crash leaves neither.
 """
+
 import hashlib
 
 import orjson
@@ -20,13 +21,19 @@ HEADER = "Idempotency-Key"
 
 
 def _hash(payload) -> str:
-    return hashlib.sha256(orjson.dumps(payload, default=json_default, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return hashlib.sha256(
+        orjson.dumps(payload, default=json_default, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
 
 
 def _find(endpoint, key):
-    return db.session.execute(select(IdempotencyRecord).where(
-        IdempotencyRecord.user_id == g.principal.user_id, IdempotencyRecord.endpoint == endpoint,
-        IdempotencyRecord.key == key)).scalar_one_or_none()
+    return db.session.execute(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.user_id == g.principal.user_id,
+            IdempotencyRecord.endpoint == endpoint,
+            IdempotencyRecord.key == key,
+        )
+    ).scalar_one_or_none()
 
 
 def _replay(record, digest):
@@ -56,8 +63,17 @@ def run_idempotent(endpoint: str, payload, write):
         return _replay(existing, digest)
     body, status = write()
     body = orjson.loads(orjson.dumps(body, default=json_default))  # stored exactly as sent
-    db.session.add(IdempotencyRecord(user_id=g.principal.user_id, endpoint=endpoint, key=key, request_hash=digest,
-                                     response_status=status, response_body=body, created_at=utcnow()))
+    db.session.add(
+        IdempotencyRecord(
+            user_id=g.principal.user_id,
+            endpoint=endpoint,
+            key=key,
+            request_hash=digest,
+            response_status=status,
+            response_body=body,
+            created_at=utcnow(),
+        )
+    )
     try:
         db.session.commit()
     except IntegrityError:

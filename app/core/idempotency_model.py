@@ -9,6 +9,7 @@ from app.extensions import db
 
 class IdempotencyRecord(TenantMixin, db.Model):
     """First answer to a retried write (payments, roll call), keyed by the client's Idempotency-Key."""
+
     __tablename__ = "idempotency_keys"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -1,4 +1,5 @@
 """orjson behind Flask's JSON API: several times faster than the stdlib for list pages."""
+
 import orjson
 from flask.json.provider import JSONProvider
 

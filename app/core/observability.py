@@ -4,6 +4,7 @@ Prometheus metrics work under several gunicorn workers: gunicorn.conf.py sets PR
 before the workers import this module, and /metrics and /api/v1/performance aggregate every worker's
 files. Without it (flask run, tests) the in-process registry is used.
 """
+
 import logging
 import os
 import time
@@ -16,16 +17,19 @@ from sqlalchemy import event
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 REQUESTS = Counter("schoolhouse_http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
-LATENCY = Histogram("schoolhouse_http_request_duration_seconds", "Request latency", ["endpoint"],
-                    buckets=LATENCY_BUCKETS)
+LATENCY = Histogram(
+    "schoolhouse_http_request_duration_seconds", "Request latency", ["endpoint"], buckets=LATENCY_BUCKETS
+)
 SLOW_REQUESTS = Counter("schoolhouse_http_slow_requests_total", "Requests slower than SLOW_REQUEST_MS")
 CACHE = Counter("schoolhouse_cache_requests_total", "Response cache lookups", ["namespace", "result"])
 DB_QUERIES = Histogram("schoolhouse_db_query_duration_seconds", "SQL statement time", buckets=LATENCY_BUCKETS)
 DB_SLOW = Counter("schoolhouse_db_slow_queries_total", "Statements slower than SLOW_QUERY_MS")
 POOL_CHECKOUTS = Counter("schoolhouse_db_pool_checkouts_total", "Connections taken from the pool")
 POOL_CONNECTS = Counter("schoolhouse_db_pool_connects_total", "New database connections opened")
-POOL_OVERFLOW_CHECKOUTS = Counter("schoolhouse_db_pool_overflow_checkouts_total",
-                                  "Checkouts beyond pool_size (the pool is too small, or requests wait)")
+POOL_OVERFLOW_CHECKOUTS = Counter(
+    "schoolhouse_db_pool_overflow_checkouts_total",
+    "Checkouts beyond pool_size (the pool is too small, or requests wait)",
+)
 POOL_CHECKED_OUT = Gauge("schoolhouse_db_pool_checked_out", "Connections in use", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("schoolhouse_db_pool_capacity", "pool_size + max_overflow", multiprocess_mode="livesum")
 
@@ -41,8 +45,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line with the request id (orjson is already here for responses)."""
 
     def format(self, record):
-        data = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                "message": record.getMessage()}
+        data = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if has_request_context():
             data["request_id"] = g.get("request_id")
             data["path"] = request.path
@@ -57,8 +65,11 @@ def configure_logging(app):
     if not any(getattr(h, "schoolhouse", False) for h in root.handlers):
         handler = logging.StreamHandler()
         handler.schoolhouse = True
-        handler.setFormatter(JsonFormatter() if app.config.get("LOG_JSON", True) else logging.Formatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            JsonFormatter()
+            if app.config.get("LOG_JSON", True)
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
         root.handlers = [handler]
 
 
@@ -85,8 +96,11 @@ def observe_request(response):
     _child(LATENCY, endpoint).observe(elapsed)
     cache_status = getattr(ctx, "cache_status", None)
     if cache_status:
-        _child(CACHE, getattr(ctx, "cache_namespace", None) or endpoint,
-               "hit" if cache_status.startswith("hit") else "miss").inc()
+        _child(
+            CACHE,
+            getattr(ctx, "cache_namespace", None) or endpoint,
+            "hit" if cache_status.startswith("hit") else "miss",
+        ).inc()
     if elapsed * 1000 > current_app.config["SLOW_REQUEST_MS"]:
         SLOW_REQUESTS.inc()
         log.warning("slow request %s %s took %.0f ms", req.method, req.path, elapsed * 1000)
@@ -147,7 +161,9 @@ def pool_status(engine):
     if "size" in status:
         capacity = status["size"] + max(max_overflow, 0)
         status["capacity"] = capacity
-        status["utilisation_percent"] = round(100 * status.get("checkedout", 0) / capacity, 1) if capacity else 0
+        status["utilisation_percent"] = (
+            round(100 * status.get("checkedout", 0) / capacity, 1) if capacity else 0
+        )
     return status
 
 

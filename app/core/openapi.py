@@ -2,6 +2,7 @@
 
 Views declare what they take and give with `@doc(...)`; `build_spec` walks `app.url_map`.
 """
+
 import re
 
 from flask import current_app
@@ -13,8 +14,11 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_SCHEMA = {
     "type": "object",
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-        "detail": {"type": "string"}, "request_id": {"type": "string"},
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
         "errors": {"type": "object", "additionalProperties": {"type": "string"}},
     },
     "required": ["type", "title", "status", "detail"],
@@ -23,9 +27,18 @@ PROBLEM_SCHEMA = {
 
 def doc(summary, *, body=None, out=None, many=False, status=200, query=None, tags=None, description=None):
     def deco(view):
-        view.openapi = {"summary": summary, "body": body, "out": out, "many": many, "status": status,
-                        "query": query or [], "tags": tags, "description": description}
+        view.openapi = {
+            "summary": summary,
+            "body": body,
+            "out": out,
+            "many": many,
+            "status": status,
+            "query": query or [],
+            "tags": tags,
+            "description": description,
+        }
         return view
+
     return deco
 
 
@@ -49,44 +62,72 @@ def build_spec(app=None):
         if meta is None:
             continue
         path = _CONVERTER.sub(r"{\2}", rule.rule)
-        params = [{"name": name, "in": "path", "required": True,
-                   "schema": {"type": "integer" if conv == "int" else "string"}}
-                  for conv, name in _CONVERTER.findall(rule.rule)]
-        params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
-                   for q in meta["query"]]
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if conv == "int" else "string"},
+            }
+            for conv, name in _CONVERTER.findall(rule.rule)
+        ]
+        params += [
+            {"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in meta["query"]
+        ]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            op = {"summary": meta["summary"], "operationId": f"{rule.endpoint}_{method.lower()}",
-                  "tags": meta["tags"] or [rule.endpoint.split(".")[0]], "parameters": params,
-                  "responses": {}}
+            op = {
+                "summary": meta["summary"],
+                "operationId": f"{rule.endpoint}_{method.lower()}",
+                "tags": meta["tags"] or [rule.endpoint.split(".")[0]],
+                "parameters": params,
+                "responses": {},
+            }
             if meta["description"]:
                 op["description"] = meta["description"]
             if meta["body"] is not None and method in ("POST", "PUT", "PATCH"):
-                op["requestBody"] = {"required": True, "content": {
-                    "application/json": {"schema": _ref(meta["body"], components)}}}
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(meta["body"], components)}},
+                }
             ok = {"description": "OK"}
             if meta["out"] is not None:
                 if isinstance(meta["out"], type) and issubclass(meta["out"], Out):
                     item = _ref(meta["out"], components)
                 else:
                     item = meta["out"]
-                schema = {"type": "object", "properties": {
-                    "data": {"type": "array", "items": item},
-                    "next_cursor": {"type": "string", "nullable": True}}} if meta["many"] else item
+                schema = (
+                    {
+                        "type": "object",
+                        "properties": {
+                            "data": {"type": "array", "items": item},
+                            "next_cursor": {"type": "string", "nullable": True},
+                        },
+                    }
+                    if meta["many"]
+                    else item
+                )
                 ok["content"] = {"application/json": {"schema": schema}}
             op["responses"][str(meta["status"])] = ok
             for code in ("401", "404", "422", "429"):
-                op["responses"][code] = {"description": "Problem", "content": {
-                    "application/problem+json": {"schema": PROBLEM_REF}}}
+                op["responses"][code] = {
+                    "description": "Problem",
+                    "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+                }
             if getattr(view, "is_public", False):
                 op["security"] = []
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Schoolhouse API", "version": "1.0.0",
-                 "description": "Rosters, attendance, grades, fees and reports for one school or many."},
+        "info": {
+            "title": "Schoolhouse API",
+            "version": "1.0.0",
+            "description": "Rosters, attendance, grades, fees and reports for one school or many.",
+        },
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": components, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
         "security": [{"bearer": []}],
     }

@@ -3,10 +3,12 @@
 Answer: {"data": [...], "next_cursor": "..."} plus `Link: <...>; rel="next"`. The cursor holds the
 last row's sort value and id, so pages stay stable while rows are inserted.
 """
+
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -47,11 +49,11 @@ def coerce(column, value, name):
 @dataclass
 class ListSpec:
     id_column: Any
-    filters: dict = field(default_factory=dict)   # name -> column, or callable(stmt, raw_value) -> stmt
-    sorts: dict = field(default_factory=dict)     # name -> column (NOT NULL columns only)
+    filters: dict = field(default_factory=dict)  # name -> column, or callable(stmt, raw_value) -> stmt
+    sorts: dict = field(default_factory=dict)  # name -> column (NOT NULL columns only)
     default_sort: str = "id"
-    search: tuple = ()                            # columns searched by `q` (case-insensitive prefix)
-    extra_params: tuple = ()                      # other query parameters the view itself reads
+    search: tuple = ()  # columns searched by `q` (case-insensitive prefix)
+    extra_params: tuple = ()  # other query parameters the view itself reads
 
 
 PAGING_PARAMS = {"limit", "cursor", "sort", "offset", "q"}
@@ -85,13 +87,14 @@ def page_size():
 @dataclass
 class ListArgs:
     """The validated list parameters of one request."""
-    filters: dict          # name -> coerced value (column filters) or raw value (callable filters)
-    term: str | None       # search prefix, escaped for LIKE
+
+    filters: dict  # name -> coerced value (column filters) or raw value (callable filters)
+    term: str | None  # search prefix, escaped for LIKE
     sort: str
     desc: bool
     col: Any
     limit: int
-    cursor: tuple | None   # (sort value, id)
+    cursor: tuple | None  # (sort value, id)
     offset: int | None
 
 
@@ -148,8 +151,11 @@ def _build(stmt, spec: ListSpec, la: ListArgs):
     parameter (list_params gives them), so one built statement serves every request of its shape."""
     for name, value in la.filters.items():
         target = spec.filters[name]
-        stmt = target(stmt, value) if _custom(target) else \
-            stmt.where(target == bindparam(f"filter_{name}", value, type_=target.type))
+        stmt = (
+            target(stmt, value)
+            if _custom(target)
+            else stmt.where(target == bindparam(f"filter_{name}", value, type_=target.type))
+        )
     if la.term is not None:
         pattern = bindparam("search_prefix", la.term + "%")
         stmt = stmt.where(or_(*(func.lower(c).like(pattern, escape="\\") for c in spec.search)))
@@ -160,7 +166,10 @@ def _build(stmt, spec: ListSpec, la: ListArgs):
         if col is spec.id_column:
             stmt = stmt.where(col < last_id if desc else col > last_id)
         else:
-            key, pos = tuple_(col, spec.id_column), tuple_(bindparam("cursor_value", value, type_=col.type), last_id)
+            key, pos = (
+                tuple_(col, spec.id_column),
+                tuple_(bindparam("cursor_value", value, type_=col.type), last_id),
+            )
             stmt = stmt.where(key < pos if desc else key > pos)
     elif la.offset is not None:
         stmt = stmt.offset(bindparam("page_offset", la.offset, type_=Integer))
@@ -202,8 +211,14 @@ def prepared_list(key, build_base: Callable, spec: ListSpec):
     la = parse_list_args(spec)
     if any(_custom(spec.filters[n]) for n in la.filters):  # custom filters put values in the SQL itself
         return _build(build_base(), spec, la), {}, la.limit, la.sort, la.col
-    shape = (key, tuple(sorted(la.filters)), la.term is not None, la.sort, la.cursor is not None,
-             la.offset is not None)
+    shape = (
+        key,
+        tuple(sorted(la.filters)),
+        la.term is not None,
+        la.sort,
+        la.cursor is not None,
+        la.offset is not None,
+    )
     stmt = _PREPARED.get(shape)
     if stmt is None:
         stmt = _PREPARED[shape] = reusable(_build(build_base(), spec, la))
@@ -239,7 +254,9 @@ def page_body(rows, limit, sort, col, serialize: Callable | None, keyed: Callabl
     return {"data": data, "next_cursor": next_cursor}, link
 
 
-def page_response(rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row, **extra):
+def page_response(
+    rows, limit, sort, col, serialize: Callable | None, keyed: Callable = lambda row: row, **extra
+):
     """page_body as the answer; `extra` fields join the body."""
     body, link = page_body(rows, limit, sort, col, serialize, keyed)
     resp = jsonify({**body, **extra} if extra else body)

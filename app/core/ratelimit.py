@@ -11,6 +11,7 @@ cached read in Python (measured: docs/BENCHMARKS.md, "Where the time went").
 `limits` (Flask-Limiter's own engine) parses the setting and is the in-process fallback when Redis is
 down.
 """
+
 import logging
 import time
 
@@ -106,8 +107,11 @@ class ApiTier:
 
 
 def too_many_requests(limit, reset_at):
-    return ApiError(429, f"Rate limit exceeded ({limit}). Try again later.",
-                    headers=rate_limit_headers(limit.amount, reset_at))
+    return ApiError(
+        429,
+        f"Rate limit exceeded ({limit}). Try again later.",
+        headers=rate_limit_headers(limit.amount, reset_at),
+    )
 
 
 def caller_key():
@@ -193,8 +197,12 @@ def configure_limiter(app):
             if kind == "shared":
                 wrapped = limiter.shared_limit(provider, scope=scope)(wrapped)
             else:
-                wrapped = limiter.limit(provider, key_func=key_func, scope=scope,
-                                        deduct_when=_failed if scope.startswith("login") else None)(wrapped)
+                wrapped = limiter.limit(
+                    provider,
+                    key_func=key_func,
+                    scope=scope,
+                    deduct_when=_failed if scope.startswith("login") else None,
+                )(wrapped)
         # The limiter checks decorated limits inside its wrapper, so the wrapper must be the view.
         app.view_functions[endpoint] = wrapped
 

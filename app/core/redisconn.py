@@ -1,4 +1,5 @@
 """Redis clients with short timeouts: Redis trouble must cost milliseconds, never a hung worker."""
+
 import redis
 
 from config import redis_db_url

@@ -1,4 +1,5 @@
 """Request id and timing on every response."""
+
 import re
 import time
 import uuid
@@ -15,9 +16,16 @@ def begin_request():
     # Per-request state lives on g; reset it, since an app context can outlive one request (tests, CLI).
     rid = request.headers.get("X-Request-ID", "")
     vars(g._get_current_object()).update(
-        principal=None, revocation_pending=False, gated=False, rate_count=None, rate_window=None,
-        cache_status=None, cache_namespace=None, started=time.perf_counter(),
-        request_id=rid if _SANE_ID.match(rid) else uuid.uuid4().hex)
+        principal=None,
+        revocation_pending=False,
+        gated=False,
+        rate_count=None,
+        rate_window=None,
+        cache_status=None,
+        cache_namespace=None,
+        started=time.perf_counter(),
+        request_id=rid if _SANE_ID.match(rid) else uuid.uuid4().hex,
+    )
 
 
 def finish_request(response):
@@ -38,8 +46,12 @@ def finish_request(response):
         # Personal data: browsers may keep it but must revalidate; shared proxies never store it.
         if "Cache-Control" not in headers:
             headers.add("Cache-Control", "private, no-cache")
-        if req.method == "GET" and status == 200 and not response.direct_passthrough \
-                and response.mimetype == "application/json":
+        if (
+            req.method == "GET"
+            and status == 200
+            and not response.direct_passthrough
+            and response.mimetype == "application/json"
+        ):
             headers["ETag"] = f'"{etag_for(response.get_data())}"'
             if "HTTP_IF_NONE_MATCH" in req.environ:  # werkzeug's conditional logic only when asked
                 response.make_conditional(req)

@@ -3,6 +3,7 @@ per-request check in one round trip; the auth_sessions row is the source of trut
 Redis is not configured or does not answer. A `revoked:ready` marker says the Redis copy is complete:
 after a Redis restart or flush it is gone, and the next check rebuilds the copy from the database
 (the sessions revoked within one access-token lifetime) instead of trusting an empty Redis."""
+
 import logging
 from datetime import timedelta
 
@@ -49,16 +50,25 @@ class RevocationStore:
     @staticmethod
     def _revoked_in_db(sid):
         from app.auth.models import AuthSession
+
         revoked_at = db.session.execute(
             select(AuthSession.revoked_at).where(AuthSession.id == sid),
-            execution_options={"skip_tenant": True}).scalar_one_or_none()
+            execution_options={"skip_tenant": True},
+        ).scalar_one_or_none()
         return revoked_at is not None
 
     def rebuild(self):
         from app.auth.models import AuthSession
+
         since = utcnow() - timedelta(seconds=self.ttl)
-        sids = db.session.execute(select(AuthSession.id).where(AuthSession.revoked_at >= since),
-                                  execution_options={"skip_tenant": True}).scalars().all()
+        sids = (
+            db.session.execute(
+                select(AuthSession.id).where(AuthSession.revoked_at >= since),
+                execution_options={"skip_tenant": True},
+            )
+            .scalars()
+            .all()
+        )
         pipe = self.redis.pipeline(transaction=False)
         for sid in sids:
             pipe.set(f"revoked:{sid}", 1, ex=self.ttl)

@@ -3,14 +3,13 @@
 Responses are plain dicts built from a field list (about 5x cheaper than pydantic dumping a page);
 the same `Out` models describe them in the OpenAPI document, and a test checks they agree.
 """
+
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
-
-from flask import request
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 from email_validator import EmailNotValidError, validate_email
+from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic import Field as Field  # noqa: F401  (re-exported for schemas modules)
 
@@ -33,6 +32,7 @@ Email = Annotated[str, AfterValidator(_email)]
 
 class Body(BaseModel):
     """Base for request bodies: unknown fields are an error, never silently dropped."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     # Fields that exist on the resource but this caller may not set (e.g. one's own role).
     read_only: ClassVar[frozenset] = frozenset()
@@ -40,6 +40,7 @@ class Body(BaseModel):
 
 class Out(BaseModel):
     """Base for response descriptions (OpenAPI); serialisation uses `dump`."""
+
     model_config = ConfigDict(from_attributes=True)
 
 
@@ -53,7 +54,9 @@ def errors_from(exc: ValidationError, schema) -> dict:
         field = _loc(err)
         if err["type"] == "extra_forbidden":
             top = str(err["loc"][0]) if err["loc"] else field
-            out[field] = "is read-only" if (top in READ_ONLY or top in schema.read_only) else "is not a known field"
+            out[field] = (
+                "is read-only" if (top in READ_ONLY or top in schema.read_only) else "is not a known field"
+            )
         elif err["type"] == "missing":
             out[field] = "is required"
         else:

@@ -1,4 +1,5 @@
 """Password hashing (argon2id) and token signing (JWT, algorithm pinned)."""
+
 import hashlib
 import secrets
 import time
@@ -57,8 +58,12 @@ def decode_access_token(secret, token) -> dict:
             _verified.pop(key, None)
             raise jwt.ExpiredSignatureError("Signature has expired")
         return claims
-    claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                        options={"require": ["exp", "iat", "sub", "sid", "ins", "role"]})
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=[ALGORITHM],
+        options={"require": ["exp", "iat", "sub", "sid", "ins", "role"]},
+    )
     if claims.get("typ") != "access":
         raise jwt.InvalidTokenError("not an access token")
     if len(_verified) >= _VERIFIED_MAX:

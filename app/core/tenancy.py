@@ -6,6 +6,7 @@ object is stamped with it (a different institution is refused). Views and servic
 institution themselves; a record of another institution is then simply not found (404).
 Core `insert()` statements bypass the ORM, so services that bulk-insert set `institution_id` explicitly.
 """
+
 from flask import g, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session, with_loader_criteria

@@ -1,5 +1,6 @@
 """Cache warming (beat): fill an institution's hot reads through the same views and keys that
 requests use, so the first user after a deploy or an invalidation gets a hit."""
+
 import logging
 
 from flask import current_app, g
@@ -11,15 +12,29 @@ from app.extensions import db
 
 log = logging.getLogger("schoolhouse.cache")
 
-LISTS = ("/api/v1/classes", "/api/v1/subjects", "/api/v1/terms", "/api/v1/academic-years", "/api/v1/students",
-         "/api/v1/teachers")
+LISTS = (
+    "/api/v1/classes",
+    "/api/v1/subjects",
+    "/api/v1/terms",
+    "/api/v1/academic-years",
+    "/api/v1/students",
+    "/api/v1/teachers",
+)
 
 
 def hot_paths(institution_id):
     from app.academics.models import SchoolClass
-    class_ids = db.session.execute(select(SchoolClass.id).where(
-        SchoolClass.institution_id == institution_id, SchoolClass.deleted_at.is_(None)),
-        execution_options={"skip_tenant": True}).scalars().all()
+
+    class_ids = (
+        db.session.execute(
+            select(SchoolClass.id).where(
+                SchoolClass.institution_id == institution_id, SchoolClass.deleted_at.is_(None)
+            ),
+            execution_options={"skip_tenant": True},
+        )
+        .scalars()
+        .all()
+    )
     paths = list(LISTS)
     for cid in class_ids:
         paths += [f"/api/v1/classes/{cid}/students", f"/api/v1/classes/{cid}/students?limit=50"]

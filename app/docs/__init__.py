@@ -1,4 +1,5 @@
 """The OpenAPI document and interactive docs (Swagger UI served from the installed package, no CDN)."""
+
 from flask import Blueprint, Response, current_app, jsonify, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 

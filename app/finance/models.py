@@ -1,7 +1,16 @@
 from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, String,
-                        UniqueConstraint, text)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.models import BigId, TenantMixin, TimestampMixin
@@ -71,6 +80,7 @@ class InvoiceLine(TenantMixin, db.Model):
 
 class Payment(TenantMixin, db.Model):
     """Append-only ledger: refunds and corrections are new rows with negative amounts."""
+
     __tablename__ = "payments"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
@@ -95,7 +105,12 @@ class Payment(TenantMixin, db.Model):
         # fee collection report: the tenant's payments over a date range
         Index("ix_payments_institution_received", "institution_id", "received_at"),
         # a payment is reversed at most once
-        Index("uq_payments_reverses_id", "reverses_id", unique=True,
-              postgresql_where=text("reverses_id IS NOT NULL"), sqlite_where=text("reverses_id IS NOT NULL")),
+        Index(
+            "uq_payments_reverses_id",
+            "reverses_id",
+            unique=True,
+            postgresql_where=text("reverses_id IS NOT NULL"),
+            sqlite_where=text("reverses_id IS NOT NULL"),
+        ),
         CheckConstraint("method IN ('cash','bank','mobile_money','card')", name="method"),
     )

@@ -1,5 +1,6 @@
 """Fees, invoices, payments, balances and statements. Admins and accountants write; guardians and
 students read their own children's / their own; teachers have no access to finance (403)."""
+
 from datetime import timedelta
 
 from flask import Blueprint, g, jsonify, request
@@ -16,36 +17,72 @@ from app.core.schemas import dump, fields_of, parse_body, parse_date
 from app.extensions import db
 from app.finance import services
 from app.finance.models import INVOICE_STATUSES, PAYMENT_METHODS, FeeCategory, Invoice, Payment
-from app.finance.schemas import (BalanceOut, FeeCategoryCreate, FeeCategoryOut, FeeCategoryUpdate, GenerateIn,
-                                 GenerateOut, InvoiceDetailOut, InvoiceOut, PaymentIn, PaymentOut,
-                                 PaymentReceiptOut, RefundIn, ReverseIn, StatementOut, VoidIn, money)
+from app.finance.schemas import (
+    BalanceOut,
+    FeeCategoryCreate,
+    FeeCategoryOut,
+    FeeCategoryUpdate,
+    GenerateIn,
+    GenerateOut,
+    InvoiceDetailOut,
+    InvoiceOut,
+    PaymentIn,
+    PaymentOut,
+    PaymentReceiptOut,
+    RefundIn,
+    ReverseIn,
+    StatementOut,
+    VoidIn,
+    money,
+)
 
 bp = Blueprint("finance", __name__)
 
 WRITE = ("admin", "accountant")
 READ = ("admin", "accountant", "guardian", "student")
 
-CONFLICTS.update({
-    "uq_invoices_student_term": "The student already has an invoice for this term.",
-    "uq_invoices_institution_number": "An invoice with this number already exists.",
-    "uq_payments_institution_reference": "A payment with this reference already exists.",
-    "uq_payments_reverses_id": "This payment has already been reversed.",
-})
+CONFLICTS.update(
+    {
+        "uq_invoices_student_term": "The student already has an invoice for this term.",
+        "uq_invoices_institution_number": "An invoice with this number already exists.",
+        "uq_payments_institution_reference": "A payment with this reference already exists.",
+        "uq_payments_reverses_id": "This payment has already been reversed.",
+    }
+)
 
 
 # -- serialisation -----------------------------------------------------------------------------------
 
+
 def category_out(c):
-    return {"id": c.id, "term_id": c.term_id, "name": c.name, "amount": money(c.amount_minor),
-            "grade_level": c.grade_level, "class_id": c.class_id, "due_date": c.due_date,
-            "created_at": c.created_at, "updated_at": c.updated_at}
+    return {
+        "id": c.id,
+        "term_id": c.term_id,
+        "name": c.name,
+        "amount": money(c.amount_minor),
+        "grade_level": c.grade_level,
+        "class_id": c.class_id,
+        "due_date": c.due_date,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
 
 
 def invoice_out(i):
-    return {"id": i.id, "number": i.number, "student_id": i.student_id, "term_id": i.term_id, "status": i.status,
-            "total": money(i.total_minor), "paid": money(i.paid_minor),
-            "outstanding": money(max(i.total_minor - i.paid_minor, 0) if i.status != "void" else 0),
-            "due_date": i.due_date, "voided_at": i.voided_at, "created_at": i.created_at, "updated_at": i.updated_at}
+    return {
+        "id": i.id,
+        "number": i.number,
+        "student_id": i.student_id,
+        "term_id": i.term_id,
+        "status": i.status,
+        "total": money(i.total_minor),
+        "paid": money(i.paid_minor),
+        "outstanding": money(max(i.total_minor - i.paid_minor, 0) if i.status != "void" else 0),
+        "due_date": i.due_date,
+        "voided_at": i.voided_at,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    }
 
 
 _PAYMENT_FIELDS = tuple(f for f in fields_of(PaymentOut) if f != "amount")
@@ -56,25 +93,44 @@ def payment_out(p):
 
 
 def receipt_out(payment, invoice):
-    return {**payment_out(payment), "invoice": invoice_out(invoice) if invoice is not None else None,
-            "balance": services.balance(payment.student_id)}
+    return {
+        **payment_out(payment),
+        "invoice": invoice_out(invoice) if invoice is not None else None,
+        "balance": services.balance(payment.student_id),
+    }
 
 
 # -- fee categories ----------------------------------------------------------------------------------
 
 fee_categories = Resource(
-    "fee category", "/fee-categories", FeeCategory, FeeCategoryOut,
-    ListSpec(FeeCategory.id, filters={"term_id": FeeCategory.term_id, "grade_level": FeeCategory.grade_level,
-                                      "class_id": FeeCategory.class_id},
-             sorts={"name": FeeCategory.name}),
-    read_roles=READ, write_roles=WRITE, serialize=category_out,
+    "fee category",
+    "/fee-categories",
+    FeeCategory,
+    FeeCategoryOut,
+    ListSpec(
+        FeeCategory.id,
+        filters={
+            "term_id": FeeCategory.term_id,
+            "grade_level": FeeCategory.grade_level,
+            "class_id": FeeCategory.class_id,
+        },
+        sorts={"name": FeeCategory.name},
+    ),
+    read_roles=READ,
+    write_roles=WRITE,
+    serialize=category_out,
 ).register(bp)
 
 
 @bp.post("/fee-categories")
 @roles(*WRITE)
-@doc("Create a fee category (no grade_level/class_id: billed to everyone)", body=FeeCategoryCreate,
-     out=FeeCategoryOut, status=201, tags=["fee-categories"])
+@doc(
+    "Create a fee category (no grade_level/class_id: billed to everyone)",
+    body=FeeCategoryCreate,
+    out=FeeCategoryOut,
+    status=201,
+    tags=["fee-categories"],
+)
 def create_fee_category():
     category = services.create_category(parse_body(FeeCategoryCreate).model_dump())
     commit_or_conflict()
@@ -83,8 +139,12 @@ def create_fee_category():
 
 @bp.patch("/fee-categories/<int:ident>")
 @roles(*WRITE)
-@doc("Change a fee category (lines already billed keep their amount)", body=FeeCategoryUpdate,
-     out=FeeCategoryOut, tags=["fee-categories"])
+@doc(
+    "Change a fee category (lines already billed keep their amount)",
+    body=FeeCategoryUpdate,
+    out=FeeCategoryOut,
+    tags=["fee-categories"],
+)
 def update_fee_category(ident):
     category = fee_categories.get_or_404(ident)
     services.update_category(category, parse_body(FeeCategoryUpdate).model_dump(exclude_unset=True))
@@ -103,24 +163,36 @@ def delete_fee_category(ident):
 
 # -- invoices ------------------------------------------------------------------------------------------
 
+
 def _one_of(column, allowed):
     def apply(stmt, raw):
         if raw not in allowed:
             raise ValidationFailed({column.key: f"must be one of {', '.join(allowed)}"})
         return stmt.where(column == raw)
+
     return apply
 
 
 INVOICE_SPEC = ListSpec(
-    Invoice.id, filters={"student_id": Invoice.student_id, "term_id": Invoice.term_id,
-                         "status": _one_of(Invoice.status, INVOICE_STATUSES)},
-    sorts={"created_at": Invoice.created_at, "number": Invoice.number})
+    Invoice.id,
+    filters={
+        "student_id": Invoice.student_id,
+        "term_id": Invoice.term_id,
+        "status": _one_of(Invoice.status, INVOICE_STATUSES),
+    },
+    sorts={"created_at": Invoice.created_at, "number": Invoice.number},
+)
 
 
 @bp.get("/invoices")
 @roles(*READ)
-@doc("List invoices", out=InvoiceOut, many=True, tags=["invoices"],
-     query=["limit", "cursor", "sort", *INVOICE_SPEC.filters])
+@doc(
+    "List invoices",
+    out=InvoiceOut,
+    many=True,
+    tags=["invoices"],
+    query=["limit", "cursor", "sort", *INVOICE_SPEC.filters],
+)
 def list_invoices():
     stmt = scope_students(select(Invoice), g.principal, column=Invoice.student_id)
     return list_response(db.session, stmt, INVOICE_SPEC, invoice_out)
@@ -131,16 +203,28 @@ def list_invoices():
 @doc("An invoice with its lines and payments", out=InvoiceDetailOut, tags=["invoices"])
 def get_invoice(ident):
     invoice = services.invoice_or_404(ident, g.principal)
-    lines = [{"id": line.id, "fee_category_id": line.fee_category_id, "description": line.description,
-              "amount": money(line.amount_minor)} for line in services.invoice_lines(invoice.id)]
+    lines = [
+        {
+            "id": line.id,
+            "fee_category_id": line.fee_category_id,
+            "description": line.description,
+            "amount": money(line.amount_minor),
+        }
+        for line in services.invoice_lines(invoice.id)
+    ]
     payments = [payment_out(p) for p in services.invoice_payments(invoice.id)]
     return jsonify({**invoice_out(invoice), "lines": lines, "payments": payments})
 
 
 @bp.post("/invoices/generate")
 @roles(*WRITE)
-@doc("Bill a class (or a grade) for a term: one invoice per enrolled student; re-runs only add what is "
-     "missing", body=GenerateIn, out=GenerateOut, tags=["invoices"])
+@doc(
+    "Bill a class (or a grade) for a term: one invoice per enrolled student; re-runs only add what is "
+    "missing",
+    body=GenerateIn,
+    out=GenerateOut,
+    tags=["invoices"],
+)
 def generate_invoices():
     body = parse_body(GenerateIn)
     result = services.generate_invoices(body.term_id, class_id=body.class_id, grade_level=body.grade_level)
@@ -150,8 +234,12 @@ def generate_invoices():
 
 @bp.post("/invoices/<int:ident>/void")
 @roles(*WRITE)
-@doc("Void an invoice nothing has been paid against (recorded, never deleted)", body=VoidIn, out=InvoiceOut,
-     tags=["invoices"])
+@doc(
+    "Void an invoice nothing has been paid against (recorded, never deleted)",
+    body=VoidIn,
+    out=InvoiceOut,
+    tags=["invoices"],
+)
 def void_invoice(ident):
     invoice = services.invoice_or_404(ident, g.principal, lock=True)
     body = parse_body(VoidIn) if request.content_length else VoidIn()
@@ -162,27 +250,40 @@ def void_invoice(ident):
 
 # -- payments ------------------------------------------------------------------------------------------
 
+
 def _received_between(bound):
     def apply(stmt, raw):
         day = parse_date(raw, bound)
         if bound == "from":
             return stmt.where(Payment.received_at >= services.day_start(day))
         return stmt.where(Payment.received_at < services.day_start(day + timedelta(days=1)))
+
     return apply
 
 
 PAYMENT_SPEC = ListSpec(
-    Payment.id, filters={"student_id": Payment.student_id, "invoice_id": Payment.invoice_id,
-                         "method": _one_of(Payment.method, PAYMENT_METHODS),
-                         "kind": _one_of(Payment.kind, ("payment", "refund", "reversal")),
-                         "from": _received_between("from"), "to": _received_between("to")},
-    sorts={"received_at": Payment.received_at})
+    Payment.id,
+    filters={
+        "student_id": Payment.student_id,
+        "invoice_id": Payment.invoice_id,
+        "method": _one_of(Payment.method, PAYMENT_METHODS),
+        "kind": _one_of(Payment.kind, ("payment", "refund", "reversal")),
+        "from": _received_between("from"),
+        "to": _received_between("to"),
+    },
+    sorts={"received_at": Payment.received_at},
+)
 
 
 @bp.get("/payments")
 @roles(*READ)
-@doc("List ledger entries (payments, refunds, reversals); from/to are local dates, inclusive", out=PaymentOut,
-     many=True, tags=["payments"], query=["limit", "cursor", "sort", *PAYMENT_SPEC.filters])
+@doc(
+    "List ledger entries (payments, refunds, reversals); from/to are local dates, inclusive",
+    out=PaymentOut,
+    many=True,
+    tags=["payments"],
+    query=["limit", "cursor", "sort", *PAYMENT_SPEC.filters],
+)
 def list_payments():
     stmt = scope_students(select(Payment), g.principal, column=Payment.student_id)
     return list_response(db.session, stmt, PAYMENT_SPEC, payment_out)
@@ -197,10 +298,15 @@ def get_payment(ident):
 
 @bp.post("/payments")
 @roles(*WRITE)
-@doc("Record a payment (Idempotency-Key honoured: a retry replays the first answer)", body=PaymentIn,
-     out=PaymentReceiptOut, status=201, tags=["payments"],
-     description="Without invoice_id the money is the student's credit. Paying more than an invoice's "
-                 "outstanding amount marks it paid and leaves the excess as credit.")
+@doc(
+    "Record a payment (Idempotency-Key honoured: a retry replays the first answer)",
+    body=PaymentIn,
+    out=PaymentReceiptOut,
+    status=201,
+    tags=["payments"],
+    description="Without invoice_id the money is the student's credit. Paying more than an invoice's "
+    "outstanding amount marks it paid and leaves the excess as credit.",
+)
 def create_payment():
     body = parse_body(PaymentIn)
     payload = body.model_dump(mode="json")
@@ -222,8 +328,13 @@ def create_payment():
 
 @bp.post("/payments/<int:ident>/reverse")
 @roles(*WRITE)
-@doc("Reverse a payment or refund: a new negative entry undoes it (once)", body=ReverseIn,
-     out=PaymentReceiptOut, status=201, tags=["payments"])
+@doc(
+    "Reverse a payment or refund: a new negative entry undoes it (once)",
+    body=ReverseIn,
+    out=PaymentReceiptOut,
+    status=201,
+    tags=["payments"],
+)
 def reverse_payment(ident):
     payment = services.payment_or_404(ident, g.principal, lock=True)
     body = parse_body(ReverseIn)
@@ -234,9 +345,12 @@ def reverse_payment(ident):
 
 # -- per student -----------------------------------------------------------------------------------------
 
+
 @bp.post("/students/<int:ident>/refunds")
 @roles(*WRITE)
-@doc("Refund (part of) a student's credit", body=RefundIn, out=PaymentReceiptOut, status=201, tags=["students"])
+@doc(
+    "Refund (part of) a student's credit", body=RefundIn, out=PaymentReceiptOut, status=201, tags=["students"]
+)
 def refund(ident):
     student = services.student_or_404(ident, g.principal)
     body = parse_body(RefundIn)
@@ -256,8 +370,12 @@ def student_balance(ident):
 
 @bp.get("/students/<int:ident>/statement")
 @roles(*READ)
-@doc("A student's statement: invoices and ledger entries with a running balance", out=StatementOut,
-     tags=["students"], query=["from", "to"])
+@doc(
+    "A student's statement: invoices and ledger entries with a running balance",
+    out=StatementOut,
+    tags=["students"],
+    query=["from", "to"],
+)
 def student_statement(ident):
     student = services.student_or_404(ident, g.principal)
     _only_params("from", "to")

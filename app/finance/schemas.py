@@ -1,6 +1,7 @@
 """Finance bodies and answers. Money travels as decimal strings with two decimals ("1500.00") in the
 institution's currency and is held as integer minor units (cents): parsed with exact text rules,
 never through float."""
+
 import re
 from datetime import date, datetime
 from typing import Annotated, Literal
@@ -12,7 +13,7 @@ from app.core.schemas import Body, Out
 from app.finance.models import PAYMENT_METHODS
 
 _MONEY = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
-MAX_MINOR = 10 ** 15  # ten trillion in major units: far above any school fee, far below BIGINT
+MAX_MINOR = 10**15  # ten trillion in major units: far above any school fee, far below BIGINT
 
 
 def _money_error(message):
@@ -53,13 +54,18 @@ def money(minor: int | None) -> str | None:
 _MONEY_SCHEMA = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "1500.00"}
 # Validated to minor units; documented (OpenAPI) as the decimal string clients send.
 Money = Annotated[int, PlainValidator(lambda v: to_minor(v, positive=False)), WithJsonSchema(_MONEY_SCHEMA)]
-PositiveMoney = Annotated[int, PlainValidator(lambda v: to_minor(v, positive=True)), WithJsonSchema(_MONEY_SCHEMA)]
-MoneyOut = Annotated[str, Field(description="decimal string in the institution's currency", examples=["1500.00"])]
+PositiveMoney = Annotated[
+    int, PlainValidator(lambda v: to_minor(v, positive=True)), WithJsonSchema(_MONEY_SCHEMA)
+]
+MoneyOut = Annotated[
+    str, Field(description="decimal string in the institution's currency", examples=["1500.00"])
+]
 Method = Literal[PAYMENT_METHODS]
 Reference = Annotated[str, Field(min_length=1, max_length=100)]
 
 
 # -- fee categories ----------------------------------------------------------------------------------
+
 
 class FeeCategoryCreate(Body):
     term_id: int
@@ -93,10 +99,13 @@ class FeeCategoryOut(Out):
 
 # -- invoices ------------------------------------------------------------------------------------------
 
+
 class GenerateIn(Body):
     term_id: int
     class_id: int | None = Field(None, description="one class, or")
-    grade_level: int | None = Field(None, ge=0, le=20, description="every class of this grade in the term's year")
+    grade_level: int | None = Field(
+        None, ge=0, le=20, description="every class of this grade in the term's year"
+    )
 
 
 class GenerateOut(Out):
@@ -152,6 +161,7 @@ class InvoiceDetailOut(InvoiceOut):
 
 
 # -- payments ------------------------------------------------------------------------------------------
+
 
 class PaymentIn(Body):
     student_id: int

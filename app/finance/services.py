@@ -6,11 +6,27 @@ An invoice's `paid_minor` is the net of the ledger rows allocated to it (it may 
 excess is the student's credit); writes that change it lock the invoice row first.
 Services validate everything before writing and never commit: the view (or run_idempotent) does.
 """
+
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from flask import g
-from sqlalchemy import DateTime, String, and_, case, cast, exists, func, literal, null, or_, select, true, union_all, update
+from sqlalchemy import (
+    DateTime,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -32,11 +48,14 @@ FUTURE_SLACK = timedelta(minutes=5)
 
 class ReferenceTaken(Conflict):
     def __init__(self, reference):
-        super().__init__(f"The reference {reference!r} is already recorded in this institution.",
-                         errors={"reference": "is already used by another payment"})
+        super().__init__(
+            f"The reference {reference!r} is already recorded in this institution.",
+            errors={"reference": "is already used by another payment"},
+        )
 
 
 # -- shared helpers ----------------------------------------------------------------------------------
+
 
 def status_of(total: int, paid: int) -> str:
     return "paid" if paid >= total else "partially_paid" if paid > 0 else "open"
@@ -53,8 +72,12 @@ def institution_settings():
     key = (iid, g.get("request_id"))
     cached = g.get("_finance_settings")
     if cached is None or cached[0] != key:
-        cached = g._finance_settings = (key, *db.session.execute(
-            select(Institution.currency, Institution.timezone).where(Institution.id == iid)).one())
+        cached = g._finance_settings = (
+            key,
+            *db.session.execute(
+                select(Institution.currency, Institution.timezone).where(Institution.id == iid)
+            ).one(),
+        )
     return cached[1:]
 
 
@@ -62,10 +85,11 @@ def day_start(day: date) -> datetime:
     """Midnight at the start of `day` in the school's time zone, as UTC (date filters mean local days)."""
     try:
         from zoneinfo import ZoneInfo
+
         tz = ZoneInfo(institution_settings()[1])
     except Exception:  # noqa: BLE001 - unknown zone or no tz database: fall back to UTC
-        tz = timezone.utc
-    return datetime.combine(day, time(), tz).astimezone(timezone.utc)
+        tz = UTC
+    return datetime.combine(day, time(), tz).astimezone(UTC)
 
 
 def _dialect_insert(model):
@@ -83,7 +107,9 @@ def student_or_404(student_id, principal):
 
 
 def invoice_or_404(invoice_id, principal, *, lock=False):
-    stmt = scope_students(select(Invoice).where(Invoice.id == invoice_id), principal, column=Invoice.student_id)
+    stmt = scope_students(
+        select(Invoice).where(Invoice.id == invoice_id), principal, column=Invoice.student_id
+    )
     if lock:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     invoice = db.session.execute(stmt).scalar_one_or_none()
@@ -93,7 +119,9 @@ def invoice_or_404(invoice_id, principal, *, lock=False):
 
 
 def payment_or_404(payment_id, principal, *, lock=False):
-    stmt = scope_students(select(Payment).where(Payment.id == payment_id), principal, column=Payment.student_id)
+    stmt = scope_students(
+        select(Payment).where(Payment.id == payment_id), principal, column=Payment.student_id
+    )
     if lock:  # serialises two reversals of the same payment
         stmt = stmt.with_for_update()
     payment = db.session.execute(stmt).scalar_one_or_none()
@@ -103,6 +131,7 @@ def payment_or_404(payment_id, principal, *, lock=False):
 
 
 # -- fee categories ----------------------------------------------------------------------------------
+
 
 def _check_category(values: dict, category: FeeCategory | None = None):
     """Body values of a create or an update (then `category` is the current row)."""
@@ -123,8 +152,11 @@ def _check_category(values: dict, category: FeeCategory | None = None):
     if year is None:
         raise ValidationFailed({"term_id": f"no such term ({term_id})"})
     if "class_id" in values and class_id is not None:
-        class_year = db.session.execute(select(SchoolClass.academic_year_id).where(
-            SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None))).scalar_one_or_none()
+        class_year = db.session.execute(
+            select(SchoolClass.academic_year_id).where(
+                SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None)
+            )
+        ).scalar_one_or_none()
         if class_year is None:
             raise ValidationFailed({"class_id": f"no such class ({class_id})"})
         if class_year != year:
@@ -151,8 +183,12 @@ def delete_category(category: FeeCategory):
     billed = db.session.execute(select(exists().where(InvoiceLine.fee_category_id == category.id))).scalar()
     if billed:
         raise Conflict("This fee category is billed on invoices; it cannot be deleted.")
-    audit.record("delete", "fee_category", category.id,
-                 audit.snapshot(category, ("term_id", "name", "amount_minor", "grade_level", "class_id")))
+    audit.record(
+        "delete",
+        "fee_category",
+        category.id,
+        audit.snapshot(category, ("term_id", "name", "amount_minor", "grade_level", "class_id")),
+    )
     db.session.delete(category)
     try:
         db.session.flush()
@@ -163,6 +199,7 @@ def delete_category(category: FeeCategory):
 
 # -- invoice generation --------------------------------------------------------------------------------
 
+
 def _target_classes(term_id, class_id, grade_level):
     both = "give exactly one of class_id or grade_level"
     if (class_id is None) == (grade_level is None):
@@ -171,18 +208,31 @@ def _target_classes(term_id, class_id, grade_level):
     if term is None:
         raise ValidationFailed({"term_id": f"no such term ({term_id})"})
     if class_id is not None:
-        year = db.session.execute(select(SchoolClass.academic_year_id).where(
-            SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None))).scalar_one_or_none()
+        year = db.session.execute(
+            select(SchoolClass.academic_year_id).where(
+                SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None)
+            )
+        ).scalar_one_or_none()
         if year is None:
             raise ValidationFailed({"class_id": f"no such class ({class_id})"})
         if year != term.academic_year_id:
             raise ValidationFailed({"class_id": "is not a class of the term's academic year"})
         return [class_id]
-    ids = db.session.execute(select(SchoolClass.id).where(
-        SchoolClass.grade_level == grade_level, SchoolClass.academic_year_id == term.academic_year_id,
-        SchoolClass.deleted_at.is_(None))).scalars().all()
+    ids = (
+        db.session.execute(
+            select(SchoolClass.id).where(
+                SchoolClass.grade_level == grade_level,
+                SchoolClass.academic_year_id == term.academic_year_id,
+                SchoolClass.deleted_at.is_(None),
+            )
+        )
+        .scalars()
+        .all()
+    )
     if not ids:
-        raise ValidationFailed({"grade_level": f"no class of grade {grade_level} in the term's academic year"})
+        raise ValidationFailed(
+            {"grade_level": f"no class of grade {grade_level} in the term's academic year"}
+        )
     return ids
 
 
@@ -198,42 +248,85 @@ def generate_invoices(term_id, *, class_id=None, grade_level=None) -> dict:
     # Core INSERT ... SELECT bypasses the ORM tenant hook, so every table read here names the
     # institution explicitly (the ids were checked in scope above; this is belt and braces).
     # `WHERE true` on the SELECTs: SQLite needs it to tell ON CONFLICT from a join's ON.
-    applies = or_(and_(FeeCategory.grade_level.is_(None), FeeCategory.class_id.is_(None)),
-                  FeeCategory.grade_level == SchoolClass.grade_level,
-                  FeeCategory.class_id == Enrolment.class_id)
+    applies = or_(
+        and_(FeeCategory.grade_level.is_(None), FeeCategory.class_id.is_(None)),
+        FeeCategory.grade_level == SchoolClass.grade_level,
+        FeeCategory.class_id == Enrolment.class_id,
+    )
     billable = (
-        select(Enrolment.student_id, FeeCategory.id.label("fee_category_id"), FeeCategory.name,
-               FeeCategory.amount_minor)
+        select(
+            Enrolment.student_id,
+            FeeCategory.id.label("fee_category_id"),
+            FeeCategory.name,
+            FeeCategory.amount_minor,
+        )
         .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
         .join(Student, Student.id == Enrolment.student_id)
         .join(FeeCategory, and_(FeeCategory.term_id == term_id, FeeCategory.institution_id == iid, applies))
-        .where(Enrolment.institution_id == iid, Enrolment.class_id.in_(class_ids), Enrolment.end_date.is_(None),
-               Student.deleted_at.is_(None))
+        .where(
+            Enrolment.institution_id == iid,
+            Enrolment.class_id.in_(class_ids),
+            Enrolment.end_date.is_(None),
+            Student.deleted_at.is_(None),
+        )
     ).subquery("billable")
 
     students = select(billable.c.student_id).distinct().subquery("students")
     number = literal(f"INV-{term_id}-", String) + cast(students.c.student_id, String)
     stamp = literal(now, DateTime(timezone=True))
     created = db.session.execute(
-        _dialect_insert(Invoice).from_select(
-            ["institution_id", "student_id", "term_id", "number", "status", "total_minor", "paid_minor",
-             "created_at", "updated_at"],
-            select(literal(iid), students.c.student_id, literal(term_id), number, literal("open"), literal(0),
-                   literal(0), stamp, stamp).where(true()))
+        _dialect_insert(Invoice)
+        .from_select(
+            [
+                "institution_id",
+                "student_id",
+                "term_id",
+                "number",
+                "status",
+                "total_minor",
+                "paid_minor",
+                "created_at",
+                "updated_at",
+            ],
+            select(
+                literal(iid),
+                students.c.student_id,
+                literal(term_id),
+                number,
+                literal("open"),
+                literal(0),
+                literal(0),
+                stamp,
+                stamp,
+            ).where(true()),
+        )
         .on_conflict_do_nothing()
-        .returning(Invoice.id, Invoice.student_id, Invoice.number)).all()
+        .returning(Invoice.id, Invoice.student_id, Invoice.number)
+    ).all()
 
     # Void invoices are closed: never billed again.
     added = db.session.execute(
-        _dialect_insert(InvoiceLine).from_select(
+        _dialect_insert(InvoiceLine)
+        .from_select(
             ["institution_id", "invoice_id", "fee_category_id", "description", "amount_minor"],
-            select(literal(iid), Invoice.id, billable.c.fee_category_id, billable.c.name, billable.c.amount_minor)
-            .join_from(billable, Invoice, and_(Invoice.student_id == billable.c.student_id,
-                                               Invoice.term_id == term_id, Invoice.institution_id == iid,
-                                               Invoice.status != "void"))
-            .where(true()))
+            select(
+                literal(iid), Invoice.id, billable.c.fee_category_id, billable.c.name, billable.c.amount_minor
+            )
+            .join_from(
+                billable,
+                Invoice,
+                and_(
+                    Invoice.student_id == billable.c.student_id,
+                    Invoice.term_id == term_id,
+                    Invoice.institution_id == iid,
+                    Invoice.status != "void",
+                ),
+            )
+            .where(true()),
+        )
         .on_conflict_do_nothing()
-        .returning(InvoiceLine.invoice_id, InvoiceLine.amount_minor)).all()
+        .returning(InvoiceLine.invoice_id, InvoiceLine.amount_minor)
+    ).all()
 
     added_by_invoice = defaultdict(int)
     for invoice_id, amount in added:
@@ -241,23 +334,48 @@ def generate_invoices(term_id, *, class_id=None, grade_level=None) -> dict:
     touched = sorted(added_by_invoice)
     after = {}
     if touched:
-        sums = (select(InvoiceLine.invoice_id, func.sum(InvoiceLine.amount_minor).label("total"),
-                       func.min(FeeCategory.due_date).label("due"))
-                .join(FeeCategory, FeeCategory.id == InvoiceLine.fee_category_id)
-                .where(InvoiceLine.invoice_id.in_(touched))
-                .group_by(InvoiceLine.invoice_id)).subquery("sums")
-        after = {row.id: row for row in db.session.execute(
-            update(Invoice).where(Invoice.id == sums.c.invoice_id)
-            .values(total_minor=sums.c.total, due_date=sums.c.due, updated_at=now,
-                    status=_status_sql(sums.c.total, Invoice.paid_minor))
-            .returning(Invoice.id, Invoice.total_minor, Invoice.paid_minor, Invoice.status)
-            .execution_options(synchronize_session=False))}
+        sums = (
+            select(
+                InvoiceLine.invoice_id,
+                func.sum(InvoiceLine.amount_minor).label("total"),
+                func.min(FeeCategory.due_date).label("due"),
+            )
+            .join(FeeCategory, FeeCategory.id == InvoiceLine.fee_category_id)
+            .where(InvoiceLine.invoice_id.in_(touched))
+            .group_by(InvoiceLine.invoice_id)
+        ).subquery("sums")
+        after = {
+            row.id: row
+            for row in db.session.execute(
+                update(Invoice)
+                .where(Invoice.id == sums.c.invoice_id)
+                .values(
+                    total_minor=sums.c.total,
+                    due_date=sums.c.due,
+                    updated_at=now,
+                    status=_status_sql(sums.c.total, Invoice.paid_minor),
+                )
+                .returning(Invoice.id, Invoice.total_minor, Invoice.paid_minor, Invoice.status)
+                .execution_options(synchronize_session=False)
+            )
+        }
 
     created_ids = {row.id for row in created}
-    rows = [audit.entry("create", "invoice", row.id, {
-        "student_id": [None, row.student_id], "term_id": [None, term_id], "number": [None, row.number],
-        "total_minor": [None, after[row.id].total_minor], "status": [None, after[row.id].status]})
-        for row in created]
+    rows = [
+        audit.entry(
+            "create",
+            "invoice",
+            row.id,
+            {
+                "student_id": [None, row.student_id],
+                "term_id": [None, term_id],
+                "number": [None, row.number],
+                "total_minor": [None, after[row.id].total_minor],
+                "status": [None, after[row.id].status],
+            },
+        )
+        for row in created
+    ]
     for invoice_id in touched:
         if invoice_id in created_ids:
             continue
@@ -277,8 +395,12 @@ def void_invoice(invoice: Invoice, reason: str | None) -> Invoice:
     if invoice.status == "void":
         raise Conflict("This invoice is already void.")
     if invoice.paid_minor != 0:
-        raise ValidationFailed({"paid": f"the invoice has {money(invoice.paid_minor)} paid against it; "
-                                        f"reverse those payments before voiding it"})
+        raise ValidationFailed(
+            {
+                "paid": f"the invoice has {money(invoice.paid_minor)} paid against it; "
+                f"reverse those payments before voiding it"
+            }
+        )
     invoice.status, invoice.voided_at = "void", utcnow()
     changes = audit.diff(invoice, ("status", "voided_at"))
     if reason:
@@ -288,16 +410,27 @@ def void_invoice(invoice: Invoice, reason: str | None) -> Invoice:
 
 
 def invoice_lines(invoice_id):
-    return db.session.execute(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)
-                              .order_by(InvoiceLine.id)).scalars().all()
+    return (
+        db.session.execute(
+            select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id).order_by(InvoiceLine.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 def invoice_payments(invoice_id):
-    return db.session.execute(select(Payment).where(Payment.invoice_id == invoice_id)
-                              .order_by(Payment.received_at, Payment.id)).scalars().all()
+    return (
+        db.session.execute(
+            select(Payment).where(Payment.invoice_id == invoice_id).order_by(Payment.received_at, Payment.id)
+        )
+        .scalars()
+        .all()
+    )
 
 
 # -- the ledger ----------------------------------------------------------------------------------------
+
 
 def _reference_free(reference):
     if db.session.execute(select(Payment.id).where(Payment.reference == reference)).first() is not None:
@@ -317,15 +450,35 @@ def _append(row: Payment):
         if "uq_payments_reverses_id" in text:
             raise Conflict("This payment has already been reversed.") from None
         raise
-    audit.record("create", "payment", row.id, audit.snapshot(row, (
-        "student_id", "invoice_id", "amount_minor", "method", "reference", "kind", "reverses_id", "received_at")))
+    audit.record(
+        "create",
+        "payment",
+        row.id,
+        audit.snapshot(
+            row,
+            (
+                "student_id",
+                "invoice_id",
+                "amount_minor",
+                "method",
+                "reference",
+                "kind",
+                "reverses_id",
+                "received_at",
+            ),
+        ),
+    )
     return row
 
 
 def _lock_invoice(invoice_id):
     # FOR UPDATE: concurrent payments on one invoice queue here instead of losing each other's paid_minor.
-    return db.session.execute(select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-                              .execution_options(populate_existing=True)).scalar_one_or_none()
+    return db.session.execute(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def _apply(invoice: Invoice, amount_minor: int):
@@ -338,7 +491,7 @@ def _received_at(value: datetime | None, now: datetime) -> datetime:
     if value is None:
         return now
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # documented: a time without an offset is UTC
+        value = value.replace(tzinfo=UTC)  # documented: a time without an offset is UTC
     if value > now + FUTURE_SLACK:
         raise ValidationFailed({"received_at": "must not be in the future"})
     return value
@@ -346,8 +499,9 @@ def _received_at(value: datetime | None, now: datetime) -> datetime:
 
 def record_payment(values: dict, principal) -> tuple[Payment, Invoice | None]:
     student_id, invoice_id = values["student_id"], values.get("invoice_id")
-    found = db.session.execute(select(Student.id).where(Student.id == student_id, Student.deleted_at.is_(None))
-                               ).scalar_one_or_none()
+    found = db.session.execute(
+        select(Student.id).where(Student.id == student_id, Student.deleted_at.is_(None))
+    ).scalar_one_or_none()
     if found is None:
         raise ValidationFailed({"student_id": f"no such student ({student_id})"})
     invoice = None
@@ -362,10 +516,20 @@ def record_payment(values: dict, principal) -> tuple[Payment, Invoice | None]:
     now = utcnow()
     received_at = _received_at(values.get("received_at"), now)
     _reference_free(values["reference"])
-    payment = _append(Payment(
-        student_id=student_id, invoice_id=invoice_id, amount_minor=values["amount"], method=values["method"],
-        reference=values["reference"], kind="payment", note=values.get("note"), received_at=received_at,
-        recorded_by_id=principal.user_id, created_at=now))
+    payment = _append(
+        Payment(
+            student_id=student_id,
+            invoice_id=invoice_id,
+            amount_minor=values["amount"],
+            method=values["method"],
+            reference=values["reference"],
+            kind="payment",
+            note=values.get("note"),
+            received_at=received_at,
+            recorded_by_id=principal.user_id,
+            created_at=now,
+        )
+    )
     if invoice is not None:
         _apply(invoice, payment.amount_minor)
     return payment, invoice
@@ -375,18 +539,33 @@ def reverse_payment(payment: Payment, reason: str, reference: str | None, princi
     """Undo a ledger row with its negative twin; the original stays. Each row is reversed at most once."""
     if payment.kind == "reversal":
         raise Conflict("This entry is itself a reversal; it cannot be reversed.")
-    done = db.session.execute(select(Payment.id).where(Payment.reverses_id == payment.id)).scalar_one_or_none()
+    done = db.session.execute(
+        select(Payment.id).where(Payment.reverses_id == payment.id)
+    ).scalar_one_or_none()
     if done is not None:
         raise Conflict(f"This payment has already been reversed (by entry {done}).")
     reference = reference or f"REV-{payment.reference}"[:100]
     _reference_free(reference)
     invoice = _lock_invoice(payment.invoice_id) if payment.invoice_id is not None else None
     now = utcnow()
-    reversal = _append(Payment(
-        student_id=payment.student_id, invoice_id=payment.invoice_id, amount_minor=-payment.amount_minor,
-        method=payment.method, reference=reference, kind="reversal", reverses_id=payment.id, note=reason,
-        received_at=now, recorded_by_id=principal.user_id, created_at=now))
-    audit.record("reverse", "payment", payment.id, {"reversed_by_id": [None, reversal.id], "reason": [None, reason]})
+    reversal = _append(
+        Payment(
+            student_id=payment.student_id,
+            invoice_id=payment.invoice_id,
+            amount_minor=-payment.amount_minor,
+            method=payment.method,
+            reference=reference,
+            kind="reversal",
+            reverses_id=payment.id,
+            note=reason,
+            received_at=now,
+            recorded_by_id=principal.user_id,
+            created_at=now,
+        )
+    )
+    audit.record(
+        "reverse", "payment", payment.id, {"reversed_by_id": [None, reversal.id], "reason": [None, reason]}
+    )
     if invoice is not None:
         _apply(invoice, reversal.amount_minor)
     return reversal, invoice
@@ -402,19 +581,36 @@ def refund_credit(student: Student, values: dict, principal) -> Payment:
         raise ValidationFailed({"amount": f"exceeds the student's available credit of {money(credit)}"})
     _reference_free(values["reference"])
     now = utcnow()
-    return _append(Payment(
-        student_id=student.id, invoice_id=None, amount_minor=-values["amount"], method=values["method"],
-        reference=values["reference"], kind="refund", note=values.get("note"), received_at=now,
-        recorded_by_id=principal.user_id, created_at=now))
+    return _append(
+        Payment(
+            student_id=student.id,
+            invoice_id=None,
+            amount_minor=-values["amount"],
+            method=values["method"],
+            reference=values["reference"],
+            kind="refund",
+            note=values.get("note"),
+            received_at=now,
+            recorded_by_id=principal.user_id,
+            created_at=now,
+        )
+    )
 
 
 # -- balance and statement -------------------------------------------------------------------------------
 
+
 def balance_minor(student_id) -> dict:
-    invoiced = (select(func.coalesce(func.sum(Invoice.total_minor), 0))
-                .where(Invoice.student_id == student_id, Invoice.status != "void").scalar_subquery())
-    paid = select(func.coalesce(func.sum(Payment.amount_minor), 0)).where(Payment.student_id == student_id
-                                                                          ).scalar_subquery()
+    invoiced = (
+        select(func.coalesce(func.sum(Invoice.total_minor), 0))
+        .where(Invoice.student_id == student_id, Invoice.status != "void")
+        .scalar_subquery()
+    )
+    paid = (
+        select(func.coalesce(func.sum(Payment.amount_minor), 0))
+        .where(Payment.student_id == student_id)
+        .scalar_subquery()
+    )
     invoiced, paid = (int(v) for v in db.session.execute(select(invoiced, paid)).one())
     balance = invoiced - paid
     return {"invoiced": invoiced, "paid": paid, "balance": balance, "credit": max(0, -balance)}
@@ -422,8 +618,11 @@ def balance_minor(student_id) -> dict:
 
 def balance(student_id) -> dict:
     b = balance_minor(student_id)
-    return {"student_id": student_id, "currency": institution_settings()[0],
-            **{k: money(v) for k, v in b.items()}}
+    return {
+        "student_id": student_id,
+        "currency": institution_settings()[0],
+        **{k: money(v) for k, v in b.items()},
+    }
 
 
 _DESCRIBE = {
@@ -442,20 +641,38 @@ def statement(student_id, start: date | None, end: date | None) -> dict:
     # One signed stream: + raises what the student owes (invoices, refunds, reversed payments),
     # - lowers it (payments). Invoices sort before payments at the same instant.
     ledger = union_all(
-        select(literal("invoice", String).label("type"), Invoice.id, Invoice.created_at.label("at"),
-               literal(0).label("ord"), Invoice.number.label("reference"), Invoice.id.label("invoice_id"),
-               Invoice.total_minor.label("signed"), null().label("method"), null().label("note"))
-        .where(Invoice.student_id == student_id, Invoice.status != "void"),
-        select(Payment.kind, Payment.id, Payment.received_at, literal(1), Payment.reference, Payment.invoice_id,
-               -Payment.amount_minor, Payment.method, Payment.note)
-        .where(Payment.student_id == student_id),
+        select(
+            literal("invoice", String).label("type"),
+            Invoice.id,
+            Invoice.created_at.label("at"),
+            literal(0).label("ord"),
+            Invoice.number.label("reference"),
+            Invoice.id.label("invoice_id"),
+            Invoice.total_minor.label("signed"),
+            null().label("method"),
+            null().label("note"),
+        ).where(Invoice.student_id == student_id, Invoice.status != "void"),
+        select(
+            Payment.kind,
+            Payment.id,
+            Payment.received_at,
+            literal(1),
+            Payment.reference,
+            Payment.invoice_id,
+            -Payment.amount_minor,
+            Payment.method,
+            Payment.note,
+        ).where(Payment.student_id == student_id),
     ).subquery("ledger")
     lo = day_start(start) if start else None
     hi = day_start(end + timedelta(days=1)) if end else None
     opening = 0
     if lo is not None:
-        opening = int(db.session.execute(select(func.coalesce(func.sum(ledger.c.signed), 0))
-                                         .where(ledger.c.at < lo)).scalar_one())
+        opening = int(
+            db.session.execute(
+                select(func.coalesce(func.sum(ledger.c.signed), 0)).where(ledger.c.at < lo)
+            ).scalar_one()
+        )
     period = select(ledger).order_by(ledger.c.at, ledger.c.ord, ledger.c.id)
     if lo is not None:
         period = period.where(ledger.c.at >= lo)
@@ -466,9 +683,27 @@ def statement(student_id, start: date | None, end: date | None) -> dict:
         running += r.signed
         debit, credit = max(r.signed, 0), max(-r.signed, 0)
         debits, credits = debits + debit, credits + credit
-        entries.append({"date": r.at, "type": r.type, "id": r.id, "reference": r.reference,
-                        "description": _DESCRIBE[r.type](r), "invoice_id": r.invoice_id,
-                        "debit": money(debit), "credit": money(credit), "balance": money(running)})
-    return {"student_id": student_id, "currency": institution_settings()[0], "from": start, "to": end,
-            "opening_balance": money(opening), "total_debits": money(debits), "total_credits": money(credits),
-            "closing_balance": money(running), "entries": entries}
+        entries.append(
+            {
+                "date": r.at,
+                "type": r.type,
+                "id": r.id,
+                "reference": r.reference,
+                "description": _DESCRIBE[r.type](r),
+                "invoice_id": r.invoice_id,
+                "debit": money(debit),
+                "credit": money(credit),
+                "balance": money(running),
+            }
+        )
+    return {
+        "student_id": student_id,
+        "currency": institution_settings()[0],
+        "from": start,
+        "to": end,
+        "opening_balance": money(opening),
+        "total_debits": money(debits),
+        "total_credits": money(credits),
+        "closing_balance": money(running),
+        "entries": entries,
+    }

@@ -15,16 +15,29 @@ from app.core.schemas import parse_body
 from app.extensions import db
 from app.grading import services
 from app.grading.models import Assessment, AssessmentType, Grade
-from app.grading.schemas import (AssessmentCreate, AssessmentOut, AssessmentTypeCreate, AssessmentTypeOut,
-                                 AssessmentTypeUpdate, AssessmentUpdate, GradeOut, GradesIn, GradesPutOut,
-                                 RankingOut, ReportCardOut, TermResultsOut)
+from app.grading.schemas import (
+    AssessmentCreate,
+    AssessmentOut,
+    AssessmentTypeCreate,
+    AssessmentTypeOut,
+    AssessmentTypeUpdate,
+    AssessmentUpdate,
+    GradeOut,
+    GradesIn,
+    GradesPutOut,
+    RankingOut,
+    ReportCardOut,
+    TermResultsOut,
+)
 from app.people.models import Student
 
 bp = Blueprint("grading", __name__)
 
-CONFLICTS.update({
-    "uq_assessment_types_institution_name": "An assessment type with this name already exists.",
-})
+CONFLICTS.update(
+    {
+        "uq_assessment_types_institution_name": "An assessment type with this name already exists.",
+    }
+)
 
 GRADE_READERS = ("admin", "teacher", "guardian", "student")  # accountants: finance, not marks
 GRADE_WRITERS = ("admin", "teacher")
@@ -32,13 +45,20 @@ GRADE_WRITERS = ("admin", "teacher")
 
 def _in_class(stmt, raw):
     class_id = coerce(ClassSubject.class_id, raw, "class_id")
-    return stmt.where(Assessment.class_subject_id.in_(select(ClassSubject.id).where(ClassSubject.class_id == class_id)))
+    return stmt.where(
+        Assessment.class_subject_id.in_(select(ClassSubject.id).where(ClassSubject.class_id == class_id))
+    )
 
 
 assessment_types = Resource(
-    "assessment type", "/assessment-types", AssessmentType, AssessmentTypeOut,
+    "assessment type",
+    "/assessment-types",
+    AssessmentType,
+    AssessmentTypeOut,
     ListSpec(AssessmentType.id, filters={"name": AssessmentType.name}, sorts={"name": AssessmentType.name}),
-    create=AssessmentTypeCreate, update=AssessmentTypeUpdate, deletable=False,
+    create=AssessmentTypeCreate,
+    update=AssessmentTypeUpdate,
+    deletable=False,
 ).register(bp)
 
 
@@ -50,21 +70,38 @@ def delete_assessment_type(ident):
     commit_or_conflict()
     return "", 204
 
+
 # List and read through the shared resource (scoped to the classes the caller may see); the writes have
 # their own rules below.
 assessments = Resource(
-    "assessment", "/assessments", Assessment, AssessmentOut,
-    ListSpec(Assessment.id, filters={"class_subject_id": Assessment.class_subject_id, "term_id": Assessment.term_id,
-                                     "assessment_type_id": Assessment.assessment_type_id, "class_id": _in_class},
-             sorts={"date": Assessment.date, "title": Assessment.title, "created_at": Assessment.created_at}),
-    read_roles=GRADE_READERS, scope=services.scope_assessments,
+    "assessment",
+    "/assessments",
+    Assessment,
+    AssessmentOut,
+    ListSpec(
+        Assessment.id,
+        filters={
+            "class_subject_id": Assessment.class_subject_id,
+            "term_id": Assessment.term_id,
+            "assessment_type_id": Assessment.assessment_type_id,
+            "class_id": _in_class,
+        },
+        sorts={"date": Assessment.date, "title": Assessment.title, "created_at": Assessment.created_at},
+    ),
+    read_roles=GRADE_READERS,
+    scope=services.scope_assessments,
 ).register(bp)
 
 
 @bp.post("/assessments")
 @roles(*GRADE_WRITERS)
-@doc("Create an assessment (admin, or the teacher of the class subject)", body=AssessmentCreate,
-     out=AssessmentOut, status=201, tags=["assessments"])
+@doc(
+    "Create an assessment (admin, or the teacher of the class subject)",
+    body=AssessmentCreate,
+    out=AssessmentOut,
+    status=201,
+    tags=["assessments"],
+)
 def create_assessment():
     body = parse_body(AssessmentCreate)
     obj = services.create_assessment(body.model_dump(), g.principal)
@@ -74,8 +111,12 @@ def create_assessment():
 
 @bp.patch("/assessments/<int:ident>")
 @roles(*GRADE_WRITERS)
-@doc("Change an assessment (max_score never below a recorded score)", body=AssessmentUpdate, out=AssessmentOut,
-     tags=["assessments"])
+@doc(
+    "Change an assessment (max_score never below a recorded score)",
+    body=AssessmentUpdate,
+    out=AssessmentOut,
+    tags=["assessments"],
+)
 def update_assessment(ident):
     obj, class_subject = services.assessment_or_404(ident, g.principal)
     body = parse_body(AssessmentUpdate)
@@ -99,8 +140,13 @@ GRADES_SPEC = ListSpec(Grade.id, filters={"student_id": Grade.student_id})
 
 @bp.get("/assessments/<int:ident>/grades")
 @roles(*GRADE_READERS)
-@doc("The grades of an assessment (guardians and students: their own children's only)", out=GradeOut, many=True,
-     tags=["assessments"], query=["limit", "cursor", "sort", "student_id"])
+@doc(
+    "The grades of an assessment (guardians and students: their own children's only)",
+    out=GradeOut,
+    many=True,
+    tags=["assessments"],
+    query=["limit", "cursor", "sort", "student_id"],
+)
 def list_grades(ident):
     obj, _ = services.assessment_or_404(ident, g.principal)
     stmt = services.grades_stmt(obj)
@@ -118,8 +164,12 @@ def _bracketed(errors: dict) -> dict:
 
 @bp.put("/assessments/<int:ident>/grades")
 @roles(*GRADE_WRITERS)
-@doc("Enter or correct scores in bulk: every row valid or nothing written; honours Idempotency-Key",
-     body=GradesIn, out=GradesPutOut, tags=["assessments"])
+@doc(
+    "Enter or correct scores in bulk: every row valid or nothing written; honours Idempotency-Key",
+    body=GradesIn,
+    out=GradesPutOut,
+    tags=["assessments"],
+)
 def put_grades(ident):
     obj, class_subject = services.assessment_or_404(ident, g.principal)
     services.require_write(class_subject, g.principal)
@@ -128,8 +178,11 @@ def put_grades(ident):
     except ValidationFailed as exc:
         raise ValidationFailed(_bracketed(exc.errors)) from None
     payload = body.model_dump(exclude_unset=True)
-    return run_idempotent(f"PUT /assessments/{ident}/grades", payload,
-                          lambda: (services.put_grades(obj, class_subject, body.grades, g.principal), 200))
+    return run_idempotent(
+        f"PUT /assessments/{ident}/grades",
+        payload,
+        lambda: (services.put_grades(obj, class_subject, body.grades, g.principal), 200),
+    )
 
 
 def _term_id() -> int:
@@ -143,15 +196,21 @@ def _term_id() -> int:
 
 
 def _student_in_scope_or_404(ident):
-    stmt = scope_students(select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal)
+    stmt = scope_students(
+        select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal
+    )
     if db.session.execute(stmt).scalar_one_or_none() is None:
         raise NotFound("student")
 
 
 @bp.get("/students/<int:ident>/results")
 @roles(*GRADE_READERS)
-@doc("A student's term results: weighted average per subject, overall average, letters", out=TermResultsOut,
-     tags=["students"], query=["term_id"])
+@doc(
+    "A student's term results: weighted average per subject, overall average, letters",
+    out=TermResultsOut,
+    tags=["students"],
+    query=["term_id"],
+)
 def student_results(ident):
     _student_in_scope_or_404(ident)
     return jsonify(services.student_results(ident, _term_id()))
@@ -159,8 +218,12 @@ def student_results(ident):
 
 @bp.get("/students/<int:ident>/report-card")
 @roles(*GRADE_READERS)
-@doc("Report-card data for a term: results with teachers, class position, attendance totals",
-     out=ReportCardOut, tags=["students"], query=["term_id"])
+@doc(
+    "Report-card data for a term: results with teachers, class position, attendance totals",
+    out=ReportCardOut,
+    tags=["students"],
+    query=["term_id"],
+)
 def student_report_card(ident):
     _student_in_scope_or_404(ident)
     return jsonify(services.report_card(ident, _term_id()))
@@ -168,8 +231,12 @@ def student_report_card(ident):
 
 @bp.get("/classes/<int:ident>/ranking")
 @roles("admin", "teacher")
-@doc("A class's students ranked by their term average (ties share a position)", out=RankingOut,
-     tags=["classes"], query=["term_id"])
+@doc(
+    "A class's students ranked by their term average (ties share a position)",
+    out=RankingOut,
+    tags=["classes"],
+    query=["term_id"],
+)
 def class_ranking(ident):
     class_in_scope_or_404(ident, g.principal)
     return jsonify(services.class_ranking(ident, _term_id()))

@@ -1,4 +1,5 @@
 """Gradebook bodies and answers. Scores, weights and percentages travel as decimal strings."""
+
 import datetime as dt
 from decimal import Decimal
 
@@ -107,8 +108,8 @@ class SubjectResultOut(Out):
     subject_id: int
     subject_code: str
     subject_name: str
-    assessments: int          # graded assessments that count
-    average: Decimal          # weighted average percentage, 1 decimal place
+    assessments: int  # graded assessments that count
+    average: Decimal  # weighted average percentage, 1 decimal place
     letter: str
 
 
@@ -117,7 +118,7 @@ class TeacherSubjectResultOut(SubjectResultOut):
 
 
 class OverallOut(Out):
-    average: Decimal | None   # mean of the subject averages; null without any grade
+    average: Decimal | None  # mean of the subject averages; null without any grade
     letter: str | None
 
 
@@ -129,7 +130,7 @@ class TermResultsOut(Out):
 
 
 class RankingEntryOut(Out):
-    position: int | None      # competition ranking (1, 2, 2, 4); null without any grade
+    position: int | None  # competition ranking (1, 2, 2, 4); null without any grade
     student_id: int
     admission_number: str
     first_name: str

@@ -4,6 +4,7 @@ report-card data.
 Results are computed from ONE query of grade rows per call (one pass in Python with Decimals), so a term
 result, a class ranking and a whole class's report cards each cost a constant number of queries.
 """
+
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ ASSESSMENT_REFS = {"class_subject_id": ClassSubject, "term_id": Term, "assessmen
 # Percentages and letters
 # ---------------------------------------------------------------------------------------------------
 
+
 def round1(value: Decimal) -> Decimal:
     return value.quantize(ONE_DP, rounding=ROUND_HALF_UP)
 
@@ -54,7 +56,9 @@ class Scale:
 
     def __init__(self, bands):
         bands = bands or DEFAULT_GRADING_SCALE
-        self.bands = sorted(((Decimal(str(b["min"])), b["letter"]) for b in bands), key=lambda b: b[0], reverse=True)
+        self.bands = sorted(
+            ((Decimal(str(b["min"])), b["letter"]) for b in bands), key=lambda b: b[0], reverse=True
+        )
 
     def letter(self, pct: Decimal | None) -> str | None:
         # Letters follow the percentage as shown (1 decimal place), so a printed 80.0 is never a B.
@@ -78,22 +82,29 @@ def scale() -> Scale:
 def local_today(inst: Institution) -> dt.date:
     try:
         from zoneinfo import ZoneInfo
+
         return dt.datetime.now(ZoneInfo(inst.timezone)).date()
     except Exception:  # noqa: BLE001 - unknown zone or no tz database: the UTC date is close enough
-        return dt.datetime.now(dt.timezone.utc).date()
+        return dt.datetime.now(dt.UTC).date()
 
 
 # ---------------------------------------------------------------------------------------------------
 # Assessment types
 # ---------------------------------------------------------------------------------------------------
 
+
 def delete_assessment_type(obj: AssessmentType):
     # Checked first: a clear 409 naming the cause, rather than a foreign-key failure at flush.
-    used = db.session.execute(select(func.count()).select_from(Assessment)
-                              .where(Assessment.assessment_type_id == obj.id)).scalar_one()
+    used = db.session.execute(
+        select(func.count()).select_from(Assessment).where(Assessment.assessment_type_id == obj.id)
+    ).scalar_one()
     if used:
-        raise Conflict(f"This assessment type is used by {used} assessment(s); move them to another type first.")
-    audit.record("delete", "assessment type", obj.id, {"name": [obj.name, None], "weight": [str(obj.weight), None]})
+        raise Conflict(
+            f"This assessment type is used by {used} assessment(s); move them to another type first."
+        )
+    audit.record(
+        "delete", "assessment type", obj.id, {"name": [obj.name, None], "weight": [str(obj.weight), None]}
+    )
     db.session.delete(obj)
     flush_or_conflict()
 
@@ -101,6 +112,7 @@ def delete_assessment_type(obj: AssessmentType):
 # ---------------------------------------------------------------------------------------------------
 # Assessments: scope and writes
 # ---------------------------------------------------------------------------------------------------
+
 
 def scope_assessments(stmt, p):
     """Admin: all. Teachers: the classes they teach or lead. Guardians/students: their children's classes."""
@@ -111,28 +123,38 @@ def scope_assessments(stmt, p):
 
 
 def can_write(class_subject: ClassSubject, p) -> bool:
-    return p.role == "admin" or (p.role == "teacher" and p.teacher_id is not None
-                                 and class_subject.teacher_id == p.teacher_id)
+    return p.role == "admin" or (
+        p.role == "teacher" and p.teacher_id is not None and class_subject.teacher_id == p.teacher_id
+    )
 
 
 def require_write(class_subject: ClassSubject, p):
     # The record is visible (e.g. to the homeroom teacher), but only its subject teacher changes it.
     if not can_write(class_subject, p):
-        raise Forbidden("Only an admin or the teacher of this class subject may change its assessments and grades.")
+        raise Forbidden(
+            "Only an admin or the teacher of this class subject may change its assessments and grades."
+        )
 
 
 def assessment_or_404(ident, p) -> tuple[Assessment, ClassSubject]:
-    row = db.session.execute(scope_assessments(
-        select(Assessment, ClassSubject).join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
-        .where(Assessment.id == ident), p)).one_or_none()
+    row = db.session.execute(
+        scope_assessments(
+            select(Assessment, ClassSubject)
+            .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
+            .where(Assessment.id == ident),
+            p,
+        )
+    ).one_or_none()
     if row is None:
         raise NotFound("assessment")
     return row[0], row[1]
 
 
 def _class_year(class_subject_id):
-    return db.session.execute(select(SchoolClass.academic_year_id).join(
-        ClassSubject, ClassSubject.class_id == SchoolClass.id).where(ClassSubject.id == class_subject_id)
+    return db.session.execute(
+        select(SchoolClass.academic_year_id)
+        .join(ClassSubject, ClassSubject.class_id == SchoolClass.id)
+        .where(ClassSubject.id == class_subject_id)
     ).scalar_one()
 
 
@@ -141,8 +163,9 @@ def _check_term_and_date(term: Term, day: dt.date | None, class_year_id: int):
     if term.academic_year_id != class_year_id:
         errors["term_id"] = "is not a term of the class's academic year"
     elif day is not None and not term.start_date <= day <= term.end_date:
-        errors["date"] = (f"must fall within the term ({term.start_date.isoformat()} to "
-                          f"{term.end_date.isoformat()})")
+        errors["date"] = (
+            f"must fall within the term ({term.start_date.isoformat()} to {term.end_date.isoformat()})"
+        )
     if errors:
         raise ValidationFailed(errors)
 
@@ -173,7 +196,9 @@ def update_assessment(obj: Assessment, class_subject: ClassSubject, values: dict
     if "max_score" in values and values["max_score"] < obj.max_score:
         top = db.session.execute(select(func.max(Grade.score)).where(Grade.assessment_id == obj.id)).scalar()
         if top is not None and top > values["max_score"]:
-            raise ValidationFailed({"max_score": f"must not be below the highest recorded score ({plain(top)})"})
+            raise ValidationFailed(
+                {"max_score": f"must not be below the highest recorded score ({plain(top)})"}
+            )
     audit.apply_update(obj, values, "assessment")
     flush_or_conflict()
     return obj
@@ -181,8 +206,9 @@ def update_assessment(obj: Assessment, class_subject: ClassSubject, values: dict
 
 def delete_assessment(obj: Assessment, class_subject: ClassSubject, p):
     require_write(class_subject, p)
-    graded = db.session.execute(select(func.count()).select_from(Grade).where(Grade.assessment_id == obj.id)
-                                ).scalar_one()
+    graded = db.session.execute(
+        select(func.count()).select_from(Grade).where(Grade.assessment_id == obj.id)
+    ).scalar_one()
     # Its grades go with it (ON DELETE CASCADE); the log keeps what was removed.
     audit.record("delete", "assessment", obj.id, {"title": [obj.title, None], "grades": [graded, 0]})
     db.session.delete(obj)
@@ -193,18 +219,32 @@ def delete_assessment(obj: Assessment, class_subject: ClassSubject, p):
 # Grades
 # ---------------------------------------------------------------------------------------------------
 
+
 def _grade_row(grade, first_name, last_name, admission_number, max_score, letters: Scale) -> dict:
     pct = percentage(grade.score, max_score)
-    return {"id": grade.id, "assessment_id": grade.assessment_id, "student_id": grade.student_id,
-            "admission_number": admission_number, "first_name": first_name, "last_name": last_name,
-            "score": grade.score, "max_score": max_score, "percentage": round1(pct),
-            "letter": letters.letter(pct), "comment": grade.comment, "graded_by_id": grade.graded_by_id,
-            "updated_at": grade.updated_at}
+    return {
+        "id": grade.id,
+        "assessment_id": grade.assessment_id,
+        "student_id": grade.student_id,
+        "admission_number": admission_number,
+        "first_name": first_name,
+        "last_name": last_name,
+        "score": grade.score,
+        "max_score": max_score,
+        "percentage": round1(pct),
+        "letter": letters.letter(pct),
+        "comment": grade.comment,
+        "graded_by_id": grade.graded_by_id,
+        "updated_at": grade.updated_at,
+    }
 
 
 def grades_stmt(assessment: Assessment):
-    return (select(Grade, Student.first_name, Student.last_name, Student.admission_number)
-            .join(Student, Student.id == Grade.student_id).where(Grade.assessment_id == assessment.id))
+    return (
+        select(Grade, Student.first_name, Student.last_name, Student.admission_number)
+        .join(Student, Student.id == Grade.student_id)
+        .where(Grade.assessment_id == assessment.id)
+    )
 
 
 def grade_serializer(assessment: Assessment):
@@ -213,7 +253,9 @@ def grade_serializer(assessment: Assessment):
 
 
 def grades_of(assessment: Assessment) -> list[dict]:
-    rows = db.session.execute(grades_stmt(assessment).order_by(Student.last_name, Student.first_name, Grade.id)).all()
+    rows = db.session.execute(
+        grades_stmt(assessment).order_by(Student.last_name, Student.first_name, Grade.id)
+    ).all()
     serialize = grade_serializer(assessment)
     return [serialize(r) for r in rows]
 
@@ -223,10 +265,18 @@ def _enrolled(class_id, student_ids, day: dt.date | None) -> set[int]:
     covering = Enrolment.end_date.is_(None)
     if day is not None:
         covering = or_(covering, and_(Enrolment.start_date <= day, Enrolment.end_date >= day))
-    return set(db.session.execute(
-        select(Enrolment.student_id).join(Student, Student.id == Enrolment.student_id)
-        .where(Enrolment.class_id == class_id, Enrolment.student_id.in_(student_ids), covering,
-               Student.deleted_at.is_(None))).scalars())
+    return set(
+        db.session.execute(
+            select(Enrolment.student_id)
+            .join(Student, Student.id == Enrolment.student_id)
+            .where(
+                Enrolment.class_id == class_id,
+                Enrolment.student_id.in_(student_ids),
+                covering,
+                Student.deleted_at.is_(None),
+            )
+        ).scalars()
+    )
 
 
 def _insert_for(dialect_name):
@@ -243,7 +293,9 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
     top = assessment.max_score
     for i, row in enumerate(rows):
         if row.student_id in first_at:
-            errors[f"grades[{i}].student_id"] = f"appears more than once (also grades[{first_at[row.student_id]}])"
+            errors[f"grades[{i}].student_id"] = (
+                f"appears more than once (also grades[{first_at[row.student_id]}])"
+            )
         else:
             first_at[row.student_id] = i
         if not Decimal(0) <= row.score <= top:
@@ -256,18 +308,34 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
         raise ValidationFailed(errors)
 
     # Lock what is there: the before-values for the audit log and for "unchanged".
-    existing = {r.student_id: r for r in db.session.execute(
-        select(Grade.id, Grade.student_id, Grade.score, Grade.comment)
-        .where(Grade.assessment_id == assessment.id, Grade.student_id.in_(list(first_at))).with_for_update())}
+    existing = {
+        r.student_id: r
+        for r in db.session.execute(
+            select(Grade.id, Grade.student_id, Grade.score, Grade.comment)
+            .where(Grade.assessment_id == assessment.id, Grade.student_id.in_(list(first_at)))
+            .with_for_update()
+        )
+    }
     now = utcnow()
     iid = current_institution_id()
     values = []
     for row in rows:
         old = existing.get(row.student_id)
-        comment = (row.comment or None) if "comment" in row.model_fields_set else (old.comment if old else None)
-        values.append({"institution_id": iid, "assessment_id": assessment.id, "student_id": row.student_id,
-                       "score": row.score.quantize(CENTS), "comment": comment, "graded_by_id": p.user_id,
-                       "created_at": now, "updated_at": now})
+        comment = (
+            (row.comment or None) if "comment" in row.model_fields_set else (old.comment if old else None)
+        )
+        values.append(
+            {
+                "institution_id": iid,
+                "assessment_id": assessment.id,
+                "student_id": row.student_id,
+                "score": row.score.quantize(CENTS),
+                "comment": comment,
+                "graded_by_id": p.user_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
 
     table = Grade.__table__
     insert = _insert_for(db.session.get_bind().dialect.name)
@@ -275,12 +343,18 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.assessment_id, table.c.student_id],
-        set_={"score": new.score, "comment": new.comment, "graded_by_id": new.graded_by_id,
-              "updated_at": new.updated_at},
+        set_={
+            "score": new.score,
+            "comment": new.comment,
+            "graded_by_id": new.graded_by_id,
+            "updated_at": new.updated_at,
+        },
         # only real changes are written (an unchanged resend touches nothing); the conflicting row is ours:
         # the assessment was found in the caller's institution
-        where=and_(table.c.institution_id == new.institution_id,
-                   or_(table.c.score.is_distinct_from(new.score), table.c.comment.is_distinct_from(new.comment))),
+        where=and_(
+            table.c.institution_id == new.institution_id,
+            or_(table.c.score.is_distinct_from(new.score), table.c.comment.is_distinct_from(new.comment)),
+        ),
     ).returning(table.c.id, table.c.student_id)
     written = dict((sid, gid) for gid, sid in db.session.execute(stmt).all())
 
@@ -290,8 +364,12 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
         v, old = by_student[student_id], existing.get(student_id)
         if old is None:
             created += 1
-            changes = {"assessment_id": [None, assessment.id], "student_id": [None, student_id],
-                       "score": [None, str(v["score"])], "comment": [None, v["comment"]]}
+            changes = {
+                "assessment_id": [None, assessment.id],
+                "student_id": [None, student_id],
+                "score": [None, str(v["score"])],
+                "comment": [None, v["comment"]],
+            }
             entries.append(audit.entry("create", "grade", grade_id, changes))
         else:
             updated += 1
@@ -302,13 +380,17 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
                 changes["comment"] = [old.comment, v["comment"]]
             entries.append(audit.entry("update", "grade", grade_id, changes))
     audit.record_many(entries)
-    return {"assessment_id": assessment.id, "data": grades_of(assessment),
-            "counts": {"created": created, "updated": updated, "unchanged": len(values) - len(written)}}
+    return {
+        "assessment_id": assessment.id,
+        "data": grades_of(assessment),
+        "counts": {"created": created, "updated": updated, "unchanged": len(values) - len(written)},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
 # Term results
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Acc:
@@ -329,7 +411,7 @@ class _Acc:
 @dataclass
 class StudentResult:
     subjects: list = field(default_factory=list)  # [_Acc] ordered by subject name
-    overall: Decimal | None = None                # exact mean of the subject averages
+    overall: Decimal | None = None  # exact mean of the subject averages
 
 
 def term_results_for(student_ids, term_id) -> dict[int, StudentResult]:
@@ -340,16 +422,27 @@ def term_results_for(student_ids, term_id) -> dict[int, StudentResult]:
     the subject averages.
     """
     rows = db.session.execute(
-        select(Grade.student_id, Grade.score, Assessment.max_score, AssessmentType.weight, ClassSubject.class_id,
-               Subject.id, Subject.code, Subject.name, Teacher.first_name, Teacher.last_name)
+        select(
+            Grade.student_id,
+            Grade.score,
+            Assessment.max_score,
+            AssessmentType.weight,
+            ClassSubject.class_id,
+            Subject.id,
+            Subject.code,
+            Subject.name,
+            Teacher.first_name,
+            Teacher.last_name,
+        )
         .join(Assessment, Assessment.id == Grade.assessment_id)
         .join(AssessmentType, AssessmentType.id == Assessment.assessment_type_id)
         .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
         .join(Subject, Subject.id == ClassSubject.subject_id)
         .outerjoin(Teacher, Teacher.id == ClassSubject.teacher_id)
-        .where(Assessment.term_id == term_id, Grade.student_id.in_(student_ids))).all()
+        .where(Assessment.term_id == term_id, Grade.student_id.in_(student_ids))
+    ).all()
     accs: dict[int, dict[int, _Acc]] = defaultdict(dict)
-    for (student_id, score, max_score, weight, class_id, subject_id, code, name, t_first, t_last) in rows:
+    for student_id, score, max_score, weight, class_id, subject_id, code, name, t_first, t_last in rows:
         acc = accs[student_id].get(subject_id)
         if acc is None:
             acc = accs[student_id][subject_id] = _Acc(subject_id, code, name)
@@ -370,8 +463,14 @@ def term_results_for(student_ids, term_id) -> dict[int, StudentResult]:
 
 def _subject_out(acc: _Acc, letters: Scale, class_id=None, with_teacher=False) -> dict:
     avg = acc.average()
-    row = {"subject_id": acc.subject_id, "subject_code": acc.code, "subject_name": acc.name,
-           "assessments": acc.count, "average": round1(avg), "letter": letters.letter(avg)}
+    row = {
+        "subject_id": acc.subject_id,
+        "subject_code": acc.code,
+        "subject_name": acc.name,
+        "assessments": acc.count,
+        "average": round1(avg),
+        "letter": letters.letter(avg),
+    }
     if with_teacher:
         # the teacher in the report's class; for a student who moved mid-term, the one who graded them
         row["teacher_name"] = acc.teachers.get(class_id) or next(iter(acc.teachers.values()), None)
@@ -395,14 +494,18 @@ def student_results(student_id, term_id) -> dict:
     term_or_422(term_id)
     letters = scale()
     result = term_results_for([student_id], term_id).get(student_id)
-    return {"student_id": student_id, "term_id": term_id,
-            "subjects": [_subject_out(a, letters) for a in result.subjects] if result else [],
-            "overall": _overall_out(result, letters)}
+    return {
+        "student_id": student_id,
+        "term_id": term_id,
+        "subjects": [_subject_out(a, letters) for a in result.subjects] if result else [],
+        "overall": _overall_out(result, letters),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
 # Class ranking and report cards
 # ---------------------------------------------------------------------------------------------------
+
 
 def class_day(term: Term, today: dt.date) -> dt.date:
     """The day whose roster a term's ranking uses: today while the term runs, else its first or last day."""
@@ -411,17 +514,28 @@ def class_day(term: Term, today: dt.date) -> dt.date:
 
 def roster_on(class_id, day: dt.date):
     """SELECT of the students enrolled in the class on `day`."""
-    return (select(Student).join(Enrolment, Enrolment.student_id == Student.id)
-            .where(Enrolment.class_id == class_id, Enrolment.start_date <= day,
-                   or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day), Student.deleted_at.is_(None)))
+    return (
+        select(Student)
+        .join(Enrolment, Enrolment.student_id == Student.id)
+        .where(
+            Enrolment.class_id == class_id,
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+            Student.deleted_at.is_(None),
+        )
+    )
 
 
 def rank(students, results: dict[int, StudentResult]) -> list[tuple[int | None, Student, Decimal | None]]:
     """Competition ranking ("1, 2, 2, 4") on the average as shown (1 decimal place); no grades: no position."""
+
     def shown(s):
         r = results.get(s.id)
         return round1(r.overall) if r else None
-    ordered = sorted(students, key=lambda s: (shown(s) is None, -(shown(s) or 0), s.last_name, s.first_name, s.id))
+
+    ordered = sorted(
+        students, key=lambda s: (shown(s) is None, -(shown(s) or 0), s.last_name, s.first_name, s.id)
+    )
     out, position, previous = [], 0, None
     for n, s in enumerate(ordered, start=1):
         avg = shown(s)
@@ -441,18 +555,30 @@ def class_ranking(class_id, term_id) -> dict:
     roster = roster_on(class_id, class_day(term, local_today(inst)))
     students = db.session.execute(roster).scalars().all()
     results = term_results_for([s.id for s in students], term_id)
-    data = [{"position": pos, "student_id": s.id, "admission_number": s.admission_number,
-             "first_name": s.first_name, "last_name": s.last_name, "average": avg,
-             "letter": letters.letter(avg)} for pos, s, avg in rank(students, results)]
+    data = [
+        {
+            "position": pos,
+            "student_id": s.id,
+            "admission_number": s.admission_number,
+            "first_name": s.first_name,
+            "last_name": s.last_name,
+            "average": avg,
+            "letter": letters.letter(avg),
+        }
+        for pos, s, avg in rank(students, results)
+    ]
     return {"class_id": class_id, "term_id": term_id, "class_size": len(students), "data": data}
 
 
 def _attendance_totals(student_ids, term: Term) -> dict[int, dict]:
     rows = db.session.execute(
         select(AttendanceRecord.student_id, AttendanceRecord.status, func.count())
-        .where(AttendanceRecord.student_id.in_(student_ids),
-               AttendanceRecord.date.between(term.start_date, term.end_date))
-        .group_by(AttendanceRecord.student_id, AttendanceRecord.status)).all()
+        .where(
+            AttendanceRecord.student_id.in_(student_ids),
+            AttendanceRecord.date.between(term.start_date, term.end_date),
+        )
+        .group_by(AttendanceRecord.student_id, AttendanceRecord.status)
+    ).all()
     out = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
     for student_id, status, n in rows:
         out[student_id][status] = n
@@ -464,14 +590,21 @@ def _card(student: Student, klass, term: Term, result, letters, position, size, 
     totals["total"] = sum(attendance.values())
     class_id = klass.id if klass is not None else None
     return {
-        "student": {"id": student.id, "first_name": student.first_name, "last_name": student.last_name,
-                    "admission_number": student.admission_number},
+        "student": {
+            "id": student.id,
+            "first_name": student.first_name,
+            "last_name": student.last_name,
+            "admission_number": student.admission_number,
+        },
         "class": {"id": klass.id, "name": klass.name} if klass is not None else None,
         "term": {"id": term.id, "name": term.name, "start_date": term.start_date, "end_date": term.end_date},
         "subjects": [_subject_out(a, letters, class_id, with_teacher=True) for a in result.subjects]
-        if result else [],
+        if result
+        else [],
         "overall": _overall_out(result, letters),
-        "position": position, "class_size": size, "attendance": totals,
+        "position": position,
+        "class_size": size,
+        "attendance": totals,
     }
 
 
@@ -489,8 +622,11 @@ def report_cards_for_class(class_id, term_id, only: set[int] | None = None) -> l
     results = term_results_for(ids, term_id)  # the whole class: positions need everyone
     wanted = [s.id for s in students if only is None or s.id in only]
     attendance = _attendance_totals(wanted, term)
-    return [_card(s, klass, term, results.get(s.id), letters, pos, len(students), attendance[s.id])
-            for pos, s, _avg in rank(students, results) if only is None or s.id in only]
+    return [
+        _card(s, klass, term, results.get(s.id), letters, pos, len(students), attendance[s.id])
+        for pos, s, _avg in rank(students, results)
+        if only is None or s.id in only
+    ]
 
 
 def report_card(student_id, term_id) -> dict:
@@ -499,9 +635,15 @@ def report_card(student_id, term_id) -> dict:
     inst = institution()
     day = class_day(term, local_today(inst))
     class_id = db.session.execute(
-        select(Enrolment.class_id).where(Enrolment.student_id == student_id, Enrolment.start_date <= day,
-                                         or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day))
-        .order_by(Enrolment.start_date.desc()).limit(1)).scalar()
+        select(Enrolment.class_id)
+        .where(
+            Enrolment.student_id == student_id,
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+        )
+        .order_by(Enrolment.start_date.desc())
+        .limit(1)
+    ).scalar()
     if class_id is not None:
         cards = report_cards_for_class(class_id, term_id, only={student_id})
         if cards:
@@ -510,4 +652,6 @@ def report_card(student_id, term_id) -> dict:
     student = db.session.execute(select(Student).where(Student.id == student_id)).scalar_one()
     letters = Scale(inst.grading_scale)
     result = term_results_for([student_id], term_id).get(student_id)
-    return _card(student, None, term, result, letters, None, None, _attendance_totals([student_id], term)[student_id])
+    return _card(
+        student, None, term, result, letters, None, None, _attendance_totals([student_id], term)[student_id]
+    )

@@ -1,4 +1,5 @@
 """What the database is doing: sizes, index use, connections, cache hit ratio (PostgreSQL)."""
+
 from sqlalchemy import text
 
 from app.extensions import db
@@ -29,8 +30,10 @@ def database_report():
     out = {"dialect": "postgresql", "server_version": conn.execute(text("SHOW server_version")).scalar()}
     for name, sql in QUERIES.items():
         out[name] = [dict(r._mapping) for r in conn.execute(text(sql))]
-    hit = conn.execute(text("""
-        SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()""")).one()
+    hit = conn.execute(
+        text("""
+        SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()""")
+    ).one()
     total = (hit.blks_hit or 0) + (hit.blks_read or 0)
     out["cache_hit_ratio_percent"] = round(100 * hit.blks_hit / total, 2) if total else None
     out["size_bytes"] = conn.execute(text("SELECT pg_database_size(current_database())")).scalar()

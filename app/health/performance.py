@@ -1,4 +1,5 @@
 """Numbers for operators: aggregated across gunicorn workers from the Prometheus metrics."""
+
 import platform
 import resource
 from importlib.metadata import version
@@ -11,8 +12,13 @@ from app.core.caching import stats as cache_stats  # noqa: F401  (per-process co
 from app.core.observability import multiprocess_dir, uptime_seconds  # noqa: F401
 
 # The seeds' alert thresholds.
-THRESHOLDS = {"error_rate_percent": 5.0, "p95_ms": 2000.0, "slow_query_ms": 1000.0, "memory_mb": 500.0,
-              "cache_hit_percent": 70.0}
+THRESHOLDS = {
+    "error_rate_percent": 5.0,
+    "p95_ms": 2000.0,
+    "slow_query_ms": 1000.0,
+    "memory_mb": 500.0,
+    "cache_hit_percent": 70.0,
+}
 
 
 def registry():
@@ -68,7 +74,7 @@ def _counter(family, *labels):
         return out
     for s in family.samples:
         if s.name.endswith("_total"):
-            key = tuple(s.labels.get(l) for l in labels)
+            key = tuple(s.labels.get(name) for name in labels)
             out[key] = out.get(key, 0) + s.value
     return out
 
@@ -85,9 +91,12 @@ def snapshot():
         count = buckets[-1][1] if buckets else 0
         endpoints[endpoint] = {
             "count": int(count),
-            "errors": int(sum(v for (e, st), v in requests.items() if e == endpoint and str(st).startswith("5"))),
+            "errors": int(
+                sum(v for (e, st), v in requests.items() if e == endpoint and str(st).startswith("5"))
+            ),
             "mean_ms": round(lat_sums.get(endpoint, 0) / count * 1000, 2) if count else None,
-            "p50_ms": _r(percentile(buckets, 0.50)), "p95_ms": _r(percentile(buckets, 0.95)),
+            "p50_ms": _r(percentile(buckets, 0.50)),
+            "p95_ms": _r(percentile(buckets, 0.95)),
             "p99_ms": _r(percentile(buckets, 0.99)),
         }
     all_buckets = {}
@@ -109,22 +118,41 @@ def snapshot():
     rss_mb = proc.memory_info().rss / 2**20
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     data = {
-        "requests": {"total": int(total), "server_errors": int(errors), "client_errors": int(client_errors),
-                     "error_rate_percent": round(100 * errors / total, 2) if total else 0.0,
-                     "p50_ms": _r(percentile(overall, 0.5)), "p95_ms": _r(percentile(overall, 0.95)),
-                     "p99_ms": _r(percentile(overall, 0.99)), "endpoints": endpoints},
-        "database": {"queries": int(db_count),
-                     "mean_ms": round(db_sums.get("", 0) / db_count * 1000, 3) if db_count else None,
-                     "p95_ms": _r(percentile(db_buckets, 0.95)), "p99_ms": _r(percentile(db_buckets, 0.99)),
-                     "slow_queries": int(slow)},
-        "cache": {"hits": int(hits), "misses": int(misses),
-                  "hit_rate_percent": round(100 * hits / (hits + misses), 2) if hits + misses else None,
-                  "namespaces": per_ns},
-        "memory": {"rss_mb": round(rss_mb, 1), "peak_rss_mb": round(peak_mb, 1),
-                   "system_used_percent": psutil.virtual_memory().percent},
+        "requests": {
+            "total": int(total),
+            "server_errors": int(errors),
+            "client_errors": int(client_errors),
+            "error_rate_percent": round(100 * errors / total, 2) if total else 0.0,
+            "p50_ms": _r(percentile(overall, 0.5)),
+            "p95_ms": _r(percentile(overall, 0.95)),
+            "p99_ms": _r(percentile(overall, 0.99)),
+            "endpoints": endpoints,
+        },
+        "database": {
+            "queries": int(db_count),
+            "mean_ms": round(db_sums.get("", 0) / db_count * 1000, 3) if db_count else None,
+            "p95_ms": _r(percentile(db_buckets, 0.95)),
+            "p99_ms": _r(percentile(db_buckets, 0.99)),
+            "slow_queries": int(slow),
+        },
+        "cache": {
+            "hits": int(hits),
+            "misses": int(misses),
+            "hit_rate_percent": round(100 * hits / (hits + misses), 2) if hits + misses else None,
+            "namespaces": per_ns,
+        },
+        "memory": {
+            "rss_mb": round(rss_mb, 1),
+            "peak_rss_mb": round(peak_mb, 1),
+            "system_used_percent": psutil.virtual_memory().percent,
+        },
         "uptime_seconds": round(uptime_seconds(), 1),
-        "versions": {"python": platform.python_version(), "flask": version("flask"),
-                     "sqlalchemy": version("sqlalchemy"), "celery": version("celery")},
+        "versions": {
+            "python": platform.python_version(),
+            "flask": version("flask"),
+            "sqlalchemy": version("sqlalchemy"),
+            "celery": version("celery"),
+        },
         "workers_aggregated": bool(multiprocess_dir()),
         "thresholds": THRESHOLDS,
     }
@@ -140,12 +168,16 @@ def _r(v):
 def warnings(d):
     out = []
     if d["requests"]["error_rate_percent"] > THRESHOLDS["error_rate_percent"]:
-        out.append(f"error rate {d['requests']['error_rate_percent']}% is above {THRESHOLDS['error_rate_percent']}%")
+        out.append(
+            f"error rate {d['requests']['error_rate_percent']}% is above {THRESHOLDS['error_rate_percent']}%"
+        )
     p95 = d["requests"]["p95_ms"]
     if p95 is not None and p95 > THRESHOLDS["p95_ms"]:
         out.append(f"p95 response time {p95} ms is above {THRESHOLDS['p95_ms']:.0f} ms")
     if d["database"]["slow_queries"]:
-        out.append(f"{d['database']['slow_queries']} queries took longer than {THRESHOLDS['slow_query_ms']:.0f} ms")
+        out.append(
+            f"{d['database']['slow_queries']} queries took longer than {THRESHOLDS['slow_query_ms']:.0f} ms"
+        )
     if d["memory"]["rss_mb"] > THRESHOLDS["memory_mb"]:
         out.append(f"memory {d['memory']['rss_mb']} MB is above {THRESHOLDS['memory_mb']:.0f} MB")
     rate = d["cache"]["hit_rate_percent"]

@@ -1,11 +1,12 @@
 """Liveness and readiness; exempt from rate limits and auth."""
+
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from app.core.auth import public
 from app.core.errors import problem
-from app.core.redisconn import CACHE_DB, make_client
 from app.core.ratelimit import exempt
+from app.core.redisconn import CACHE_DB, make_client
 from app.extensions import db
 
 bp = Blueprint("health", __name__)
@@ -78,6 +79,7 @@ def metrics():
     """Prometheus text format, every gunicorn worker aggregated. Guarded by METRICS_TOKEN when set."""
     token = current_app.config.get("METRICS_TOKEN")
     from flask import request
+
     if token and request.headers.get("Authorization") != f"Bearer {token}":
         return problem(401, "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>.")
     return Response(generate_latest(performance.registry()), mimetype=CONTENT_TYPE_LATEST)
@@ -85,8 +87,10 @@ def metrics():
 
 @bp.get("/api/v1/performance")
 @roles("admin")
-@doc("Request, database, cache and memory numbers across workers, with a health score and warnings",
-     tags=["operations"])
+@doc(
+    "Request, database, cache and memory numbers across workers, with a health score and warnings",
+    tags=["operations"],
+)
 def performance_view():
     return jsonify(performance.snapshot())
 
@@ -94,11 +98,18 @@ def performance_view():
 def _system():
     proc = psutil.Process()
     with proc.oneshot():
-        return {"cpu_count": psutil.cpu_count(), "load_average": list(os.getloadavg()),
-                "memory_percent": psutil.virtual_memory().percent,
-                "process": {"pid": proc.pid, "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-                            "threads": proc.num_threads(), "open_files": proc.num_fds(),
-                            "cpu_percent": proc.cpu_percent(interval=None)}}
+        return {
+            "cpu_count": psutil.cpu_count(),
+            "load_average": list(os.getloadavg()),
+            "memory_percent": psutil.virtual_memory().percent,
+            "process": {
+                "pid": proc.pid,
+                "rss_mb": round(proc.memory_info().rss / 2**20, 1),
+                "threads": proc.num_threads(),
+                "open_files": proc.num_fds(),
+                "cpu_percent": proc.cpu_percent(interval=None),
+            },
+        }
 
 
 @bp.get("/health/detailed")
@@ -109,10 +120,15 @@ def detailed():
     checks = {"database": _check_database()}
     if current_app.config.get("REDIS_URL"):
         checks["redis"] = _check_redis()
-    return jsonify({"status": "ok" if not any(checks.values()) else "degraded",
-                    "checks": {k: ("down: " + v if v else "ok") for k, v in checks.items()},
-                    "pool": pool_status(db.engine), "system": _system(),
-                    "uptime_seconds": round(performance.uptime_seconds(), 1)})
+    return jsonify(
+        {
+            "status": "ok" if not any(checks.values()) else "degraded",
+            "checks": {k: ("down: " + v if v else "ok") for k, v in checks.items()},
+            "pool": pool_status(db.engine),
+            "system": _system(),
+            "uptime_seconds": round(performance.uptime_seconds(), 1),
+        }
+    )
 
 
 @bp.get("/health/database")

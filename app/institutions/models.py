@@ -6,8 +6,12 @@ from app.extensions import db
 
 # Letter boundaries (minimum percentage) used when an institution has not set its own.
 DEFAULT_GRADING_SCALE = [
-    {"letter": "A", "min": 80}, {"letter": "B", "min": 70}, {"letter": "C", "min": 60},
-    {"letter": "D", "min": 50}, {"letter": "E", "min": 40}, {"letter": "F", "min": 0},
+    {"letter": "A", "min": 80},
+    {"letter": "B", "min": 70},
+    {"letter": "C", "min": 60},
+    {"letter": "D", "min": 50},
+    {"letter": "E", "min": 40},
+    {"letter": "F", "min": 0},
 ]
 
 

@@ -26,7 +26,12 @@ def get_institution():
 
 @bp.patch("/institution")
 @roles("admin")
-@doc("Change the caller's institution settings", body=InstitutionUpdate, out=InstitutionOut, tags=["institution"])
+@doc(
+    "Change the caller's institution settings",
+    body=InstitutionUpdate,
+    out=InstitutionOut,
+    tags=["institution"],
+)
 def update_institution():
     inst = _mine()
     values = parse_body(InstitutionUpdate).model_dump(exclude_unset=True)

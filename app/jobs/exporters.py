@@ -14,11 +14,12 @@ XLSX (OWASP's advice against formula injection); imports store text as given.
 Every query here names the institution explicitly: COPY runs SQL text that the ORM's tenant scoping
 never sees, so the filter must be in the statement itself.
 """
+
 import calendar
 import csv
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta, timezone
-from typing import Callable, Iterable
+from datetime import UTC, date, timedelta
 
 from sqlalchemy import Numeric, Text, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import aliased
@@ -34,7 +35,7 @@ from app.jobs.xlsx import DATE, DATETIME, FORMULA_START, MAX_CHARS, MONEY, XlsxS
 from app.people.models import Guardian, Student, StudentGuardian, User
 
 BOM = "\ufeff".encode()  # Excel opens UTF-8 CSV correctly only with it
-FETCH = 5000             # rows per server-side cursor fetch
+FETCH = 5000  # rows per server-side cursor fetch
 
 
 @dataclass
@@ -47,9 +48,10 @@ class Col:
 @dataclass
 class Table:
     """A SQL export: columns over a base statement (joins, filters, order)."""
+
     title: str
     cols: list
-    base: object            # a Select with FROMs/WHERE/ORDER BY; columns come from `cols`
+    base: object  # a Select with FROMs/WHERE/ORDER BY; columns come from `cols`
     count_base: object = None
 
     @property
@@ -61,13 +63,17 @@ class Table:
         return [c.kind for c in self.cols]
 
     def statement(self):
-        return self.base.with_only_columns(*[c.expr.label(f"c{i}") for i, c in enumerate(self.cols)],
-                                           maintain_column_froms=True)
+        return self.base.with_only_columns(
+            *[c.expr.label(f"c{i}") for i, c in enumerate(self.cols)], maintain_column_froms=True
+        )
 
     def estimate(self):
         base = self.count_base if self.count_base is not None else self.base.order_by(None)
-        return db.session.execute(select(func.count()).select_from(
-            base.with_only_columns(literal(1), maintain_column_froms=True).subquery())).scalar_one()
+        return db.session.execute(
+            select(func.count()).select_from(
+                base.with_only_columns(literal(1), maintain_column_froms=True).subquery()
+            )
+        ).scalar_one()
 
     def rows(self):
         result = db.session.execute(self.statement(), execution_options={"yield_per": FETCH})
@@ -77,7 +83,7 @@ class Table:
     def copy_sql(self, dialect):
         """The same query for COPY: text neutralised, money and times formatted, all in SQL."""
         exprs = []
-        for i, c in enumerate(self.cols):
+        for _i, c in enumerate(self.cols):
             e = c.expr
             if c.kind == "text":
                 e = case((func.left(e, 1).in_(FORMULA_START), literal("'") + e), else_=e)
@@ -92,7 +98,11 @@ class Table:
     def xlsx_copy_sql(self, dialect):
         """The same query, each row already a worksheet <row> (cells in column order, no references):
         PostgreSQL formats, escapes and neutralises, Python only zips (see write_xlsx)."""
-        row = literal("<row>") + func.concat(*[_xml_cell(c.expr, c.kind) for c in self.cols]) + literal("</row>")
+        row = (
+            literal("<row>")
+            + func.concat(*[_xml_cell(c.expr, c.kind) for c in self.cols])
+            + literal("</row>")
+        )
         stmt = self.base.with_only_columns(row.label("x"), maintain_column_froms=True)
         return stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
 
@@ -111,8 +121,15 @@ def _xml_text(v):
     for c in _CONTROL:
         slow = func.replace(slow, chr(c), f"_x{c:04X}_")
     e = case((u.op("~")("[\x01-\x08\x0b\x0c\x0e-\x1f]"), slow), else_=u)
-    for char, ref in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\\", "&#92;"), ("\t", "&#9;"),
-                      ("\n", "&#10;"), ("\r", "&#13;")):
+    for char, ref in (
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("\\", "&#92;"),
+        ("\t", "&#9;"),
+        ("\n", "&#10;"),
+        ("\r", "&#13;"),
+    ):
         e = func.replace(e, char, ref)
     # most text needs none of it: one regex test, and the plain value
     return case((v.op("~")("[&<>" + "\\\\" + "\x01-\x1f]|_x"), e), else_=v)
@@ -124,11 +141,19 @@ def _xml_cell(e, kind):
         v = func.left(e, MAX_CHARS)
         v = case((func.left(e, 1).in_(FORMULA_START), literal("'") + v), else_=v)
         # always xml:space="preserve": cheaper than testing for edge whitespace, and equally valid
-        body = literal('<c t="inlineStr"><is><t xml:space="preserve">') + _xml_text(v) + literal("</t></is></c>")
+        body = (
+            literal('<c t="inlineStr"><is><t xml:space="preserve">') + _xml_text(v) + literal("</t></is></c>")
+        )
     elif kind == "money":
-        body = literal(f'<c s="{MONEY}"><v>') + cast(func.round(cast(e, Numeric()) / 100, 2), Text) + literal("</v></c>")
+        body = (
+            literal(f'<c s="{MONEY}"><v>')
+            + cast(func.round(cast(e, Numeric()) / 100, 2), Text)
+            + literal("</v></c>")
+        )
     elif kind == "date":
-        body = literal(f'<c s="{DATE}"><v>') + cast(e - literal(date(1899, 12, 30)), Text) + literal("</v></c>")
+        body = (
+            literal(f'<c s="{DATE}"><v>') + cast(e - literal(date(1899, 12, 30)), Text) + literal("</v></c>")
+        )
     elif kind == "datetime":
         serial = func.round(cast(func.date_part("epoch", e) / 86400 + 25569, Numeric()), 8)
         body = literal(f'<c s="{DATETIME}"><v>') + cast(serial, Text) + literal("</v></c>")
@@ -140,6 +165,7 @@ def _xml_cell(e, kind):
 @dataclass
 class Grid:
     """Rows computed in Python (pivots); small by nature (a class)."""
+
     title: str
     headers: list
     kinds: list
@@ -154,6 +180,7 @@ class Grid:
 
 
 # --- writers -------------------------------------------------------------------------------------------
+
 
 def _csv_converters(kinds):
     def text(v):
@@ -172,7 +199,7 @@ def _csv_converters(kinds):
         if v is None:
             return ""
         if v.tzinfo is not None:
-            v = v.astimezone(timezone.utc)
+            v = v.astimezone(UTC)
         return v.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def plain(v):
@@ -181,8 +208,15 @@ def _csv_converters(kinds):
     def day(v):
         return "" if v is None else (v if isinstance(v, str) else v.isoformat())
 
-    table = {"text": text, "money": money, "datetime": moment, "date": day, "int": plain, "number": plain,
-             "decimal": plain}
+    table = {
+        "text": text,
+        "money": money,
+        "datetime": moment,
+        "date": day,
+        "int": plain,
+        "number": plain,
+        "decimal": plain,
+    }
     return [table[k] for k in kinds]
 
 
@@ -275,6 +309,7 @@ def write_xlsx(source, path, progress=None):
 
 # --- the kinds -----------------------------------------------------------------------------------------
 
+
 def _iid():
     return current_institution_id()
 
@@ -286,18 +321,35 @@ def _name(model):
 def attendance_records(p, scope=None):
     """Every mark in a date range (optionally one class): the raw register, one row per mark."""
     a, s, c, subj = AttendanceRecord, Student, SchoolClass, Subject
-    base = (select(a.id).select_from(a)
-            .join(s, s.id == a.student_id).join(c, c.id == a.class_id).outerjoin(subj, subj.id == a.subject_id)
-            .where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to)
-            .order_by(a.date, a.class_id, a.student_id, a.period))
+    base = (
+        select(a.id)
+        .select_from(a)
+        .join(s, s.id == a.student_id)
+        .join(c, c.id == a.class_id)
+        .outerjoin(subj, subj.id == a.subject_id)
+        .where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to)
+        .order_by(a.date, a.class_id, a.student_id, a.period)
+    )
     base = _class_filter(base, a.class_id, p, scope)
-    count = (select(a.id).where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to))
+    count = select(a.id).where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to)
     count = _class_filter(count, a.class_id, p, scope)
-    return Table("Attendance", [
-        Col("Date", a.date, "date"), Col("Admission no.", s.admission_number), Col("Last name", s.last_name),
-        Col("First name", s.first_name), Col("Class", c.name), Col("Period", a.period, "int"),
-        Col("Subject", subj.name), Col("Status", a.status), Col("Note", a.note), Col("Source", a.source),
-    ], base, count)
+    return Table(
+        "Attendance",
+        [
+            Col("Date", a.date, "date"),
+            Col("Admission no.", s.admission_number),
+            Col("Last name", s.last_name),
+            Col("First name", s.first_name),
+            Col("Class", c.name),
+            Col("Period", a.period, "int"),
+            Col("Subject", subj.name),
+            Col("Status", a.status),
+            Col("Note", a.note),
+            Col("Source", a.source),
+        ],
+        base,
+        count,
+    )
 
 
 def _class_filter(stmt, column, p, scope):
@@ -315,66 +367,130 @@ def attendance_summary(p, scope=None):
     sums = [func.sum(case((a.status == st, 1), else_=0)) for st in STATUSES]
     attended = func.sum(case((a.status.in_(("present", "late")), 1), else_=0))
     marked = func.count(a.id)
-    base = (select(a.student_id).select_from(a).join(s, s.id == a.student_id).join(c, c.id == a.class_id)
-            .where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to)
-            .group_by(a.student_id, a.class_id, s.admission_number, s.last_name, s.first_name, c.name)
-            .order_by(c.name, s.last_name, s.first_name, a.student_id))
+    base = (
+        select(a.student_id)
+        .select_from(a)
+        .join(s, s.id == a.student_id)
+        .join(c, c.id == a.class_id)
+        .where(a.institution_id == _iid(), a.date >= p.from_, a.date <= p.to)
+        .group_by(a.student_id, a.class_id, s.admission_number, s.last_name, s.first_name, c.name)
+        .order_by(c.name, s.last_name, s.first_name, a.student_id)
+    )
     base = _class_filter(base, a.class_id, p, scope)
-    return Table("Attendance summary", [
-        Col("Admission no.", s.admission_number), Col("Last name", s.last_name), Col("First name", s.first_name),
-        Col("Class", c.name), *[Col(st.capitalize(), x, "int") for st, x in zip(STATUSES, sums)],
-        Col("Marked", marked, "int"),
-        Col("Rate %", func.round(100.0 * attended / func.nullif(marked, 0), 1), "decimal"),
-    ], base)
+    return Table(
+        "Attendance summary",
+        [
+            Col("Admission no.", s.admission_number),
+            Col("Last name", s.last_name),
+            Col("First name", s.first_name),
+            Col("Class", c.name),
+            *[Col(st.capitalize(), x, "int") for st, x in zip(STATUSES, sums)],
+            Col("Marked", marked, "int"),
+            Col("Rate %", func.round(100.0 * attended / func.nullif(marked, 0), 1), "decimal"),
+        ],
+        base,
+    )
 
 
 def class_roster(p, scope=None):
     s, g, e = Student, Guardian, Enrolment
-    primary = (select(func.min(StudentGuardian.guardian_id))
-               .where(StudentGuardian.student_id == s.id, StudentGuardian.is_primary.is_(True))
-               .scalar_subquery())
-    base = (select(s.id).select_from(s)
-            .join(e, and_(e.student_id == s.id, e.end_date.is_(None)))
-            .outerjoin(g, and_(g.id == primary, g.deleted_at.is_(None)))
-            .where(s.institution_id == _iid(), e.class_id == p.class_id, s.deleted_at.is_(None))
-            .order_by(s.last_name, s.first_name, s.id))
-    return Table("Class roster", [
-        Col("Admission no.", s.admission_number), Col("Last name", s.last_name), Col("First name", s.first_name),
-        Col("Gender", s.gender), Col("Date of birth", s.date_of_birth, "date"), Col("Status", s.status),
-        Col("Email", s.email), Col("Primary guardian", func.trim(func.coalesce(g.first_name, "") + " " +
-                                                                    func.coalesce(g.last_name, ""))),
-        Col("Guardian phone", g.phone), Col("Guardian email", g.email),
-    ], base)
+    primary = (
+        select(func.min(StudentGuardian.guardian_id))
+        .where(StudentGuardian.student_id == s.id, StudentGuardian.is_primary.is_(True))
+        .scalar_subquery()
+    )
+    base = (
+        select(s.id)
+        .select_from(s)
+        .join(e, and_(e.student_id == s.id, e.end_date.is_(None)))
+        .outerjoin(g, and_(g.id == primary, g.deleted_at.is_(None)))
+        .where(s.institution_id == _iid(), e.class_id == p.class_id, s.deleted_at.is_(None))
+        .order_by(s.last_name, s.first_name, s.id)
+    )
+    return Table(
+        "Class roster",
+        [
+            Col("Admission no.", s.admission_number),
+            Col("Last name", s.last_name),
+            Col("First name", s.first_name),
+            Col("Gender", s.gender),
+            Col("Date of birth", s.date_of_birth, "date"),
+            Col("Status", s.status),
+            Col("Email", s.email),
+            Col(
+                "Primary guardian",
+                func.trim(func.coalesce(g.first_name, "") + " " + func.coalesce(g.last_name, "")),
+            ),
+            Col("Guardian phone", g.phone),
+            Col("Guardian email", g.email),
+        ],
+        base,
+    )
 
 
 def fee_collection(p, scope=None):
     from app.finance.services import day_start  # noqa: PLC0415  (finance owns "local day" boundaries)
+
     pay, s, inv = Payment, Student, Invoice
-    base = (select(pay.id).select_from(pay).join(s, s.id == pay.student_id)
-            .outerjoin(inv, inv.id == pay.invoice_id)
-            .where(pay.institution_id == _iid(), pay.received_at >= day_start(p.from_),
-                   pay.received_at < day_start(p.to + timedelta(days=1)))
-            .order_by(pay.received_at, pay.id))
-    return Table("Fee collection", [
-        Col("Received (UTC)", pay.received_at, "datetime"), Col("Reference", pay.reference),
-        Col("Method", pay.method), Col("Kind", pay.kind), Col("Amount", pay.amount_minor, "money"),
-        Col("Admission no.", s.admission_number), Col("Last name", s.last_name), Col("First name", s.first_name),
-        Col("Invoice", inv.number), Col("Note", pay.note),
-    ], base)
+    base = (
+        select(pay.id)
+        .select_from(pay)
+        .join(s, s.id == pay.student_id)
+        .outerjoin(inv, inv.id == pay.invoice_id)
+        .where(
+            pay.institution_id == _iid(),
+            pay.received_at >= day_start(p.from_),
+            pay.received_at < day_start(p.to + timedelta(days=1)),
+        )
+        .order_by(pay.received_at, pay.id)
+    )
+    return Table(
+        "Fee collection",
+        [
+            Col("Received (UTC)", pay.received_at, "datetime"),
+            Col("Reference", pay.reference),
+            Col("Method", pay.method),
+            Col("Kind", pay.kind),
+            Col("Amount", pay.amount_minor, "money"),
+            Col("Admission no.", s.admission_number),
+            Col("Last name", s.last_name),
+            Col("First name", s.first_name),
+            Col("Invoice", inv.number),
+            Col("Note", pay.note),
+        ],
+        base,
+    )
 
 
 def audit_log(p, scope=None):
     from app.finance.services import day_start  # noqa: PLC0415
+
     a, u = AuditEntry, aliased(User)
-    base = (select(a.id).select_from(a).outerjoin(u, u.id == a.actor_id)
-            .where(a.institution_id == _iid(), a.created_at >= day_start(p.from_),
-                   a.created_at < day_start(p.to + timedelta(days=1)))
-            .order_by(a.created_at, a.id))
-    return Table("Audit log", [
-        Col("Time (UTC)", a.created_at, "datetime"), Col("Actor", u.email), Col("Action", a.action),
-        Col("Entity type", a.entity_type), Col("Entity id", a.entity_id), Col("Changes", cast(a.changes, Text)),
-        Col("Request id", a.request_id), Col("IP", a.ip),
-    ], base)
+    base = (
+        select(a.id)
+        .select_from(a)
+        .outerjoin(u, u.id == a.actor_id)
+        .where(
+            a.institution_id == _iid(),
+            a.created_at >= day_start(p.from_),
+            a.created_at < day_start(p.to + timedelta(days=1)),
+        )
+        .order_by(a.created_at, a.id)
+    )
+    return Table(
+        "Audit log",
+        [
+            Col("Time (UTC)", a.created_at, "datetime"),
+            Col("Actor", u.email),
+            Col("Action", a.action),
+            Col("Entity type", a.entity_type),
+            Col("Entity id", a.entity_id),
+            Col("Changes", cast(a.changes, Text)),
+            Col("Request id", a.request_id),
+            Col("IP", a.ip),
+        ],
+        base,
+    )
 
 
 def attendance_register(p, scope=None):
@@ -386,49 +502,81 @@ def attendance_register(p, scope=None):
     students = db.session.execute(
         select(Student.id, Student.admission_number, Student.last_name, Student.first_name)
         .join(Enrolment, Enrolment.student_id == Student.id)
-        .where(Student.institution_id == iid, Enrolment.class_id == p.class_id, Enrolment.start_date <= last,
-               or_(Enrolment.end_date.is_(None), Enrolment.end_date >= first), Student.deleted_at.is_(None))
+        .where(
+            Student.institution_id == iid,
+            Enrolment.class_id == p.class_id,
+            Enrolment.start_date <= last,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= first),
+            Student.deleted_at.is_(None),
+        )
         .group_by(Student.id, Student.admission_number, Student.last_name, Student.first_name)
-        .order_by(Student.last_name, Student.first_name, Student.id)).all()
+        .order_by(Student.last_name, Student.first_name, Student.id)
+    ).all()
     letters = {"present": "P", "late": "L", "absent": "A", "excused": "E"}
     headers = ["Admission no.", "Last name", "First name"]
-    headers += [f"{d:02d} {calendar.day_abbr[date(first.year, first.month, d).weekday()]}" for d in range(1, days + 1)]
+    headers += [
+        f"{d:02d} {calendar.day_abbr[date(first.year, first.month, d).weekday()]}" for d in range(1, days + 1)
+    ]
     headers += ["Present", "Late", "Absent", "Excused", "Rate %"]
     kinds = ["text"] * (3 + days) + ["int"] * 4 + ["decimal"]
 
     def rows():
         marks = {}
         for sid, day, status in db.session.execute(
-                select(AttendanceRecord.student_id, AttendanceRecord.date, AttendanceRecord.status)
-                .where(AttendanceRecord.institution_id == iid, AttendanceRecord.class_id == p.class_id,
-                       AttendanceRecord.date >= first, AttendanceRecord.date <= last,
-                       AttendanceRecord.period == 0, AttendanceRecord.subject_id.is_(None))):
+            select(AttendanceRecord.student_id, AttendanceRecord.date, AttendanceRecord.status).where(
+                AttendanceRecord.institution_id == iid,
+                AttendanceRecord.class_id == p.class_id,
+                AttendanceRecord.date >= first,
+                AttendanceRecord.date <= last,
+                AttendanceRecord.period == 0,
+                AttendanceRecord.subject_id.is_(None),
+            )
+        ):
             marks[(sid, day.day)] = status
         from app.attendance.services import rate  # noqa: PLC0415  (the one definition of the rate)
+
         for sid, adm, last_name, first_name in students:
             cells = [marks.get((sid, d)) for d in range(1, days + 1)]
             counts = {st: sum(1 for x in cells if x == st) for st in STATUSES}
             marked = sum(counts.values())
-            yield (adm, last_name, first_name, *[letters.get(x) for x in cells],
-                   counts["present"], counts["late"], counts["absent"], counts["excused"],
-                   rate(counts["present"] + counts["late"], marked))
+            yield (
+                adm,
+                last_name,
+                first_name,
+                *[letters.get(x) for x in cells],
+                counts["present"],
+                counts["late"],
+                counts["absent"],
+                counts["excused"],
+                rate(counts["present"] + counts["late"], marked),
+            )
+
     return Grid(f"Register {p.month}", headers, kinds, rows, len(students))
 
 
 def gradebook(p, scope=None):
     """One row per student on the term's roster: every assessment's score, subject averages, overall."""
     from app.grading import services as grading  # noqa: PLC0415  (grading owns the result rules)
+
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
     inst = grading.institution()
     letters = grading.Scale(inst.grading_scale)
-    students = db.session.execute(grading.roster_on(p.class_id, grading.class_day(term, grading.local_today(inst)))
-                                  .order_by(Student.last_name, Student.first_name, Student.id)).scalars().all()
+    students = (
+        db.session.execute(
+            grading.roster_on(p.class_id, grading.class_day(term, grading.local_today(inst))).order_by(
+                Student.last_name, Student.first_name, Student.id
+            )
+        )
+        .scalars()
+        .all()
+    )
     assessments = db.session.execute(
         select(Assessment.id, Assessment.title, Assessment.max_score, Subject.id, Subject.name)
         .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
         .join(Subject, Subject.id == ClassSubject.subject_id)
         .where(ClassSubject.class_id == p.class_id, Assessment.term_id == p.term_id)
-        .order_by(Subject.name, Assessment.date, Assessment.id)).all()
+        .order_by(Subject.name, Assessment.date, Assessment.id)
+    ).all()
     subjects = list(dict.fromkeys((a[3], a[4]) for a in assessments))
     headers = ["Admission no.", "Last name", "First name"]
     headers += [f"{a.name}: {a.title} (/{grading.plain(a.max_score)})" for a in assessments]
@@ -437,31 +585,58 @@ def gradebook(p, scope=None):
 
     def rows():
         from app.grading.models import Grade  # noqa: PLC0415
+
         ids = [s.id for s in students]
-        scores = dict((((sid, aid), score) for sid, aid, score in db.session.execute(
-            select(Grade.student_id, Grade.assessment_id, Grade.score)
-            .where(Grade.assessment_id.in_([a[0] for a in assessments] or [-1]), Grade.student_id.in_(ids or [-1])))))
+        scores = dict(
+            (
+                ((sid, aid), score)
+                for sid, aid, score in db.session.execute(
+                    select(Grade.student_id, Grade.assessment_id, Grade.score).where(
+                        Grade.assessment_id.in_([a[0] for a in assessments] or [-1]),
+                        Grade.student_id.in_(ids or [-1]),
+                    )
+                )
+            )
+        )
         results = grading.term_results_for(ids, p.term_id)
         for s in students:
             result = results.get(s.id)
             by_subject = {acc.subject_id: acc for acc in result.subjects} if result else {}
-            yield (s.admission_number, s.last_name, s.first_name,
-                   *[scores.get((s.id, a[0])) for a in assessments],
-                   *[grading.round1(by_subject[sid].average()) if sid in by_subject else None for sid, _ in subjects],
-                   grading.round1(result.overall) if result else None,
-                   letters.letter(result.overall) if result else None)
+            yield (
+                s.admission_number,
+                s.last_name,
+                s.first_name,
+                *[scores.get((s.id, a[0])) for a in assessments],
+                *[
+                    grading.round1(by_subject[sid].average()) if sid in by_subject else None
+                    for sid, _ in subjects
+                ],
+                grading.round1(result.overall) if result else None,
+                letters.letter(result.overall) if result else None,
+            )
+
     return Grid("Gradebook", headers, kinds, rows, len(students))
 
 
 def fee_statement(p, scope=None):
     from app.finance.services import statement  # noqa: PLC0415  (finance owns the ledger rules)
+
     data = statement(p.student_id, None, None)
     headers = ["Date (UTC)", "Type", "Reference", "Description", "Debit", "Credit", "Balance"]
     kinds = ["datetime", "text", "text", "text", "decimal", "decimal", "decimal"]
 
     def rows():
         for e in data["entries"]:
-            yield (e["date"], e["type"], e["reference"], e["description"], e["debit"], e["credit"], e["balance"])
+            yield (
+                e["date"],
+                e["type"],
+                e["reference"],
+                e["description"],
+                e["debit"],
+                e["credit"],
+                e["balance"],
+            )
+
     grid = Grid("Fee statement", headers, kinds, rows, len(data["entries"]))
     grid.statement = data
     return grid
@@ -473,26 +648,66 @@ class Kind:
     formats: tuple
     roles: tuple
     params: type
-    build: Callable | None          # -> Table or Grid (csv/xlsx, and the data of some PDFs)
-    pdf: str | None = None          # name of the renderer in app/jobs/pdf.py
-    class_scoped: bool = False      # teachers: only classes they teach or lead (404 for others)
+    build: Callable | None  # -> Table or Grid (csv/xlsx, and the data of some PDFs)
+    pdf: str | None = None  # name of the renderer in app/jobs/pdf.py
+    class_scoped: bool = False  # teachers: only classes they teach or lead (404 for others)
 
 
 def _kinds():
     from app.jobs import schemas as s  # noqa: PLC0415
+
     staff, fees = ("admin", "teacher"), ("admin", "accountant")
-    return {k.name: k for k in (
-        Kind("attendance_register", ("csv", "xlsx"), staff, s.RegisterParams, attendance_register, class_scoped=True),
-        Kind("attendance_summary", ("csv", "xlsx"), staff, s.RangeClassParams, attendance_summary, class_scoped=True),
-        Kind("attendance_records", ("csv", "xlsx"), staff, s.RangeClassParams, attendance_records, class_scoped=True),
-        Kind("class_roster", ("csv", "xlsx", "pdf"), ("admin", "accountant", "teacher"), s.ClassParams, class_roster,
-             pdf="class_roster", class_scoped=True),
-        Kind("gradebook", ("csv", "xlsx"), staff, s.ClassTermParams, gradebook, class_scoped=True),
-        Kind("report_cards", ("pdf",), staff, s.ClassTermParams, None, pdf="report_cards", class_scoped=True),
-        Kind("fee_statement", ("pdf", "csv"), fees, s.StudentParams, fee_statement, pdf="fee_statement"),
-        Kind("fee_collection", ("csv", "xlsx"), fees, s.RangeParams, fee_collection),
-        Kind("audit_log", ("csv", "xlsx"), ("admin",), s.RangeParams, audit_log),
-    )}
+    return {
+        k.name: k
+        for k in (
+            Kind(
+                "attendance_register",
+                ("csv", "xlsx"),
+                staff,
+                s.RegisterParams,
+                attendance_register,
+                class_scoped=True,
+            ),
+            Kind(
+                "attendance_summary",
+                ("csv", "xlsx"),
+                staff,
+                s.RangeClassParams,
+                attendance_summary,
+                class_scoped=True,
+            ),
+            Kind(
+                "attendance_records",
+                ("csv", "xlsx"),
+                staff,
+                s.RangeClassParams,
+                attendance_records,
+                class_scoped=True,
+            ),
+            Kind(
+                "class_roster",
+                ("csv", "xlsx", "pdf"),
+                ("admin", "accountant", "teacher"),
+                s.ClassParams,
+                class_roster,
+                pdf="class_roster",
+                class_scoped=True,
+            ),
+            Kind("gradebook", ("csv", "xlsx"), staff, s.ClassTermParams, gradebook, class_scoped=True),
+            Kind(
+                "report_cards",
+                ("pdf",),
+                staff,
+                s.ClassTermParams,
+                None,
+                pdf="report_cards",
+                class_scoped=True,
+            ),
+            Kind("fee_statement", ("pdf", "csv"), fees, s.StudentParams, fee_statement, pdf="fee_statement"),
+            Kind("fee_collection", ("csv", "xlsx"), fees, s.RangeParams, fee_collection),
+            Kind("audit_log", ("csv", "xlsx"), ("admin",), s.RangeParams, audit_log),
+        )
+    }
 
 
 KINDS = _kinds()

@@ -11,6 +11,7 @@ Rules:
 - resumable: each batch commits together with the job's progress and running totals, so a run that is
   killed half way continues after the last committed batch and counts every row once.
 """
+
 import csv
 import io
 import re
@@ -26,8 +27,17 @@ from app.core.schemas import _email
 from app.extensions import db
 from app.people.models import Student
 
-COLUMNS = ("admission_number", "first_name", "last_name", "date_of_birth", "gender", "grade_level", "status",
-           "email", "class_id")
+COLUMNS = (
+    "admission_number",
+    "first_name",
+    "last_name",
+    "date_of_birth",
+    "gender",
+    "grade_level",
+    "status",
+    "email",
+    "class_id",
+)
 REQUIRED = ("admission_number", "first_name", "last_name")
 FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "grade_level", "status", "email")
 STATUSES = ("active", "graduated", "withdrawn")
@@ -148,8 +158,16 @@ def validate(row: dict, today: date):
 
 
 def new_result(rows):
-    return {"rows": rows, "created": 0, "updated": 0, "unchanged": 0, "enrolled": 0, "failed": 0,
-            "errors": [], "errors_truncated": False}
+    return {
+        "rows": rows,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "enrolled": 0,
+        "failed": 0,
+        "errors": [],
+        "errors_truncated": False,
+    }
 
 
 def _fail(result, line, admission, errors):
@@ -168,15 +186,23 @@ def plan(rows, institution_id, today):
         adm = clean.get("admission_number")
         if adm is not None:
             if adm in first_seen:
-                errors["admission_number"] = f"appears more than once in the file (first on row {first_seen[adm]})"
+                errors["admission_number"] = (
+                    f"appears more than once in the file (first on row {first_seen[adm]})"
+                )
             else:
                 first_seen[adm] = line
         checked.append((line, clean, errors))
     class_ids = {c["class_id"] for _, c, _ in checked if "class_id" in c}
     if class_ids:
-        known = set(db.session.execute(select(SchoolClass.id).where(
-            SchoolClass.institution_id == institution_id, SchoolClass.id.in_(class_ids),
-            SchoolClass.deleted_at.is_(None))).scalars())
+        known = set(
+            db.session.execute(
+                select(SchoolClass.id).where(
+                    SchoolClass.institution_id == institution_id,
+                    SchoolClass.id.in_(class_ids),
+                    SchoolClass.deleted_at.is_(None),
+                )
+            ).scalars()
+        )
         for _, clean, errors in checked:
             if clean.get("class_id") is not None and clean["class_id"] not in known:
                 errors["class_id"] = f"no such class ({clean['class_id']})"
@@ -184,8 +210,15 @@ def plan(rows, institution_id, today):
 
 
 def _existing(institution_id, admissions):
-    rows = db.session.execute(select(Student).where(
-        Student.institution_id == institution_id, Student.admission_number.in_(admissions))).scalars().all()
+    rows = (
+        db.session.execute(
+            select(Student).where(
+                Student.institution_id == institution_id, Student.admission_number.in_(admissions)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return {s.admission_number: s for s in rows}
 
 
@@ -201,15 +234,24 @@ def run_batch(batch, institution_id, actor_id, result, dry_run, today):
         adm = clean["admission_number"]
         old = existing.get(adm)
         if old is not None and old.deleted_at is not None:
-            _fail(result, line, adm, {"admission_number": "belongs to a deleted student; restore that record "
-                                                          "first or use another number"})
+            _fail(
+                result,
+                line,
+                adm,
+                {
+                    "admission_number": "belongs to a deleted student; restore that record "
+                    "first or use another number"
+                },
+            )
             continue
         values = {f: clean[f] for f in FIELDS if f in clean}
         if old is None:
             values.setdefault("status", "active")
             creates.append((line, adm, values))
         else:
-            changes = {f: [_plain(getattr(old, f)), _plain(v)] for f, v in values.items() if getattr(old, f) != v}
+            changes = {
+                f: [_plain(getattr(old, f)), _plain(v)] for f, v in values.items() if getattr(old, f) != v
+            }
             updates.append((line, old, values, changes))
         if clean.get("class_id") is not None:
             enrol.append((line, adm, clean["class_id"]))
@@ -217,17 +259,35 @@ def run_batch(batch, institution_id, actor_id, result, dry_run, today):
     result["updated"] += sum(1 for u in updates if u[3])
     result["unchanged"] += sum(1 for u in updates if not u[3])
     if dry_run:
-        result["enrolled"] += _enrolments(enrol, {a: s.id for a, s in existing.items()}, today, result,
-                                          institution_id, actor_id, write=False)
+        result["enrolled"] += _enrolments(
+            enrol,
+            {a: s.id for a, s in existing.items()},
+            today,
+            result,
+            institution_id,
+            actor_id,
+            write=False,
+        )
         return
     ids = {adm: s.id for adm, s in existing.items()}
     ids.update(_upsert(creates, updates, institution_id))
-    entries = [audit.entry("create", "student", ids[adm], {k: [None, _plain(v)] for k, v in
-                                                           {"admission_number": adm, **values}.items()},
-                           institution_id=institution_id, actor_id=actor_id)
-               for _, adm, values in creates if adm in ids]
-    entries += [audit.entry("update", "student", old.id, changes, institution_id=institution_id, actor_id=actor_id)
-                for _, old, _, changes in updates if changes]
+    entries = [
+        audit.entry(
+            "create",
+            "student",
+            ids[adm],
+            {k: [None, _plain(v)] for k, v in {"admission_number": adm, **values}.items()},
+            institution_id=institution_id,
+            actor_id=actor_id,
+        )
+        for _, adm, values in creates
+        if adm in ids
+    ]
+    entries += [
+        audit.entry("update", "student", old.id, changes, institution_id=institution_id, actor_id=actor_id)
+        for _, old, _, changes in updates
+        if changes
+    ]
     audit.record_many(entries)
     result["enrolled"] += _enrolments(enrol, ids, today, result, institution_id, actor_id, write=True)
 
@@ -251,17 +311,34 @@ def _upsert(creates, updates, institution_id):
     now = utcnow()
     rows = []
     for _, adm, values in creates:
-        rows.append({"institution_id": institution_id, "admission_number": adm, "first_name": values["first_name"],
-                     "last_name": values["last_name"], "date_of_birth": values.get("date_of_birth"),
-                     "gender": values.get("gender"), "grade_level": values.get("grade_level"),
-                     "status": values.get("status", "active"), "email": values.get("email"),
-                     "created_at": now, "updated_at": now})
+        rows.append(
+            {
+                "institution_id": institution_id,
+                "admission_number": adm,
+                "first_name": values["first_name"],
+                "last_name": values["last_name"],
+                "date_of_birth": values.get("date_of_birth"),
+                "gender": values.get("gender"),
+                "grade_level": values.get("grade_level"),
+                "status": values.get("status", "active"),
+                "email": values.get("email"),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
     for _, old, values, changes in updates:
         if not changes:
             continue
         merged = {f: values.get(f, getattr(old, f)) for f in FIELDS}
-        rows.append({"institution_id": institution_id, "admission_number": old.admission_number, **merged,
-                     "created_at": old.created_at, "updated_at": now})
+        rows.append(
+            {
+                "institution_id": institution_id,
+                "admission_number": old.admission_number,
+                **merged,
+                "created_at": old.created_at,
+                "updated_at": now,
+            }
+        )
     if not rows:
         return {}
     insert = _insert_for(db.session.connection().dialect.name)
@@ -280,9 +357,16 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
     if not enrol:
         return 0
     student_ids = [ids[adm] for _, adm, _ in enrol if adm in ids]
-    current = {e.student_id: e for e in db.session.execute(select(Enrolment).where(
-        Enrolment.institution_id == institution_id, Enrolment.student_id.in_(student_ids or [-1]),
-        Enrolment.end_date.is_(None))).scalars()}
+    current = {
+        e.student_id: e
+        for e in db.session.execute(
+            select(Enrolment).where(
+                Enrolment.institution_id == institution_id,
+                Enrolment.student_id.in_(student_ids or [-1]),
+                Enrolment.end_date.is_(None),
+            )
+        ).scalars()
+    }
     moves, new = [], []
     for line, adm, class_id in enrol:
         sid = ids.get(adm)
@@ -290,8 +374,15 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
         if cur is not None and cur.class_id == class_id:
             continue
         if cur is not None and cur.start_date >= today:
-            _fail(result, line, adm, {"class_id": "the student's current enrolment starts today or later; "
-                                                  "change it in the enrolments instead"})
+            _fail(
+                result,
+                line,
+                adm,
+                {
+                    "class_id": "the student's current enrolment starts today or later; "
+                    "change it in the enrolments instead"
+                },
+            )
             continue
         if cur is not None:
             moves.append(cur)
@@ -301,20 +392,55 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
     yesterday = today - timedelta(days=1)
     entries = []
     if moves:
-        db.session.execute(update(Enrolment).where(Enrolment.id.in_([m.id for m in moves]))
-                           .values(end_date=yesterday, updated_at=utcnow())
-                           .execution_options(synchronize_session=False))
-        entries += [audit.entry("update", "enrolment", m.id, {"end_date": [None, yesterday.isoformat()]},
-                                institution_id=institution_id, actor_id=actor_id) for m in moves]
+        db.session.execute(
+            update(Enrolment)
+            .where(Enrolment.id.in_([m.id for m in moves]))
+            .values(end_date=yesterday, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        entries += [
+            audit.entry(
+                "update",
+                "enrolment",
+                m.id,
+                {"end_date": [None, yesterday.isoformat()]},
+                institution_id=institution_id,
+                actor_id=actor_id,
+            )
+            for m in moves
+        ]
     if new:
         now = utcnow()
         table = Enrolment.__table__
-        made = db.session.execute(table.insert().values(
-            [{"institution_id": institution_id, "student_id": sid, "class_id": class_id, "start_date": today,
-              "end_date": None, "reason": "Student import", "created_at": now, "updated_at": now}
-             for sid, _, class_id in new]).returning(table.c.id, table.c.student_id, table.c.class_id)).all()
-        entries += [audit.entry("create", "enrolment", eid, {"student_id": [None, sid], "class_id": [None, cid],
-                                                              "start_date": [None, today.isoformat()]},
-                                institution_id=institution_id, actor_id=actor_id) for eid, sid, cid in made]
+        made = db.session.execute(
+            table.insert()
+            .values(
+                [
+                    {
+                        "institution_id": institution_id,
+                        "student_id": sid,
+                        "class_id": class_id,
+                        "start_date": today,
+                        "end_date": None,
+                        "reason": "Student import",
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for sid, _, class_id in new
+                ]
+            )
+            .returning(table.c.id, table.c.student_id, table.c.class_id)
+        ).all()
+        entries += [
+            audit.entry(
+                "create",
+                "enrolment",
+                eid,
+                {"student_id": [None, sid], "class_id": [None, cid], "start_date": [None, today.isoformat()]},
+                institution_id=institution_id,
+                actor_id=actor_id,
+            )
+            for eid, sid, cid in made
+        ]
     audit.record_many(entries)
     return len(new)

@@ -11,6 +11,7 @@ JOB_STATUSES = ("queued", "running", "done", "failed", "expired")
 
 class StoredFile(TenantMixin, db.Model):
     """A file the system wrote or received (exports, uploads); the bytes live on disk under instance/."""
+
     __tablename__ = "files"
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(String(500))
@@ -30,6 +31,7 @@ class StoredFile(TenantMixin, db.Model):
 
 class Job(TenantMixin, TimestampMixin, db.Model):
     """An export or import job: what the API shows while a worker runs it."""
+
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
     job_type: Mapped[str] = mapped_column(String(10))  # export, import

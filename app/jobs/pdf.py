@@ -4,8 +4,9 @@ Report cards: one page per student, the whole class in one file, from grading's 
 (a constant number of queries for the class). Class roster: a paginated table. Fee statement: the
 ledger from finance's statement() with its totals.
 """
+
 import gc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
@@ -32,8 +33,9 @@ def _fit(text, width, font=FONT, size=9):
 
 
 def _school():
-    return db.session.execute(select(Institution.name, Institution.currency)
-                              .where(Institution.id == current_institution_id())).one()
+    return db.session.execute(
+        select(Institution.name, Institution.currency).where(Institution.id == current_institution_id())
+    ).one()
 
 
 def _canvas(path, title, pagesize=A4):
@@ -87,16 +89,19 @@ def _cell(c, x, y, width, value, align, font, size):
 
 
 def _generated():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def report_cards(p, path, progress=None):
     from app.grading.services import report_cards_for_class  # noqa: PLC0415  (grading owns the numbers)
+
     cards = report_cards_for_class(p.class_id, p.term_id)
     # alphabetical (how cards are handed out); reversed so each card is dropped once its page is drawn:
     # memory stays at one class's data however long the PDF gets
-    cards.sort(key=lambda card: (card["student"]["last_name"], card["student"]["first_name"],
-                                 card["student"]["id"]), reverse=True)
+    cards.sort(
+        key=lambda card: (card["student"]["last_name"], card["student"]["first_name"], card["student"]["id"]),
+        reverse=True,
+    )
     gc.collect()  # the grade rows behind the cards are garbage now; let the pages reuse that memory
     total = len(cards)
     school, _ = _school()
@@ -124,14 +129,24 @@ def _report_card_page(c, card, school, width, height):
     c.drawString(left, y, _fit(school, width - 40 * mm, BOLD, 16))
     y -= 9 * mm
     c.setFont(BOLD, 12)
-    c.drawString(left, y, _fit(f"Report card - {term['name']} ({term['start_date']} to {term['end_date']})",
-                               width - 40 * mm, BOLD, 12))
+    c.drawString(
+        left,
+        y,
+        _fit(
+            f"Report card - {term['name']} ({term['start_date']} to {term['end_date']})",
+            width - 40 * mm,
+            BOLD,
+            12,
+        ),
+    )
     y -= 10 * mm
     c.setFont(FONT, 10)
-    lines = [("Student", f"{student['first_name']} {student['last_name']}"),
-             ("Admission no.", student["admission_number"]),
-             ("Class", klass["name"] if klass else "-"),
-             ("Position", f"{card['position']} of {card['class_size']}" if card.get("position") else "-")]
+    lines = [
+        ("Student", f"{student['first_name']} {student['last_name']}"),
+        ("Admission no.", student["admission_number"]),
+        ("Class", klass["name"] if klass else "-"),
+        ("Position", f"{card['position']} of {card['class_size']}" if card.get("position") else "-"),
+    ]
     for label, value in lines:
         c.setFont(BOLD, 10)
         c.drawString(left, y, label)
@@ -139,18 +154,38 @@ def _report_card_page(c, card, school, width, height):
         c.drawString(left + 35 * mm, y, _fit(value, width - 75 * mm, FONT, 10))
         y -= 6 * mm
     y -= 4 * mm
-    columns = [("Subject", 60 * mm, "left"), ("Teacher", 55 * mm, "left"), ("Assessments", 22 * mm, "right"),
-               ("Average %", 20 * mm, "right"), ("Grade", 13 * mm, "right")]
-    rows = [(s["subject_name"], s.get("teacher_name") or "", s["assessments"], s["average"], s["letter"])
-            for s in card["subjects"]]
+    columns = [
+        ("Subject", 60 * mm, "left"),
+        ("Teacher", 55 * mm, "left"),
+        ("Assessments", 22 * mm, "right"),
+        ("Average %", 20 * mm, "right"),
+        ("Grade", 13 * mm, "right"),
+    ]
+    rows = [
+        (s["subject_name"], s.get("teacher_name") or "", s["assessments"], s["average"], s["letter"])
+        for s in card["subjects"]
+    ]
     if not rows:
         rows = [("No grades recorded this term", "", "", "", "")]
-    y = _table(c, left, y, columns, rows, bottom=70 * mm, on_new_page=lambda: height - 25 * mm, size=9, leading=6 * mm)
+    y = _table(
+        c,
+        left,
+        y,
+        columns,
+        rows,
+        bottom=70 * mm,
+        on_new_page=lambda: height - 25 * mm,
+        size=9,
+        leading=6 * mm,
+    )
     overall = card["overall"]
     c.setFont(BOLD, 10)
     c.drawString(left, y - 2 * mm, "Overall")
-    c.drawRightString(left + sum(w for _, w, _ in columns[:4]) - 2,
-                      y - 2 * mm, "-" if overall["average"] is None else str(overall["average"]))
+    c.drawRightString(
+        left + sum(w for _, w, _ in columns[:4]) - 2,
+        y - 2 * mm,
+        "-" if overall["average"] is None else str(overall["average"]),
+    )
     c.drawRightString(left + sum(w for _, w, _ in columns) - 2, y - 2 * mm, overall["letter"] or "-")
     y -= 14 * mm
     att = card["attendance"]
@@ -161,9 +196,13 @@ def _report_card_page(c, card, school, width, height):
     c.drawString(left, y, "Attendance")
     y -= 6 * mm
     c.setFont(FONT, 10)
-    c.drawString(left, y, f"Present {att.get('present', 0)}   Late {att.get('late', 0)}   "
-                          f"Absent {att.get('absent', 0)}   Excused {att.get('excused', 0)}   "
-                          f"Marked {total}   Rate {rate}")
+    c.drawString(
+        left,
+        y,
+        f"Present {att.get('present', 0)}   Late {att.get('late', 0)}   "
+        f"Absent {att.get('absent', 0)}   Excused {att.get('excused', 0)}   "
+        f"Marked {total}   Rate {rate}",
+    )
     y -= 18 * mm
     c.setFont(FONT, 10)
     c.drawString(left, y, "Class teacher: ______________________")
@@ -172,19 +211,24 @@ def _report_card_page(c, card, school, width, height):
 
 def class_roster(p, path, progress=None):
     from app.jobs.exporters import class_roster as roster_table  # noqa: PLC0415
+
     table = roster_table(p)
     school, _ = _school()
     width, height = landscape(A4)
     c = _canvas(path, "Class roster", landscape(A4))
     from app.academics.models import SchoolClass  # noqa: PLC0415
+
     class_name = db.session.execute(select(SchoolClass.name).where(SchoolClass.id == p.class_id)).scalar_one()
     generated = _generated()
     page = [1]
 
     def top():
         c.setFont(BOLD, 14)
-        c.drawString(15 * mm, height - 18 * mm, _fit(f"{school} - {class_name} - class roster", width - 30 * mm,
-                                                      BOLD, 14))
+        c.drawString(
+            15 * mm,
+            height - 18 * mm,
+            _fit(f"{school} - {class_name} - class roster", width - 30 * mm, BOLD, 14),
+        )
         return height - 28 * mm
 
     def new_page():
@@ -193,12 +237,23 @@ def class_roster(p, path, progress=None):
         page[0] += 1
         return top()
 
-    columns = [("Admission no.", 32 * mm, "left"), ("Last name", 38 * mm, "left"), ("First name", 38 * mm, "left"),
-               ("Gender", 18 * mm, "left"), ("Born", 22 * mm, "left"), ("Status", 20 * mm, "left"),
-               ("Primary guardian", 50 * mm, "left"), ("Guardian phone", 40 * mm, "left")]
-    rows = [(r[0], r[1], r[2], r[3], r[4].isoformat() if r[4] else "", r[5], r[7], r[8]) for r in table.rows()]
+    columns = [
+        ("Admission no.", 32 * mm, "left"),
+        ("Last name", 38 * mm, "left"),
+        ("First name", 38 * mm, "left"),
+        ("Gender", 18 * mm, "left"),
+        ("Born", 22 * mm, "left"),
+        ("Status", 20 * mm, "left"),
+        ("Primary guardian", 50 * mm, "left"),
+        ("Guardian phone", 40 * mm, "left"),
+    ]
+    rows = [
+        (r[0], r[1], r[2], r[3], r[4].isoformat() if r[4] else "", r[5], r[7], r[8]) for r in table.rows()
+    ]
     _table(c, 15 * mm, top(), columns, rows, bottom=20 * mm, on_new_page=new_page)
-    _footer(c, width, f"{school} - {class_name} - page {page[0]} - {len(rows)} students - generated {generated}")
+    _footer(
+        c, width, f"{school} - {class_name} - page {page[0]} - {len(rows)} students - generated {generated}"
+    )
     c.showPage()
     c.save()
     if progress:
@@ -209,9 +264,13 @@ def class_roster(p, path, progress=None):
 def fee_statement(p, path, progress=None):
     from app.finance.services import statement  # noqa: PLC0415
     from app.people.models import Student  # noqa: PLC0415
+
     data = statement(p.student_id, None, None)
-    student = db.session.execute(select(Student.first_name, Student.last_name, Student.admission_number)
-                                 .where(Student.id == p.student_id)).one()
+    student = db.session.execute(
+        select(Student.first_name, Student.last_name, Student.admission_number).where(
+            Student.id == p.student_id
+        )
+    ).one()
     school, _ = _school()
     currency = data["currency"]
     width, height = A4
@@ -223,8 +282,16 @@ def fee_statement(p, path, progress=None):
         c.setFont(BOLD, 15)
         c.drawString(left, height - 20 * mm, _fit(school, width - 30 * mm, BOLD, 15))
         c.setFont(BOLD, 11)
-        c.drawString(left, height - 28 * mm, _fit(f"Fee statement - {student.first_name} {student.last_name} "
-                                                  f"({student.admission_number})", width - 30 * mm, BOLD, 11))
+        c.drawString(
+            left,
+            height - 28 * mm,
+            _fit(
+                f"Fee statement - {student.first_name} {student.last_name} ({student.admission_number})",
+                width - 30 * mm,
+                BOLD,
+                11,
+            ),
+        )
         c.setFont(FONT, 9)
         c.drawString(left, height - 34 * mm, f"Amounts in {currency}. Generated {generated}.")
         return height - 44 * mm
@@ -233,16 +300,33 @@ def fee_statement(p, path, progress=None):
         c.showPage()
         return top()
 
-    columns = [("Date", 24 * mm, "left"), ("Reference", 34 * mm, "left"), ("Description", 58 * mm, "left"),
-               ("Debit", 22 * mm, "right"), ("Credit", 22 * mm, "right"), ("Balance", 22 * mm, "right")]
-    rows = [(e["date"].strftime("%Y-%m-%d") if hasattr(e["date"], "strftime") else e["date"], e["reference"],
-             e["description"], e["debit"] if e["debit"] != "0.00" else "",
-             e["credit"] if e["credit"] != "0.00" else "", e["balance"]) for e in data["entries"]]
+    columns = [
+        ("Date", 24 * mm, "left"),
+        ("Reference", 34 * mm, "left"),
+        ("Description", 58 * mm, "left"),
+        ("Debit", 22 * mm, "right"),
+        ("Credit", 22 * mm, "right"),
+        ("Balance", 22 * mm, "right"),
+    ]
+    rows = [
+        (
+            e["date"].strftime("%Y-%m-%d") if hasattr(e["date"], "strftime") else e["date"],
+            e["reference"],
+            e["description"],
+            e["debit"] if e["debit"] != "0.00" else "",
+            e["credit"] if e["credit"] != "0.00" else "",
+            e["balance"],
+        )
+        for e in data["entries"]
+    ]
     y = _table(c, left, top(), columns, rows, bottom=30 * mm, on_new_page=new_page)
     y -= 4 * mm
     c.setFont(BOLD, 10)
-    for label, value in (("Total charged", data["total_debits"]), ("Total paid", data["total_credits"]),
-                         ("Balance due", data["closing_balance"])):
+    for label, value in (
+        ("Total charged", data["total_debits"]),
+        ("Total paid", data["total_credits"]),
+        ("Balance due", data["closing_balance"]),
+    ):
         if y < 20 * mm:
             y = new_page()
         c.drawString(left + 80 * mm, y, label)

@@ -1,4 +1,5 @@
 """Exports and imports: accept (202 + a job to poll), show progress, download by signed link."""
+
 from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 
 from app.core.auth import public, roles
@@ -14,8 +15,9 @@ from app.jobs.schemas import ExportIn, ExportOut, ImportOut
 bp = Blueprint("jobs", __name__)
 
 EXPORTERS = ("admin", "teacher", "accountant")
-EXPORT_SPEC = ListSpec(Job.id, filters={"status": Job.status, "kind": Job.kind, "format": Job.format},
-                       default_sort="-id")
+EXPORT_SPEC = ListSpec(
+    Job.id, filters={"status": Job.status, "kind": Job.kind, "format": Job.format}, default_sort="-id"
+)
 
 
 def _accepted(body, location):
@@ -28,16 +30,21 @@ def _accepted(body, location):
 @bp.post("/exports")
 @roles(*EXPORTERS)
 @sensitive
-@doc("Request an export (runs in the background): 202 with the job to poll", body=ExportIn, out=ExportOut,
-     status=202, tags=["exports"],
-     description="kind and format: attendance_register (csv, xlsx; class_id, month YYYY-MM), "
-                 "attendance_summary and attendance_records (csv, xlsx; from, to, optional class_id), "
-                 "class_roster (csv, xlsx, pdf; class_id), gradebook (csv, xlsx; class_id, term_id), "
-                 "report_cards (pdf; class_id, term_id), fee_statement (pdf, csv; student_id), "
-                 "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins). "
-                 "At most MAX_RUNNING_EXPORTS queued or running per school (429); more than EXPORT_MAX_ROWS "
-                 "rows is refused (422). Spreadsheet cells that start with = + - @ tab or CR are prefixed "
-                 "with ' so they are never run as formulas.")
+@doc(
+    "Request an export (runs in the background): 202 with the job to poll",
+    body=ExportIn,
+    out=ExportOut,
+    status=202,
+    tags=["exports"],
+    description="kind and format: attendance_register (csv, xlsx; class_id, month YYYY-MM), "
+    "attendance_summary and attendance_records (csv, xlsx; from, to, optional class_id), "
+    "class_roster (csv, xlsx, pdf; class_id), gradebook (csv, xlsx; class_id, term_id), "
+    "report_cards (pdf; class_id, term_id), fee_statement (pdf, csv; student_id), "
+    "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins). "
+    "At most MAX_RUNNING_EXPORTS queued or running per school (429); more than EXPORT_MAX_ROWS "
+    "rows is refused (422). Spreadsheet cells that start with = + - @ tab or CR are prefixed "
+    "with ' so they are never run as formulas.",
+)
 def create_export():
     job = services.create_export(parse_body(ExportIn), g.principal)
     return _accepted(services.export_out(job), url_for("jobs.get_export", ident=job.id))
@@ -45,25 +52,38 @@ def create_export():
 
 @bp.get("/exports")
 @roles(*EXPORTERS)
-@doc("Exports: yours (admins: the whole school's), newest first", out=ExportOut, many=True, tags=["exports"],
-     query=["status", "kind", "format", "limit", "cursor", "sort"])
+@doc(
+    "Exports: yours (admins: the whole school's), newest first",
+    out=ExportOut,
+    many=True,
+    tags=["exports"],
+    query=["status", "kind", "format", "limit", "cursor", "sort"],
+)
 def list_exports():
-    return list_response(db.session, services.visible_jobs("export", g.principal), EXPORT_SPEC, services.export_out)
+    return list_response(
+        db.session, services.visible_jobs("export", g.principal), EXPORT_SPEC, services.export_out
+    )
 
 
 @bp.get("/exports/<int:ident>")
 @roles(*EXPORTERS)
-@doc("An export's status and progress; when done, a signed download link valid for EXPORT_LINK_TTL",
-     out=ExportOut, tags=["exports"])
+@doc(
+    "An export's status and progress; when done, a signed download link valid for EXPORT_LINK_TTL",
+    out=ExportOut,
+    tags=["exports"],
+)
 def get_export(ident):
     return jsonify(services.export_out(services.job_or_404(ident, "export", g.principal)))
 
 
 @bp.get("/exports/<int:ident>/download")
 @public
-@doc("Download a finished export. The signed `token` from download_url is the credential: 403 if it was "
-     "tampered with or belongs to another export, 410 once it (or the export) has expired",
-     tags=["exports"], query=["token"])
+@doc(
+    "Download a finished export. The signed `token` from download_url is the credential: 403 if it was "
+    "tampered with or belongs to another export, 410 once it (or the export) has expired",
+    tags=["exports"],
+    query=["token"],
+)
 def download_export(ident):
     path, filename, content_type = services.open_download(ident, request.args.get("token"))
     resp = send_file(path, mimetype=content_type, as_attachment=True, download_name=filename, max_age=0)
@@ -75,17 +95,23 @@ def download_export(ident):
 @bp.post("/imports/students")
 @roles("admin")
 @sensitive
-@doc("Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
-     "`dry_run=true` only reports what would happen. 202 with the job to poll", out=ImportOut, status=202,
-     tags=["imports"], query=["dry_run"],
-     description="Columns: admission_number, first_name, last_name (required), date_of_birth (YYYY-MM-DD), "
-                 "gender, grade_level, status, email, class_id. Students are matched on admission number: "
-                 "new ones are created, known ones updated (empty cells keep the stored value); rows with "
-                 "errors are reported in the job's result and not written.")
+@doc(
+    "Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
+    "`dry_run=true` only reports what would happen. 202 with the job to poll",
+    out=ImportOut,
+    status=202,
+    tags=["imports"],
+    query=["dry_run"],
+    description="Columns: admission_number, first_name, last_name (required), date_of_birth (YYYY-MM-DD), "
+    "gender, grade_level, status, email, class_id. Students are matched on admission number: "
+    "new ones are created, known ones updated (empty cells keep the stored value); rows with "
+    "errors are reported in the job's result and not written.",
+)
 def import_students():
     unknown = set(request.args) - {"dry_run"}
     if unknown:
         from app.core.errors import ValidationFailed  # noqa: PLC0415
+
         raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
     dry_run = request.args.get("dry_run", request.form.get("dry_run"))
     job = services.create_import(request.files.get("file"), dry_run, g.principal)
@@ -96,13 +122,19 @@ def import_students():
 @roles("admin")
 @doc("An empty student import file with the columns it accepts", tags=["imports"])
 def import_template():
-    return Response(importers.template_csv(), mimetype="text/csv",
-                    headers={"Content-Disposition": 'attachment; filename="students-template.csv"'})
+    return Response(
+        importers.template_csv(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="students-template.csv"'},
+    )
 
 
 @bp.get("/imports/<int:ident>")
 @roles("admin")
-@doc("An import's status, progress and result (created, updated, unchanged, failed rows with reasons)",
-     out=ImportOut, tags=["imports"])
+@doc(
+    "An import's status, progress and result (created, updated, unchanged, failed rows with reasons)",
+    out=ImportOut,
+    tags=["imports"],
+)
 def get_import(ident):
     return jsonify(services.import_out(services.job_or_404(ident, "import", g.principal)))

@@ -9,6 +9,7 @@ The job row in PostgreSQL is the authority, Redis only helps:
 - a run finishes with a compare-and-set on (status, attempts): if another attempt took over meanwhile,
   this one's result is thrown away. So one output file and one "done", however often a task is delivered.
 """
+
 import logging
 import os
 import socket
@@ -105,6 +106,7 @@ class JobLock:
 
 class NullLock:
     """No Redis (embedded default): tasks run in-process, one at a time per call."""
+
     lost = False
 
     def acquire(self):
@@ -147,6 +149,7 @@ def job_lock(job_id):
 
 # --- a run ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     job: Job
@@ -177,13 +180,17 @@ class Run:
         percent = min(99, int(100 * rows_done / total)) if total else 0
         table = Job.__table__
         with db.engine.begin() as conn:
-            conn.execute(table.update().where(table.c.id == self.job_id, table.c.attempts == self.attempt)
-                         .values(rows_done=rows_done, progress_percent=percent, updated_at=utcnow()))
+            conn.execute(
+                table.update()
+                .where(table.c.id == self.job_id, table.c.attempts == self.attempt)
+                .values(rows_done=rows_done, progress_percent=percent, updated_at=utcnow())
+            )
 
 
 def _load(job_id, job_type):
-    return db.session.execute(select(Job).where(Job.id == job_id, Job.job_type == job_type),
-                              execution_options={"skip_tenant": True}).scalar_one_or_none()
+    return db.session.execute(
+        select(Job).where(Job.id == job_id, Job.job_type == job_type), execution_options={"skip_tenant": True}
+    ).scalar_one_or_none()
 
 
 @contextmanager
@@ -203,10 +210,17 @@ def running_job(job_id, job_type):
     beat = current_heartbeat()
     try:
         attempt = db.session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
-            .values(status="running", attempts=Job.attempts + 1, error=None, updated_at=utcnow(),
-                    started_at=func.coalesce(Job.started_at, utcnow()))
-            .returning(Job.attempts)).scalar_one_or_none()
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE))
+            .values(
+                status="running",
+                attempts=Job.attempts + 1,
+                error=None,
+                updated_at=utcnow(),
+                started_at=func.coalesce(Job.started_at, utcnow()),
+            )
+            .returning(Job.attempts)
+        ).scalar_one_or_none()
         if attempt is None:
             db.session.rollback()
             yield None
@@ -224,8 +238,14 @@ def running_job(job_id, job_type):
             beat.callbacks.append(lock.refresh)
         celery = current_app.extensions["celery"]
         log.info("job %s (%s %s): attempt %s started", job_id, job.job_type, job.kind, attempt)
-        yield Run(job, attempt, lock, bool(celery.conf.task_always_eager),
-                  current_app.config["EXPORT_PROGRESS_EVERY"], job.row_count or 0)
+        yield Run(
+            job,
+            attempt,
+            lock,
+            bool(celery.conf.task_always_eager),
+            current_app.config["EXPORT_PROGRESS_EVERY"],
+            job.row_count or 0,
+        )
     finally:
         if beat is not None and lock.refresh in beat.callbacks:
             beat.callbacks.remove(lock.refresh)
@@ -238,17 +258,21 @@ def finish(run: Run, **values):
     values.setdefault("finished_at", now)
     values.setdefault("updated_at", now)
     result = db.session.execute(
-        update(Job).where(Job.id == run.job.id, Job.status == "running", Job.attempts == run.attempt)
+        update(Job)
+        .where(Job.id == run.job.id, Job.status == "running", Job.attempts == run.attempt)
         .values(status="done", progress_percent=100, **values)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
 def _fail(job_id, message):
     db.session.execute(
-        update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE))
         .values(status="failed", error=message, finished_at=utcnow(), updated_at=utcnow())
-        .execution_options(synchronize_session=False, skip_tenant=True))
+        .execution_options(synchronize_session=False, skip_tenant=True)
+    )
 
 
 def mark_failed(job_id, message):
@@ -261,9 +285,11 @@ def mark_failed(job_id, message):
 def mark_retrying(job_id, message):
     db.session.rollback()
     db.session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running")
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running")
         .values(status="queued", error=message, updated_at=utcnow())
-        .execution_options(synchronize_session=False, skip_tenant=True))
+        .execution_options(synchronize_session=False, skip_tenant=True)
+    )
     db.session.commit()
 
 
@@ -291,7 +317,9 @@ class JobTask(FlaskTask):
             try:
                 raise self.retry(countdown=min(busy.retry_in + 1, visibility * 0.8), max_retries=500)
             except MaxRetriesExceededError:
-                log.warning("job %s: still locked after many checks; leaving it to the stale-job sweep", job_id)
+                log.warning(
+                    "job %s: still locked after many checks; leaving it to the stale-job sweep", job_id
+                )
                 return None
         except LockLost as exc:
             log.warning("%s; this attempt stops", exc)
@@ -299,25 +327,39 @@ class JobTask(FlaskTask):
             return None
         except SoftTimeLimitExceeded:
             limit = self.soft_time_limit or self.app.conf.task_soft_time_limit
-            _safely(mark_failed, job_id, f"The {self.what} took longer than {limit} seconds and was stopped; "
-                                         f"narrow it (fewer dates or one class) and try again.")
+            _safely(
+                mark_failed,
+                job_id,
+                f"The {self.what} took longer than {limit} seconds and was stopped; "
+                f"narrow it (fewer dates or one class) and try again.",
+            )
             return None
         except Exception as exc:
             if is_transient(exc):
-                _safely(mark_retrying, job_id, f"A temporary problem interrupted this {self.what} "
-                                               f"({type(exc).__name__}); it will be retried.")
+                _safely(
+                    mark_retrying,
+                    job_id,
+                    f"A temporary problem interrupted this {self.what} "
+                    f"({type(exc).__name__}); it will be retried.",
+                )
                 raise  # autoretry_for: exponential backoff with jitter
             log.exception("job %s failed", job_id)
-            _safely(mark_failed, job_id, f"The {self.what} failed because of an internal error "
-                                         f"(job {job_id}); the details are in the worker log.")
+            _safely(
+                mark_failed,
+                job_id,
+                f"The {self.what} failed because of an internal error "
+                f"(job {job_id}); the details are in the worker log.",
+            )
             return None
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         # Only transient errors reach here, once their retries are used up.
         if not args:
             return
-        message = (f"The {self.what} failed: a temporary problem ({type(exc).__name__}) "
-                   f"persisted through {self.max_retries} retries.")
+        message = (
+            f"The {self.what} failed: a temporary problem ({type(exc).__name__}) "
+            f"persisted through {self.max_retries} retries."
+        )
         if has_app_context():
             _safely(mark_failed, args[0], message)
         else:

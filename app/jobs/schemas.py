@@ -1,4 +1,5 @@
 """Export requests (one params model per kind, unknown fields rejected) and job responses."""
+
 from datetime import date, datetime
 from typing import Any
 
@@ -10,8 +11,10 @@ MAX_RANGE_DAYS = 366 * 3
 
 
 class ExportIn(Body):
-    kind: str = Field(description="attendance_register, attendance_summary, attendance_records, class_roster, "
-                                  "gradebook, report_cards, fee_statement, fee_collection, audit_log")
+    kind: str = Field(
+        description="attendance_register, attendance_summary, attendance_records, class_roster, "
+        "gradebook, report_cards, fee_statement, fee_collection, audit_log"
+    )
     format: str = Field(description="csv, xlsx or pdf, as the kind allows")
     params: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
 
@@ -103,8 +106,9 @@ class ImportOut(Out):
     status: str
     progress: ProgressOut
     row_count: int | None
-    result: dict | None = Field(description="rows, created, updated, unchanged, failed and the failed rows "
-                                            "with their reasons")
+    result: dict | None = Field(
+        description="rows, created, updated, unchanged, failed and the failed rows with their reasons"
+    )
     attempts: int
     error: str | None
     created_at: datetime

@@ -5,11 +5,12 @@ Who may export what: admin everything; accountant the fee kinds and class roster
 attendance, gradebook, report-card and roster exports of classes they teach or lead (another class
 answers 404, like a missing one). Jobs are visible to the admins of the school and to whoever asked.
 """
+
 import hashlib
 import logging
 import uuid
 from contextlib import nullcontext
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -38,31 +39,54 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 
 # --- serialisation ---------------------------------------------------------------------------------
 
+
 def _progress(job):
-    return {"percent": 100 if job.status == "done" else job.progress_percent or 0, "rows_done": job.rows_done or 0}
+    return {
+        "percent": 100 if job.status == "done" else job.progress_percent or 0,
+        "rows_done": job.rows_done or 0,
+    }
 
 
 def export_out(job: Job) -> dict:
     result = job.result or {}
     return {
-        "id": job.id, "kind": job.kind, "format": job.format,
+        "id": job.id,
+        "kind": job.kind,
+        "format": job.format,
         "params": {k: v for k, v in (job.params or {}).items() if k != SCOPE_KEY},
-        "status": job.status, "progress": _progress(job), "row_count": job.row_count,
-        "size_bytes": result.get("size_bytes"), "attempts": job.attempts, "error": job.error,
-        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
-        "expires_at": job.expires_at, "download_url": download_url(job),
+        "status": job.status,
+        "progress": _progress(job),
+        "row_count": job.row_count,
+        "size_bytes": result.get("size_bytes"),
+        "attempts": job.attempts,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "expires_at": job.expires_at,
+        "download_url": download_url(job),
     }
 
 
 def import_out(job: Job) -> dict:
     return {
-        "id": job.id, "kind": job.kind, "dry_run": job.dry_run, "status": job.status, "progress": _progress(job),
-        "row_count": job.row_count, "result": job.result, "attempts": job.attempts, "error": job.error,
-        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "id": job.id,
+        "kind": job.kind,
+        "dry_run": job.dry_run,
+        "status": job.status,
+        "progress": _progress(job),
+        "row_count": job.row_count,
+        "result": job.result,
+        "attempts": job.attempts,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
     }
 
 
 # --- signed download links -------------------------------------------------------------------------
+
 
 def _signer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-download")
@@ -74,7 +98,7 @@ def sign(job: Job) -> str:
 
 def _aware(moment):
     """SQLite hands back naive datetimes for timestamptz columns; they are UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def download_url(job: Job):
@@ -90,29 +114,45 @@ def open_download(ident, token):
     try:
         claims = _signer().loads(token, max_age=current_app.config["EXPORT_LINK_TTL"])
     except SignatureExpired:
-        raise ApiError(410, "This download link has expired; fetch the export again for a fresh link.",
-                       title="Gone", type_="link-expired") from None
+        raise ApiError(
+            410,
+            "This download link has expired; fetch the export again for a fresh link.",
+            title="Gone",
+            type_="link-expired",
+        ) from None
     except BadData:
         raise Forbidden("This download link is not valid.") from None
     if not isinstance(claims, dict) or claims.get("job") != ident or not isinstance(claims.get("ins"), int):
         raise Forbidden("This download link is not valid for this export.")
-    job = db.session.execute(select(Job).where(Job.id == ident, Job.institution_id == claims["ins"],
-                                               Job.job_type == "export"),
-                             execution_options={"skip_tenant": True}).scalar_one_or_none()
+    job = db.session.execute(
+        select(Job).where(Job.id == ident, Job.institution_id == claims["ins"], Job.job_type == "export"),
+        execution_options={"skip_tenant": True},
+    ).scalar_one_or_none()
     if job is None:
         raise NotFound("export")
     if job.status == "expired" or (job.expires_at is not None and _aware(job.expires_at) <= utcnow()):
-        raise ApiError(410, "This export has expired and its file was removed; request it again.",
-                       title="Gone", type_="export-expired")
+        raise ApiError(
+            410,
+            "This export has expired and its file was removed; request it again.",
+            title="Gone",
+            type_="export-expired",
+        )
     if job.status != "done" or job.output_file_id is None:
         raise ApiError(409, f"This export is not ready (status: {job.status}).", type_="conflict")
-    stored = db.session.execute(select(StoredFile).where(StoredFile.id == job.output_file_id,
-                                                         StoredFile.institution_id == job.institution_id),
-                                execution_options={"skip_tenant": True}).scalar_one_or_none()
+    stored = db.session.execute(
+        select(StoredFile).where(
+            StoredFile.id == job.output_file_id, StoredFile.institution_id == job.institution_id
+        ),
+        execution_options={"skip_tenant": True},
+    ).scalar_one_or_none()
     path = storage.resolve(stored.path) if stored is not None else None
     if path is None or not path.exists():
-        raise ApiError(410, "This export's file is no longer available; request it again.", title="Gone",
-                       type_="export-expired")
+        raise ApiError(
+            410,
+            "This export's file is no longer available; request it again.",
+            title="Gone",
+            type_="export-expired",
+        )
     # Exports are sensitive: who fetched which file, from where, is on the audit trail.
     audit.record("download", "export", job.id, None, institution_id=job.institution_id)
     db.session.commit()
@@ -121,13 +161,18 @@ def open_download(ident, token):
 
 # --- accepting an export ---------------------------------------------------------------------------
 
+
 def _parse_params(kind, raw):
     try:
         return kind.params.model_validate(raw)
     except ValidationError as exc:
         errors = errors_from(exc, kind.params)
-        raise ValidationFailed({f"params.{k}" if k != "body" else "params": v.removeprefix("Value error, ")
-                                for k, v in errors.items()}) from None
+        raise ValidationFailed(
+            {
+                f"params.{k}" if k != "body" else "params": v.removeprefix("Value error, ")
+                for k, v in errors.items()
+            }
+        ) from None
 
 
 def _check_scope(kind, p, principal):
@@ -135,12 +180,17 @@ def _check_scope(kind, p, principal):
     class scope when no class was named."""
     if getattr(p, "class_id", None) is not None:
         class_in_scope_or_404(p.class_id, principal)
-    if getattr(p, "term_id", None) is not None:
-        if db.session.execute(select(Term.id).where(Term.id == p.term_id)).scalar() is None:
-            raise ValidationFailed({"params.term_id": f"no such term ({p.term_id})"})
+    if (
+        getattr(p, "term_id", None) is not None
+        and db.session.execute(select(Term.id).where(Term.id == p.term_id)).scalar() is None
+    ):
+        raise ValidationFailed({"params.term_id": f"no such term ({p.term_id})"})
     if getattr(p, "student_id", None) is not None:
-        found = db.session.execute(scope_students(
-            select(Student.id).where(Student.id == p.student_id, Student.deleted_at.is_(None)), principal)).scalar()
+        found = db.session.execute(
+            scope_students(
+                select(Student.id).where(Student.id == p.student_id, Student.deleted_at.is_(None)), principal
+            )
+        ).scalar()
         if found is None:
             raise NotFound("student")
     if kind.class_scoped and principal.role == "teacher" and getattr(p, "class_id", None) is None:
@@ -152,15 +202,20 @@ def estimate_rows(kind, p, scope):
     if kind.build is not None:
         return kind.build(p, scope).estimate()
     from app.grading import services as grading  # noqa: PLC0415  report cards: one per student on the roster
+
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
-    roster = grading.roster_on(p.class_id, grading.class_day(term, grading.local_today(grading.institution())))
+    roster = grading.roster_on(
+        p.class_id, grading.class_day(term, grading.local_today(grading.institution()))
+    )
     return db.session.execute(select(func.count()).select_from(roster.subquery())).scalar_one()
 
 
 def _lock_institution_exports():
     # Two requests at once must not both see "1 running" and both start: serialise per institution.
     if db.session.connection().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(7305, :iid)"), {"iid": current_institution_id()})
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(7305, :iid)"), {"iid": current_institution_id()}
+        )
 
 
 def create_export(body, principal) -> Job:
@@ -176,30 +231,56 @@ def create_export(body, principal) -> Job:
     cfg = current_app.config
     rows = estimate_rows(kind, p, scope)
     if rows > cfg["EXPORT_MAX_ROWS"]:
-        raise ValidationFailed({"params": f"this export would have about {rows:,} rows, more than "
-                                          f"EXPORT_MAX_ROWS ({cfg['EXPORT_MAX_ROWS']:,}); narrow the dates or "
-                                          f"pick a class"})
+        raise ValidationFailed(
+            {
+                "params": f"this export would have about {rows:,} rows, more than "
+                f"EXPORT_MAX_ROWS ({cfg['EXPORT_MAX_ROWS']:,}); narrow the dates or "
+                f"pick a class"
+            }
+        )
     _lock_institution_exports()
-    active = db.session.execute(select(func.count(Job.id)).where(Job.job_type == "export",
-                                                                  Job.status.in_(ACTIVE))).scalar_one()
+    active = db.session.execute(
+        select(func.count(Job.id)).where(Job.job_type == "export", Job.status.in_(ACTIVE))
+    ).scalar_one()
     limit = cfg["MAX_RUNNING_EXPORTS"]
     if active >= limit:
         db.session.rollback()
-        raise ApiError(429, f"This school already has {active} exports queued or running (at most {limit} at "
-                            f"a time); try again when one has finished.", title="Too many exports",
-                       type_="too-many-exports", headers={"Retry-After": "30"})
+        raise ApiError(
+            429,
+            f"This school already has {active} exports queued or running (at most {limit} at "
+            f"a time); try again when one has finished.",
+            title="Too many exports",
+            type_="too-many-exports",
+            headers={"Retry-After": "30"},
+        )
     params = p.model_dump(mode="json", by_alias=True)
     if scope is not None:
         params[SCOPE_KEY] = scope
     now = utcnow()
-    job = Job(job_type="export", kind=kind.name, format=body.format, params=params, status="queued",
-              row_count=rows, requested_by_id=principal.user_id, attempts=0, progress_percent=0, rows_done=0,
-              created_at=now, updated_at=now)
+    job = Job(
+        job_type="export",
+        kind=kind.name,
+        format=body.format,
+        params=params,
+        status="queued",
+        row_count=rows,
+        requested_by_id=principal.user_id,
+        attempts=0,
+        progress_percent=0,
+        rows_done=0,
+        created_at=now,
+        updated_at=now,
+    )
     db.session.add(job)
     db.session.flush()
-    audit.record("create", "export", job.id, {"kind": [None, kind.name], "format": [None, body.format],
-                                              "params": [None, params]})
+    audit.record(
+        "create",
+        "export",
+        job.id,
+        {"kind": [None, kind.name], "format": [None, body.format], "params": [None, params]},
+    )
     from tasks.exports import run_export  # noqa: PLC0415
+
     enqueue_after_commit(run_export, job.id)
     db.session.commit()
     return job
@@ -220,6 +301,7 @@ def job_or_404(ident, job_type, principal) -> Job:
 
 
 # --- running an export (tasks.exports.run_export) ------------------------------------------------------
+
 
 def _download_name(job):
     return f"{job.kind.replace('_', '-')}-{job.created_at:%Y-%m-%d}-{job.id}.{job.format}"
@@ -245,6 +327,7 @@ def write_export(kind, p, scope, fmt, path, progress=None):
     """Write one export to `path`; returns the number of rows (students for report cards)."""
     if fmt == "pdf":
         from app.jobs import pdf  # noqa: PLC0415
+
         return getattr(pdf, kind.pdf)(p, path, progress)
     source = kind.build(p, scope)
     return (write_csv if fmt == "csv" else write_xlsx)(source, path, progress)
@@ -277,17 +360,34 @@ def run_export(job_id):
             raise
         now = utcnow()
         expires = now + timedelta(seconds=current_app.config["EXPORT_TTL"])
-        stored = StoredFile(institution_id=job.institution_id, path=storage.relative(final), filename=name,
-                            content_type=storage.CONTENT_TYPES[job.format], size_bytes=size, sha256=sha,
-                            created_by_id=job.requested_by_id, created_at=now, expires_at=expires)
+        stored = StoredFile(
+            institution_id=job.institution_id,
+            path=storage.relative(final),
+            filename=name,
+            content_type=storage.CONTENT_TYPES[job.format],
+            size_bytes=size,
+            sha256=sha,
+            created_by_id=job.requested_by_id,
+            created_at=now,
+            expires_at=expires,
+        )
         db.session.add(stored)
         db.session.flush()
-        if not finish(run, output_file_id=stored.id, row_count=rows, rows_done=rows, expires_at=expires,
-                      result={"filename": name, "size_bytes": size, "sha256": sha}):
+        if not finish(
+            run,
+            output_file_id=stored.id,
+            row_count=rows,
+            rows_done=rows,
+            expires_at=expires,
+            result={"filename": name, "size_bytes": size, "sha256": sha},
+        ):
             db.session.rollback()
             final.unlink(missing_ok=True)
-            log.warning("job %s: attempt %s finished after another attempt took over; result discarded",
-                        job_id, run.attempt)
+            log.warning(
+                "job %s: attempt %s finished after another attempt took over; result discarded",
+                job_id,
+                run.attempt,
+            )
             return None
         _notify_ready(job.id)
         db.session.commit()
@@ -296,7 +396,7 @@ def run_export(job_id):
 
 
 def _notify_ready(job_id):
-    """"Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
+    """ "Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
     dedupes it per job). A problem there must not lose the export: it runs in a savepoint."""
     try:
         from app.notifications.services import notify_export_ready  # noqa: PLC0415
@@ -305,13 +405,14 @@ def _notify_ready(job_id):
     # pysqlite's savepoints leave the file locked after commit; SQLite is the single-user embedded default
     sqlite = db.session.connection().dialect.name == "sqlite"
     try:
-        with (nullcontext() if sqlite else db.session.begin_nested()):
+        with nullcontext() if sqlite else db.session.begin_nested():
             notify_export_ready(job_id)
     except Exception:  # noqa: BLE001
         log.exception("job %s: could not queue the export-ready e-mail", job_id)
 
 
 # --- student import --------------------------------------------------------------------------------
+
 
 def _flag(raw, name):
     if raw is None or raw == "":
@@ -331,8 +432,11 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     limit = current_app.config["IMPORT_MAX_BYTES"]
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
-        raise ApiError(413, f"The file is larger than {limit:,} bytes; split it into smaller files.",
-                       errors={"file": f"must be at most {limit:,} bytes"})
+        raise ApiError(
+            413,
+            f"The file is larger than {limit:,} bytes; split it into smaller files.",
+            errors={"file": f"must be at most {limit:,} bytes"},
+        )
     importers.check_header(data)
     _, rows = importers.read_rows(data)
     if not rows:
@@ -342,19 +446,49 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     path = storage.job_dir(iid, "uploads") / f"{uuid.uuid4().hex}.csv"
     path.write_bytes(data)
     name = (upload.filename or "students.csv").replace("/", "_").replace("\\", "_")[-200:]
-    stored = StoredFile(path=storage.relative(path), filename=name, content_type="text/csv", size_bytes=len(data),
-                        sha256=hashlib.sha256(data).hexdigest(), created_by_id=principal.user_id, created_at=now,
-                        expires_at=now + timedelta(seconds=current_app.config["EXPORT_TTL"]))
+    stored = StoredFile(
+        path=storage.relative(path),
+        filename=name,
+        content_type="text/csv",
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        created_by_id=principal.user_id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=current_app.config["EXPORT_TTL"]),
+    )
     db.session.add(stored)
     db.session.flush()
-    job = Job(job_type="import", kind="students", format="csv", params={"filename": name}, dry_run=dry_run,
-              status="queued", row_count=len(rows), input_file_id=stored.id, requested_by_id=principal.user_id,
-              attempts=0, progress_percent=0, rows_done=0, created_at=now, updated_at=now)
+    job = Job(
+        job_type="import",
+        kind="students",
+        format="csv",
+        params={"filename": name},
+        dry_run=dry_run,
+        status="queued",
+        row_count=len(rows),
+        input_file_id=stored.id,
+        requested_by_id=principal.user_id,
+        attempts=0,
+        progress_percent=0,
+        rows_done=0,
+        created_at=now,
+        updated_at=now,
+    )
     db.session.add(job)
     db.session.flush()
-    audit.record("create", "import", job.id, {"kind": [None, "students"], "dry_run": [None, dry_run],
-                                              "filename": [None, name], "rows": [None, len(rows)]})
+    audit.record(
+        "create",
+        "import",
+        job.id,
+        {
+            "kind": [None, "students"],
+            "dry_run": [None, dry_run],
+            "filename": [None, name],
+            "rows": [None, len(rows)],
+        },
+    )
     from tasks.imports import run_student_import  # noqa: PLC0415
+
     enqueue_after_commit(run_student_import, job.id)
     try:
         db.session.commit()
@@ -369,12 +503,15 @@ def run_import(job_id):
         if run is None:
             return None
         job = run.job
-        stored = db.session.execute(select(StoredFile).where(StoredFile.id == job.input_file_id)).scalar_one_or_none()
+        stored = db.session.execute(
+            select(StoredFile).where(StoredFile.id == job.input_file_id)
+        ).scalar_one_or_none()
         path = storage.resolve(stored.path) if stored is not None else None
         if path is None or not path.exists():
             _fail_now(job.id, "The uploaded file is no longer available; upload it again.")
             return None
         from app.attendance.services import institution_today  # noqa: PLC0415  the school's own "today"
+
         today = institution_today()
         _, rows = importers.read_rows(path.read_bytes())
         checked = importers.plan(rows, job.institution_id, today)
@@ -383,7 +520,7 @@ def run_import(job_id):
         result = dict(job.result) if (start and job.result) else importers.new_result(total)
         size = current_app.config["IMPORT_BATCH_SIZE"]
         for i in range(start, total, size):
-            batch = checked[i:i + size]
+            batch = checked[i : i + size]
             done = i + len(batch)
             if job.dry_run:
                 importers.run_batch(batch, job.institution_id, job.requested_by_id, result, True, today)
@@ -399,8 +536,12 @@ def run_import(job_id):
                 db.session.rollback()  # a concurrent change: this batch is reported, the rest goes on
                 result = before
                 for line, clean, _ in batch:
-                    importers._fail(result, line, clean.get("admission_number"),
-                                    {"row": "could not be saved because of a concurrent change; import it again"})
+                    importers._fail(
+                        result,
+                        line,
+                        clean.get("admission_number"),
+                        {"row": "could not be saved because of a concurrent change; import it again"},
+                    )
                 _save_batch(run, done, total, result)
                 db.session.commit()
         if not finish(run, result=result, rows_done=total, row_count=total):
@@ -414,10 +555,16 @@ def run_import(job_id):
 def _save_batch(run, done, total, result):
     """The batch's rows and the job's running totals commit together: a killed run resumes exactly here."""
     saved = db.session.execute(
-        update(Job).where(Job.id == run.job.id, Job.status == "running", Job.attempts == run.attempt)
-        .values(rows_done=done, progress_percent=min(99, int(100 * done / max(total, 1))), result=result,
-                updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount
+        update(Job)
+        .where(Job.id == run.job.id, Job.status == "running", Job.attempts == run.attempt)
+        .values(
+            rows_done=done,
+            progress_percent=min(99, int(100 * done / max(total, 1))),
+            result=result,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if saved != 1:
         db.session.rollback()
         raise LockLost(f"job {run.job.id}: taken over by another attempt")
@@ -425,10 +572,12 @@ def _save_batch(run, done, total, result):
 
 def _fail_now(job_id, message):
     from app.jobs.runner import mark_failed  # noqa: PLC0415
+
     mark_failed(job_id, message)
 
 
 # --- housekeeping (beat) -----------------------------------------------------------------------------
+
 
 def remove_expired_exports(now=None, batch=500) -> dict:
     """Finished exports past EXPORT_TTL: file deleted, job marked expired; uploads past their expiry too.
@@ -438,30 +587,49 @@ def remove_expired_exports(now=None, batch=500) -> dict:
     unscoped = {"skip_tenant": True}
     counts = {"exports": 0, "files": 0}
     while True:
-        jobs = db.session.execute(select(Job.id, Job.output_file_id).where(
-            Job.job_type == "export", Job.status == "done", Job.expires_at <= now).limit(batch),
-            execution_options=unscoped).all()
+        jobs = db.session.execute(
+            select(Job.id, Job.output_file_id)
+            .where(Job.job_type == "export", Job.status == "done", Job.expires_at <= now)
+            .limit(batch),
+            execution_options=unscoped,
+        ).all()
         if not jobs:
             break
         file_ids = [j.output_file_id for j in jobs if j.output_file_id is not None]
-        paths = db.session.execute(select(StoredFile.path).where(StoredFile.id.in_(file_ids or [-1])),
-                                   execution_options=unscoped).scalars().all()
-        db.session.execute(update(Job).where(Job.id.in_([j.id for j in jobs]))
-                           .values(status="expired", output_file_id=None, updated_at=now)
-                           .execution_options(synchronize_session=False, **unscoped))
-        db.session.execute(delete(StoredFile).where(StoredFile.id.in_(file_ids or [-1]))
-                           .execution_options(synchronize_session=False, **unscoped))
+        paths = (
+            db.session.execute(
+                select(StoredFile.path).where(StoredFile.id.in_(file_ids or [-1])), execution_options=unscoped
+            )
+            .scalars()
+            .all()
+        )
+        db.session.execute(
+            update(Job)
+            .where(Job.id.in_([j.id for j in jobs]))
+            .values(status="expired", output_file_id=None, updated_at=now)
+            .execution_options(synchronize_session=False, **unscoped)
+        )
+        db.session.execute(
+            delete(StoredFile)
+            .where(StoredFile.id.in_(file_ids or [-1]))
+            .execution_options(synchronize_session=False, **unscoped)
+        )
         db.session.commit()
         for path in paths:
             storage.remove(path)
         counts["exports"] += len(jobs)
     while True:
-        files = db.session.execute(select(StoredFile.id, StoredFile.path).where(StoredFile.expires_at <= now)
-                                   .limit(batch), execution_options=unscoped).all()
+        files = db.session.execute(
+            select(StoredFile.id, StoredFile.path).where(StoredFile.expires_at <= now).limit(batch),
+            execution_options=unscoped,
+        ).all()
         if not files:
             break
-        db.session.execute(delete(StoredFile).where(StoredFile.id.in_([f.id for f in files]))
-                           .execution_options(synchronize_session=False, **unscoped))
+        db.session.execute(
+            delete(StoredFile)
+            .where(StoredFile.id.in_([f.id for f in files]))
+            .execution_options(synchronize_session=False, **unscoped)
+        )
         db.session.commit()
         for f in files:
             storage.remove(f.path)
@@ -477,18 +645,27 @@ def requeue_stale_jobs(older_than=None) -> list:
     that was merely slow costs one lock check."""
     from tasks.exports import run_export  # noqa: PLC0415
     from tasks.imports import run_student_import  # noqa: PLC0415
+
     seconds = current_app.config["JOB_REQUEUE_AFTER"] if older_than is None else older_than
     now = utcnow()
-    stale = db.session.execute(select(Job.id, Job.job_type).where(
-        Job.status.in_(ACTIVE), Job.updated_at <= now - timedelta(seconds=seconds)).order_by(Job.id).limit(500),
-        execution_options={"skip_tenant": True}).all()
+    stale = db.session.execute(
+        select(Job.id, Job.job_type)
+        .where(Job.status.in_(ACTIVE), Job.updated_at <= now - timedelta(seconds=seconds))
+        .order_by(Job.id)
+        .limit(500),
+        execution_options={"skip_tenant": True},
+    ).all()
     sent = [(j.id, j.job_type) for j in stale if not job_lock(j.id).held_by_anyone()]
     if not sent:
         db.session.rollback()
         return []
     # The clock restarts: the next sweep waits a full period before sending the same job again.
-    db.session.execute(update(Job).where(Job.id.in_([i for i, _ in sent])).values(updated_at=now)
-                       .execution_options(synchronize_session=False, skip_tenant=True))
+    db.session.execute(
+        update(Job)
+        .where(Job.id.in_([i for i, _ in sent]))
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False, skip_tenant=True)
+    )
     for ident, job_type in sent:
         enqueue_after_commit(run_export if job_type == "export" else run_student_import, ident)
     db.session.commit()

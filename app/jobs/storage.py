@@ -2,6 +2,7 @@
 <id>/uploads/ for uploaded imports. Rows in `files` keep paths relative to EXPORT_DIR, so the web
 processes and the workers find the same file when they share the directory (one machine, or a shared
 volume)."""
+
 import os
 from pathlib import Path
 

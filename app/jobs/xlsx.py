@@ -12,9 +12,10 @@ Safety as XlsxWriter with {"strings_to_formulas": False, "strings_to_urls": Fals
 "strings_to_numbers": False}: every string is an inline string, never a formula, link or number; and
 like the CSV exports, text starting with = + - @ tab or CR is prefixed with ' (neutralise()).
 """
+
 import re
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from xml.sax.saxutils import escape
 
 MAX_ROWS = 1_048_576
@@ -100,17 +101,25 @@ def _writer(kind, col):
         if v is None:
             return ""
         if v.tzinfo is not None:
-            v = v.astimezone(timezone.utc).replace(tzinfo=None)
+            v = v.astimezone(UTC).replace(tzinfo=None)
         delta = v - _EPOCH_DT
         return f'<c r="{col}{r}" s="{DATETIME}"><v>{delta.days + delta.seconds / 86400:.8f}</v></c>'
 
-    return {"text": text, "int": number, "number": number, "decimal": decimal, "money": money,
-            "date": day, "datetime": moment}[kind]
+    return {
+        "text": text,
+        "int": number,
+        "number": number,
+        "decimal": decimal,
+        "money": money,
+        "date": day,
+        "datetime": moment,
+    }[kind]
 
 
 def _header_xml(headers, letters):
-    cells = "".join(f'<c r="{c}1" t="inlineStr" s="{BOLD}">{_text_xml(str(h))}</c>'
-                    for h, c in zip(headers, letters))
+    cells = "".join(
+        f'<c r="{c}1" t="inlineStr" s="{BOLD}">{_text_xml(str(h))}</c>' for h, c in zip(headers, letters)
+    )
     return f'<row r="1">{cells}</row>'
 
 
@@ -120,7 +129,12 @@ class XlsxStream:
     BATCH = 2000  # rows joined per write into the zip entry
 
     def __init__(self, path, title, headers, kinds, widths=None, compresslevel=1):
-        self.path, self.title, self.headers, self.kinds = path, _sheet_title(title), list(headers), list(kinds)
+        self.path, self.title, self.headers, self.kinds = (
+            path,
+            _sheet_title(title),
+            list(headers),
+            list(kinds),
+        )
         self.letters = [column_letter(i) for i in range(len(self.headers))]
         self.widths = widths or [min(60, max(10, len(str(h)) + 2)) for h in self.headers]
         self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel)
@@ -149,21 +163,28 @@ class XlsxStream:
         name = self.title if n == 1 else f"{self.title[:26]} ({n})"
         self.sheets.append(name)
         self._fh = self.zip.open(f"xl/worksheets/sheet{n}.xml", "w", force_zip64=True)
-        cols = "".join(f'<col min="{i}" max="{i}" width="{w}" customWidth="1"/>'
-                       for i, w in enumerate(self.widths, start=1))
-        self._fh.write((
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-            '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-            'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
-            '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft"'
-            ' state="frozen"/></sheetView></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
-            f'<cols>{cols}</cols><sheetData>' + _header_xml(self.headers, self.letters)).encode())
+        cols = "".join(
+            f'<col min="{i}" max="{i}" width="{w}" customWidth="1"/>'
+            for i, w in enumerate(self.widths, start=1)
+        )
+        self._fh.write(
+            (
+                '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+                '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+                'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+                '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft"'
+                ' state="frozen"/></sheetView></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
+                f"<cols>{cols}</cols><sheetData>" + _header_xml(self.headers, self.letters)
+            ).encode()
+        )
         self._row = 1
 
     def _close_sheet(self):
-        self._fh.write(b"</sheetData>"
-                       b'<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
-                       b"</worksheet>")
+        self._fh.write(
+            b"</sheetData>"
+            b'<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+            b"</worksheet>"
+        )
         self._fh.close()
         self._fh = None
 
@@ -220,19 +241,39 @@ class XlsxStream:
             self._close_sheet()
         z = self.zip
         n = len(self.sheets)
-        z.writestr("[Content_Types].xml", _CONTENT_TYPES.format(sheets="".join(
-            f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
-            f'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>' for i in range(1, n + 1))))
+        z.writestr(
+            "[Content_Types].xml",
+            _CONTENT_TYPES.format(
+                sheets="".join(
+                    f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
+                    f'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+                    for i in range(1, n + 1)
+                )
+            ),
+        )
         z.writestr("_rels/.rels", _ROOT_RELS)
         z.writestr("docProps/app.xml", _APP)
-        z.writestr("docProps/core.xml", _CORE.format(now=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")))
-        z.writestr("xl/workbook.xml", _WORKBOOK.format(sheets="".join(
-            f'<sheet name="{escape(name, {chr(34): "&quot;"})}" sheetId="{i}" r:id="rId{i}"/>'
-            for i, name in enumerate(self.sheets, start=1))))
-        z.writestr("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS.format(sheets="".join(
-            f'<Relationship Id="rId{i}" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-            f'relationships/worksheet" Target="worksheets/sheet{i}.xml"/>' for i in range(1, n + 1)),
-            styles=n + 1))
+        z.writestr("docProps/core.xml", _CORE.format(now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")))
+        z.writestr(
+            "xl/workbook.xml",
+            _WORKBOOK.format(
+                sheets="".join(
+                    f'<sheet name="{escape(name, {chr(34): "&quot;"})}" sheetId="{i}" r:id="rId{i}"/>'
+                    for i, name in enumerate(self.sheets, start=1)
+                )
+            ),
+        )
+        z.writestr(
+            "xl/_rels/workbook.xml.rels",
+            _WORKBOOK_RELS.format(
+                sheets="".join(
+                    f'<Relationship Id="rId{i}" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+                    f'relationships/worksheet" Target="worksheets/sheet{i}.xml"/>'
+                    for i in range(1, n + 1)
+                ),
+                styles=n + 1,
+            ),
+        )
         z.writestr("xl/styles.xml", _STYLES)
         z.close()
 
@@ -254,7 +295,8 @@ _CONTENT_TYPES = (
     '<Override PartName="/docProps/core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
     '<Override PartName="/docProps/app.xml" '
     'ContentType="application/vnd.openxmlformats-officedocument.extended-properties+xml"/>'
-    '{sheets}</Types>')
+    "{sheets}</Types>"
+)
 _ROOT_RELS = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
@@ -263,27 +305,32 @@ _ROOT_RELS = (
     '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/package/2006/relationships/metadata/'
     'core-properties" Target="docProps/core.xml"/>'
     '<Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
-    'extended-properties" Target="docProps/app.xml"/></Relationships>')
+    'extended-properties" Target="docProps/app.xml"/></Relationships>'
+)
 _APP = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/extended-properties">'
-    '<Application>Schoolhouse</Application></Properties>')
+    "<Application>Schoolhouse</Application></Properties>"
+)
 _CORE = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
     'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:dcterms="http://purl.org/dc/terms/" '
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><dc:creator>Schoolhouse</dc:creator>'
-    '<dcterms:created xsi:type="dcterms:W3CDTF">{now}</dcterms:created></cp:coreProperties>')
+    '<dcterms:created xsi:type="dcterms:W3CDTF">{now}</dcterms:created></cp:coreProperties>'
+)
 _WORKBOOK = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
     'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
-    '<bookViews><workbookView/></bookViews><sheets>{sheets}</sheets></workbook>')
+    "<bookViews><workbookView/></bookViews><sheets>{sheets}</sheets></workbook>"
+)
 _WORKBOOK_RELS = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">{sheets}'
     '<Relationship Id="rId{styles}" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
-    'styles" Target="styles.xml"/></Relationships>')
+    'styles" Target="styles.xml"/></Relationships>'
+)
 _STYLES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
@@ -300,5 +347,5 @@ _STYLES = (
     '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
     '<xf numFmtId="2" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
     '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/></cellXfs>'
-    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>')
-
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles></styleSheet>'
+)

@@ -8,10 +8,10 @@ may run. With no Redis (embedded default) a process-local lock does the same wit
 If Redis is configured but unreachable, the run is skipped: the broker lives there too, so nothing
 would run anyway, and skipping can never double up a job.
 """
+
 import logging
 import threading
 from contextlib import contextmanager
-
 from pathlib import Path
 
 import redis
@@ -76,7 +76,9 @@ def periodic_lock(name, timeout):
             try:
                 lock.release()
             except redis.exceptions.LockNotOwnedError:
-                log.warning("periodic job %s ran longer than its lock timeout (%ss): raise the timeout", name, timeout)
+                log.warning(
+                    "periodic job %s ran longer than its lock timeout (%ss): raise the timeout", name, timeout
+                )
             except redis.RedisError as exc:  # the lock expires on its own
                 log.warning("periodic job %s: could not release its lock: %s", name, exc)
 

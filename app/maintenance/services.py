@@ -25,6 +25,7 @@ Index maintenance
   lock_timeout so maintenance never queues behind, and then blocks, normal traffic.
 On SQLite (the embedded default) it does nothing.
 """
+
 import logging
 import time
 
@@ -119,17 +120,24 @@ PGSTATINDEX = text("""
 
 def _cfg():
     from flask import current_app
+
     return current_app.config
 
 
-def reindex_decision(*, index_name, index_bytes, expected_bytes, ratio_threshold, min_bytes, valid=True,
-                     unreliable=False):
+def reindex_decision(
+    *, index_name, index_bytes, expected_bytes, ratio_threshold, min_bytes, valid=True, unreliable=False
+):
     """Whether to REINDEX an index from its measured size and the size it should have.
     Returns {"index", "reindex": bool, "reason", "bloat_bytes", "bloat_ratio"}."""
     bloat_bytes = max(0, int(index_bytes) - int(expected_bytes))
     ratio = (bloat_bytes / index_bytes) if index_bytes else 0.0
-    out = {"index": index_name, "index_bytes": int(index_bytes), "bloat_bytes": bloat_bytes,
-           "bloat_ratio": round(ratio, 4), "reindex": False}
+    out = {
+        "index": index_name,
+        "index_bytes": int(index_bytes),
+        "bloat_bytes": bloat_bytes,
+        "bloat_ratio": round(ratio, 4),
+        "reindex": False,
+    }
     if not valid:
         out["reason"] = "invalid index (an interrupted concurrent build?): left for an operator"
     elif unreliable:
@@ -140,8 +148,10 @@ def reindex_decision(*, index_name, index_bytes, expected_bytes, ratio_threshold
         out["reason"] = f"bloat {bloat_bytes} bytes is not above {min_bytes} bytes"
     else:
         out["reindex"] = True
-        out["reason"] = (f"bloat {ratio:.1%} ({bloat_bytes} of {int(index_bytes)} bytes) is above "
-                         f"{ratio_threshold:.0%} and {min_bytes} bytes")
+        out["reason"] = (
+            f"bloat {ratio:.1%} ({bloat_bytes} of {int(index_bytes)} bytes) is above "
+            f"{ratio_threshold:.0%} and {min_bytes} bytes"
+        )
     return out
 
 
@@ -157,8 +167,11 @@ def _has_pgstattuple(conn):
 
 def measure_indexes(conn, *, min_bytes, only_tables=None):
     """[(index row, expected_bytes, unreliable)] for every B-tree index of the schema, and the method."""
-    indexes = [ix for ix in conn.execute(INDEXES).mappings().all()
-               if only_tables is None or ix["table_name"] in only_tables]
+    indexes = [
+        ix
+        for ix in conn.execute(INDEXES).mappings().all()
+        if only_tables is None or ix["table_name"] in only_tables
+    ]
     block = int(conn.execute(text("SELECT current_setting('block_size')::int")).scalar())
     out = []
     if _has_pgstattuple(conn):
@@ -182,8 +195,16 @@ def measure_indexes(conn, *, min_bytes, only_tables=None):
     return out, "estimate"
 
 
-def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_ratio=None, bloat_min_bytes=None,
-                          max_reindex=None, dry_run=False, only_tables=None):
+def run_index_maintenance(
+    *,
+    analyze_fraction=None,
+    analyze_min_rows=50,
+    bloat_ratio=None,
+    bloat_min_bytes=None,
+    max_reindex=None,
+    dry_run=False,
+    only_tables=None,
+):
     """ANALYZE what changed a lot, REINDEX CONCURRENTLY what is bloated; log each action and why and
     return a report. `dry_run` measures and decides without changing anything; `only_tables` limits
     both steps to those tables (an operator's targeted run)."""
@@ -195,10 +216,20 @@ def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_r
     bloat_ratio = cfg["MAINTENANCE_BLOAT_RATIO"] if bloat_ratio is None else bloat_ratio
     bloat_min_bytes = cfg["MAINTENANCE_BLOAT_MIN_BYTES"] if bloat_min_bytes is None else bloat_min_bytes
     max_reindex = cfg["MAINTENANCE_MAX_REINDEX"] if max_reindex is None else max_reindex
-    report = {"dry_run": dry_run, "analyzed": [], "reindexed": [], "reindex_failed": [], "invalid_indexes": [],
-              "thresholds": {"analyze_fraction": analyze_fraction, "analyze_min_rows": analyze_min_rows,
-                             "bloat_ratio": bloat_ratio, "bloat_min_bytes": bloat_min_bytes,
-                             "max_reindex": max_reindex}}
+    report = {
+        "dry_run": dry_run,
+        "analyzed": [],
+        "reindexed": [],
+        "reindex_failed": [],
+        "invalid_indexes": [],
+        "thresholds": {
+            "analyze_fraction": analyze_fraction,
+            "analyze_min_rows": analyze_min_rows,
+            "bloat_ratio": bloat_ratio,
+            "bloat_min_bytes": bloat_min_bytes,
+            "max_reindex": max_reindex,
+        },
+    }
     started = time.monotonic()
     with db.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -212,14 +243,23 @@ def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_r
                 report["dropped_leftovers"] = _drop_leftovers(conn, quote, schema)
 
             # -- ANALYZE ------------------------------------------------------------------------
-            for t in conn.execute(ANALYZE_CANDIDATES, {"fraction": analyze_fraction,
-                                                       "min_rows": analyze_min_rows}).mappings().all():
+            for t in (
+                conn.execute(ANALYZE_CANDIDATES, {"fraction": analyze_fraction, "min_rows": analyze_min_rows})
+                .mappings()
+                .all()
+            ):
                 if only_tables is not None and t["relname"] not in only_tables:
                     continue
-                why = (f"{t['n_mod_since_analyze']} rows changed since the last analyse, "
-                       f"{t['n_live_tup']} live rows (threshold {analyze_fraction:.0%})")
-                entry = {"table": t["relname"], "n_mod_since_analyze": int(t["n_mod_since_analyze"]),
-                         "n_live_tup": int(t["n_live_tup"]), "reason": why}
+                why = (
+                    f"{t['n_mod_since_analyze']} rows changed since the last analyse, "
+                    f"{t['n_live_tup']} live rows (threshold {analyze_fraction:.0%})"
+                )
+                entry = {
+                    "table": t["relname"],
+                    "n_mod_since_analyze": int(t["n_mod_since_analyze"]),
+                    "n_live_tup": int(t["n_live_tup"]),
+                    "reason": why,
+                }
                 if not dry_run:
                     try:
                         conn.exec_driver_sql(f"ANALYZE {quote(schema)}.{quote(t['relname'])}")
@@ -238,9 +278,15 @@ def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_r
             for ix, expected, unreliable in measured:
                 if only_tables is not None and ix["table_name"] not in only_tables:
                     continue
-                d = reindex_decision(index_name=ix["index_name"], index_bytes=ix["index_bytes"],
-                                     expected_bytes=expected, ratio_threshold=bloat_ratio,
-                                     min_bytes=bloat_min_bytes, valid=ix["valid"], unreliable=unreliable)
+                d = reindex_decision(
+                    index_name=ix["index_name"],
+                    index_bytes=ix["index_bytes"],
+                    expected_bytes=expected,
+                    ratio_threshold=bloat_ratio,
+                    min_bytes=bloat_min_bytes,
+                    valid=ix["valid"],
+                    unreliable=unreliable,
+                )
                 d["table"] = ix["table_name"]
                 decisions.append(d)
                 if not ix["valid"]:
@@ -250,7 +296,9 @@ def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_r
             report["most_bloated"] = sorted(decisions, key=lambda d: d["bloat_bytes"], reverse=True)[:5]
             for d in plan_reindex(decisions, max_reindex):
                 name = d["index"]
-                log.info("%sREINDEX INDEX CONCURRENTLY %s: %s", "(dry run) " if dry_run else "", name, d["reason"])
+                log.info(
+                    "%sREINDEX INDEX CONCURRENTLY %s: %s", "(dry run) " if dry_run else "", name, d["reason"]
+                )
                 if dry_run:
                     report["reindexed"].append({**d, "size_after": None})
                     continue
@@ -260,10 +308,13 @@ def run_index_maintenance(*, analyze_fraction=None, analyze_min_rows=50, bloat_r
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                     log.error("REINDEX CONCURRENTLY %s failed: %s", name, error)
-                    report["reindex_failed"].append({**d, "error": error,
-                                                     "dropped": _drop_leftovers(conn, quote, schema, d["table"])})
+                    report["reindex_failed"].append(
+                        {**d, "error": error, "dropped": _drop_leftovers(conn, quote, schema, d["table"])}
+                    )
                     continue
-                after = conn.execute(text("SELECT pg_relation_size(CAST(:q AS regclass))"), {"q": qualified}).scalar()
+                after = conn.execute(
+                    text("SELECT pg_relation_size(CAST(:q AS regclass))"), {"q": qualified}
+                ).scalar()
                 report["reindexed"].append({**d, "size_after": int(after)})
                 log.info("REINDEX %s done: %s -> %s bytes", name, d["index_bytes"], after)
         finally:
@@ -294,8 +345,10 @@ def _drop_leftovers(conn, quote, schema, table=None):
 # Cache warming and expired-export clean-up: call what the owning modules provide
 # --------------------------------------------------------------------------------------------------
 
+
 def _institution_ids():
     from app.institutions.models import Institution
+
     return db.session.execute(select(Institution.id).order_by(Institution.id)).scalars().all()
 
 
@@ -304,7 +357,8 @@ def warm_caches(institution_ids=None):
     function, or what it needs, is not available."""
     try:
         from app.core import caching
-        warm = getattr(caching, "warm_institution")
+
+        warm = caching.warm_institution
     except (ImportError, AttributeError) as exc:
         log.info("cache warming skipped: app.core.caching.warm_institution is not available (%s)", exc)
         return {"skipped": "warm_institution not available"}
@@ -321,7 +375,9 @@ def warm_caches(institution_ids=None):
             report["errors"][str(iid)] = f"{type(exc).__name__}: {exc}"
         else:
             report["warmed"].append(iid)
-    log.info("cache warming: %d institution(s) warmed, %d failed", len(report["warmed"]), len(report["errors"]))
+    log.info(
+        "cache warming: %d institution(s) warmed, %d failed", len(report["warmed"]), len(report["errors"])
+    )
     return report
 
 
@@ -329,9 +385,13 @@ def cleanup_expired_exports():
     """Call app.jobs.services.remove_expired_exports(); skipped (logged) when it is not available."""
     try:
         from app.jobs import services as job_services
-        remove = getattr(job_services, "remove_expired_exports")
+
+        remove = job_services.remove_expired_exports
     except (ImportError, AttributeError) as exc:
-        log.info("expired-export clean-up skipped: app.jobs.services.remove_expired_exports is not available (%s)", exc)
+        log.info(
+            "expired-export clean-up skipped: app.jobs.services.remove_expired_exports is not available (%s)",
+            exc,
+        )
         return {"skipped": "remove_expired_exports not available"}
     result = remove()
     log.info("expired-export clean-up: %s", result)

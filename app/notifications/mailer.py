@@ -2,6 +2,8 @@
 a transport (SMTP, or .eml files in the embedded default). No database access here: services.py owns
 the row's state machine.
 """
+
+import contextlib
 import os
 import re
 import smtplib
@@ -36,9 +38,14 @@ class ConnectionMailError(Exception):
 def _env():
     # StrictUndefined: a context missing a variable fails loudly (a permanent error) instead of
     # mailing a guardian a blank where the child's name should be. HTML is autoescaped, text is not.
-    return Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
-                       autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def render(template, context):
@@ -104,6 +111,7 @@ def valid_address(value):
 # Transports: used as `with transport_for(config) as t: t.send(msg)` for one batch
 # --------------------------------------------------------------------------------------------------
 
+
 class SmtpTransport:
     """One SMTP connection per batch, opened on first use, reopened after an error."""
 
@@ -124,10 +132,8 @@ class SmtpTransport:
 
     def close(self):
         if self.smtp is not None:
-            try:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
                 self.smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
             self.smtp = None
 
     def _connect(self):

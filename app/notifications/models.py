@@ -9,6 +9,7 @@ from app.extensions import db
 
 class OutboxEmail(TenantMixin, db.Model):
     """Written in the transaction of the event that causes it; a task delivers it exactly once."""
+
     __tablename__ = "email_outbox"
     id: Mapped[int] = mapped_column(primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(200))  # e.g. absence:{student}:{date}:{guardian}
@@ -30,5 +31,7 @@ class OutboxEmail(TenantMixin, db.Model):
         # the sender's queue: pending messages due now
         Index("ix_email_outbox_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         # lease recovery: rows left in "sending" past their lease (next_attempt_at) by a worker that died
-        Index("ix_email_outbox_sending_lease", "next_attempt_at", postgresql_where=text("status = 'sending'")),
+        Index(
+            "ix_email_outbox_sending_lease", "next_attempt_at", postgresql_where=text("status = 'sending'")
+        ),
     )

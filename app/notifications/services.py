@@ -30,12 +30,13 @@ and which lets an operator (or a test) detect one. The lease (OUTBOX_LEASE_SECON
 is far longer than a batch may take (a dispatcher stops using a batch after half the lease and hands
 the unsent rest back), so a slow but living sender is never raced by a second one.
 """
+
 import json
 import logging
 import random
 import time
 from contextlib import contextmanager
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 from flask import current_app, g
@@ -63,6 +64,7 @@ OPEN_INVOICE_STATUSES = ("open", "partially_paid")
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
+
 
 def _cfg():
     return current_app.config
@@ -96,14 +98,21 @@ def institution_scope(institution_id):
 def _zone(name):
     try:
         from zoneinfo import ZoneInfo
+
         return ZoneInfo(name or "UTC")
     except Exception:  # unknown zone or no tz database: the school's day is the UTC day
-        return timezone.utc
+        return UTC
 
 
 def _institutions(institution_ids=None):
-    q = select(Institution.id, Institution.name, Institution.timezone, Institution.email, Institution.phone,
-               Institution.currency).order_by(Institution.id)
+    q = select(
+        Institution.id,
+        Institution.name,
+        Institution.timezone,
+        Institution.email,
+        Institution.phone,
+        Institution.currency,
+    ).order_by(Institution.id)
     if institution_ids is not None:
         q = q.where(Institution.id.in_(list(institution_ids)))
     return db.session.execute(q).all()
@@ -136,6 +145,7 @@ def backoff(attempts, *, base=None, cap=None, rng=random):
 # 1. Creation: in the caller's transaction
 # --------------------------------------------------------------------------------------------------
 
+
 def _insert_ignoring_duplicates():
     if db.session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -166,18 +176,29 @@ def enqueue_emails(messages):
         if (iid, key) in seen:
             continue
         seen.add((iid, key))
-        rows.append({
-            "institution_id": iid, "dedupe_key": key, "to_address": to, "template": m["template"],
-            # stored as JSON and rendered later by another process: check it is plain JSON now
-            "context": json.loads(json.dumps(m.get("context") or {})),
-            "subject": " ".join(str(m["subject"]).split())[:255],
-            "status": "pending", "attempts": 0, "created_at": now, "next_attempt_at": now,
-        })
+        rows.append(
+            {
+                "institution_id": iid,
+                "dedupe_key": key,
+                "to_address": to,
+                "template": m["template"],
+                # stored as JSON and rendered later by another process: check it is plain JSON now
+                "context": json.loads(json.dumps(m.get("context") or {})),
+                "subject": " ".join(str(m["subject"]).split())[:255],
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now,
+            }
+        )
     ids = []
     for start in range(0, len(rows), INSERT_CHUNK):
-        stmt = (_insert_ignoring_duplicates().values(rows[start:start + INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["institution_id", "dedupe_key"])
-                .returning(T.c.id))
+        stmt = (
+            _insert_ignoring_duplicates()
+            .values(rows[start : start + INSERT_CHUNK])
+            .on_conflict_do_nothing(index_elements=["institution_id", "dedupe_key"])
+            .returning(T.c.id)
+        )
         ids.extend(db.session.execute(stmt).scalars().all())
     return ids
 
@@ -185,14 +206,25 @@ def enqueue_emails(messages):
 def enqueue_email(institution_id, dedupe_key, to, template, context, subject):
     """One message, in the caller's transaction. Returns the new row's id, or None when this
     dedupe key was already queued for the institution (the event already produced its message)."""
-    ids = enqueue_emails([{"institution_id": institution_id, "dedupe_key": dedupe_key, "to": to,
-                           "template": template, "context": context, "subject": subject}])
+    ids = enqueue_emails(
+        [
+            {
+                "institution_id": institution_id,
+                "dedupe_key": dedupe_key,
+                "to": to,
+                "template": template,
+                "context": context,
+                "subject": subject,
+            }
+        ]
+    )
     return ids[0] if ids else None
 
 
 # --------------------------------------------------------------------------------------------------
 # 2-5. Delivery
 # --------------------------------------------------------------------------------------------------
+
 
 def _due(now):
     return or_(T.c.next_attempt_at.is_(None), T.c.next_attempt_at <= now)
@@ -208,25 +240,46 @@ def recover_expired_leases(now=None):
     (they keep their attempt count, so a message that kills its worker each time ends as failed)."""
     now = _now(now)
     stuck = _stuck(now)
-    gave_up = db.session.execute(_unscoped(
-        update(T).where(stuck, T.c.attempts >= _cfg()["OUTBOX_MAX_ATTEMPTS"])
-        .values(status="failed", next_attempt_at=None,
-                last_error="gave up: the sender was lost during the last attempt (lease expired)")))
-    back = db.session.execute(_unscoped(
-        update(T).where(stuck)
-        .values(status="pending", next_attempt_at=now,
-                last_error="lease expired: the sender was lost mid-send; retrying with the same Message-ID")))
+    gave_up = db.session.execute(
+        _unscoped(
+            update(T)
+            .where(stuck, T.c.attempts >= _cfg()["OUTBOX_MAX_ATTEMPTS"])
+            .values(
+                status="failed",
+                next_attempt_at=None,
+                last_error="gave up: the sender was lost during the last attempt (lease expired)",
+            )
+        )
+    )
+    back = db.session.execute(
+        _unscoped(
+            update(T)
+            .where(stuck)
+            .values(
+                status="pending",
+                next_attempt_at=now,
+                last_error="lease expired: the sender was lost mid-send; retrying with the same Message-ID",
+            )
+        )
+    )
     db.session.commit()
     if gave_up.rowcount or back.rowcount:
-        log.warning("outbox: %d message(s) stuck in sending returned to pending, %d failed",
-                    back.rowcount, gave_up.rowcount)
+        log.warning(
+            "outbox: %d message(s) stuck in sending returned to pending, %d failed",
+            back.rowcount,
+            gave_up.rowcount,
+        )
     return back.rowcount + gave_up.rowcount
 
 
 def _claim_one(outbox_id, now, lease_until):
-    result = db.session.execute(_unscoped(
-        update(T).where(T.c.id == outbox_id, T.c.status == "pending", _due(now))
-        .values(status="sending", attempts=T.c.attempts + 1, next_attempt_at=lease_until)))
+    result = db.session.execute(
+        _unscoped(
+            update(T)
+            .where(T.c.id == outbox_id, T.c.status == "pending", _due(now))
+            .values(status="sending", attempts=T.c.attempts + 1, next_attempt_at=lease_until)
+        )
+    )
     db.session.commit()
     return [outbox_id] if result.rowcount == 1 else []
 
@@ -234,12 +287,19 @@ def _claim_one(outbox_id, now, lease_until):
 def claim_batch_statement(now, lease_until, limit):
     # ix_email_outbox_pending_due: due pending rows, oldest first. SKIP LOCKED: concurrent
     # dispatchers take disjoint rows instead of queueing behind each other.
-    pick = (select(T.c.id).where(T.c.status == "pending", _due(now))
-            .order_by(T.c.next_attempt_at, T.c.id).limit(limit).with_for_update(skip_locked=True))
+    pick = (
+        select(T.c.id)
+        .where(T.c.status == "pending", _due(now))
+        .order_by(T.c.next_attempt_at, T.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     return _unscoped(
-        update(T).where(T.c.id.in_(pick.scalar_subquery()), T.c.status == "pending")
+        update(T)
+        .where(T.c.id.in_(pick.scalar_subquery()), T.c.status == "pending")
         .values(status="sending", attempts=T.c.attempts + 1, next_attempt_at=lease_until)
-        .returning(T.c.id))
+        .returning(T.c.id)
+    )
 
 
 def _claim_batch(now, lease_until, limit):
@@ -249,30 +309,53 @@ def _claim_batch(now, lease_until, limit):
 
 
 def _load(ids):
-    I = Institution.__table__
-    q = (select(T.c.id, T.c.institution_id, T.c.to_address, T.c.template, T.c.context, T.c.subject,
-                T.c.created_at, T.c.attempts, T.c.next_attempt_at.label("lease"),
-                I.c.email.label("reply_to"))
-         .join(I, I.c.id == T.c.institution_id).where(T.c.id.in_(ids)).order_by(T.c.id))
+    INST = Institution.__table__
+    q = (
+        select(
+            T.c.id,
+            T.c.institution_id,
+            T.c.to_address,
+            T.c.template,
+            T.c.context,
+            T.c.subject,
+            T.c.created_at,
+            T.c.attempts,
+            T.c.next_attempt_at.label("lease"),
+            INST.c.email.label("reply_to"),
+        )
+        .join(INST, INST.c.id == T.c.institution_id)
+        .where(T.c.id.in_(ids))
+        .order_by(T.c.id)
+    )
     return db.session.execute(_unscoped(q)).all()
 
 
 def _finish(row, **values):
     """Update a claimed row only if our claim still holds (same status and lease token)."""
-    result = db.session.execute(_unscoped(
-        update(T).where(T.c.id == row.id, T.c.status == "sending", T.c.next_attempt_at == row.lease)
-        .values(**values)))
+    result = db.session.execute(
+        _unscoped(
+            update(T)
+            .where(T.c.id == row.id, T.c.status == "sending", T.c.next_attempt_at == row.lease)
+            .values(**values)
+        )
+    )
     db.session.commit()
     if result.rowcount != 1:
-        log.warning("outbox %s: claim lost before it was recorded (lease expired?); a second copy "
-                    "with the same Message-ID may go out", row.id)
+        log.warning(
+            "outbox %s: claim lost before it was recorded (lease expired?); a second copy "
+            "with the same Message-ID may go out",
+            row.id,
+        )
     return result.rowcount == 1
 
 
 def _mark_sent(row, message_id, now):
-    _finish(row, status="sent", sent_at=utcnow(), message_id=message_id, last_error=None, next_attempt_at=None)
-    log.info("outbox %s sent: template=%s message_id=%s attempt=%s", row.id, row.template, message_id,
-             row.attempts)
+    _finish(
+        row, status="sent", sent_at=utcnow(), message_id=message_id, last_error=None, next_attempt_at=None
+    )
+    log.info(
+        "outbox %s sent: template=%s message_id=%s attempt=%s", row.id, row.template, message_id, row.attempts
+    )
     return "sent"
 
 
@@ -322,9 +405,16 @@ def _deliver(ids, now, deadline=None):
                 break
             try:
                 text, html = mailer.render(row.template, row.context or {})
-                msg = mailer.build_message(outbox_id=row.id, created_at=row.created_at, to=row.to_address,
-                                           subject=row.subject, text=text, html=html, mail_from=mail_from,
-                                           reply_to=row.reply_to)
+                msg = mailer.build_message(
+                    outbox_id=row.id,
+                    created_at=row.created_at,
+                    to=row.to_address,
+                    subject=row.subject,
+                    text=text,
+                    html=html,
+                    mail_from=mail_from,
+                    reply_to=row.reply_to,
+                )
                 transport.send(msg)
             except mailer.PermanentMailError as exc:
                 report[_mark_failed(row, exc, now)] += 1
@@ -381,6 +471,7 @@ def dispatch_outbox(now=None, batch_size=None, max_batches=20, max_seconds=120):
 # Notifications
 # --------------------------------------------------------------------------------------------------
 
+
 def _per_institution(kind, institution_ids, on_date, now, hour_setting, build):
     """Run `build(inst, day)` for each institution in its own transaction. Without an explicit date,
     a school is handled once its local clock has passed `hour_setting` (beat runs hourly, so every
@@ -418,18 +509,32 @@ def _school(inst):
 def _absence_messages(inst, day):
     # One statement for the school's day (ix_attendance_institution_date_status), tenant-scoped.
     rows = db.session.execute(
-        select(AttendanceRecord.student_id, AttendanceRecord.period, AttendanceRecord.note,
-               Subject.name.label("subject"), Student.first_name, Student.last_name,
-               Guardian.id.label("guardian_id"), Guardian.first_name.label("g_first"),
-               Guardian.last_name.label("g_last"), Guardian.email)
+        select(
+            AttendanceRecord.student_id,
+            AttendanceRecord.period,
+            AttendanceRecord.note,
+            Subject.name.label("subject"),
+            Student.first_name,
+            Student.last_name,
+            Guardian.id.label("guardian_id"),
+            Guardian.first_name.label("g_first"),
+            Guardian.last_name.label("g_last"),
+            Guardian.email,
+        )
         .join(Student, Student.id == AttendanceRecord.student_id)
         .join(StudentGuardian, StudentGuardian.student_id == Student.id)
         .join(Guardian, Guardian.id == StudentGuardian.guardian_id)
         .outerjoin(Subject, Subject.id == AttendanceRecord.subject_id)
-        .where(AttendanceRecord.date == day, AttendanceRecord.status == "absent",
-               Student.deleted_at.is_(None), Guardian.deleted_at.is_(None),
-               Guardian.email.is_not(None), Guardian.email != "")
-        .order_by(AttendanceRecord.student_id, Guardian.id, AttendanceRecord.period)).all()
+        .where(
+            AttendanceRecord.date == day,
+            AttendanceRecord.status == "absent",
+            Student.deleted_at.is_(None),
+            Guardian.deleted_at.is_(None),
+            Guardian.email.is_not(None),
+            Guardian.email != "",
+        )
+        .order_by(AttendanceRecord.student_id, Guardian.id, AttendanceRecord.period)
+    ).all()
     grouped = {}
     for r in rows:
         if not mailer.valid_address(r.email):
@@ -449,41 +554,70 @@ def _absence_messages(inst, day):
     for (student_id, guardian_id), e in grouped.items():
         r = e["row"]
         student = _full_name(r.first_name, r.last_name)
-        messages.append({
-            "institution_id": inst.id, "to": r.email, "template": "absence_alert",
-            "dedupe_key": f"absence:{student_id}:{day.isoformat()}:{guardian_id}",
-            "subject": f"{student} was absent from school on {_date_display(day)}",
-            "context": {**_school(inst), "guardian_name": _full_name(r.g_first, r.g_last),
-                        "student_name": student, "student_first_name": r.first_name,
-                        "date": day.isoformat(), "date_display": _date_display(day),
-                        "whole_day": e["whole_day"], "periods": e["periods"], "notes": e["notes"]},
-        })
+        messages.append(
+            {
+                "institution_id": inst.id,
+                "to": r.email,
+                "template": "absence_alert",
+                "dedupe_key": f"absence:{student_id}:{day.isoformat()}:{guardian_id}",
+                "subject": f"{student} was absent from school on {_date_display(day)}",
+                "context": {
+                    **_school(inst),
+                    "guardian_name": _full_name(r.g_first, r.g_last),
+                    "student_name": student,
+                    "student_first_name": r.first_name,
+                    "date": day.isoformat(),
+                    "date_display": _date_display(day),
+                    "whole_day": e["whole_day"],
+                    "periods": e["periods"],
+                    "notes": e["notes"],
+                },
+            }
+        )
     return messages
 
 
 def send_absence_alerts(on_date=None, institution_ids=None, now=None):
     """Queue one mail per guardian (with an email) per student marked absent on the school's day, in
     one transaction per institution. Dedupe key absence:{student}:{date}:{guardian}."""
-    return _per_institution("absence alerts", institution_ids, on_date, now, "ABSENCE_ALERT_HOUR",
-                            _absence_messages)
+    return _per_institution(
+        "absence alerts", institution_ids, on_date, now, "ABSENCE_ALERT_HOUR", _absence_messages
+    )
 
 
 def _fee_messages(inst, today, days):
     # One statement for the school (ix_invoices_institution_status_due): unpaid invoices due within
     # `days` or already overdue, with each guardian who has an email.
     rows = db.session.execute(
-        select(Invoice.id, Invoice.number, Invoice.due_date, Invoice.total_minor, Invoice.paid_minor,
-               Student.id.label("student_id"), Student.first_name, Student.last_name,
-               Guardian.id.label("guardian_id"), Guardian.first_name.label("g_first"),
-               Guardian.last_name.label("g_last"), Guardian.email)
+        select(
+            Invoice.id,
+            Invoice.number,
+            Invoice.due_date,
+            Invoice.total_minor,
+            Invoice.paid_minor,
+            Student.id.label("student_id"),
+            Student.first_name,
+            Student.last_name,
+            Guardian.id.label("guardian_id"),
+            Guardian.first_name.label("g_first"),
+            Guardian.last_name.label("g_last"),
+            Guardian.email,
+        )
         .join(Student, Student.id == Invoice.student_id)
         .join(StudentGuardian, StudentGuardian.student_id == Student.id)
         .join(Guardian, Guardian.id == StudentGuardian.guardian_id)
-        .where(Invoice.status.in_(OPEN_INVOICE_STATUSES), Invoice.due_date.is_not(None),
-               Invoice.due_date <= today + timedelta(days=days), Invoice.total_minor > Invoice.paid_minor,
-               Student.deleted_at.is_(None), Guardian.deleted_at.is_(None),
-               Guardian.email.is_not(None), Guardian.email != "")
-        .order_by(Invoice.id, Guardian.id)).all()
+        .where(
+            Invoice.status.in_(OPEN_INVOICE_STATUSES),
+            Invoice.due_date.is_not(None),
+            Invoice.due_date <= today + timedelta(days=days),
+            Invoice.total_minor > Invoice.paid_minor,
+            Student.deleted_at.is_(None),
+            Guardian.deleted_at.is_(None),
+            Guardian.email.is_not(None),
+            Guardian.email != "",
+        )
+        .order_by(Invoice.id, Guardian.id)
+    ).all()
     iso = today.isocalendar()
     week = f"{iso.year}-W{iso.week:02d}"
     messages = []
@@ -493,23 +627,43 @@ def _fee_messages(inst, today, days):
             continue
         student = _full_name(r.first_name, r.last_name)
         outstanding = r.total_minor - r.paid_minor
-        context = {**_school(inst), "guardian_name": _full_name(r.g_first, r.g_last), "student_name": student,
-                   "invoice_number": r.number, "currency": inst.currency,
-                   "amount_due": str(Decimal(outstanding).scaleb(-2).quantize(Decimal("0.01"))),
-                   "amount_due_display": money(outstanding, inst.currency),
-                   "total_display": money(r.total_minor, inst.currency),
-                   "paid_display": money(r.paid_minor, inst.currency),
-                   "due_date": r.due_date.isoformat(), "due_date_display": _date_display(r.due_date)}
+        context = {
+            **_school(inst),
+            "guardian_name": _full_name(r.g_first, r.g_last),
+            "student_name": student,
+            "invoice_number": r.number,
+            "currency": inst.currency,
+            "amount_due": str(Decimal(outstanding).scaleb(-2).quantize(Decimal("0.01"))),
+            "amount_due_display": money(outstanding, inst.currency),
+            "total_display": money(r.total_minor, inst.currency),
+            "paid_display": money(r.paid_minor, inst.currency),
+            "due_date": r.due_date.isoformat(),
+            "due_date_display": _date_display(r.due_date),
+        }
         if r.due_date >= today:
             context["days_left"] = (r.due_date - today).days
-            messages.append({"institution_id": inst.id, "to": r.email, "template": "fee_reminder",
-                             "dedupe_key": f"fee-due:{r.id}:{r.guardian_id}", "context": context,
-                             "subject": f"Fees for {student} are due on {_date_display(r.due_date)}"})
+            messages.append(
+                {
+                    "institution_id": inst.id,
+                    "to": r.email,
+                    "template": "fee_reminder",
+                    "dedupe_key": f"fee-due:{r.id}:{r.guardian_id}",
+                    "context": context,
+                    "subject": f"Fees for {student} are due on {_date_display(r.due_date)}",
+                }
+            )
         else:
             context["days_overdue"] = (today - r.due_date).days
-            messages.append({"institution_id": inst.id, "to": r.email, "template": "fee_overdue",
-                             "dedupe_key": f"fee-overdue:{r.id}:{week}:{r.guardian_id}", "context": context,
-                             "subject": f"Overdue fees for {student}: invoice {r.number}"})
+            messages.append(
+                {
+                    "institution_id": inst.id,
+                    "to": r.email,
+                    "template": "fee_overdue",
+                    "dedupe_key": f"fee-overdue:{r.id}:{week}:{r.guardian_id}",
+                    "context": context,
+                    "subject": f"Overdue fees for {student}: invoice {r.number}",
+                }
+            )
     return messages
 
 
@@ -519,8 +673,14 @@ def send_fee_reminders(on_date=None, institution_ids=None, now=None, days=None):
     it is overdue (fee-overdue:{invoice}:{ISO week}:{guardian}). The key carries the guardian because
     each guardian gets their own message."""
     days = _cfg()["FEE_REMINDER_DAYS"] if days is None else days
-    return _per_institution("fee reminders", institution_ids, on_date, now, "FEE_REMINDER_HOUR",
-                            lambda inst, day: _fee_messages(inst, day, days))
+    return _per_institution(
+        "fee reminders",
+        institution_ids,
+        on_date,
+        now,
+        "FEE_REMINDER_HOUR",
+        lambda inst, day: _fee_messages(inst, day, days),
+    )
 
 
 def notify_export_ready(job_id, download_url=None):
@@ -531,23 +691,37 @@ def notify_export_ready(job_id, download_url=None):
     if job is None or job.requested_by_id is None:
         return None
     with institution_scope(job.institution_id):
-        user = db.session.execute(select(User).where(User.id == job.requested_by_id,
-                                                     User.deleted_at.is_(None))).scalar_one_or_none()
+        user = db.session.execute(
+            select(User).where(User.id == job.requested_by_id, User.deleted_at.is_(None))
+        ).scalar_one_or_none()
         inst = db.session.get(Institution, job.institution_id)
         if user is None or not user.is_active or not mailer.valid_address(user.email):
             return None
         expires = job.expires_at
         if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=timezone.utc)
-        context = {"school": inst.name, "school_email": inst.email, "school_phone": inst.phone,
-                   "user_name": _full_name(user.first_name, user.last_name),
-                   "kind": job.kind, "kind_label": job.kind.replace("_", " "), "format": (job.format or "").upper(),
-                   "row_count": job.row_count, "job_id": job.id,
-                   "expires_at": expires.isoformat() if expires else None,
-                   "expires_display": expires.astimezone(timezone.utc).strftime("%d %B %Y %H:%M UTC") if expires else None,
-                   "download_url": download_url}
-        outbox_id = enqueue_email(job.institution_id, f"export-ready:{job.id}", user.email, "export_ready",
-                                  context, f"Your {context['kind_label']} export is ready")
+            expires = expires.replace(tzinfo=UTC)
+        context = {
+            "school": inst.name,
+            "school_email": inst.email,
+            "school_phone": inst.phone,
+            "user_name": _full_name(user.first_name, user.last_name),
+            "kind": job.kind,
+            "kind_label": job.kind.replace("_", " "),
+            "format": (job.format or "").upper(),
+            "row_count": job.row_count,
+            "job_id": job.id,
+            "expires_at": expires.isoformat() if expires else None,
+            "expires_display": expires.astimezone(UTC).strftime("%d %B %Y %H:%M UTC") if expires else None,
+            "download_url": download_url,
+        }
+        outbox_id = enqueue_email(
+            job.institution_id,
+            f"export-ready:{job.id}",
+            user.email,
+            "export_ready",
+            context,
+            f"Your {context['kind_label']} export is ready",
+        )
     if outbox_id is not None:
         send_after_commit(outbox_id)
     return outbox_id
@@ -560,6 +734,7 @@ def send_after_commit(outbox_id):
     if "celery" not in current_app.extensions:
         return
     from app.celery_app import enqueue_after_commit
+
     enqueue_after_commit("tasks.notifications.send_outbox_email", outbox_id)
 
 
@@ -569,7 +744,18 @@ def outbox_counts():
     return {status: n for status, n in rows}
 
 
-__all__ = ["enqueue_email", "enqueue_emails", "send_outbox_email", "dispatch_outbox", "recover_expired_leases",
-           "send_absence_alerts", "send_fee_reminders", "notify_export_ready", "send_after_commit", "backoff",
-           "institution_scope",
-           "outbox_counts", "money"]
+__all__ = [
+    "enqueue_email",
+    "enqueue_emails",
+    "send_outbox_email",
+    "dispatch_outbox",
+    "recover_expired_leases",
+    "send_absence_alerts",
+    "send_fee_reminders",
+    "notify_export_ready",
+    "send_after_commit",
+    "backoff",
+    "institution_scope",
+    "outbox_counts",
+    "money",
+]

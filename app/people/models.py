@@ -26,11 +26,19 @@ class User(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /users?role=&is_active=: the tenant's users by role and status
         Index("ix_users_institution_role_active", "institution_id", "role", "is_active"),
         # GET /users?q=: case-insensitive prefix search on last name within the tenant
-        Index("ix_users_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
-              postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_users_institution_last_name_lower",
+            "institution_id",
+            func.lower(text("last_name")).label("last_name_lower"),
+            postgresql_ops={"last_name_lower": "text_pattern_ops"},
+        ),
         # GET /users?q=: the same on first name (OR-ed with the last-name index)
-        Index("ix_users_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
-              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_users_institution_first_name_lower",
+            "institution_id",
+            func.lower(text("first_name")).label("first_name_lower"),
+            postgresql_ops={"first_name_lower": "text_pattern_ops"},
+        ),
     )
 
 
@@ -47,8 +55,9 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     status: Mapped[str] = mapped_column(String(20), default="active")  # active, graduated, withdrawn
     email: Mapped[str | None] = mapped_column(String(255))
 
-    guardian_links = relationship("StudentGuardian", back_populates="student", lazy="raise",
-                                  cascade="all, delete-orphan")
+    guardian_links = relationship(
+        "StudentGuardian", back_populates="student", lazy="raise", cascade="all, delete-orphan"
+    )
 
     __table_args__ = (
         # natural key: admission number per institution (also the import upsert key)
@@ -56,19 +65,38 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /auth/me and student self-access: the student row of a login
         Index("ix_students_user_id", "user_id", unique=True),
         # GET /students?q=: case-insensitive prefix search on last name, live rows of the tenant
-        Index("ix_students_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
-              postgresql_ops={"last_name_lower": "text_pattern_ops"},
-              postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_students_institution_last_name_lower",
+            "institution_id",
+            func.lower(text("last_name")).label("last_name_lower"),
+            postgresql_ops={"last_name_lower": "text_pattern_ops"},
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         # GET /students?q=: the same on first name (OR-ed with the last-name index)
-        Index("ix_students_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
-              postgresql_ops={"first_name_lower": "text_pattern_ops"},
-              postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_students_institution_first_name_lower",
+            "institution_id",
+            func.lower(text("first_name")).label("first_name_lower"),
+            postgresql_ops={"first_name_lower": "text_pattern_ops"},
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         # GET /students?sort=last_name: keyset pages of live students in name order
-        Index("ix_students_institution_last_name_id", "institution_id", "last_name", "id",
-              postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_students_institution_last_name_id",
+            "institution_id",
+            "last_name",
+            "id",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         # GET /students?status=&grade_level=: live students of the tenant by status and grade, in id order
-        Index("ix_students_institution_status_grade", "institution_id", "status", "grade_level", "id",
-              postgresql_where=text("deleted_at IS NULL")),
+        Index(
+            "ix_students_institution_status_grade",
+            "institution_id",
+            "status",
+            "grade_level",
+            "id",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
     )
 
 
@@ -85,11 +113,19 @@ class Guardian(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /auth/me and guardian access: the guardian row of a login
         Index("ix_guardians_user_id", "user_id", unique=True),
         # GET /guardians?q=: case-insensitive prefix search on last name
-        Index("ix_guardians_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
-              postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_guardians_institution_last_name_lower",
+            "institution_id",
+            func.lower(text("last_name")).label("last_name_lower"),
+            postgresql_ops={"last_name_lower": "text_pattern_ops"},
+        ),
         # GET /guardians?q=: the same on first name (OR-ed with the last-name index)
-        Index("ix_guardians_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
-              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_guardians_institution_first_name_lower",
+            "institution_id",
+            func.lower(text("first_name")).label("first_name_lower"),
+            postgresql_ops={"first_name_lower": "text_pattern_ops"},
+        ),
     )
 
 
@@ -127,9 +163,17 @@ class Teacher(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
         # GET /auth/me and every teacher permission check: the teacher row of a login
         Index("ix_teachers_user_id", "user_id", unique=True),
         # GET /teachers?q=: case-insensitive prefix search on last name
-        Index("ix_teachers_institution_last_name_lower", "institution_id", func.lower(text("last_name")).label("last_name_lower"),
-              postgresql_ops={"last_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_teachers_institution_last_name_lower",
+            "institution_id",
+            func.lower(text("last_name")).label("last_name_lower"),
+            postgresql_ops={"last_name_lower": "text_pattern_ops"},
+        ),
         # GET /teachers?q=: the same on first name (OR-ed with the last-name index)
-        Index("ix_teachers_institution_first_name_lower", "institution_id", func.lower(text("first_name")).label("first_name_lower"),
-              postgresql_ops={"first_name_lower": "text_pattern_ops"}),
+        Index(
+            "ix_teachers_institution_first_name_lower",
+            "institution_id",
+            func.lower(text("first_name")).label("first_name_lower"),
+            postgresql_ops={"first_name_lower": "text_pattern_ops"},
+        ),
     )

@@ -11,36 +11,69 @@ from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
 from app.people import services
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
-from app.people.schemas import (GuardianCreate, GuardianLinkIn, GuardianOut, GuardianUpdate, StudentCreate,
-                                StudentDetailOut, StudentOut, StudentUpdate, TeacherCreate, TeacherOut,
-                                TeacherUpdate, UserCreate, UserOut, UserUpdate)
+from app.people.schemas import (
+    GuardianCreate,
+    GuardianLinkIn,
+    GuardianOut,
+    GuardianUpdate,
+    StudentCreate,
+    StudentDetailOut,
+    StudentOut,
+    StudentUpdate,
+    TeacherCreate,
+    TeacherOut,
+    TeacherUpdate,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
 
 bp = Blueprint("people", __name__)
 
-CONFLICTS.update({
-    "uq_students_institution_admission": "A student with this admission number already exists.",
-    "uq_teachers_institution_employee_number": "A teacher with this employee number already exists.",
-    "uq_users_email_lower": "A user with this e-mail address already exists.",
-})
+CONFLICTS.update(
+    {
+        "uq_students_institution_admission": "A student with this admission number already exists.",
+        "uq_teachers_institution_employee_number": "A teacher with this employee number already exists.",
+        "uq_users_email_lower": "A user with this e-mail address already exists.",
+    }
+)
 
 
 def _in_class(stmt, raw):
     class_id = coerce(Enrolment.class_id, raw, "class_id")
-    return stmt.where(Student.id.in_(select(Enrolment.student_id).where(
-        Enrolment.class_id == class_id, Enrolment.end_date.is_(None))))
+    return stmt.where(
+        Student.id.in_(
+            select(Enrolment.student_id).where(Enrolment.class_id == class_id, Enrolment.end_date.is_(None))
+        )
+    )
 
 
 students = Resource(
-    "student", "/students", Student, StudentOut,
-    ListSpec(Student.id, filters={"status": Student.status, "grade_level": Student.grade_level,
-                                  "admission_number": Student.admission_number, "class_id": _in_class},
-             sorts={"last_name": Student.last_name, "admission_number": Student.admission_number,
-                    "created_at": Student.created_at},
-             search=(Student.first_name, Student.last_name)),
-    create=StudentCreate, update=StudentUpdate,
+    "student",
+    "/students",
+    Student,
+    StudentOut,
+    ListSpec(
+        Student.id,
+        filters={
+            "status": Student.status,
+            "grade_level": Student.grade_level,
+            "admission_number": Student.admission_number,
+            "class_id": _in_class,
+        },
+        sorts={
+            "last_name": Student.last_name,
+            "admission_number": Student.admission_number,
+            "created_at": Student.created_at,
+        },
+        search=(Student.first_name, Student.last_name),
+    ),
+    create=StudentCreate,
+    update=StudentUpdate,
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     scope=lambda stmt, p: scope_students(stmt, p),
-    detail=lambda student: {"guardians": services.guardians_of(student.id)}, detail_out=StudentDetailOut,
+    detail=lambda student: {"guardians": services.guardians_of(student.id)},
+    detail_out=StudentDetailOut,
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
 )
 
@@ -51,34 +84,61 @@ def _guardian_scope(stmt, p):
     if p.role == "guardian":
         return stmt.where(Guardian.id == (p.guardian_id or -1))
     if p.role == "teacher":  # the guardians of the teacher's students
-        taught = select(Enrolment.student_id).where(Enrolment.end_date.is_(None),
-                                                    Enrolment.class_id.in_(teacher_class_ids(p.teacher_id or -1)))
-        return stmt.where(Guardian.id.in_(select(StudentGuardian.guardian_id)
-                                          .where(StudentGuardian.student_id.in_(taught))))
-    return stmt.where(Guardian.id.in_(select(StudentGuardian.guardian_id)
-                                      .where(StudentGuardian.student_id.in_(own_student_ids(p)))))
+        taught = select(Enrolment.student_id).where(
+            Enrolment.end_date.is_(None), Enrolment.class_id.in_(teacher_class_ids(p.teacher_id or -1))
+        )
+        return stmt.where(
+            Guardian.id.in_(select(StudentGuardian.guardian_id).where(StudentGuardian.student_id.in_(taught)))
+        )
+    return stmt.where(
+        Guardian.id.in_(
+            select(StudentGuardian.guardian_id).where(StudentGuardian.student_id.in_(own_student_ids(p)))
+        )
+    )
 
 
 guardians = Resource(
-    "guardian", "/guardians", Guardian, GuardianOut,
-    ListSpec(Guardian.id, sorts={"last_name": Guardian.last_name}, search=(Guardian.first_name, Guardian.last_name)),
-    create=GuardianCreate, update=GuardianUpdate, scope=_guardian_scope,
+    "guardian",
+    "/guardians",
+    Guardian,
+    GuardianOut,
+    ListSpec(
+        Guardian.id, sorts={"last_name": Guardian.last_name}, search=(Guardian.first_name, Guardian.last_name)
+    ),
+    create=GuardianCreate,
+    update=GuardianUpdate,
+    scope=_guardian_scope,
     cache_tables=("student_guardians", "enrolments", "class_subjects", "classes"),
 )
 
 teachers = Resource(
-    "teacher", "/teachers", Teacher, TeacherOut,
-    ListSpec(Teacher.id, filters={"employee_number": Teacher.employee_number},
-             sorts={"last_name": Teacher.last_name}, search=(Teacher.first_name, Teacher.last_name)),
-    create=TeacherCreate, update=TeacherUpdate,
+    "teacher",
+    "/teachers",
+    Teacher,
+    TeacherOut,
+    ListSpec(
+        Teacher.id,
+        filters={"employee_number": Teacher.employee_number},
+        sorts={"last_name": Teacher.last_name},
+        search=(Teacher.first_name, Teacher.last_name),
+    ),
+    create=TeacherCreate,
+    update=TeacherUpdate,
 )
 
 users = Resource(
-    "user", "/users", User, UserOut,
-    ListSpec(User.id, filters={"role": User.role, "is_active": User.is_active},
-             sorts={"last_name": User.last_name, "email": User.email},
-             search=(User.first_name, User.last_name, User.email)),
-    read_roles=("admin",), deletable=False,
+    "user",
+    "/users",
+    User,
+    UserOut,
+    ListSpec(
+        User.id,
+        filters={"role": User.role, "is_active": User.is_active},
+        sorts={"last_name": User.last_name, "email": User.email},
+        search=(User.first_name, User.last_name, User.email),
+    ),
+    read_roles=("admin",),
+    deletable=False,
 )
 
 for resource in (students, guardians, teachers, users):
@@ -119,4 +179,6 @@ def create_user():
 def update_user(ident):
     user = users.get_or_404(ident)
     body = parse_body(UserUpdate)
-    return jsonify(users.serialize(services.update_user(user, body.model_dump(exclude_unset=True), g.principal)))
+    return jsonify(
+        users.serialize(services.update_user(user, body.model_dump(exclude_unset=True), g.principal))
+    )

@@ -1,4 +1,5 @@
 """Users (logins) and the people they belong to."""
+
 from sqlalchemy import select
 
 from app.audit import services as audit
@@ -33,8 +34,12 @@ def create_user(values: dict) -> User:
     flush_or_conflict()
     if person is not None:
         person.user_id = user.id
-    audit.record("create", "user", user.id, audit.snapshot(user, ["email", "role", "first_name", "last_name",
-                                                                  "is_active"]))
+    audit.record(
+        "create",
+        "user",
+        user.id,
+        audit.snapshot(user, ["email", "role", "first_name", "last_name", "is_active"]),
+    )
     commit_or_conflict()
     return user
 
@@ -43,8 +48,9 @@ def update_user(user: User, values: dict, principal) -> User:
     if "role" in values and user.id == principal.user_id:
         raise ValidationFailed({"role": "is read-only for your own account"})
     if "role" in values and values["role"] != user.role and values["role"] in ROLE_LINK:
-        raise ValidationFailed({"role": "a login becomes a teacher, guardian or student login only when created "
-                                        "for that person"})
+        raise ValidationFailed(
+            {"role": "a login becomes a teacher, guardian or student login only when created for that person"}
+        )
     if "email" in values and values["email"]:
         values["email"] = values["email"].lower()
     for k, v in values.items():
@@ -67,9 +73,20 @@ def guardians_of(student_id):
         select(Guardian, StudentGuardian.relationship_type, StudentGuardian.is_primary)
         .join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
         .where(StudentGuardian.student_id == student_id, Guardian.deleted_at.is_(None))
-        .order_by(StudentGuardian.is_primary.desc(), Guardian.id)).all()
-    return [{"id": g.id, "first_name": g.first_name, "last_name": g.last_name, "email": g.email,
-             "phone": g.phone, "relationship": rel, "is_primary": primary} for g, rel, primary in rows]
+        .order_by(StudentGuardian.is_primary.desc(), Guardian.id)
+    ).all()
+    return [
+        {
+            "id": g.id,
+            "first_name": g.first_name,
+            "last_name": g.last_name,
+            "email": g.email,
+            "phone": g.phone,
+            "relationship": rel,
+            "is_primary": primary,
+        }
+        for g, rel, primary in rows
+    ]
 
 
 def link_guardian(student: Student, guardian_id, relationship, is_primary):
@@ -77,8 +94,14 @@ def link_guardian(student: Student, guardian_id, relationship, is_primary):
     existing = db.session.get(StudentGuardian, (student.id, guardian_id))
     if existing is not None:
         raise ValidationFailed({"guardian_id": "is already a guardian of this student"})
-    db.session.add(StudentGuardian(student_id=student.id, guardian_id=guardian_id,
-                                   relationship_type=relationship, is_primary=is_primary))
+    db.session.add(
+        StudentGuardian(
+            student_id=student.id,
+            guardian_id=guardian_id,
+            relationship_type=relationship,
+            is_primary=is_primary,
+        )
+    )
     audit.record("link_guardian", "student", student.id, {"guardian_id": [None, guardian_id]})
     commit_or_conflict()
 
