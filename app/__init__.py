@@ -18,9 +18,10 @@ def create_app(config_name=None, **overrides):
     register_logging(app)
     register_json(app)
     register_proxy(app)
-    register_request_hooks(app)  # before the limiter: its key function needs the caller
+    register_request_hooks(app)  # request id and timing first, so every answer carries them
     register_extensions(app)
-    register_blueprints(app)
+    register_blueprints(app)  # the domains hand core their hooks here (audit, revocation, warming)
+    register_admission(app)  # token, API tier, session, cache lookup: before every view
     register_rate_limits(app)  # after the blueprints: applies the limits their views are marked with
     register_errors(app)
     register_cli(app)
@@ -50,13 +51,17 @@ def register_proxy(app):
 
 
 def register_request_hooks(app):
-    from app.core.auth import authenticate
     from app.core.observability import observe_request
     from app.core.requestctx import register_request_context
 
     register_request_context(app)
-    app.before_request(authenticate)
     app.after_request(observe_request)
+
+
+def register_admission(app):
+    from app.core.admission import register_admission as register
+
+    register(app)
 
 
 def register_extensions(app):
@@ -64,7 +69,6 @@ def register_extensions(app):
 
     from app import models  # noqa: F401  (the whole schema on the metadata, for Alembic and create_all)
     from app.core.redisconn import CACHE_DB, redis_options
-    from app.core.revocation import RevocationStore
     from app.core.tenancy import register_tenancy
     from app.extensions import cache, compress, db, migrate
     from config import redis_db_url
@@ -117,10 +121,6 @@ def register_extensions(app):
     app.config.setdefault("COMPRESS_BR_LEVEL", 4)  # fast levels: the CPU is the scarce resource here
     app.config.setdefault("COMPRESS_LEVEL", 5)
     compress.init_app(app)
-    app.extensions["revocations"] = RevocationStore(app)
-    from app.audit.services import record_security_event
-
-    app.extensions["security_event"] = record_security_event
 
 
 def register_blueprints(app):

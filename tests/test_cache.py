@@ -74,6 +74,7 @@ def test_concurrent_misses_compute_once(app, admin, monkeypatch):
         return original()
 
     monkeypatch.setattr(routes.students, "base", slow_base)
+    admin.get("/auth/me")  # the Redis copy of revocations in place: the threads share one test connection
     results = []
 
     def hit():
@@ -197,11 +198,11 @@ def test_a_logged_out_session_cannot_read_cached_data(client, demo):
 
 
 def test_warming_fills_the_keys_real_requests_use(app, admin, demo):
-    from app.core.caching import warm_institution
+    from app.core.warming import warm
 
     path = f"/classes/{demo['demo_class_id']}/students?limit=50"
     with app.app_context():
-        filled = warm_institution(demo["demo_institution_id"])
+        filled = warm(demo["demo_institution_id"])
     assert filled >= 20
     assert admin.get(path).headers["X-Cache"] == "hit"
     assert admin.get("/subjects").headers["X-Cache"] == "hit"

@@ -24,17 +24,37 @@ from app.academics.schemas import (
     YearOut,
     YearUpdate,
 )
+from app.core.admission import cached
 from app.core.auth import roles
-from app.core.caching import MEDIUM, cached
+from app.core.caching import MEDIUM
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, apply_list, page_response, prepared_list
 from app.core.schemas import parse_body
 from app.core.tenancy import execute_reusable
+from app.core.warming import register_warm_paths
 from app.extensions import db
 from app.people.models import Student, Teacher
 
 bp = Blueprint("academics", __name__)
+
+
+@bp.record_once
+def _hot_reads(state):
+    """What cache warming fills (app/core/warming.py): the academic lists and every class roster."""
+    prefix = state.url_prefix or ""
+
+    def paths(institution_id):
+        lists = [f"{prefix}/{name}" for name in ("classes", "subjects", "terms", "academic-years")]
+        rosters = [
+            f"{prefix}/classes/{cid}/students{query}"
+            for cid in services.active_class_ids(institution_id)
+            for query in ("", "?limit=50")
+        ]
+        return lists + rosters
+
+    register_warm_paths(state.app, paths)
+
 
 CONFLICTS.update(
     {

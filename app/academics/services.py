@@ -117,3 +117,15 @@ def end_enrolment(enrolment: Enrolment, end: date):
         raise ValidationFailed({"end_date": "must not be before the start date"})
     enrolment.end_date = end
     audit.record("update", "enrolment", enrolment.id, {"end_date": [None, end.isoformat()]})
+
+
+def active_class_ids(institution_id) -> list[int]:
+    """Every class of an institution that is not deleted (cache warming runs outside any request)."""
+    return list(
+        db.session.execute(
+            select(SchoolClass.id).where(
+                SchoolClass.institution_id == institution_id, SchoolClass.deleted_at.is_(None)
+            ),
+            execution_options={"skip_tenant": True},
+        ).scalars()
+    )

@@ -21,8 +21,9 @@ from app.attendance.schemas import (
     SummaryOut,
     parse_roll,
 )
+from app.core.admission import cached
 from app.core.auth import roles
-from app.core.caching import MEDIUM, cached
+from app.core.caching import MEDIUM
 from app.core.errors import NotFound, ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc

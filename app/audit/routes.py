@@ -1,6 +1,7 @@
 from flask import Blueprint
 from sqlalchemy import select
 
+from app.audit import services
 from app.audit.models import AuditEntry
 from app.audit.schemas import AuditOut
 from app.core.auth import roles
@@ -10,6 +11,15 @@ from app.core.schemas import dump, fields_of, parse_datetime
 from app.extensions import db
 
 bp = Blueprint("audit", __name__)
+
+
+@bp.record_once
+def _hand_to_core(state):
+    # Core records through these without knowing this package (app/core/crud.py, app/core/errors.py).
+    state.app.extensions["audit_trail"] = services
+    state.app.extensions["security_event"] = services.record_security_event
+
+
 FIELDS = fields_of(AuditOut)
 
 SPEC = ListSpec(

@@ -5,9 +5,18 @@ from app.auth.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, Tokens
 from app.core.auth import public
 from app.core.openapi import doc
 from app.core.ratelimit import login_limited, sensitive
+from app.core.revocation import RevocationStore
 from app.core.schemas import parse_body
 
 bp = Blueprint("auth", __name__)
+
+
+@bp.record_once
+def _revocation_store(state):
+    # Core's store (app/core/revocation.py) asks the sessions table through these two functions.
+    state.app.extensions["revocations"] = RevocationStore(
+        state.app, services.session_revoked, services.sessions_revoked_since
+    )
 
 
 @bp.post("/auth/login")

@@ -133,6 +133,22 @@ def revoke_sessions(session_ids, reason):
     current_app.extensions["revocations"].revoke(session_ids)
 
 
+def session_revoked(sid) -> bool:
+    """The database's answer for one session (the Redis copy's source of truth: app/core/revocation.py)."""
+    revoked_at = db.session.execute(
+        select(AuthSession.revoked_at).where(AuthSession.id == sid), execution_options=UNSCOPED
+    ).scalar_one_or_none()
+    return revoked_at is not None
+
+
+def sessions_revoked_since(since) -> list[str]:
+    return list(
+        db.session.execute(
+            select(AuthSession.id).where(AuthSession.revoked_at >= since), execution_options=UNSCOPED
+        ).scalars()
+    )
+
+
 def revoke_user_sessions(user_id, reason, keep=None):
     ids = (
         db.session.execute(

@@ -7,20 +7,36 @@ in the caller's institution. Domains with real business rules write their own se
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, current_app, g, jsonify
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.audit import services as audit
+from app.core.admission import cached
 from app.core.auth import roles
-from app.core.caching import MEDIUM, cached
+from app.core.caching import MEDIUM
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, list_response
 from app.core.schemas import dump, fields_of, parse_body
 from app.extensions import db
+
+
+class AuditTrail(Protocol):
+    """What the audit package hands to core at start-up (app/audit/routes.py): every write is recorded."""
+
+    def record(self, action, entity_type, entity_id, changes=None): ...
+
+    def snapshot(self, obj, fields) -> dict: ...
+
+    def apply_update(self, obj, values: dict, entity_type: str) -> dict: ...
+
+
+def audit_trail() -> AuditTrail:
+    return current_app.extensions["audit_trail"]
+
 
 ALL_ROLES = ("admin", "teacher", "guardian", "student", "accountant")
 
@@ -91,7 +107,6 @@ class Resource:
     deletable: bool = True
     serialize: Callable | None = None
     query_params: list = field(default_factory=list)
-    on_change: Callable | None = None  # (obj) -> None: e.g. cache invalidation
     detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
     cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
@@ -112,10 +127,6 @@ class Resource:
         if obj is None:
             raise NotFound(self.name)
         return obj
-
-    def _changed(self, obj):
-        if self.on_change:
-            self.on_change(obj)
 
     def register(self, bp: Blueprint):
         res = self
@@ -162,9 +173,8 @@ class Resource:
                 obj = res.model(**values)
                 db.session.add(obj)
                 flush_or_conflict()
-                audit.record("create", res.name, obj.id, audit.snapshot(obj, values))
+                audit_trail().record("create", res.name, obj.id, audit_trail().snapshot(obj, values))
                 commit_or_conflict()
-                res._changed(obj)
                 return jsonify(res.serialize(obj)), 201
 
             bp.add_url_rule(self.path, f"create_{ep}", _named(create_view, f"create_{ep}"), methods=["POST"])
@@ -178,9 +188,8 @@ class Resource:
                 body = parse_body(res.update)
                 values = body.model_dump(exclude_unset=True)
                 check_refs(values, res.refs)
-                audit.apply_update(obj, values, res.name)
+                audit_trail().apply_update(obj, values, res.name)
                 commit_or_conflict()
-                res._changed(obj)
                 return jsonify(res.serialize(obj))
 
             bp.add_url_rule(
@@ -205,9 +214,8 @@ class Resource:
                 except IntegrityError:
                     db.session.rollback()
                     raise Conflict(f"This {res.name} is still referenced by other records.") from None
-                audit.record("delete", res.name, ident)
+                audit_trail().record("delete", res.name, ident)
                 commit_or_conflict()
-                res._changed(obj)
                 return "", 204
 
             bp.add_url_rule(

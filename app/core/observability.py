@@ -14,6 +14,8 @@ from flask import current_app, g, has_request_context, request
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import event
 
+from app.core.admission import cache_outcome
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 REQUESTS = Counter("schoolhouse_http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
@@ -94,13 +96,10 @@ def observe_request(response):
     endpoint = req.endpoint or "unmatched"
     _child(REQUESTS, req.method, endpoint, response.status_code).inc()
     _child(LATENCY, endpoint).observe(elapsed)
-    cache_status = getattr(ctx, "cache_status", None)
-    if cache_status:
-        _child(
-            CACHE,
-            getattr(ctx, "cache_namespace", None) or endpoint,
-            "hit" if cache_status.startswith("hit") else "miss",
-        ).inc()
+    outcome = cache_outcome()
+    if outcome:
+        namespace, status = outcome
+        _child(CACHE, namespace, "hit" if status.startswith("hit") else "miss").inc()
     if elapsed * 1000 > current_app.config["SLOW_REQUEST_MS"]:
         SLOW_REQUESTS.inc()
         log.warning("slow request %s %s took %.0f ms", req.method, req.path, elapsed * 1000)

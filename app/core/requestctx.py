@@ -4,7 +4,7 @@ import re
 import time
 import uuid
 
-from flask import current_app, g, request
+from flask import g, request
 from flask.sessions import NullSession, SessionInterface
 
 from app.core.caching import etag_for
@@ -15,14 +15,8 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 def begin_request():
     # Per-request state lives on g; reset it, since an app context can outlive one request (tests, CLI).
     rid = request.headers.get("X-Request-ID", "")
+    # (The caller and the admission state are admission's to reset: app/core/admission.py.)
     vars(g._get_current_object()).update(
-        principal=None,
-        revocation_pending=False,
-        gated=False,
-        rate_count=None,
-        rate_window=None,
-        cache_status=None,
-        cache_namespace=None,
         started=time.perf_counter(),
         request_id=rid if _SANE_ID.match(rid) else uuid.uuid4().hex,
     )
@@ -36,12 +30,6 @@ def finish_request(response):
     headers = response.headers
     headers.add("X-Request-ID", getattr(ctx, "request_id", None) or uuid.uuid4().hex)
     status = response.status_code
-    if getattr(ctx, "revocation_pending", False) and status < 400:
-        # Every authenticated path must have checked the session; never let a 2xx out unchecked.
-        raise RuntimeError(f"session not checked on {req.endpoint}")
-    cache_status = getattr(ctx, "cache_status", None)
-    if cache_status:
-        headers.add("X-Cache", cache_status)
     if getattr(ctx, "principal", None) is not None:
         # Personal data: browsers may keep it but must revalidate; shared proxies never store it.
         if "Cache-Control" not in headers:
@@ -55,7 +43,6 @@ def finish_request(response):
             headers["ETag"] = f'"{etag_for(response.get_data())}"'
             if "HTTP_IF_NONE_MATCH" in req.environ:  # werkzeug's conditional logic only when asked
                 response.make_conditional(req)
-    current_app.extensions["api_tier"].headers(response)
     started = getattr(ctx, "started", None)
     if started is not None:
         headers.add("X-Response-Time", f"{(time.perf_counter() - started) * 1000:.2f}ms")
@@ -63,7 +50,7 @@ def finish_request(response):
 
 
 def register_request_context(app):
-    # Registered before the auth hook and the limiter, so every answer (even a 401/429) has an id.
+    # Registered before admission, so every answer (even a 401/429) has an id.
     app.before_request(begin_request)
     app.after_request(finish_request)
 

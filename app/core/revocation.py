@@ -5,23 +5,27 @@ after a Redis restart or flush it is gone, and the next check rebuilds the copy 
 (the sessions revoked within one access-token lifetime) instead of trusting an empty Redis."""
 
 import logging
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import select
 
 from app.core.models import utcnow
 from app.core.redisconn import LIMITER_DB, make_client
-from app.extensions import db
 
 log = logging.getLogger("schoolhouse.auth")
 
 
 class RevocationStore:
-    def __init__(self, app):
+    """`revoked_in_db(sid) -> bool` and `revoked_since(datetime) -> [sid]` read the sessions table; the auth
+    package hands them over when it creates the store (app/auth/routes.py), so core knows no model."""
+
+    def __init__(self, app, revoked_in_db: Callable[[str], bool], revoked_since: Callable[[datetime], list]):
         # db 1 (limiter) is not an LRU cache, so a revocation marker is never evicted early.
         self.redis = make_client(app, LIMITER_DB)
         self.ttl = app.config["ACCESS_TOKEN_TTL"] + 60
+        self._revoked_in_db = revoked_in_db
+        self._revoked_since = revoked_since
 
     def revoke(self, session_ids):
         if self.redis is None or not session_ids:
@@ -47,28 +51,8 @@ class RevocationStore:
                 pass
         return self._revoked_in_db(sid)
 
-    @staticmethod
-    def _revoked_in_db(sid):
-        from app.auth.models import AuthSession
-
-        revoked_at = db.session.execute(
-            select(AuthSession.revoked_at).where(AuthSession.id == sid),
-            execution_options={"skip_tenant": True},
-        ).scalar_one_or_none()
-        return revoked_at is not None
-
     def rebuild(self):
-        from app.auth.models import AuthSession
-
-        since = utcnow() - timedelta(seconds=self.ttl)
-        sids = (
-            db.session.execute(
-                select(AuthSession.id).where(AuthSession.revoked_at >= since),
-                execution_options={"skip_tenant": True},
-            )
-            .scalars()
-            .all()
-        )
+        sids = self._revoked_since(utcnow() - timedelta(seconds=self.ttl))
         pipe = self.redis.pipeline(transaction=False)
         for sid in sids:
             pipe.set(f"revoked:{sid}", 1, ex=self.ttl)

@@ -1,63 +1,46 @@
-"""Cache warming (beat): fill an institution's hot reads through the same views and keys that
-requests use, so the first user after a deploy or an invalidation gets a hit."""
+"""Cache warming (a beat job): fill an institution's hot reads through the same views and keys that
+requests use, so the first user after a deploy or an invalidation gets a hit.
+
+Core knows no URL: the domains hand over what to warm at start-up with `register_warm_paths(app, fn)`,
+where fn(institution_id) lists the GET paths (e.g. app/academics/routes.py).
+"""
 
 import logging
+from collections.abc import Callable
 
-from flask import current_app, g
-from sqlalchemy import select
+from flask import current_app
 
 from app.core.auth import Principal
-from app.core.tenancy import set_current_institution
 from app.extensions import db
 
 log = logging.getLogger("schoolhouse.cache")
 
-LISTS = (
-    "/api/v1/classes",
-    "/api/v1/subjects",
-    "/api/v1/terms",
-    "/api/v1/academic-years",
-    "/api/v1/students",
-    "/api/v1/teachers",
-)
+_KEY = "cache_warm_paths"
 
 
-def hot_paths(institution_id):
-    from app.academics.models import SchoolClass
+def register_warm_paths(app, paths: Callable[[int], list[str]]):
+    app.extensions.setdefault(_KEY, []).append(paths)
 
-    class_ids = (
-        db.session.execute(
-            select(SchoolClass.id).where(
-                SchoolClass.institution_id == institution_id, SchoolClass.deleted_at.is_(None)
-            ),
-            execution_options={"skip_tenant": True},
-        )
-        .scalars()
-        .all()
-    )
-    paths = list(LISTS)
-    for cid in class_ids:
-        paths += [f"/api/v1/classes/{cid}/students", f"/api/v1/classes/{cid}/students?limit=50"]
-    return paths
+
+def hot_paths(institution_id) -> list[str]:
+    return [path for paths in current_app.extensions.get(_KEY, ()) for path in paths(institution_id)]
 
 
 def warm(institution_id, paths=None):
     """Run each hot GET as the institution's admin scope; returns how many entries were filled."""
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    admission = app.extensions["admission"]
     admin = Principal(user_id=0, institution_id=institution_id, role="admin", session_id="cache-warming")
+    adapter = app.url_map.bind("localhost")
     filled = 0
     for path in paths or hot_paths(institution_id):
+        endpoint, args = adapter.match(path.split("?")[0], method="GET")
+        view = app.view_functions[endpoint]
+        if not getattr(view, "cache_tables", None):
+            continue
         with app.test_request_context(path, method="GET"):
-            g.principal, g.revocation_pending = admin, False
-            set_current_institution(institution_id)
-            adapter = app.url_map.bind("localhost")
-            endpoint, args = adapter.match(path.split("?")[0], method="GET")
-            view = app.view_functions[endpoint]
-            if not getattr(view, "cache_tables", None):
-                continue
             try:
-                view(**args)
-                filled += g.get("cache_status") == "miss"
+                filled += admission.prefill(view, args, admin)
             except Exception:  # noqa: BLE001 - one bad path must not stop the rest
                 log.exception("warming %s failed", path)
             finally:

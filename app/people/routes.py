@@ -9,6 +9,7 @@ from app.core.openapi import doc
 from app.core.pagination import ListSpec, coerce
 from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
+from app.core.warming import register_warm_paths
 from app.people import services
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 from app.people.schemas import (
@@ -29,6 +30,14 @@ from app.people.schemas import (
 )
 
 bp = Blueprint("people", __name__)
+
+
+@bp.record_once
+def _hot_reads(state):
+    """What cache warming fills (app/core/warming.py)."""
+    prefix = state.url_prefix or ""
+    register_warm_paths(state.app, lambda institution_id: [f"{prefix}/students", f"{prefix}/teachers"])
+
 
 CONFLICTS.update(
     {

@@ -1,0 +1,297 @@
+"""Admission: what every request passes before its view runs, in one place.
+
+For each request `admit()` (a before-request hook):
+  1. public views: counts the caller's address against the API tier (unless exempt); nothing else;
+  2. decodes the bearer token (app/core/auth.py) and sets the caller and the tenant;
+  3. counts the request against the API tier, checks that the session is still live and, for a GET of a
+     view marked `@cached`, looks up the cached answer: ONE Redis round trip (the `_ADMIT` script below);
+  4. answers a cache hit from here (the view does not run), or notes the miss so that the `@cached`
+     wrapper stores the view's answer.
+`finish()` (after-request) adds the X-Cache and optional X-RateLimit-* headers.
+
+The per-request admission state (`_State` on `g.admission`) is read and written in this module only;
+others ask `cache_outcome()`. Redis trouble costs a miss and an in-process count, never a 500; the
+session check then asks the RevocationStore (app/core/revocation.py), whose source of truth is the
+database. Route limits (failed logins, the sensitive budget) stay Flask-Limiter's (app/core/ratelimit.py).
+
+The API tier is counted by hand (a fixed window in the same script) because Flask-Limiter's general path
+was a round trip of its own plus a large share of a cached read's CPU (docs/BENCHMARKS.md, "Where the
+time went"); `limits` parses the setting and counts in process when Redis is down.
+"""
+
+import logging
+import time
+from functools import wraps
+
+import redis
+from flask import current_app, g, make_response, request
+from limits import parse as parse_limit
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
+
+from app.core.auth import Principal, principal_from_request, security_event, unauthorized
+from app.core.caching import MEDIUM, ResponseCache, record_outcome
+from app.core.errors import Forbidden
+from app.core.ratelimit import too_many_requests
+from app.core.redisconn import LIMITER_DB, make_client
+from app.core.tenancy import set_current_institution
+
+log = logging.getLogger("schoolhouse.admission")
+
+PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their cached rows differ per user
+
+# KEYS = the cache version keys of the view's tables (none when there is no lookup).
+# ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = its expiry (s), ARGV[3] = the session's
+# revocation key ('' = none), ARGV[4] = limiter db, ARGV[5] = cache db, ARGV[6] = entry key head,
+# ARGV[7] = entry key tail ('' = no lookup), ARGV[8] = now (ns).
+# Counters and revocations live in the limiter db, which is never flushed as a cache; entries in the
+# cache db. Redis 7 scopes SELECT inside a script to the script, so the connection keeps its own db.
+# A missing version is created from the clock (numbers are never reused, so an evicted version key
+# cannot bring old entries back). Returns {count, revoked (1/0, -1 = Redis cannot tell), versions, body}.
+_ADMIT = """
+redis.call('SELECT', ARGV[4])
+local count = 0
+if ARGV[1] ~= '' then
+  count = redis.call('INCR', ARGV[1])
+  if count == 1 then redis.call('EXPIRE', ARGV[1], ARGV[2]) end
+end
+local revoked = -1
+if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:ready') == 1 then revoked = redis.call('EXISTS', ARGV[3]) end
+if ARGV[7] == '' then return {count, revoked, false, false} end
+redis.call('SELECT', ARGV[5])
+local parts = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if not v then
+    redis.call('SET', k, ARGV[8], 'NX')
+    v = redis.call('GET', k)
+  end
+  parts[i] = v
+end
+local versions = table.concat(parts, '.')
+return {count, revoked, versions, redis.call('GET', ARGV[6] .. versions .. ARGV[7])}
+"""
+
+
+class _State:
+    """One request's admission: who is counted, and what the cache said."""
+
+    __slots__ = ("who", "window_end", "count", "cache_status", "namespace", "store")
+
+    def __init__(self):
+        self.who: str | None = None
+        self.window_end = 0
+        self.count = 0
+        self.cache_status: str | None = None
+        self.namespace: str | None = None
+        self.store: tuple[int, str, str, int] | None = None  # (institution, versions, suffix, ttl) to store
+
+
+class Admission:
+    def __init__(self, app):
+        cfg = app.config
+        self.limit_enabled = cfg["RATELIMIT_ENABLED"]
+        self.limit = parse_limit(cfg["RATELIMIT_API"])
+        self.window = int(self.limit.get_expiry())
+        self.headers_enabled = cfg.get("RATELIMIT_HEADERS_ENABLED", False)
+        self.fallback = FixedWindowRateLimiter(MemoryStorage())  # Redis absent or down: per process
+        self.redis = make_client(app, LIMITER_DB)
+        self.script = self.redis.register_script(_ADMIT) if self.redis is not None else None
+        self.cache: ResponseCache = app.extensions["response_cache"]
+        self.revocations = app.extensions["revocations"]
+
+    # --- the one round trip -------------------------------------------------------------------------
+
+    def _counter(self, state, who):
+        if not self.limit_enabled or who is None:
+            return ""
+        slot = int(time.time()) // self.window
+        state.who, state.window_end = who, (slot + 1) * self.window
+        return f"sh-rl:api:{who}:{slot}"
+
+    def _run(self, state, who, session_id, lookup):
+        """(revoked, versions, body): revoked is None when Redis could not tell; versions is None when
+        the cache could not be asked (no lookup, or Redis down)."""
+        counter = self._counter(state, who)
+        revocation_key = f"revoked:{session_id}" if session_id else ""
+        if self.script is not None:
+            keys, head, tail = lookup if lookup else ((), "", "")
+            try:
+                count, revoked, versions, body = self.script(
+                    keys=keys,
+                    args=[counter, self.window + 1, revocation_key, LIMITER_DB, self.cache.db, head, tail,
+                          time.time_ns()],
+                )  # fmt: skip
+                self._judge(state, count)
+                return (
+                    (None if revoked < 0 else bool(revoked)),
+                    (versions.decode() if versions else None),
+                    body,
+                )
+            except redis.RedisError as exc:
+                log.warning("admission: Redis unavailable, counting in process: %s", exc)
+        if counter:
+            self._count_in_process(state)
+        if lookup and self.cache.redis is None:  # the embedded default: the in-process cache
+            versions, body = self.cache.local_lookup(*lookup)
+            return None, versions, body
+        return None, None, None
+
+    def _count_in_process(self, state):
+        who = state.who
+        allowed = self.fallback.hit(self.limit, "api", who)
+        stats = self.fallback.get_window_stats(self.limit, "api", who)
+        state.window_end = int(stats.reset_time)
+        self._judge(state, self.limit.amount - stats.remaining if allowed else self.limit.amount + 1)
+
+    def _judge(self, state, count):
+        if not count:
+            return
+        state.count = count
+        if count > self.limit.amount:
+            raise too_many_requests(self.limit, state.window_end)
+
+    def _lookup_args(self, principal, view):
+        """(version keys, entry head, entry tail) of this GET for this caller."""
+        scope = (
+            f"{principal.role}:{principal.user_id}" if principal.role in PER_USER_ROLES else principal.role
+        )
+        # The raw query string with its parameters in a fixed order (parsing it into args costs more);
+        # a differently encoded but equal query only makes another entry, never a wrong answer.
+        raw = request.query_string
+        query = "&".join(sorted(raw.decode("latin-1").split("&"))) if raw else ""
+        iid = principal.institution_id
+        return (
+            self.cache.version_keys(iid, view.cache_tables),
+            self.cache.entry_head(iid),
+            (f":{scope}:{request.path}?{query}"),
+        )
+
+    # --- the hooks ------------------------------------------------------------------------------------
+
+    def admit(self):
+        state = g.admission = _State()
+        g.principal = None
+        view = current_app.view_functions.get(request.endpoint or "")
+        if view is None or request.method == "OPTIONS":
+            return None
+        exempt = getattr(view, "rate_limit_exempt", False)
+        if getattr(view, "is_public", False):
+            if not exempt:
+                self._run(state, f"addr:{request.remote_addr}", None, None)
+            return None
+        principal = principal_from_request()
+        g.principal = principal
+        set_current_institution(principal.institution_id)
+        lookup = None
+        if request.method == "GET" and self.cache.enabled and getattr(view, "cache_tables", None):
+            lookup = self._lookup_args(principal, view)
+        who = None if exempt else f"user:{principal.user_id}"
+        revoked, versions, body = self._run(state, who, principal.session_id, lookup)
+        if revoked or (revoked is None and self.revocations.is_revoked(principal.session_id)):
+            raise session_ended()
+        allowed = getattr(view, "allowed_roles", None)
+        if allowed is not None and principal.role not in allowed:
+            security_event("access_denied", detail={"path": request.path, "role": principal.role})
+            raise Forbidden()
+        if lookup is None:
+            return None
+        return self._answer_from_cache(state, view, principal.institution_id, versions, body, lookup[2])
+
+    def _answer_from_cache(self, state, view, iid, versions, body, suffix):
+        state.namespace = view.cache_namespace
+        if body is not None:
+            return self._hit(state, "hit", body)
+        state.cache_status = "miss"
+        if versions is None:  # the cache could not be asked: the view answers, nothing is stored
+            return None
+        if not self.cache.lock(iid, versions, suffix):
+            # Another worker is computing this hot key: wait briefly for its answer (stampede guard).
+            body = self.cache.wait_for(iid, versions, suffix)
+            if body is not None:
+                return self._hit(state, "hit-after-wait", body)
+        state.store = (iid, versions, suffix, view.cache_ttl)
+        return None
+
+    @staticmethod
+    def _hit(state, status, body):
+        state.cache_status = status
+        record_outcome(state.namespace, "hit")
+        return current_app.response_class(body, mimetype="application/json")
+
+    def store_miss(self, response):
+        """The `@cached` wrapper's half: keep a 200 answer under the key the lookup missed."""
+        state = g.get("admission")
+        if state is None or state.cache_status != "miss":
+            return
+        record_outcome(state.namespace, "miss")
+        if state.store is not None and response.status_code == 200:
+            iid, versions, suffix, ttl = state.store
+            self.cache.store(iid, versions, suffix, response.get_data(), ttl)
+
+    def finish(self, response):
+        state = g.get("admission")
+        if state is None:
+            return response
+        headers = response.headers
+        if state.cache_status:
+            headers.add("X-Cache", state.cache_status)
+        if self.headers_enabled and state.count:
+            headers.setdefault("X-RateLimit-Limit", str(self.limit.amount))
+            headers.setdefault("X-RateLimit-Remaining", str(max(0, self.limit.amount - state.count)))
+            headers.setdefault("X-RateLimit-Reset", str(state.window_end))
+        return response
+
+    # --- cache warming (app/core/warming.py) -----------------------------------------------------------
+
+    def prefill(self, view, view_args, principal: Principal) -> bool:
+        """Answer a cached GET for `principal` without counting it or checking a session (the warming
+        job is no session). Call inside a request context for the path. True when an entry was filled."""
+        state = g.admission = _State()
+        g.principal = principal
+        set_current_institution(principal.institution_id)
+        lookup = self._lookup_args(principal, view)
+        _, versions, body = self._run(state, None, None, lookup)
+        if self._answer_from_cache(state, view, principal.institution_id, versions, body, lookup[2]):
+            return False
+        view(**view_args)
+        return state.store is not None
+
+
+def session_ended():
+    return unauthorized("This session has ended; log in again.")
+
+
+def cache_outcome():
+    """(namespace, "hit"/"miss"...) of this request's cache lookup, or None (metrics read it)."""
+    state = g.get("admission")
+    if state is None or state.cache_status is None:
+        return None
+    return state.namespace or request.endpoint, state.cache_status
+
+
+def cached(*tables, ttl=MEDIUM, namespace=None):
+    """Mark a GET view's JSON answer as cached; `tables` are what it reads (their writes invalidate it).
+    Admission looks the answer up before the view runs; this wrapper stores it on a miss."""
+    tables = tuple(sorted(tables))
+
+    def deco(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            resp = make_response(view(*args, **kwargs))
+            current_app.extensions["admission"].store_miss(resp)
+            return resp
+
+        wrapper.cache_tables = tables  # type: ignore[attr-defined]
+        wrapper.cache_ttl = ttl  # type: ignore[attr-defined]
+        wrapper.cache_namespace = namespace or view.__name__  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
+def register_admission(app):
+    """After the extensions (the cache and the revocation store) are set up."""
+    admission = app.extensions["admission"] = Admission(app)
+    app.before_request(admission.admit)
+    app.after_request(admission.finish)
