@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app.academics.models import Term
 from app.academics.services import class_in_scope_or_404, scope_students, teacher_class_ids
 from app.audit import services as audit
-from app.celery_app import enqueue_after_commit
+from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.schemas import errors_from
@@ -30,11 +30,14 @@ from app.extensions import db
 from app.jobs import importers, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
-from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, running_job
+from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, running_job
+from app.notifications.services import notify_export_ready
 from app.people.models import Student
 
 log = logging.getLogger("schoolhouse.jobs")
 SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes they may export
+# The tasks that run a job (tasks/exports.py, tasks/imports.py), sent by name: tasks import services.
+EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
 
 
 # --- serialisation ---------------------------------------------------------------------------------
@@ -279,9 +282,7 @@ def create_export(body, principal) -> Job:
         job.id,
         {"kind": [None, kind.name], "format": [None, body.format], "params": [None, params]},
     )
-    from tasks.exports import run_export  # noqa: PLC0415
-
-    enqueue_after_commit(run_export, job.id)
+    enqueue_after_commit(EXPORT_TASK, job.id)
     db.session.commit()
     return job
 
@@ -398,10 +399,6 @@ def run_export(job_id):
 def _notify_ready(job_id):
     """ "Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
     dedupes it per job). A problem there must not lose the export: it runs in a savepoint."""
-    try:
-        from app.notifications.services import notify_export_ready  # noqa: PLC0415
-    except ImportError:
-        return
     # pysqlite's savepoints leave the file locked after commit; SQLite is the single-user embedded default
     sqlite = db.session.connection().dialect.name == "sqlite"
     try:
@@ -487,9 +484,7 @@ def create_import(upload, dry_run_raw, principal) -> Job:
             "rows": [None, len(rows)],
         },
     )
-    from tasks.imports import run_student_import  # noqa: PLC0415
-
-    enqueue_after_commit(run_student_import, job.id)
+    enqueue_after_commit(IMPORT_TASK, job.id)
     try:
         db.session.commit()
     except Exception:
@@ -508,7 +503,7 @@ def run_import(job_id):
         ).scalar_one_or_none()
         path = storage.resolve(stored.path) if stored is not None else None
         if path is None or not path.exists():
-            _fail_now(job.id, "The uploaded file is no longer available; upload it again.")
+            mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
         from app.attendance.services import institution_today  # noqa: PLC0415  the school's own "today"
 
@@ -568,12 +563,6 @@ def _save_batch(run, done, total, result):
     if saved != 1:
         db.session.rollback()
         raise LockLost(f"job {run.job.id}: taken over by another attempt")
-
-
-def _fail_now(job_id, message):
-    from app.jobs.runner import mark_failed  # noqa: PLC0415
-
-    mark_failed(job_id, message)
 
 
 # --- housekeeping (beat) -----------------------------------------------------------------------------
@@ -643,9 +632,6 @@ def requeue_stale_jobs(older_than=None) -> list:
     lock are sent again: a message lost with a Redis restart, or a publish that failed while Redis was
     down, or a worker that died with its delivery already gone. The task is idempotent, so sending a job
     that was merely slow costs one lock check."""
-    from tasks.exports import run_export  # noqa: PLC0415
-    from tasks.imports import run_student_import  # noqa: PLC0415
-
     seconds = current_app.config["JOB_REQUEUE_AFTER"] if older_than is None else older_than
     now = utcnow()
     stale = db.session.execute(
@@ -667,7 +653,7 @@ def requeue_stale_jobs(older_than=None) -> list:
         .execution_options(synchronize_session=False, skip_tenant=True)
     )
     for ident, job_type in sent:
-        enqueue_after_commit(run_export if job_type == "export" else run_student_import, ident)
+        enqueue_after_commit(EXPORT_TASK if job_type == "export" else IMPORT_TASK, ident)
     db.session.commit()
     log.warning("re-enqueued stale jobs: %s", [i for i, _ in sent])
     return [i for i, _ in sent]
