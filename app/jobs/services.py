@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import Term
 from app.academics.services import class_in_scope_or_404, scope_students, teacher_class_ids
+from app.attendance.services import institution_today
 from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
@@ -27,6 +28,7 @@ from app.core.models import utcnow
 from app.core.schemas import errors_from
 from app.core.tenancy import current_institution_id
 from app.extensions import db
+from app.grading import services as grading
 from app.jobs import importers, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
@@ -204,8 +206,7 @@ def _check_scope(kind, p, principal):
 def estimate_rows(kind, p, scope):
     if kind.build is not None:
         return kind.build(p, scope).estimate()
-    from app.grading import services as grading  # noqa: PLC0415  report cards: one per student on the roster
-
+    # report cards: one per student on the roster
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
     roster = grading.roster_on(
         p.class_id, grading.class_day(term, grading.local_today(grading.institution()))
@@ -327,7 +328,7 @@ def _read_transaction():
 def write_export(kind, p, scope, fmt, path, progress=None):
     """Write one export to `path`; returns the number of rows (students for report cards)."""
     if fmt == "pdf":
-        from app.jobs import pdf  # noqa: PLC0415
+        from app.jobs import pdf  # noqa: PLC0415 - reportlab is heavy: loaded only when a PDF is written
 
         return getattr(pdf, kind.pdf)(p, path, progress)
     source = kind.build(p, scope)
@@ -505,9 +506,7 @@ def run_import(job_id):
         if path is None or not path.exists():
             mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
-        from app.attendance.services import institution_today  # noqa: PLC0415  the school's own "today"
-
-        today = institution_today()
+        today = institution_today()  # the school's own "today"
         _, rows = importers.read_rows(path.read_bytes())
         checked = importers.plan(rows, job.institution_id, today)
         total = len(checked)
