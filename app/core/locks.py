@@ -70,6 +70,8 @@ class RedisLock:
             # Redis lost the key (a restart without persistence): take it again; someone else's is lost
             if not self._lock.acquire(token=self.token):
                 self.lost = True
+        except LockError:  # released meanwhile: the heartbeat raced the end of the run
+            pass
 
     def release(self) -> None:
         try:
