@@ -165,7 +165,7 @@ def test_the_apps_beat_runs_our_schedule_with_one_export_clean_up(app):
     assert all(e["task"] in app.extensions["celery"].tasks for e in beat.values())
 
 
-def test_cache_warming_calls_warm_institution_for_every_school(app, demo, monkeypatch):
+def test_cache_warming_calls_warm_for_every_school(app, demo, monkeypatch):
     seen = []
 
     def warm(institution_id):
