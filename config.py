@@ -5,8 +5,10 @@ changes its environment before `create_app()` (tests, CLI) gets what it asked fo
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
+from celery.schedules import crontab
 from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -30,6 +32,68 @@ def redis_db_url(base, db):
     if "//" in head and tail.isdigit():
         return f"{head}/{db}"
     return f"{base.rstrip('/')}/{db}"
+
+
+# Celery task modules (tasks/), listed: the worker and the web app import exactly these.
+TASK_MODULES = ["tasks.exports", "tasks.imports", "tasks.maintenance", "tasks.notifications"]
+
+# Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
+TASK_ROUTES = {
+    "tasks.exports.run_export": {"queue": "exports"},
+    "tasks.imports.*": {"queue": "exports"},
+    "tasks.exports.requeue_stale": {"queue": "maintenance"},
+    "tasks.maintenance.*": {"queue": "maintenance"},
+    "tasks.notifications.*": {"queue": "notifications"},
+}
+
+# The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
+# Procfile's `beat`): beat keeps no shared state, so two beats would each send every entry. Even then
+# nothing doubles up — each periodic job takes a Redis lock while it runs (app/core/locks.py), the
+# outbox claims each message once, and every notification has a dedupe key — but the work would be
+# done twice for nothing.
+#
+# Crontab times are in Celery's `timezone` (UTC unless configured). Notification jobs run hourly and
+# each school is handled at its own local hour (ABSENCE_ALERT_HOUR, FEE_REMINDER_HOUR), so schools in
+# different time zones get their mail at the right time of their day. `expires` drops a run that
+# waited in the queue longer than its period (workers down), so a backlog of identical runs never
+# piles up.
+BEAT_SCHEDULE = {
+    "jobs-requeue-stale": {
+        "task": "tasks.exports.requeue_stale",
+        "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 55},
+    },
+    "outbox-dispatch": {
+        "task": "tasks.notifications.dispatch_outbox",
+        "schedule": timedelta(minutes=1),
+        "options": {"queue": "notifications", "expires": 55},
+    },
+    "absence-alerts": {
+        "task": "tasks.notifications.absence_alerts",
+        "schedule": crontab(minute=5),  # hourly; each school at ABSENCE_ALERT_HOUR local (default 16:00)
+        "options": {"queue": "notifications", "expires": 3000},
+    },
+    "fee-reminders": {
+        "task": "tasks.notifications.fee_reminders",
+        "schedule": crontab(minute=10),  # hourly; each school at FEE_REMINDER_HOUR local (default 09:00)
+        "options": {"queue": "notifications", "expires": 3000},
+    },
+    "cache-warming": {
+        "task": "tasks.maintenance.warm_caches",
+        "schedule": crontab(minute="*/15"),
+        "options": {"queue": "maintenance", "expires": 600},
+    },
+    "index-maintenance": {
+        "task": "tasks.maintenance.index_maintenance",
+        "schedule": crontab(hour=3, minute=30),  # nightly, when traffic is lowest
+        "options": {"queue": "maintenance", "expires": 3 * 3600},
+    },
+    "exports-cleanup-expired": {  # app.jobs.services.remove_expired_exports, under a lock
+        "task": "tasks.maintenance.cleanup_expired_exports",
+        "schedule": crontab(minute=20),
+        "options": {"queue": "maintenance", "expires": 3000},
+    },
+}
 
 
 def database_url(url):
@@ -164,7 +228,7 @@ class Config:
     def celery_settings(self):
         """Celery's own (lowercase) settings, from REDIS_URL db 2; no REDIS_URL: tasks run in-process.
 
-        Delivery (PITFALLS §1-3). Every task of ours takes a row id and re-reads its row, so all are
+        Delivery. Every task of ours takes a row id and re-reads its row, so all are
         idempotent: acks_late + reject_on_worker_lost (a dead worker's task runs again, never silently
         dropped), prefetch 1. On the Redis transport an unacknowledged task comes back when its entry in
         the `unacked_index` is older than `visibility_timeout`, checked every `unacked_restore_interval`
@@ -172,6 +236,7 @@ class Config:
         a minute later. A task that legitimately runs longer than that is kept invisible by its own
         heartbeat (app/celery_app.py bumps its entry while it runs), and export/import jobs also hold a
         Redis lock and a job row, so a duplicate delivery never does the work twice (app/jobs/runner.py).
+        Task modules, queues and the beat schedule: TASK_MODULES, TASK_ROUTES, BEAT_SCHEDULE above.
         Time limits only stop hung tasks; retries/ETAs stay far below the visibility timeout
         (celery#2599, kombu#337).
         """
@@ -215,14 +280,9 @@ class Config:
             "task_time_limit": self.CELERY_TASK_TIME_LIMIT,
             "task_default_queue": "default",
             "task_create_missing_queues": True,
-            "task_routes": {
-                "tasks.exports.run_export": {"queue": "exports"},
-                "tasks.imports.*": {"queue": "exports"},
-                "tasks.exports.cleanup_expired": {"queue": "maintenance"},
-                "tasks.exports.requeue_stale": {"queue": "maintenance"},
-                "tasks.maintenance.*": {"queue": "maintenance"},
-                "tasks.notifications.*": {"queue": "notifications"},
-            },
+            "include": TASK_MODULES,
+            "task_routes": TASK_ROUTES,
+            "beat_schedule": BEAT_SCHEDULE,
             "task_always_eager": self.CELERY_ALWAYS_EAGER,
             "task_eager_propagates": False,  # in-process runs record failures on the job row, like a worker
             "worker_hijack_root_logger": False,

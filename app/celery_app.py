@@ -1,47 +1,37 @@
-"""Celery wired to the Flask app (Flask docs, patterns/celery): `celery_init_app(app)`.
+"""Celery wired to the Flask app (Flask docs, patterns/celery): `celery_init_app(app)`, and the task
+base classes the tasks in tasks/ use.
 
 - Every task runs inside an app context (one per task; an already active context is reused, e.g. an
   in-process run inside a request), and its database session is removed afterwards.
-- Each worker process disposes the engine it inherited when it was forked (PITFALLS §7).
+- Each worker process disposes the engine it inherited when it was forked.
 - While a task delivered by the Redis broker runs, a heartbeat thread keeps its entry in kombu's
   `unacked_index` fresh, so a task that runs longer than the visibility timeout is not handed to a second
   worker; when the process dies the heartbeat stops and the task comes back after the visibility timeout
-  (about a minute, config.celery_settings). Jobs add their own lock refresh to the same heartbeat.
-- `enqueue_after_commit(task, *args)`: the task is sent only once the transaction that created its
-  rows has committed (a worker never looks for a row that is not there yet), and never after a rollback.
+  (about a minute, config.celery_settings). Jobs add their own lock refresh to the same heartbeat
+  (app.core.background.on_heartbeat).
+- `JobTask` runs an export/import job (app/jobs/runner.py holds the job's state rules) and turns its
+  errors into retries or a failed job row.
 
-Settings: config.Config.celery_settings. Worker entry point: celery_worker.py.
+Services send tasks by name with app.core.background.enqueue_after_commit. Settings, the task modules
+(`include`), the queues and the beat schedule: config.Config.celery_settings. Worker: celery_worker.py.
 """
 
-import importlib
-import importlib.util
 import logging
-import os
-import pkgutil
 import threading
 import time
 
 import redis
 from celery import Celery, Task, signals
-from flask import current_app, has_app_context
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+from celery import current_app as current_celery
+from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded
+from flask import has_app_context
 
+from app.core import background
+from app.core.redisconn import BROKER_DB, shared_client
 from app.extensions import db
+from app.jobs.runner import Busy, LockLost, is_transient, mark_failed, mark_retrying
 
 log = logging.getLogger("schoolhouse.tasks")
-
-# Periodic work of the jobs package; the rest is in tasks/schedule.py (BEAT_SCHEDULE), including the
-# hourly expired-export clean-up (tasks.maintenance.cleanup_expired_exports -> remove_expired_exports).
-JOBS_SCHEDULE = {
-    "jobs-requeue-stale": {
-        "task": "tasks.exports.requeue_stale",
-        "schedule": 60.0,
-        "options": {"queue": "maintenance", "expires": 55},
-    },
-}
-_PENDING = "schoolhouse_enqueue_after_commit"
-_local = threading.local()
 
 
 class FlaskTask(Task):
@@ -79,13 +69,15 @@ class Heartbeat(threading.Thread):
         request = task.request
         if request.is_eager or task.app.conf.task_always_eager:
             return None
+        if not (task.app.conf.broker_url or "").startswith(("redis://", "rediss://", "unix://")):
+            return None
         tag = (request.properties or {}).get("delivery_tag") or getattr(request, "delivery_tag", None)
-        client = broker_redis(task.app)
+        client = shared_client(task.app.flask_app, BROKER_DB)
         if tag is None or client is None:
             return None
         opts = task.app.conf.broker_transport_options or {}
         key = opts.get("global_keyprefix", "") + opts.get("unacked_index_key", "unacked_index")
-        return cls(client, key, tag, heartbeat_interval(task.app))
+        return cls(client, key, tag, background.heartbeat_interval(task.app))
 
     def beat(self):
         try:
@@ -104,7 +96,7 @@ class Heartbeat(threading.Thread):
             self.beat()
 
     def __enter__(self):
-        _local.heartbeat = self
+        background.set_heartbeat_callbacks(self.callbacks)
         self.beat()
         self.start()
         return self
@@ -112,118 +104,102 @@ class Heartbeat(threading.Thread):
     def __exit__(self, *exc):
         self._stop_event.set()
         self.join(timeout=5)
-        _local.heartbeat = None
+        background.set_heartbeat_callbacks(None)
         return False
 
 
-def current_heartbeat():
-    """The heartbeat of the task running in this thread (None in-process or off Redis)."""
-    return getattr(_local, "heartbeat", None)
+class JobTask(FlaskTask):
+    """Runs a job function (app/jobs/services.py: run_export, run_import) under the rules of
+    app/jobs/runner.py; transient errors retry with backoff (the task's autoretry_for)."""
 
+    abstract = True
+    what = "job"
 
-def heartbeat_interval(celery):
-    visibility = (celery.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
-    return max(0.5, visibility / 4)
+    def run_job(self, fn, job_id):
+        try:
+            return fn(job_id)
+        except Busy as busy:
+            # Another run holds the lock: look again when it would have expired (always below the
+            # visibility timeout). If that run is alive it will have finished the job by then.
+            visibility = (self.app.conf.broker_transport_options or {}).get("visibility_timeout", 60)
+            try:
+                raise self.retry(countdown=min(busy.retry_in + 1, visibility * 0.8), max_retries=500)
+            except MaxRetriesExceededError:
+                log.warning(
+                    "job %s: still locked after many checks; leaving it to the stale-job sweep", job_id
+                )
+                return None
+        except LockLost as exc:
+            log.warning("%s; this attempt stops", exc)
+            db.session.rollback()
+            return None
+        except SoftTimeLimitExceeded:
+            limit = self.soft_time_limit or self.app.conf.task_soft_time_limit
+            _safely(
+                mark_failed,
+                job_id,
+                f"The {self.what} took longer than {limit} seconds and was stopped; "
+                f"narrow it (fewer dates or one class) and try again.",
+            )
+            return None
+        except Exception as exc:
+            if is_transient(exc):
+                _safely(
+                    mark_retrying,
+                    job_id,
+                    f"A temporary problem interrupted this {self.what} "
+                    f"({type(exc).__name__}); it will be retried.",
+                )
+                raise  # autoretry_for: exponential backoff with jitter
+            log.exception("job %s failed", job_id)
+            _safely(
+                mark_failed,
+                job_id,
+                f"The {self.what} failed because of an internal error "
+                f"(job {job_id}); the details are in the worker log.",
+            )
+            return None
 
-
-_clients = {}
-
-
-def broker_redis(celery=None):
-    """A redis-py client on the broker database (db 2: noeviction, so job locks are never evicted);
-    None without Redis. One per process (worker children get their own after the fork)."""
-    celery = celery or current_app.extensions["celery"]
-    url = celery.conf.broker_url
-    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    key = (os.getpid(), url)
-    client = _clients.get(key)
-    if client is None:
-        client = _clients[key] = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Only transient errors reach here, once their retries are used up.
+        if not args:
+            return
+        message = (
+            f"The {self.what} failed: a temporary problem ({type(exc).__name__}) "
+            f"persisted through {self.max_retries} retries."
         )
-    return client
-
-
-def enqueue(task, *args):
-    """Send `task(*args)` with the current app's Celery (in-process when eager). A broker outage is
-    logged, not raised: the job row is committed and `requeue_stale_jobs` sends it again later."""
-    celery = current_app.extensions["celery"]
-    bound = celery.tasks[task if isinstance(task, str) else task.name]
-    try:
-        return bound.apply_async(args=args)
-    except Exception as exc:  # noqa: BLE001 - kombu/redis connection errors of every kind
-        log.warning("could not enqueue %s%r: %s: %s", bound.name, args, type(exc).__name__, exc)
-        return None
-
-
-def enqueue_after_commit(task, *args):
-    """Send the task when the current transaction commits (at once if none is open)."""
-    session = db.session()
-    if not session.in_transaction():
-        return enqueue(task, *args)
-    session.info.setdefault(_PENDING, []).append((task if isinstance(task, str) else task.name, args))
-    return None
-
-
-def _after_commit(session):
-    pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
-    if not has_app_context():  # nothing to send them with; the stale-job sweep will find their rows
-        log.warning("tasks not sent (commit outside an app context): %s", pending)
-        return
-    app = current_app._get_current_object()
-    eager = app.extensions["celery"].conf.task_always_eager
-    for name, args in pending:
-        if eager:
-            # This session is mid-commit and cannot run SQL: an in-process task gets its own context.
-            with app.app_context():
-                enqueue(name, *args)
+        if has_app_context():
+            _safely(mark_failed, args[0], message)
         else:
-            enqueue(name, *args)
+            with self.app.flask_app.app_context():
+                _safely(mark_failed, args[0], message)
+                db.session.remove()
 
 
-def _after_rollback(session):
-    session.info.pop(_PENDING, None)
-
-
-def _task_modules():
-    import tasks  # noqa: PLC0415
-
-    return [f"tasks.{m.name}" for m in pkgutil.iter_modules(tasks.__path__) if m.name != "schedule"]
-
-
-def _beat_schedule():
-    schedule = dict(JOBS_SCHEDULE)
-    if importlib.util.find_spec("tasks.schedule") is not None:
-        schedule.update(importlib.import_module("tasks.schedule").BEAT_SCHEDULE)
-    return schedule
+def _safely(fn, *args):
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the database may be the thing that is down
+        db.session.rollback()
+        log.warning("could not update job %s: %s", args[0], exc)
 
 
 def celery_init_app(app):
     celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object(app.config["CELERY"])
-    celery.conf.include = _task_modules()
-    celery.conf.beat_schedule = _beat_schedule()
+    celery.config_from_object(app.config["CELERY"])  # with `include`: the task modules in tasks/
     celery.flask_app = app
     celery.set_default()
     app.extensions["celery"] = celery
-    if not event.contains(Session, "after_commit", _after_commit):
-        event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
-    for module in celery.conf.include:  # registers the shared tasks with this app
-        importlib.import_module(module)
+    background.register_after_commit()
+    celery.loader.import_default_modules()  # registers the shared tasks with this app
     return celery
 
 
 @signals.worker_process_init.connect(dispatch_uid="schoolhouse-dispose-engine")
 def _dispose_engine(**_):
-    # A forked pool process must not reuse the parent's pooled connections (PITFALLS §7); close=False
-    # leaves the parent's sockets alone and just forgets them here.
-    from celery import current_app as celery  # noqa: PLC0415
-
-    flask_app = getattr(celery, "flask_app", None)
+    # A forked pool process must not reuse the parent's pooled connections; close=False leaves the
+    # parent's sockets alone and just forgets them here.
+    flask_app = getattr(current_celery, "flask_app", None)
     if flask_app is not None:
         with flask_app.app_context():
             db.engine.dispose(close=False)

@@ -2,8 +2,9 @@
 
 from celery import shared_task
 
+from app.celery_app import JobTask
 from app.jobs import services
-from app.jobs.runner import TRANSIENT, JobTask
+from app.jobs.runner import TRANSIENT
 
 
 class ExportTask(JobTask):
@@ -23,12 +24,6 @@ class ExportTask(JobTask):
 def run_export(self, job_id):
     """Write one export file (job id only: the row says what; personal data never travels in a message)."""
     return self.run_job(services.run_export, job_id)
-
-
-@shared_task(name="tasks.exports.cleanup_expired")
-def cleanup_expired():
-    """Beat, hourly: remove exports and uploads past EXPORT_TTL."""
-    return services.remove_expired_exports()
 
 
 @shared_task(name="tasks.exports.requeue_stale")

@@ -2,8 +2,9 @@
 
 from celery import shared_task
 
+from app.celery_app import JobTask
 from app.jobs import services
-from app.jobs.runner import TRANSIENT, JobTask
+from app.jobs.runner import TRANSIENT
 
 
 class ImportTask(JobTask):

@@ -1,10 +1,12 @@
-"""Celery tasks for maintenance: thin shells around app.maintenance.services, each under its lock.
-They go to the `maintenance` queue by the `tasks.maintenance.*` route in config's Celery settings."""
+"""Celery tasks for maintenance: thin shells around service functions, each under its lock
+(app/core/locks.py). They go to the `maintenance` queue by the `tasks.maintenance.*` route in config's
+Celery settings."""
 
 from celery import shared_task
 
+from app.core.locks import run_locked
+from app.jobs import services as job_services
 from app.maintenance import services
-from app.maintenance.locks import run_locked
 
 INDEX_LOCK_SECONDS = 4 * 3600  # REINDEX CONCURRENTLY of a large index can take a while
 WARM_LOCK_SECONDS = 900
@@ -27,5 +29,5 @@ def warm_caches():
 
 @shared_task(name="tasks.maintenance.cleanup_expired_exports")
 def cleanup_expired_exports():
-    """Hourly: remove export files and job results past their expiry."""
-    return run_locked("cleanup_expired_exports", CLEANUP_LOCK_SECONDS, services.cleanup_expired_exports)
+    """Hourly: remove export files and uploads past their expiry."""
+    return run_locked("cleanup_expired_exports", CLEANUP_LOCK_SECONDS, job_services.remove_expired_exports)

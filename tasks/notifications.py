@@ -2,16 +2,16 @@
 
 Bound with `shared_task`, so they attach to whichever Celery app the factory creates (see
 app/celery_app.py), and go to the `notifications` queue by the `tasks.notifications.*` route in
-config's Celery settings; the periodic ones run under a lock (app/maintenance/locks.py) so overlapping runs
-never double up. Retries are not Celery retries: a failed message goes back to the outbox with its own
-backoff, so no long countdown ever sits in the broker (PITFALLS §2).
+config's Celery settings; the periodic ones run under a lock (app/core/locks.py) so overlapping
+runs never double up. Retries are not Celery retries: a failed message goes back to the outbox with
+its own backoff, so no long countdown ever sits in the broker.
 """
 
 from datetime import date
 
 from celery import shared_task
 
-from app.maintenance.locks import run_locked
+from app.core.locks import run_locked
 from app.notifications import services
 
 # Lock timeouts: longer than a run may take, short enough that a killed run frees the job soon.

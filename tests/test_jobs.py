@@ -442,8 +442,7 @@ def test_export_request_is_audited(admin, demo):
 
 
 def test_a_task_is_not_sent_when_its_transaction_rolls_back(app, demo):
-    from app.celery_app import enqueue_after_commit
-    from tasks.exports import run_export
+    from app.core.background import enqueue_after_commit
 
     job = Job(
         institution_id=demo["demo_institution_id"],
@@ -458,7 +457,7 @@ def test_a_task_is_not_sent_when_its_transaction_rolls_back(app, demo):
     )
     db.session.add(job)
     db.session.flush()
-    enqueue_after_commit(run_export, job.id)
+    enqueue_after_commit("tasks.exports.run_export", job.id)
     db.session.rollback()
     db.session.add(
         Job(

@@ -9,22 +9,21 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import redis as redis_lib
 from sqlalchemy import delete, text
 
-from app.core import caching
+from app.core.locks import lock_key, periodic_lock, run_locked
 from app.extensions import db
+from app.jobs import services as job_services
 from app.maintenance import services
-from app.maintenance.locks import lock_key, periodic_lock, run_locked
 from app.notifications import services as mail
 from app.notifications.models import OutboxEmail
-from config import redis_db_url
+from config import BEAT_SCHEDULE, redis_db_url
+from tasks import exports as export_tasks
 from tasks import maintenance as maintenance_tasks
 from tasks import notifications as notification_tasks
-from tasks.schedule import BEAT_SCHEDULE
 
 MB = 1024 * 1024
 
@@ -138,7 +137,7 @@ def test_with_redis_unreachable_a_run_is_skipped_not_doubled(app):
 def test_beat_schedule_names_our_tasks_with_their_queues():
     tasks = {
         t.name: t
-        for mod in (notification_tasks, maintenance_tasks)
+        for mod in (notification_tasks, maintenance_tasks, export_tasks)
         for t in vars(mod).values()
         if hasattr(t, "delay")
     }
@@ -166,7 +165,7 @@ def test_the_apps_beat_runs_our_schedule_with_one_export_clean_up(app):
     assert all(e["task"] in app.extensions["celery"].tasks for e in beat.values())
 
 
-def test_cache_warming_calls_warm_institution_for_every_school(app, demo, monkeypatch):
+def test_cache_warming_calls_warm_for_every_school(app, demo, monkeypatch):
     seen = []
 
     def warm(institution_id):
@@ -174,29 +173,16 @@ def test_cache_warming_calls_warm_institution_for_every_school(app, demo, monkey
         if institution_id == demo["hillside_institution_id"]:
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(caching, "warm_institution", warm)
+    monkeypatch.setattr(services, "warm", warm)
     report = maintenance_tasks.warm_caches.apply().get()
     assert demo["demo_institution_id"] in seen and demo["hillside_institution_id"] in seen
     assert demo["demo_institution_id"] in report["warmed"]
     assert "boom" in report["errors"][str(demo["hillside_institution_id"])]  # the others still ran
 
-    monkeypatch.delattr(caching, "warm_institution")
-    assert maintenance_tasks.warm_caches.apply().get() == {"skipped": "warm_institution not available"}
 
-
-def test_expired_export_cleanup_calls_the_jobs_service_when_it_exists(monkeypatch):
-    import app.jobs as jobs_pkg
-
-    fake = SimpleNamespace(remove_expired_exports=lambda: {"removed": 2})
-    monkeypatch.setattr(jobs_pkg, "services", fake, raising=False)
-    monkeypatch.setitem(sys.modules, "app.jobs.services", fake)
+def test_expired_export_cleanup_calls_the_jobs_service(monkeypatch):
+    monkeypatch.setattr(job_services, "remove_expired_exports", lambda: {"removed": 2})
     assert maintenance_tasks.cleanup_expired_exports.apply().get() == {"removed": 2}
-
-    monkeypatch.setattr(jobs_pkg, "services", SimpleNamespace(), raising=False)
-    monkeypatch.setitem(sys.modules, "app.jobs.services", SimpleNamespace())
-    assert maintenance_tasks.cleanup_expired_exports.apply().get() == {
-        "skipped": "remove_expired_exports not available"
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,7 +352,7 @@ SQLITE = textwrap.dedent("""
     from flask_migrate import upgrade
     from app import create_app
     from app.maintenance import services
-    from app.maintenance.locks import periodic_lock
+    from app.core.locks import periodic_lock
     app = create_app()
     with app.app_context():
         upgrade()

@@ -11,10 +11,7 @@ The job row in PostgreSQL is the authority, Redis only helps:
 """
 
 import logging
-import os
-import socket
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,7 +20,8 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.celery_app import broker_redis, current_heartbeat, heartbeat_interval
+from app.core import locks
+from app.core.background import heartbeat_interval, in_process, on_heartbeat
 from app.core.models import utcnow
 from app.core.tenancy import set_current_institution
 from app.extensions import db
@@ -55,96 +53,9 @@ def is_transient(exc):
     return isinstance(exc, TRANSIENT)
 
 
-# --- the lock ------------------------------------------------------------------------------------------
-
-_REFRESH = """
-local v = redis.call('get', KEYS[1])
-if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
-
-class JobLock:
-    def __init__(self, client, job_id, ttl_seconds):
-        self.client, self.key, self.ttl_ms = client, f"sh:job:{job_id}", int(ttl_seconds * 1000)
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        self.lost = False
-
-    def acquire(self):
-        if self.client.set(self.key, self.token, nx=True, px=self.ttl_ms):
-            return True
-        holder = self.client.get(self.key)
-        if holder and _holder_is_dead(holder.decode()):
-            # Its process is gone (e.g. a pool child killed by the OOM killer): take over now.
-            self.client.eval(_RELEASE, 1, self.key, holder)
-            return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
-        return False
-
-    def remaining(self):
-        ms = self.client.pttl(self.key)
-        return max(1.0, ms / 1000) if ms and ms > 0 else 1.0
-
-    def refresh(self):
-        # Re-creates the key when Redis lost it (a restart without persistence); refuses a foreign one.
-        if not self.client.eval(_REFRESH, 1, self.key, self.token, self.ttl_ms):
-            self.lost = True
-
-    def release(self):
-        try:
-            self.client.eval(_RELEASE, 1, self.key, self.token)
-        except redis.RedisError as exc:
-            log.warning("could not release %s: %s", self.key, exc)
-
-    def held_by_anyone(self):
-        return bool(self.client.exists(self.key))
-
-
-class NullLock:
-    """No Redis (embedded default): tasks run in-process, one at a time per call."""
-
-    lost = False
-
-    def acquire(self):
-        return True
-
-    def refresh(self):
-        pass
-
-    def release(self):
-        pass
-
-    def remaining(self):
-        return 1.0
-
-    def held_by_anyone(self):
-        return False
-
-
-def _holder_is_dead(holder):
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def job_lock(job_id):
-    client = broker_redis()
-    if client is None:
-        return NullLock()
-    celery = current_app.extensions["celery"]
-    return JobLock(client, job_id, 3 * heartbeat_interval(celery))
+    # Refreshed at every task heartbeat: a run whose heartbeat stopped for three beats loses it.
+    return locks.lock(current_app, f"sh:job:{job_id}", 3 * heartbeat_interval())
 
 
 # --- a run ---------------------------------------------------------------------------------------------
@@ -154,7 +65,7 @@ def job_lock(job_id):
 class Run:
     job: Job
     attempt: int
-    lock: object
+    lock: locks.Lock
     eager: bool
     every: int
     estimate: int = 0
@@ -207,7 +118,6 @@ def running_job(job_id, job_type):
     if not lock.acquire():
         db.session.rollback()
         raise Busy(lock.remaining())
-    beat = current_heartbeat()
     try:
         attempt = db.session.execute(
             update(Job)
@@ -234,21 +144,17 @@ def running_job(job_id, job_type):
             return
         db.session.commit()
         db.session.refresh(job)
-        if beat is not None:
-            beat.callbacks.append(lock.refresh)
-        celery = current_app.extensions["celery"]
         log.info("job %s (%s %s): attempt %s started", job_id, job.job_type, job.kind, attempt)
-        yield Run(
-            job,
-            attempt,
-            lock,
-            bool(celery.conf.task_always_eager),
-            current_app.config["EXPORT_PROGRESS_EVERY"],
-            job.row_count or 0,
-        )
+        with on_heartbeat(lock.refresh):
+            yield Run(
+                job,
+                attempt,
+                lock,
+                in_process(),
+                current_app.config["EXPORT_PROGRESS_EVERY"],
+                job.row_count or 0,
+            )
     finally:
-        if beat is not None and lock.refresh in beat.callbacks:
-            beat.callbacks.remove(lock.refresh)
         lock.release()
 
 
@@ -291,86 +197,3 @@ def mark_retrying(job_id, message):
         .execution_options(synchronize_session=False, skip_tenant=True)
     )
     db.session.commit()
-
-
-# --- the task base -------------------------------------------------------------------------------------
-
-from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded  # noqa: E402
-from flask import has_app_context  # noqa: E402
-
-from app.celery_app import FlaskTask  # noqa: E402
-
-
-class JobTask(FlaskTask):
-    """Runs a job function with the rules above; transient errors retry with backoff (autoretry_for)."""
-
-    abstract = True
-    what = "job"
-
-    def run_job(self, fn, job_id):
-        try:
-            return fn(job_id)
-        except Busy as busy:
-            # Another run holds the lock: look again when it would have expired (always below the
-            # visibility timeout, PITFALLS §2). If that run is alive it will have finished the job by then.
-            visibility = (self.app.conf.broker_transport_options or {}).get("visibility_timeout", 60)
-            try:
-                raise self.retry(countdown=min(busy.retry_in + 1, visibility * 0.8), max_retries=500)
-            except MaxRetriesExceededError:
-                log.warning(
-                    "job %s: still locked after many checks; leaving it to the stale-job sweep", job_id
-                )
-                return None
-        except LockLost as exc:
-            log.warning("%s; this attempt stops", exc)
-            db.session.rollback()
-            return None
-        except SoftTimeLimitExceeded:
-            limit = self.soft_time_limit or self.app.conf.task_soft_time_limit
-            _safely(
-                mark_failed,
-                job_id,
-                f"The {self.what} took longer than {limit} seconds and was stopped; "
-                f"narrow it (fewer dates or one class) and try again.",
-            )
-            return None
-        except Exception as exc:
-            if is_transient(exc):
-                _safely(
-                    mark_retrying,
-                    job_id,
-                    f"A temporary problem interrupted this {self.what} "
-                    f"({type(exc).__name__}); it will be retried.",
-                )
-                raise  # autoretry_for: exponential backoff with jitter
-            log.exception("job %s failed", job_id)
-            _safely(
-                mark_failed,
-                job_id,
-                f"The {self.what} failed because of an internal error "
-                f"(job {job_id}); the details are in the worker log.",
-            )
-            return None
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        # Only transient errors reach here, once their retries are used up.
-        if not args:
-            return
-        message = (
-            f"The {self.what} failed: a temporary problem ({type(exc).__name__}) "
-            f"persisted through {self.max_retries} retries."
-        )
-        if has_app_context():
-            _safely(mark_failed, args[0], message)
-        else:
-            with self.app.flask_app.app_context():
-                _safely(mark_failed, args[0], message)
-                db.session.remove()
-
-
-def _safely(fn, *args):
-    try:
-        fn(*args)
-    except Exception as exc:  # noqa: BLE001 - the database may be the thing that is down
-        db.session.rollback()
-        log.warning("could not update job %s: %s", args[0], exc)

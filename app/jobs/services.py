@@ -20,21 +20,26 @@ from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import Term
 from app.academics.services import class_in_scope_or_404, scope_students, teacher_class_ids
+from app.attendance.services import institution_today
 from app.audit import services as audit
-from app.celery_app import enqueue_after_commit
+from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.schemas import errors_from
 from app.core.tenancy import current_institution_id
 from app.extensions import db
+from app.grading import services as grading
 from app.jobs import importers, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
-from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, running_job
+from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, running_job
+from app.notifications.services import notify_export_ready
 from app.people.models import Student
 
 log = logging.getLogger("schoolhouse.jobs")
 SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes they may export
+# The tasks that run a job (tasks/exports.py, tasks/imports.py), sent by name: tasks import services.
+EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
 
 
 # --- serialisation ---------------------------------------------------------------------------------
@@ -201,8 +206,7 @@ def _check_scope(kind, p, principal):
 def estimate_rows(kind, p, scope):
     if kind.build is not None:
         return kind.build(p, scope).estimate()
-    from app.grading import services as grading  # noqa: PLC0415  report cards: one per student on the roster
-
+    # report cards: one per student on the roster
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
     roster = grading.roster_on(
         p.class_id, grading.class_day(term, grading.local_today(grading.institution()))
@@ -279,9 +283,7 @@ def create_export(body, principal) -> Job:
         job.id,
         {"kind": [None, kind.name], "format": [None, body.format], "params": [None, params]},
     )
-    from tasks.exports import run_export  # noqa: PLC0415
-
-    enqueue_after_commit(run_export, job.id)
+    enqueue_after_commit(EXPORT_TASK, job.id)
     db.session.commit()
     return job
 
@@ -326,7 +328,7 @@ def _read_transaction():
 def write_export(kind, p, scope, fmt, path, progress=None):
     """Write one export to `path`; returns the number of rows (students for report cards)."""
     if fmt == "pdf":
-        from app.jobs import pdf  # noqa: PLC0415
+        from app.jobs import pdf  # noqa: PLC0415 - reportlab is heavy: loaded only when a PDF is written
 
         return getattr(pdf, kind.pdf)(p, path, progress)
     source = kind.build(p, scope)
@@ -398,10 +400,6 @@ def run_export(job_id):
 def _notify_ready(job_id):
     """ "Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
     dedupes it per job). A problem there must not lose the export: it runs in a savepoint."""
-    try:
-        from app.notifications.services import notify_export_ready  # noqa: PLC0415
-    except ImportError:
-        return
     # pysqlite's savepoints leave the file locked after commit; SQLite is the single-user embedded default
     sqlite = db.session.connection().dialect.name == "sqlite"
     try:
@@ -487,9 +485,7 @@ def create_import(upload, dry_run_raw, principal) -> Job:
             "rows": [None, len(rows)],
         },
     )
-    from tasks.imports import run_student_import  # noqa: PLC0415
-
-    enqueue_after_commit(run_student_import, job.id)
+    enqueue_after_commit(IMPORT_TASK, job.id)
     try:
         db.session.commit()
     except Exception:
@@ -508,11 +504,9 @@ def run_import(job_id):
         ).scalar_one_or_none()
         path = storage.resolve(stored.path) if stored is not None else None
         if path is None or not path.exists():
-            _fail_now(job.id, "The uploaded file is no longer available; upload it again.")
+            mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
-        from app.attendance.services import institution_today  # noqa: PLC0415  the school's own "today"
-
-        today = institution_today()
+        today = institution_today()  # the school's own "today"
         _, rows = importers.read_rows(path.read_bytes())
         checked = importers.plan(rows, job.institution_id, today)
         total = len(checked)
@@ -568,12 +562,6 @@ def _save_batch(run, done, total, result):
     if saved != 1:
         db.session.rollback()
         raise LockLost(f"job {run.job.id}: taken over by another attempt")
-
-
-def _fail_now(job_id, message):
-    from app.jobs.runner import mark_failed  # noqa: PLC0415
-
-    mark_failed(job_id, message)
 
 
 # --- housekeeping (beat) -----------------------------------------------------------------------------
@@ -643,9 +631,6 @@ def requeue_stale_jobs(older_than=None) -> list:
     lock are sent again: a message lost with a Redis restart, or a publish that failed while Redis was
     down, or a worker that died with its delivery already gone. The task is idempotent, so sending a job
     that was merely slow costs one lock check."""
-    from tasks.exports import run_export  # noqa: PLC0415
-    from tasks.imports import run_student_import  # noqa: PLC0415
-
     seconds = current_app.config["JOB_REQUEUE_AFTER"] if older_than is None else older_than
     now = utcnow()
     stale = db.session.execute(
@@ -667,7 +652,7 @@ def requeue_stale_jobs(older_than=None) -> list:
         .execution_options(synchronize_session=False, skip_tenant=True)
     )
     for ident, job_type in sent:
-        enqueue_after_commit(run_export if job_type == "export" else run_student_import, ident)
+        enqueue_after_commit(EXPORT_TASK if job_type == "export" else IMPORT_TASK, ident)
     db.session.commit()
     log.warning("re-enqueued stale jobs: %s", [i for i, _ in sent])
     return [i for i, _ in sent]

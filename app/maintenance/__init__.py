@@ -1,1 +1,1 @@
-"""Periodic (beat) jobs' services: index maintenance, cache warming and clean-up, and their locks."""
+"""Periodic (beat) jobs' services: index maintenance and cache warming."""

@@ -1,5 +1,5 @@
-"""Services behind the maintenance beat jobs: index maintenance (PostgreSQL), cache warming and
-expired-export clean-up (thin callers of the functions their owners provide, skipped when absent).
+"""Services behind the maintenance beat jobs: index maintenance (PostgreSQL) and cache warming (each
+school in turn through app.core.warming). The expired-export clean-up is app/jobs/services.py's.
 
 Index maintenance
 -----------------
@@ -29,9 +29,12 @@ On SQLite (the embedded default) it does nothing.
 import logging
 import time
 
+from flask import current_app
 from sqlalchemy import select, text
 
+from app.core.warming import warm
 from app.extensions import db
+from app.institutions.models import Institution
 
 log = logging.getLogger("schoolhouse.maintenance")
 
@@ -119,8 +122,6 @@ PGSTATINDEX = text("""
 
 
 def _cfg():
-    from flask import current_app
-
     return current_app.config
 
 
@@ -342,34 +343,22 @@ def _drop_leftovers(conn, quote, schema, table=None):
 
 
 # --------------------------------------------------------------------------------------------------
-# Cache warming and expired-export clean-up: call what the owning modules provide
+# Cache warming
 # --------------------------------------------------------------------------------------------------
 
 
 def _institution_ids():
-    from app.institutions.models import Institution
-
     return db.session.execute(select(Institution.id).order_by(Institution.id)).scalars().all()
 
 
 def warm_caches(institution_ids=None):
-    """Call app.core.caching.warm_institution(id) for each institution; skipped (logged) when the
-    function, or what it needs, is not available."""
-    try:
-        from app.core import caching
-
-        warm = caching.warm_institution
-    except (ImportError, AttributeError) as exc:
-        log.info("cache warming skipped: app.core.caching.warm_institution is not available (%s)", exc)
-        return {"skipped": "warm_institution not available"}
+    """Fill each institution's hot cached reads (app.core.warming.warm); one school's failure does not
+    stop the others. Returns {"warmed": [ids], "errors": {id: message}}."""
     ids = list(institution_ids) if institution_ids is not None else _institution_ids()
     report = {"warmed": [], "errors": {}}
     for iid in ids:
         try:
             warm(iid)
-        except ImportError as exc:
-            log.info("cache warming skipped: %s", exc)
-            return {"skipped": f"warm_institution not available: {exc}"}
         except Exception as exc:  # one school's failure must not stop the others
             log.exception("cache warming failed for institution %s", iid)
             report["errors"][str(iid)] = f"{type(exc).__name__}: {exc}"
@@ -379,20 +368,3 @@ def warm_caches(institution_ids=None):
         "cache warming: %d institution(s) warmed, %d failed", len(report["warmed"]), len(report["errors"])
     )
     return report
-
-
-def cleanup_expired_exports():
-    """Call app.jobs.services.remove_expired_exports(); skipped (logged) when it is not available."""
-    try:
-        from app.jobs import services as job_services
-
-        remove = job_services.remove_expired_exports
-    except (ImportError, AttributeError) as exc:
-        log.info(
-            "expired-export clean-up skipped: app.jobs.services.remove_expired_exports is not available (%s)",
-            exc,
-        )
-        return {"skipped": "remove_expired_exports not available"}
-    result = remove()
-    log.info("expired-export clean-up: %s", result)
-    return result if isinstance(result, (dict, int, list)) or result is None else str(result)

@@ -44,6 +44,7 @@ from sqlalchemy import func, or_, select, update
 
 from app.academics.models import Subject
 from app.attendance.models import AttendanceRecord
+from app.core.background import enqueue_after_commit
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
 from app.extensions import db
@@ -59,6 +60,7 @@ log = logging.getLogger("schoolhouse.mail")
 T = OutboxEmail.__table__
 INSERT_CHUNK = 500
 OPEN_INVOICE_STATUSES = ("open", "partially_paid")
+SEND_TASK = "tasks.notifications.send_outbox_email"  # sent by name: tasks import services, not back
 
 
 # --------------------------------------------------------------------------------------------------
@@ -731,11 +733,7 @@ def send_after_commit(outbox_id):
     """Ask a worker to send this message as soon as the caller's transaction commits (nothing is sent
     if it rolls back). Only a shortcut: the every-minute dispatcher sends it anyway if this message is
     lost. In the embedded default (tasks in-process) this is what delivers it, since no beat runs."""
-    if "celery" not in current_app.extensions:
-        return
-    from app.celery_app import enqueue_after_commit
-
-    enqueue_after_commit("tasks.notifications.send_outbox_email", outbox_id)
+    enqueue_after_commit(SEND_TASK, outbox_id)
 
 
 def outbox_counts():
