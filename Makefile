@@ -27,11 +27,12 @@ test: $(STAMP)  ## the whole suite, subprocess tests included
 test-fast: $(STAMP)  ## the suite without the `slow` (subprocess: gunicorn, Celery, SMTP, embedded) tests
 	bash scripts/run_tests.sh $(PYTEST_ARGS) -m "not slow"
 
-lint: $(STAMP)  ## ruff (lint + format check), mypy on app/core, import-linter contracts (pyproject.toml)
+lint: $(STAMP)  ## ruff (lint + format check), mypy on app/core, import contracts, no import cycles
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python scripts/import_cycles.py
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
