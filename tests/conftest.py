@@ -18,6 +18,16 @@ pytest_plugins = ["tests.worker_support"]
 
 PASSWORD = "demo-password-for-tests"
 
+# Fixtures that start processes (app servers, Celery workers): their tests are `slow` (make test-fast
+# skips them; make test runs everything). Tests that start one themselves carry the marker.
+PROCESS_FIXTURES = {"two_servers", "worker", "worker_app"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def _require(name):
     value = os.environ.get(name)

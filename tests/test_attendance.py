@@ -754,6 +754,7 @@ SQLITE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_roll_and_check_in_work_on_the_embedded_sqlite_default(tmp_path):
     out = run_embedded(SQLITE_SCRIPT, tmp_path)
     n = out["counts"][0]["created"]

@@ -4,7 +4,11 @@ settings cannot leak into the PostgreSQL-backed suite."""
 
 import textwrap
 
+import pytest
+
 from tests.embedded import run_embedded
+
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 SCRIPT = textwrap.dedent("""
     import json

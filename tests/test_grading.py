@@ -697,6 +697,7 @@ SQLITE_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_bulk_upsert_works_on_the_embedded_sqlite_default(tmp_path):
     assert run_embedded(SQLITE_SCRIPT, tmp_path) == [
         {"created": 3, "updated": 0, "unchanged": 0},

@@ -702,6 +702,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_exports_and_imports_work_in_the_embedded_default(tmp_path):
     """No DATABASE_URL, no REDIS_URL (SQLite, tasks in-process): the same API produces the same files."""
     out = run_embedded(EMBEDDED, tmp_path)

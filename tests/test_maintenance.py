@@ -364,6 +364,7 @@ SQLITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_index_maintenance_does_nothing_on_sqlite(tmp_path):
     env = {
         k: v

@@ -1085,6 +1085,7 @@ EMBEDDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_embedded_default_writes_absence_alerts_as_eml_files(tmp_path):
     out = run_embedded(EMBEDDED, tmp_path)
     assert out["backend"] == "file" and out["queued"] >= 1 and out["sent"] == out["queued"]

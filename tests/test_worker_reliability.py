@@ -16,6 +16,8 @@ from app.extensions import db
 from app.jobs.models import Job, StoredFile
 from tests.worker_support import VISIBILITY, Worker, poll
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 def job_row(app, job_id):
     """Read through a fresh connection: what is committed, as another process sees it."""
