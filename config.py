@@ -25,7 +25,7 @@ def env(name, default=None, cast=str):
 
 
 def redis_db_url(base, db):
-    """Same Redis server, another database number (DESIGN §1: cache 0, limiter 1, broker 2)."""
+    """Same Redis server, another database number (cache 0, limiter 1, broker 2: app/core/redisconn.py)."""
     if not base:
         return None
     head, sep, tail = base.rpartition("/")
@@ -118,7 +118,7 @@ class Config:
         self.REDIS_URL = env("REDIS_URL")
         self.REDIS_SOCKET_TIMEOUT = env("REDIS_SOCKET_TIMEOUT", 0.2, float)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
-        # Connection pool (PostgreSQL only); PITFALLS §7.
+        # Connection pool (PostgreSQL only): dead connections pinged, long waits and idle transactions cut.
         self.DB_POOL_SIZE = env("DB_POOL_SIZE", 10, int)
         self.DB_MAX_OVERFLOW = env("DB_MAX_OVERFLOW", 5, int)
         self.DB_POOL_TIMEOUT = env("DB_POOL_TIMEOUT", 5, int)

@@ -1,11 +1,11 @@
-"""Dead pooled connections (PITFALLS §7): ping a connection before use when it sat idle in the pool.
+"""Dead pooled connections: ping a connection before use when it sat idle in the pool.
 
 SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip and its CPU on every request
 (its share of an uncached read: docs/BENCHMARKS.md). Connections die while they
 sit unused (a PostgreSQL restart, a firewall's idle timeout), so this pings only a connection idle for
 more than DB_PING_AFTER_IDLE_S (1 s by default; 0 restores pre-ping on every checkout). A failed ping
 discards the connection and the pool hands out a fresh one, as with pre-ping. What neither covers:
-a restart while a connection is in use fails that one statement (PITFALLS §7: retry idempotent work),
+a restart while a connection is in use fails that one statement (only idempotent work may retry it),
 and SQLAlchemy then replaces every connection the pool holds.
 """
 

@@ -9,7 +9,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-# OWASP's argon2id minimum (PITFALLS §9): 19 MiB, t=2, p=1.
+# OWASP's argon2id minimum (Password Storage Cheat Sheet): 19 MiB, t=2, p=1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 ALGORITHM = "HS256"  # pinned: decode() accepts only this
 # Verifying against this keeps a login for an unknown e-mail as slow as a wrong password.
