@@ -50,7 +50,7 @@ def roles(*allowed):
                 raise Forbidden()
             return view(*args, **kwargs)
 
-        wrapper.allowed_roles = allowed
+        wrapper.allowed_roles = allowed  # type: ignore[attr-defined]  # read by admission
         return wrapper
 
     return deco

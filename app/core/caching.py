@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 import redis
 from flask import current_app, has_app_context
@@ -38,8 +39,8 @@ class ResponseCache:
     def __init__(self, app):
         backend = cache.cache
         self.prefix = app.config.get("CACHE_KEY_PREFIX", "sh:")
-        self.redis = getattr(backend, "_write_client", None)
-        self.local = None if self.redis is not None else backend  # SimpleCache in the embedded default
+        self.redis: Any = getattr(backend, "_write_client", None)
+        self.local: Any = None if self.redis is not None else backend  # SimpleCache in the embedded default
         self.enabled = app.config.get("RESPONSE_CACHE_ENABLED", True)
         self.lock_ms = app.config.get("CACHE_LOCK_MS", 500)
         self.db = self.redis.connection_pool.connection_kwargs.get("db", 0) if self.redis is not None else 0
@@ -130,7 +131,7 @@ def _note_tables(session, tables):
 
 def _after_flush(session, flush_context):
     tables = {
-        obj.__table__.name
+        obj.__table__.name  # type: ignore[attr-defined]  # every mapped TenantMixin has a table
         for obj in (*session.new, *session.dirty, *session.deleted)
         if isinstance(obj, TenantMixin)
     }
@@ -153,7 +154,7 @@ def _after_commit(session):
     rc = current_app.extensions.get("response_cache")
     if rc is None:
         return
-    by_inst = {}
+    by_inst: dict[int, set[str]] = {}
     for iid, table in dirty:
         by_inst.setdefault(iid, set()).add(table)
     for iid, tables in by_inst.items():

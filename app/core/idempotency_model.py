@@ -7,7 +7,7 @@ from app.core.models import TenantMixin
 from app.extensions import db
 
 
-class IdempotencyRecord(TenantMixin, db.Model):
+class IdempotencyRecord(TenantMixin, db.Model):  # type: ignore[name-defined]  # Flask-SQLAlchemy builds db.Model at run time
     """First answer to a retried write (payments, roll call), keyed by the client's Idempotency-Key."""
 
     __tablename__ = "idempotency_keys"

@@ -20,4 +20,4 @@ class OrjsonProvider(JSONProvider):
     def response(self, *args, **kwargs):
         obj = self._prepare_response_obj(args, kwargs)
         body = orjson.dumps(obj, default=json_default, option=_OPTS)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        return self._app.response_class(body, mimetype=self.mimetype)  # type: ignore[arg-type]  # bytes are a valid body

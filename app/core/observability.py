@@ -8,6 +8,7 @@ files. Without it (flask run, tests) the in-process registry is used.
 import logging
 import os
 import time
+from typing import Any
 
 import orjson
 from flask import current_app, g, has_request_context, request
@@ -66,7 +67,7 @@ def configure_logging(app):
     root.setLevel(app.config["LOG_LEVEL"])
     if not any(getattr(h, "schoolhouse", False) for h in root.handlers):
         handler = logging.StreamHandler()
-        handler.schoolhouse = True
+        handler.schoolhouse = True  # type: ignore[attr-defined]  # marks our handler: configure once
         handler.setFormatter(
             JsonFormatter()
             if app.config.get("LOG_JSON", True)
@@ -75,7 +76,7 @@ def configure_logging(app):
         root.handlers = [handler]
 
 
-_children = {}  # label values -> metric child: labels() takes a lock and builds a tuple on every call
+_children: dict = {}  # label values -> metric child: labels() takes a lock and builds a tuple on every call
 
 
 def _child(metric, *labels):
@@ -92,7 +93,7 @@ def observe_request(response):
     if started is None:
         return response
     elapsed = time.perf_counter() - started
-    req = request._get_current_object()
+    req = request._get_current_object()  # type: ignore[attr-defined]
     endpoint = req.endpoint or "unmatched"
     _child(REQUESTS, req.method, endpoint, response.status_code).inc()
     _child(LATENCY, endpoint).observe(elapsed)
@@ -151,7 +152,7 @@ def instrument_engine(engine, slow_ms, pool_capacity):
 
 def pool_status(engine):
     pool = engine.pool
-    status = {"class": type(pool).__name__}
+    status: dict[str, Any] = {"class": type(pool).__name__}
     for name in ("size", "checkedin", "checkedout", "overflow"):
         fn = getattr(pool, name, None)
         if callable(fn):

@@ -26,7 +26,7 @@ def finish_request(response):
     # Runs on every response: the request-local proxies are resolved once, and headers this hook owns
     # are appended (Headers.set would first scan the list for an old value).
     ctx = g._get_current_object()
-    req = request._get_current_object()
+    req = request._get_current_object()  # type: ignore[attr-defined]
     headers = response.headers
     headers.add("X-Request-ID", getattr(ctx, "request_id", None) or uuid.uuid4().hex)
     status = response.status_code
