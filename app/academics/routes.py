@@ -24,6 +24,14 @@ from app.academics.schemas import (
     YearOut,
     YearUpdate,
 )
+from app.access.rules import (
+    class_in_scope_or_404,
+    scope_classes,
+    scope_enrolments,
+    scope_students,
+    sees_own_family_only,
+    sees_whole_school,
+)
 from app.core.admission import cached
 from app.core.auth import roles
 from app.core.caching import MEDIUM
@@ -121,7 +129,7 @@ classes = Resource(
     create=ClassCreate,
     update=ClassUpdate,
     refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
-    scope=lambda stmt, p: services.scope_classes(stmt, p),
+    scope=scope_classes,
     cache_tables=("class_subjects", "enrolments", "student_guardians"),
 )
 class_subjects = Resource(
@@ -140,7 +148,7 @@ class_subjects = Resource(
     create=ClassSubjectCreate,
     update=ClassSubjectUpdate,
     refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
-    scope=lambda stmt, p: services.scope_classes(stmt, p, column=ClassSubject.class_id),
+    scope=lambda stmt, p: scope_classes(stmt, p, column=ClassSubject.class_id),
     cache_tables=("classes", "enrolments", "student_guardians"),
 )
 enrolments = Resource(
@@ -161,7 +169,7 @@ enrolments = Resource(
     ),
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     deletable=False,
-    scope=lambda stmt, p: services.scope_students(stmt, p, column=Enrolment.student_id),
+    scope=scope_enrolments,
     cache_tables=("student_guardians", "class_subjects", "classes"),
 )
 for resource in (years, terms, subjects, classes, class_subjects, enrolments):
@@ -243,17 +251,17 @@ def _roster_base():
 )
 def class_roster(ident):
     p = g.principal
-    sees_all = p.role in ("admin", "accountant")
+    sees_all = sees_whole_school(p)
     if not sees_all:
-        services.class_in_scope_or_404(ident, p)
+        class_in_scope_or_404(ident, p)
     # Plain rows, not ORM objects: the roster is the hottest list and needs no identity map.
-    if p.role in ("guardian", "student"):
+    if sees_own_family_only(p):
         # Their own children / themself only: the scope carries per-user values, so built per request.
-        stmt, limit, sort, col = apply_list(services.scope_students(_roster_base(), p), ROSTER_SPEC)
+        stmt, limit, sort, col = apply_list(scope_students(_roster_base(), p), ROSTER_SPEC)
         rows = db.session.execute(stmt, {"class_id": ident}).all()
     else:
         stmt, params, limit, sort, col = prepared_list("roster", _roster_base, ROSTER_SPEC)
         rows = execute_reusable(db.session, stmt, {**params, "class_id": ident}).all()
     if not rows and sees_all:
-        services.class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
+        class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
     return page_response(rows, limit, sort, col, None)

@@ -1,68 +1,14 @@
-"""Who sees which classes and students, and enrolment moves that keep history."""
+"""Enrolment moves that keep history (who reaches which classes and students: app/access/rules.py)."""
 
 from datetime import date, timedelta
 
-from sqlalchemy import exists, select, union
+from sqlalchemy import select
 
-from app.academics.models import ClassSubject, Enrolment, SchoolClass
+from app.academics.models import Enrolment, SchoolClass
 from app.audit import services as audit
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.extensions import db
-from app.people.models import Student, StudentGuardian
-
-
-def teacher_class_ids(teacher_id):
-    """Classes a teacher teaches a subject in, or leads as homeroom teacher."""
-    return union(
-        select(ClassSubject.class_id).where(ClassSubject.teacher_id == teacher_id),
-        select(SchoolClass.id).where(SchoolClass.homeroom_teacher_id == teacher_id),
-    )
-
-
-def current_class_of(student_ids):
-    return select(Enrolment.class_id).where(
-        Enrolment.student_id.in_(student_ids), Enrolment.end_date.is_(None)
-    )
-
-
-def own_student_ids(p):
-    """For guardians and students: the students they may see."""
-    if p.role == "student":
-        return select(Student.id).where(Student.id == (p.student_id or -1))
-    return select(StudentGuardian.student_id).where(StudentGuardian.guardian_id == (p.guardian_id or -1))
-
-
-def scope_classes(stmt, p, model=SchoolClass, column=None):
-    column = column if column is not None else model.id
-    if p.role in ("admin", "accountant"):
-        return stmt
-    if p.role == "teacher":
-        return stmt.where(column.in_(teacher_class_ids(p.teacher_id or -1)))
-    return stmt.where(column.in_(current_class_of(own_student_ids(p))))
-
-
-def scope_students(stmt, p, column=None):
-    column = column if column is not None else Student.id
-    if p.role in ("admin", "accountant"):
-        return stmt
-    if p.role == "teacher":
-        taught = teacher_class_ids(p.teacher_id or -1)
-        return stmt.where(
-            exists().where(
-                Enrolment.student_id == column, Enrolment.end_date.is_(None), Enrolment.class_id.in_(taught)
-            )
-        )
-    return stmt.where(column.in_(own_student_ids(p)))
-
-
-def class_in_scope_or_404(class_id, principal):
-    stmt = scope_classes(
-        select(SchoolClass).where(SchoolClass.id == class_id, SchoolClass.deleted_at.is_(None)), principal
-    )
-    klass = db.session.execute(stmt).scalar_one_or_none()
-    if klass is None:
-        raise NotFound("class")
-    return klass
+from app.people.models import Student
 
 
 def enrol(student_id, class_id, start: date, reason=None):

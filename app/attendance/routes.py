@@ -3,7 +3,7 @@
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
-from app.academics.services import class_in_scope_or_404, scope_students
+from app.access.rules import class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
 from app.attendance.models import AttendanceRecord
 from app.attendance.schemas import (
@@ -24,13 +24,13 @@ from app.attendance.schemas import (
 from app.core.admission import cached
 from app.core.auth import roles
 from app.core.caching import MEDIUM
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, apply_list, page_response, page_size
 from app.core.schemas import parse_body, parse_date
 from app.extensions import db
-from app.people.models import Student
+from app.institutions.calendar import school_today
 
 bp = Blueprint("attendance", __name__)
 
@@ -149,13 +149,7 @@ HISTORY_SPEC = ListSpec(
     query=["from", "to", "status", "limit", "cursor", "sort"],
 )
 def student_history(ident):
-    student = db.session.execute(
-        scope_students(
-            select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal
-        )
-    ).scalar()
-    if student is None:
-        raise NotFound("student")
+    student_in_scope_or_404(ident, g.principal)
     frm, to = _range()
     stmt = services.history_filter(select(AttendanceRecord), ident, frm, to)
     stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC)
@@ -184,7 +178,7 @@ def student_history(ident):
 )
 def summary():
     _args(("date", "class_id", "period", "subject_id"))
-    day = _date_arg("date") or services.institution_today()
+    day = _date_arg("date") or school_today()
     class_id = _int_arg("class_id", 1, 2**31 - 1)
     if class_id is not None:
         class_in_scope_or_404(class_id, g.principal)

@@ -16,18 +16,18 @@ import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import and_, case, func, literal_column, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
-from app.academics.services import scope_classes, scope_students
+from app.access.rules import scope_classes, scope_students
 from app.attendance.models import STATUSES, AttendanceCheckin, AttendanceRecord, AttendanceSession
 from app.audit import services as audit
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
+from app.core.upsert import insert_for
 from app.extensions import db
+from app.institutions.calendar import school_today
 from app.institutions.models import Institution
 from app.people.models import Student, User
 
@@ -38,18 +38,6 @@ ATTENDED = ("present", "late")
 
 
 # --- calendar and enrolment checks -----------------------------------------------------------------------
-
-
-def institution_today() -> date:
-    """Today in the school's own time zone (a Nairobi school's Monday starts before UTC's)."""
-    inst = db.session.get(Institution, current_institution_id())
-    try:
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(inst.timezone) if inst and inst.timezone else UTC
-    except Exception:  # noqa: BLE001 - unknown zone or no tz database: UTC
-        tz = UTC
-    return datetime.now(tz).date()
 
 
 def in_a_term(day: date) -> bool:
@@ -91,7 +79,7 @@ def check_subject(class_id: int, subject_id: int | None, errors: dict):
 
 
 def check_day(day: date, errors: dict):
-    today = institution_today()
+    today = school_today()
     if day > today:
         errors["date"] = f"{day.isoformat()} is in the future (today is {today.isoformat()})"
     elif not in_a_term(day):
@@ -141,8 +129,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         for m in marks
     ]
     table = Rec.__table__
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table).values(rows)
+    stmt = insert_for(table).values(rows)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         # the unique index uq_attendance_student_date_period_subject, spelled exactly as it is defined
@@ -410,7 +397,7 @@ def daily_summary(day: date, period: int, subject_id, principal, class_id=None) 
 
 def default_range(frm, to):
     """No `to`: today. No `from`: the start of the term holding `to` (else 30 days before it)."""
-    to = to or institution_today()
+    to = to or school_today()
     if frm is None:
         frm = db.session.execute(
             select(Term.start_date)
@@ -558,7 +545,7 @@ def qr_svg(token: str) -> str:
 
 def open_session(klass: SchoolClass, body, principal) -> dict:
     """A short check-in window for today's lesson; the token names the session and the school, signed."""
-    day = institution_today()
+    day = school_today()
     errors = {}
     if not in_a_term(day):
         errors["date"] = f"today ({day.isoformat()}) is outside every term of the school year"

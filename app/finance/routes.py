@@ -6,7 +6,7 @@ from datetime import timedelta
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
-from app.academics.services import scope_students
+from app.access.rules import scope_students, student_in_scope_or_404
 from app.core.auth import roles
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.errors import ValidationFailed
@@ -35,6 +35,7 @@ from app.finance.schemas import (
     VoidIn,
     money,
 )
+from app.institutions.calendar import day_start
 
 bp = Blueprint("finance", __name__)
 
@@ -255,8 +256,8 @@ def _received_between(bound):
     def apply(stmt, raw):
         day = parse_date(raw, bound)
         if bound == "from":
-            return stmt.where(Payment.received_at >= services.day_start(day))
-        return stmt.where(Payment.received_at < services.day_start(day + timedelta(days=1)))
+            return stmt.where(Payment.received_at >= day_start(day))
+        return stmt.where(Payment.received_at < day_start(day + timedelta(days=1)))
 
     return apply
 
@@ -352,7 +353,7 @@ def reverse_payment(ident):
     "Refund (part of) a student's credit", body=RefundIn, out=PaymentReceiptOut, status=201, tags=["students"]
 )
 def refund(ident):
-    student = services.student_or_404(ident, g.principal)
+    student = student_in_scope_or_404(ident, g.principal)
     body = parse_body(RefundIn)
     row = services.refund_credit(student, body.model_dump(), g.principal)
     commit_or_conflict()
@@ -363,7 +364,7 @@ def refund(ident):
 @roles(*READ)
 @doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"])
 def student_balance(ident):
-    student = services.student_or_404(ident, g.principal)
+    student = student_in_scope_or_404(ident, g.principal)
     _only_params()
     return jsonify(services.balance(student.id))
 
@@ -377,7 +378,7 @@ def student_balance(ident):
     query=["from", "to"],
 )
 def student_statement(ident):
-    student = services.student_or_404(ident, g.principal)
+    student = student_in_scope_or_404(ident, g.principal)
     _only_params("from", "to")
     args = request.args
     start = parse_date(args["from"], "from") if "from" in args else None

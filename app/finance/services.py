@@ -8,7 +8,7 @@ Services validate everything before writing and never commit: the view (or run_i
 """
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from flask import g
 from sqlalchemy import (
@@ -27,18 +27,19 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import Enrolment, SchoolClass, Term
-from app.academics.services import scope_students
+from app.access.rules import scope_students
 from app.audit import services as audit
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
+from app.core.upsert import insert_for
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, InvoiceLine, Payment
 from app.finance.schemas import money
+from app.institutions.calendar import day_start
 from app.institutions.models import Institution
 from app.people.models import Student
 
@@ -66,44 +67,17 @@ def _status_sql(total, paid):
     return case((paid >= total, "paid"), (paid > 0, "partially_paid"), else_="open")
 
 
-def institution_settings():
-    """(currency, timezone) of the caller's institution, read once per request."""
+def institution_currency():
+    """The caller's institution's currency, read once per request."""
     iid = current_institution_id()
     key = (iid, g.get("request_id"))
-    cached = g.get("_finance_settings")
+    cached = g.get("_finance_currency")
     if cached is None or cached[0] != key:
-        cached = g._finance_settings = (
+        cached = g._finance_currency = (
             key,
-            *db.session.execute(
-                select(Institution.currency, Institution.timezone).where(Institution.id == iid)
-            ).one(),
+            db.session.execute(select(Institution.currency).where(Institution.id == iid)).scalar_one(),
         )
-    return cached[1:]
-
-
-def day_start(day: date) -> datetime:
-    """Midnight at the start of `day` in the school's time zone, as UTC (date filters mean local days)."""
-    try:
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(institution_settings()[1])
-    except Exception:  # noqa: BLE001 - unknown zone or no tz database: fall back to UTC
-        tz = UTC
-    return datetime.combine(day, time(), tz).astimezone(UTC)
-
-
-def _dialect_insert(model):
-    # INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and on the embedded SQLite default alike.
-    name = db.session.get_bind().dialect.name
-    return (postgresql if name == "postgresql" else sqlite).insert(model)
-
-
-def student_or_404(student_id, principal):
-    stmt = select(Student).where(Student.id == student_id, Student.deleted_at.is_(None))
-    student = db.session.execute(scope_students(stmt, principal)).scalar_one_or_none()
-    if student is None:
-        raise NotFound("student")
-    return student
+    return cached[1]
 
 
 def invoice_or_404(invoice_id, principal, *, lock=False):
@@ -275,7 +249,7 @@ def generate_invoices(term_id, *, class_id=None, grade_level=None) -> dict:
     number = literal(f"INV-{term_id}-", String) + cast(students.c.student_id, String)
     stamp = literal(now, DateTime(timezone=True))
     created = db.session.execute(
-        _dialect_insert(Invoice)
+        insert_for(Invoice)
         .from_select(
             [
                 "institution_id",
@@ -306,7 +280,7 @@ def generate_invoices(term_id, *, class_id=None, grade_level=None) -> dict:
 
     # Void invoices are closed: never billed again.
     added = db.session.execute(
-        _dialect_insert(InvoiceLine)
+        insert_for(InvoiceLine)
         .from_select(
             ["institution_id", "invoice_id", "fee_category_id", "description", "amount_minor"],
             select(
@@ -620,7 +594,7 @@ def balance(student_id) -> dict:
     b = balance_minor(student_id)
     return {
         "student_id": student_id,
-        "currency": institution_settings()[0],
+        "currency": institution_currency(),
         **{k: money(v) for k, v in b.items()},
     }
 
@@ -698,7 +672,7 @@ def statement(student_id, start: date | None, end: date | None) -> dict:
         )
     return {
         "student_id": student_id,
-        "currency": institution_settings()[0],
+        "currency": institution_currency(),
         "from": start,
         "to": end,
         "opening_balance": money(opening),

@@ -4,10 +4,15 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app.academics.models import ClassSubject, Term
-from app.academics.services import class_in_scope_or_404, scope_students
+from app.access.rules import (
+    class_in_scope_or_404,
+    scope_students,
+    sees_own_family_only,
+    student_in_scope_or_404,
+)
 from app.core.auth import roles
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, apply_list, coerce, page_response
@@ -29,7 +34,6 @@ from app.grading.schemas import (
     ReportCardOut,
     TermResultsOut,
 )
-from app.people.models import Student
 
 bp = Blueprint("grading", __name__)
 
@@ -150,7 +154,7 @@ GRADES_SPEC = ListSpec(Grade.id, filters={"student_id": Grade.student_id})
 def list_grades(ident):
     obj, _ = services.assessment_or_404(ident, g.principal)
     stmt = services.grades_stmt(obj)
-    if g.principal.role in ("guardian", "student"):
+    if sees_own_family_only(g.principal):
         stmt = scope_students(stmt, g.principal, column=Grade.student_id)
     stmt, limit, sort, col = apply_list(stmt, GRADES_SPEC)
     rows = db.session.execute(stmt).all()
@@ -195,14 +199,6 @@ def _term_id() -> int:
     return coerce(Term.id, raw, "term_id")
 
 
-def _student_in_scope_or_404(ident):
-    stmt = scope_students(
-        select(Student.id).where(Student.id == ident, Student.deleted_at.is_(None)), g.principal
-    )
-    if db.session.execute(stmt).scalar_one_or_none() is None:
-        raise NotFound("student")
-
-
 @bp.get("/students/<int:ident>/results")
 @roles(*GRADE_READERS)
 @doc(
@@ -212,7 +208,7 @@ def _student_in_scope_or_404(ident):
     query=["term_id"],
 )
 def student_results(ident):
-    _student_in_scope_or_404(ident)
+    student_in_scope_or_404(ident, g.principal)
     return jsonify(services.student_results(ident, _term_id()))
 
 
@@ -225,7 +221,7 @@ def student_results(ident):
     query=["term_id"],
 )
 def student_report_card(ident):
-    _student_in_scope_or_404(ident)
+    student_in_scope_or_404(ident, g.principal)
     return jsonify(services.report_card(ident, _term_id()))
 
 

@@ -11,19 +11,19 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.academics.services import scope_classes
+from app.access.rules import scope_classes
 from app.attendance.models import STATUSES, AttendanceRecord
 from app.audit import services as audit
 from app.core.crud import check_refs, flush_or_conflict
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
+from app.core.upsert import insert_for
 from app.extensions import db
 from app.grading.models import Assessment, AssessmentType, Grade
+from app.institutions.calendar import school_today
 from app.institutions.models import DEFAULT_GRADING_SCALE, Institution
 from app.people.models import Student, Teacher
 
@@ -77,15 +77,6 @@ def institution() -> Institution:
 
 def scale() -> Scale:
     return Scale(institution().grading_scale)
-
-
-def local_today(inst: Institution) -> dt.date:
-    try:
-        from zoneinfo import ZoneInfo
-
-        return dt.datetime.now(ZoneInfo(inst.timezone)).date()
-    except Exception:  # noqa: BLE001 - unknown zone or no tz database: the UTC date is close enough
-        return dt.datetime.now(dt.UTC).date()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -279,10 +270,6 @@ def _enrolled(class_id, student_ids, day: dt.date | None) -> set[int]:
     )
 
 
-def _insert_for(dialect_name):
-    return pg_insert if dialect_name == "postgresql" else sqlite_insert
-
-
 def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> dict:
     """Validate every row, then write them all with one INSERT ... ON CONFLICT DO UPDATE (or nothing).
 
@@ -338,8 +325,7 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
         )
 
     table = Grade.__table__
-    insert = _insert_for(db.session.get_bind().dialect.name)
-    stmt = insert(table).values(values)
+    stmt = insert_for(table).values(values)
     new = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.assessment_id, table.c.student_id],
@@ -552,7 +538,7 @@ def class_ranking(class_id, term_id) -> dict:
     term = term_or_422(term_id)
     inst = institution()
     letters = Scale(inst.grading_scale)
-    roster = roster_on(class_id, class_day(term, local_today(inst)))
+    roster = roster_on(class_id, class_day(term, school_today(inst)))
     students = db.session.execute(roster).scalars().all()
     results = term_results_for([s.id for s in students], term_id)
     data = [
@@ -617,7 +603,7 @@ def report_cards_for_class(class_id, term_id, only: set[int] | None = None) -> l
         raise NotFound("class")
     inst = institution()
     letters = Scale(inst.grading_scale)
-    students = db.session.execute(roster_on(class_id, class_day(term, local_today(inst)))).scalars().all()
+    students = db.session.execute(roster_on(class_id, class_day(term, school_today(inst)))).scalars().all()
     ids = [s.id for s in students]
     results = term_results_for(ids, term_id)  # the whole class: positions need everyone
     wanted = [s.id for s in students if only is None or s.id in only]
@@ -633,7 +619,7 @@ def report_card(student_id, term_id) -> dict:
     """One student's card: reuses the class computation so the position matches the class's cards."""
     term = term_or_422(term_id)
     inst = institution()
-    day = class_day(term, local_today(inst))
+    day = class_day(term, school_today(inst))
     class_id = db.session.execute(
         select(Enrolment.class_id)
         .where(

@@ -1,13 +1,21 @@
 """Liveness and readiness; exempt from rate limits and auth."""
 
-from flask import Blueprint, current_app, jsonify
+import os
+
+import psutil
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.core.auth import public
+from app.core.auth import public, roles
 from app.core.errors import problem
+from app.core.observability import pool_status
+from app.core.openapi import doc
 from app.core.ratelimit import exempt
 from app.core.redisconn import CACHE_DB, make_client
 from app.extensions import db
+from app.health import performance
+from app.health.database import database_report
 
 bp = Blueprint("health", __name__)
 
@@ -59,17 +67,6 @@ def ready():
 
 
 # --- operator views (admin) -----------------------------------------------------------------------
-import os  # noqa: E402
-
-import psutil  # noqa: E402
-from flask import Response  # noqa: E402
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # noqa: E402
-
-from app.core.auth import roles  # noqa: E402
-from app.core.observability import pool_status  # noqa: E402
-from app.core.openapi import doc  # noqa: E402
-from app.health import performance  # noqa: E402
-from app.health.database import database_report  # noqa: E402
 
 
 @bp.get("/metrics")
@@ -78,8 +75,6 @@ from app.health.database import database_report  # noqa: E402
 def metrics():
     """Prometheus text format, every gunicorn worker aggregated. Guarded by METRICS_TOKEN when set."""
     token = current_app.config.get("METRICS_TOKEN")
-    from flask import request
-
     if token and request.headers.get("Authorization") != f"Bearer {token}":
         return problem(401, "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>.")
     return Response(generate_latest(performance.registry()), mimetype=CONTENT_TYPE_LATEST)

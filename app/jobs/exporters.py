@@ -31,6 +31,7 @@ from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.finance.models import Invoice, Payment
 from app.grading.models import Assessment
+from app.institutions.calendar import day_start, school_today
 from app.jobs.xlsx import DATE, DATETIME, FORMULA_START, MAX_CHARS, MONEY, XlsxStream
 from app.people.models import Guardian, Student, StudentGuardian, User
 
@@ -429,8 +430,6 @@ def class_roster(p, scope=None):
 
 
 def fee_collection(p, scope=None):
-    from app.finance.services import day_start  # noqa: PLC0415  (finance owns "local day" boundaries)
-
     pay, s, inv = Payment, Student, Invoice
     base = (
         select(pay.id)
@@ -463,8 +462,6 @@ def fee_collection(p, scope=None):
 
 
 def audit_log(p, scope=None):
-    from app.finance.services import day_start  # noqa: PLC0415
-
     a, u = AuditEntry, aliased(User)
     base = (
         select(a.id)
@@ -563,7 +560,7 @@ def gradebook(p, scope=None):
     letters = grading.Scale(inst.grading_scale)
     students = (
         db.session.execute(
-            grading.roster_on(p.class_id, grading.class_day(term, grading.local_today(inst))).order_by(
+            grading.roster_on(p.class_id, grading.class_day(term, school_today(inst))).order_by(
                 Student.last_name, Student.first_name, Student.id
             )
         )

@@ -24,6 +24,7 @@ from app.audit import services as audit
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
 from app.core.schemas import _email
+from app.core.upsert import insert_for
 from app.extensions import db
 from app.people.models import Student
 
@@ -296,14 +297,6 @@ def _plain(value):
     return value.isoformat() if isinstance(value, date) else value
 
 
-def _insert_for(dialect):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # noqa: PLC0415
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # noqa: PLC0415
-    return insert
-
-
 def _upsert(creates, updates, institution_id):
     """INSERT ... ON CONFLICT (institution_id, admission_number) DO UPDATE for the whole batch. Each row
     carries complete values (the file's, over the stored ones), so one statement serves new and known
@@ -341,8 +334,7 @@ def _upsert(creates, updates, institution_id):
         )
     if not rows:
         return {}
-    insert = _insert_for(db.session.connection().dialect.name)
-    stmt = insert(Student).values(rows)
+    stmt = insert_for(Student).values(rows)
     stmt = stmt.on_conflict_do_update(
         index_elements=["institution_id", "admission_number"],
         set_={**{f: stmt.excluded[f] for f in FIELDS}, "updated_at": stmt.excluded.updated_at},

@@ -19,8 +19,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import Term
-from app.academics.services import class_in_scope_or_404, scope_students, teacher_class_ids
-from app.attendance.services import institution_today
+from app.access.rules import class_in_scope_or_404, scope_students, teacher_class_ids
 from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
@@ -29,6 +28,7 @@ from app.core.schemas import errors_from
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.grading import services as grading
+from app.institutions.calendar import school_today
 from app.jobs import importers, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
@@ -208,9 +208,7 @@ def estimate_rows(kind, p, scope):
         return kind.build(p, scope).estimate()
     # report cards: one per student on the roster
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
-    roster = grading.roster_on(
-        p.class_id, grading.class_day(term, grading.local_today(grading.institution()))
-    )
+    roster = grading.roster_on(p.class_id, grading.class_day(term, school_today(grading.institution())))
     return db.session.execute(select(func.count()).select_from(roster.subquery())).scalar_one()
 
 
@@ -506,7 +504,7 @@ def run_import(job_id):
         if path is None or not path.exists():
             mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
-        today = institution_today()  # the school's own "today"
+        today = school_today()  # the school's own "today"
         _, rows = importers.read_rows(path.read_bytes())
         checked = importers.plan(rows, job.institution_id, today)
         total = len(checked)

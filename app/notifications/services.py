@@ -47,8 +47,10 @@ from app.attendance.models import AttendanceRecord
 from app.core.background import enqueue_after_commit
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
+from app.core.upsert import insert_for
 from app.extensions import db
 from app.finance.models import Invoice
+from app.institutions.calendar import zone
 from app.institutions.models import Institution
 from app.jobs.models import Job
 from app.notifications import mailer
@@ -97,15 +99,6 @@ def institution_scope(institution_id):
             g.pop("institution_id", None)
 
 
-def _zone(name):
-    try:
-        from zoneinfo import ZoneInfo
-
-        return ZoneInfo(name or "UTC")
-    except Exception:  # unknown zone or no tz database: the school's day is the UTC day
-        return UTC
-
-
 def _institutions(institution_ids=None):
     q = select(
         Institution.id,
@@ -148,14 +141,6 @@ def backoff(attempts, *, base=None, cap=None, rng=random):
 # --------------------------------------------------------------------------------------------------
 
 
-def _insert_ignoring_duplicates():
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(T)
-
-
 def enqueue_emails(messages):
     """Add outbox rows in the caller's transaction (never commits). `messages`: dicts with
     institution_id, dedupe_key, to, template, context (JSON-able), subject. A dedupe key already
@@ -196,7 +181,7 @@ def enqueue_emails(messages):
     ids = []
     for start in range(0, len(rows), INSERT_CHUNK):
         stmt = (
-            _insert_ignoring_duplicates()
+            insert_for(T)
             .values(rows[start : start + INSERT_CHUNK])
             .on_conflict_do_nothing(index_elements=["institution_id", "dedupe_key"])
             .returning(T.c.id)
@@ -483,7 +468,7 @@ def _per_institution(kind, institution_ids, on_date, now, hour_setting, build):
     for inst in _institutions(institution_ids):
         day = on_date
         if day is None:
-            local = now.astimezone(_zone(inst.timezone))
+            local = now.astimezone(zone(inst.timezone))
             if local.hour < _cfg()[hour_setting]:
                 report["waiting"].append(inst.id)
                 continue

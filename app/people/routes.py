@@ -2,7 +2,7 @@ from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
 from app.academics.models import Enrolment
-from app.academics.services import own_student_ids, scope_students, teacher_class_ids
+from app.access.rules import scope_guardians, scope_students
 from app.core.auth import roles
 from app.core.crud import CONFLICTS, Resource
 from app.core.openapi import doc
@@ -11,7 +11,7 @@ from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
 from app.core.warming import register_warm_paths
 from app.people import services
-from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
+from app.people.models import Guardian, Student, Teacher, User
 from app.people.schemas import (
     GuardianCreate,
     GuardianLinkIn,
@@ -80,30 +80,11 @@ students = Resource(
     create=StudentCreate,
     update=StudentUpdate,
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
-    scope=lambda stmt, p: scope_students(stmt, p),
+    scope=scope_students,
     detail=lambda student: {"guardians": services.guardians_of(student.id)},
     detail_out=StudentDetailOut,
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
 )
-
-
-def _guardian_scope(stmt, p):
-    if p.role in ("admin", "accountant"):
-        return stmt
-    if p.role == "guardian":
-        return stmt.where(Guardian.id == (p.guardian_id or -1))
-    if p.role == "teacher":  # the guardians of the teacher's students
-        taught = select(Enrolment.student_id).where(
-            Enrolment.end_date.is_(None), Enrolment.class_id.in_(teacher_class_ids(p.teacher_id or -1))
-        )
-        return stmt.where(
-            Guardian.id.in_(select(StudentGuardian.guardian_id).where(StudentGuardian.student_id.in_(taught)))
-        )
-    return stmt.where(
-        Guardian.id.in_(
-            select(StudentGuardian.guardian_id).where(StudentGuardian.student_id.in_(own_student_ids(p)))
-        )
-    )
 
 
 guardians = Resource(
@@ -116,7 +97,7 @@ guardians = Resource(
     ),
     create=GuardianCreate,
     update=GuardianUpdate,
-    scope=_guardian_scope,
+    scope=scope_guardians,
     cache_tables=("student_guardians", "enrolments", "class_subjects", "classes"),
 )
 

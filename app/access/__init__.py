@@ -1,0 +1,1 @@
+"""Who reaches which records: the access rules in app/access/rules.py."""
