@@ -130,6 +130,8 @@ class Config:
         self.DB_APPLICATION_NAME = env("DB_APPLICATION_NAME", "schoolhouse")
         # Auth
         self.ACCESS_TOKEN_TTL = env("ACCESS_TOKEN_TTL", 900, int)
+        # How stale a process's "no revocation is missing from Redis" may be (app/core/revocation.py).
+        self.REVOCATION_RECHECK_S = env("REVOCATION_RECHECK_S", 1.0, float)
         self.REFRESH_TOKEN_TTL = env("REFRESH_TOKEN_TTL", 14 * 24 * 3600, int)
         self.DEMO_PASSWORD = env("DEMO_PASSWORD", "schoolhouse-demo")
         # Rate limits, Flask-Limiter notation

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import TenantMixin
@@ -17,10 +17,21 @@ class AuthSession(TenantMixin, db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     ip: Mapped[str | None] = mapped_column(String(45))
+    # Revoked, but Redis did not confirm its copy: checks ask the database until the copy is rebuilt.
+    revocation_unconfirmed: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
     __table_args__ = (
         # revoke every session of a user (role or password change)
         Index("ix_auth_sessions_user_id", "user_id"),
+        # "is any revocation missing from Redis?": one probe of a partial index
+        Index(
+            "ix_auth_sessions_revocation_unconfirmed",
+            "id",
+            postgresql_where=text("revocation_unconfirmed"),
+            sqlite_where=text("revocation_unconfirmed"),
+        ),
+        # rebuilding the Redis copy: sessions revoked within one access-token lifetime
+        Index("ix_auth_sessions_revoked_at", "revoked_at"),
     )
 
 

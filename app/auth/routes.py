@@ -13,10 +13,8 @@ bp = Blueprint("auth", __name__)
 
 @bp.record_once
 def _revocation_store(state):
-    # Core's store (app/core/revocation.py) asks the sessions table through these two functions.
-    state.app.extensions["revocations"] = RevocationStore(
-        state.app, services.session_revoked, services.sessions_revoked_since
-    )
+    # Core's store (app/core/revocation.py) asks the sessions table through this object.
+    state.app.extensions["revocations"] = RevocationStore(state.app, services.SessionsTable())
 
 
 @bp.post("/auth/login")

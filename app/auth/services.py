@@ -133,20 +133,46 @@ def revoke_sessions(session_ids, reason):
     current_app.extensions["revocations"].revoke(session_ids)
 
 
-def session_revoked(sid) -> bool:
-    """The database's answer for one session (the Redis copy's source of truth: app/core/revocation.py)."""
-    revoked_at = db.session.execute(
-        select(AuthSession.revoked_at).where(AuthSession.id == sid), execution_options=UNSCOPED
-    ).scalar_one_or_none()
-    return revoked_at is not None
+class SessionsTable:
+    """The revocation store's view of the sessions table (app/core/revocation.py: SessionsTable)."""
 
+    def revoked(self, sid) -> bool:
+        revoked_at = db.session.execute(
+            select(AuthSession.revoked_at).where(AuthSession.id == sid), execution_options=UNSCOPED
+        ).scalar_one_or_none()
+        return revoked_at is not None
 
-def sessions_revoked_since(since) -> list[str]:
-    return list(
+    def revoked_since(self, since) -> list[str]:
+        return list(
+            db.session.execute(
+                select(AuthSession.id).where(AuthSession.revoked_at >= since), execution_options=UNSCOPED
+            ).scalars()
+        )
+
+    def mark_unconfirmed(self, sids) -> None:
+        # In the revoking transaction: the mark commits (or rolls back) with the revocation itself.
         db.session.execute(
-            select(AuthSession.id).where(AuthSession.revoked_at >= since), execution_options=UNSCOPED
-        ).scalars()
-    )
+            update(AuthSession).where(AuthSession.id.in_(sids)).values(revocation_unconfirmed=True),
+            execution_options=UNSCOPED,
+        )
+
+    def any_unconfirmed(self) -> bool:
+        return (
+            db.session.execute(
+                select(AuthSession.id).where(AuthSession.revocation_unconfirmed).limit(1),
+                execution_options=UNSCOPED,
+            ).first()
+            is not None
+        )
+
+    def confirm(self, revoked_before) -> None:
+        # Its own short transaction: the Redis copy is rebuilt whatever the current request does.
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(AuthSession.__table__)
+                .where(AuthSession.revocation_unconfirmed, AuthSession.revoked_at <= revoked_before)
+                .values(revocation_unconfirmed=False)
+            )
 
 
 def revoke_user_sessions(user_id, reason, keep=None):

@@ -130,6 +130,7 @@ class Admission:
                 )
             except redis.RedisError as exc:
                 log.warning("admission: Redis unavailable, counting in process: %s", exc)
+                self.revocations.redis_failed()
         if counter:
             self._count_in_process(state)
         if lookup and self.cache.redis is None:  # the embedded default: the in-process cache
@@ -188,7 +189,11 @@ class Admission:
             lookup = self._lookup_args(principal, view)
         who = None if exempt else f"user:{principal.user_id}"
         revoked, versions, body = self._run(state, who, principal.session_id, lookup)
-        if revoked or (revoked is None and self.revocations.is_revoked(principal.session_id)):
+        if revoked is None:  # Redis could not tell: the store asks the database (and rebuilds the copy)
+            revoked = self.revocations.is_revoked(principal.session_id)
+        elif not revoked:  # unless a revocation Redis missed is on record (app/core/revocation.py)
+            revoked = not self.revocations.confirm_live(principal.session_id)
+        if revoked:
             raise session_ended()
         allowed = getattr(view, "allowed_roles", None)
         if allowed is not None and principal.role not in allowed:

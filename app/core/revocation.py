@@ -1,12 +1,27 @@
-"""Ended sessions. A Redis key per revoked session (for the access token's lifetime) answers the
-per-request check in one round trip; the auth_sessions row is the source of truth, used whenever
-Redis is not configured or does not answer. A `revoked:ready` marker says the Redis copy is complete:
-after a Redis restart or flush it is gone, and the next check rebuilds the copy from the database
-(the sessions revoked within one access-token lifetime) instead of trusting an empty Redis."""
+"""Ended sessions. The database (the sessions table) is the authority; Redis holds a copy that answers
+the per-request check inside admission's one round trip (app/core/admission.py).
+
+A Redis key per revoked session lives for the access token's lifetime. A `revoked:ready` marker says
+the copy is complete: after a Redis restart or flush it is gone, and the next check rebuilds the copy
+from the database (the sessions revoked within one access-token lifetime) instead of trusting an
+empty Redis.
+
+A revocation Redis did not confirm (Redis down, stalled, timing out) must not be undone when Redis comes
+back with its old `ready` marker. So the revoking transaction also marks the session's revocation
+unconfirmed in the database, and a check that Redis answered "not revoked" trusts that answer only
+while no unconfirmed revocation exists. Each process asks the database that question at most once per
+REVOCATION_RECHECK_S (one probe of a partial index), at once after it saw Redis fail itself, and
+always in the process that lost the write. Whoever finds one rebuilds the copy and then clears the
+marks it covered.
+
+What core needs of the sessions table is handed over by the auth package (app/auth/routes.py) as a
+`SessionsTable`, so core knows no model.
+"""
 
 import logging
-from collections.abc import Callable
+import time
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import redis
 
@@ -16,18 +31,32 @@ from app.core.redisconn import LIMITER_DB, make_client
 log = logging.getLogger("schoolhouse.auth")
 
 
-class RevocationStore:
-    """`revoked_in_db(sid) -> bool` and `revoked_since(datetime) -> [sid]` read the sessions table; the auth
-    package hands them over when it creates the store (app/auth/routes.py), so core knows no model."""
+class SessionsTable(Protocol):
+    def revoked(self, sid: str) -> bool: ...
 
-    def __init__(self, app, revoked_in_db: Callable[[str], bool], revoked_since: Callable[[datetime], list]):
+    def revoked_since(self, since: datetime) -> list[str]: ...
+
+    def mark_unconfirmed(self, sids: list[str]) -> None: ...
+
+    def any_unconfirmed(self) -> bool: ...
+
+    def confirm(self, revoked_before: datetime) -> None: ...
+
+
+class RevocationStore:
+    READY = "revoked:ready"
+
+    def __init__(self, app, sessions: SessionsTable):
         # db 1 (limiter) is not an LRU cache, so a revocation marker is never evicted early.
         self.redis = make_client(app, LIMITER_DB)
         self.ttl = app.config["ACCESS_TOKEN_TTL"] + 60
-        self._revoked_in_db = revoked_in_db
-        self._revoked_since = revoked_since
+        self.recheck_s = app.config.get("REVOCATION_RECHECK_S", 1.0)
+        self.sessions = sessions
+        self._checked_at = float("-inf")  # when this process last asked for unconfirmed revocations
+        self._copy_suspect = False
 
     def revoke(self, session_ids):
+        """Within the revoking transaction, after the sessions table says revoked."""
         if self.redis is None or not session_ids:
             return
         try:
@@ -35,27 +64,59 @@ class RevocationStore:
             for sid in session_ids:
                 pipe.set(f"revoked:{sid}", 1, ex=self.ttl)
             pipe.execute()
-        except redis.RedisError:
-            log.warning("could not mark sessions revoked in Redis; the database check takes over")
+        except redis.RedisError as exc:
+            log.warning(
+                "Redis did not confirm %d revocations (%s): checks ask the database", len(session_ids), exc
+            )
+            self.sessions.mark_unconfirmed(list(session_ids))
+            self._copy_suspect = True
 
-    READY = "revoked:ready"
+    def redis_failed(self):
+        """Admission could not reach Redis: before trusting it again, ask the database."""
+        self._copy_suspect = True
 
     def is_revoked(self, sid) -> bool:
+        """The full answer when Redis could not tell (down, or its copy is incomplete)."""
         if self.redis is not None:
             try:
                 ready, revoked = self.redis.mget(self.READY, f"revoked:{sid}")
-                if ready is not None:
+                if ready is not None and not self._copy_incomplete():
                     return revoked is not None
                 self.rebuild()
             except redis.RedisError:
-                pass
-        return self._revoked_in_db(sid)
+                self._copy_suspect = True
+        return self.sessions.revoked(sid)
+
+    def confirm_live(self, sid) -> bool:
+        """Redis said "not revoked": True when that answer stands (the database agrees, or has
+        nothing Redis missed)."""
+        if not self._copy_incomplete():
+            return True
+        try:
+            self.rebuild()
+        except redis.RedisError:
+            self._copy_suspect = True
+        return not self.sessions.revoked(sid)
+
+    def _copy_incomplete(self) -> bool:
+        now = time.monotonic()
+        if not self._copy_suspect and now - self._checked_at < self.recheck_s:
+            return False
+        incomplete = self.sessions.any_unconfirmed()
+        self._checked_at = now
+        self._copy_suspect = incomplete
+        return incomplete
 
     def rebuild(self):
-        sids = self._revoked_since(utcnow() - timedelta(seconds=self.ttl))
+        started = utcnow()
+        sids = self.sessions.revoked_since(started - timedelta(seconds=self.ttl))
         pipe = self.redis.pipeline(transaction=False)
         for sid in sids:
             pipe.set(f"revoked:{sid}", 1, ex=self.ttl)
         pipe.set(self.READY, 1)
         pipe.execute()
+        # Only what this copy covered: a revocation lost after `started` keeps its mark.
+        self.sessions.confirm(started)
+        self._copy_suspect = False
+        self._checked_at = time.monotonic()
         log.info("rebuilt the Redis copy of %d revoked sessions", len(sids))
