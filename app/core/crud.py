@@ -90,7 +90,6 @@ class Resource:
     refs: dict = field(default_factory=dict)
     deletable: bool = True
     serialize: Callable | None = None
-    query_params: list = field(default_factory=list)
     on_change: Callable | None = None  # (obj) -> None: e.g. cache invalidation
     detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
@@ -131,7 +130,7 @@ class Resource:
             out=res.out,
             many=True,
             tags=tag,
-            query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params],
+            query=res.spec,
         )
         def list_view():
             return list_response(db.session, res.base(), res.spec, res.serialize)
