@@ -85,6 +85,7 @@ def get_roll(ident, day):
     body=RollIn,
     out=RollSavedOut,
     tags=["attendance"],
+    query=NO_ARGS,
     description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
     "Every student must be enrolled in the class on that date; the date must be in a term "
     "and not in the future. Invalid rolls are rejected whole (422), nothing is written.",

@@ -102,6 +102,8 @@ def kind_of(column) -> Kind:
 
 @dataclass(frozen=True)
 class Param:
+    """One query parameter: its name, kind and what its absence means."""
+
     name: str
     kind: Kind = TEXT
     default: Any = None  # the value when absent; a callable is called (a default from config)

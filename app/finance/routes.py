@@ -358,7 +358,7 @@ NO_ARGS = QueryArgs()
 
 @bp.get("/students/<int:ident>/balance")
 @roles(*READ)
-@doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"])
+@doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"], query=NO_ARGS)
 def student_balance(ident):
     student = services.student_or_404(ident, g.principal)
     NO_ARGS.check()
