@@ -35,3 +35,22 @@ def test_responses_match_their_documented_shape(admin, demo):
 def test_spec_builds_without_a_request(app):
     with app.app_context():
         assert "/api/v1/auth/login" in build_spec()["paths"]
+
+
+def test_query_parameters_come_from_the_endpoints_declarations(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+
+    def params(path):
+        return {
+            p["name"]: p for p in spec["paths"][f"/api/v1{path}"]["get"]["parameters"] if p["in"] == "query"
+        }
+
+    students = params("/students")
+    assert {"id", "-id", "last_name", "-last_name", "created_at"} <= set(students["sort"]["schema"]["enum"])
+    assert "password" not in students["sort"]["schema"]["enum"]
+    assert "q" in students and students["grade_level"]["schema"]["type"] == "integer"
+    assert students["limit"]["schema"]["maximum"] == 200
+    assert "q" not in params("/subjects") and "q" not in params("/invoices")  # lists without search
+    assert params("/invoices")["status"]["schema"]["enum"] == ["open", "partially_paid", "paid", "void"]
+    assert params("/classes/{ident}/students")["sort"]["schema"]["default"] == "last_name"
+    assert params("/students/{ident}/results")["term_id"]["required"] is True

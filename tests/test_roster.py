@@ -1,6 +1,7 @@
 from sqlalchemy import select
 
 from app.academics.models import Enrolment
+from app.core.cursor import encode_cursor
 from app.extensions import db
 from tests.conftest import assert_problem
 
@@ -185,3 +186,12 @@ def test_deleting_a_referenced_record_is_409_not_500(admin):
     resp = admin.delete(f"/subjects/{subject}")
     assert_problem(resp, 409)
     assert admin.get(f"/subjects/{subject}").status_code == 200
+
+
+def test_search_only_where_the_list_searches_and_forged_cursors_are_422(admin):
+    assert_problem(admin.get("/subjects?q=ma"), 422, "q")
+    assert_problem(admin.get("/subjects?q=ma&colour=red"), 422, "colour")
+    number_for_a_name = encode_cursor(["last_name", 3, 5])
+    assert_problem(admin.get(f"/students?sort=last_name&cursor={number_for_a_name}"), 422, "cursor")
+    assert_problem(admin.get(f"/students?cursor={encode_cursor(['id', None])}"), 422, "cursor")
+    assert_problem(admin.get(f"/students?cursor={encode_cursor(['id', None, 5])}&sort=-id"), 422, "cursor")

@@ -37,7 +37,8 @@ from app.core.auth import roles
 from app.core.caching import MEDIUM
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, apply_list, page_response, prepared_list
+from app.core.pagination import Filter, ListSpec, apply_list, page_response, prepared_list
+from app.core.queryargs import Kind
 from app.core.schemas import parse_body
 from app.core.tenancy import execute_reusable
 from app.core.warming import register_warm_paths
@@ -74,6 +75,9 @@ CONFLICTS.update(
         "uq_enrolments_current_student": "The student already has a current enrolment.",
     }
 )
+
+# ?current=true|1: current enrolments; any other value: ended ones (the API has always read it so).
+_CURRENT = Kind({"type": "boolean"}, lambda raw, name: raw.lower() in ("true", "1"))
 
 years = Resource(
     "academic year",
@@ -161,8 +165,11 @@ enrolments = Resource(
         filters={
             "student_id": Enrolment.student_id,
             "class_id": Enrolment.class_id,
-            "current": lambda s, v: s.where(
-                Enrolment.end_date.is_(None) if v.lower() in ("true", "1") else Enrolment.end_date.isnot(None)
+            "current": Filter(
+                _CURRENT,
+                lambda s, current: s.where(
+                    Enrolment.end_date.is_(None) if current else Enrolment.end_date.isnot(None)
+                ),
             ),
         },
         sorts={"start_date": Enrolment.start_date},
@@ -247,7 +254,7 @@ def _roster_base():
     out=RosterEntryOut,
     many=True,
     tags=["classes"],
-    query=["limit", "cursor", "sort", "q"],
+    query=ROSTER_SPEC,
 )
 def class_roster(ident):
     p = g.principal

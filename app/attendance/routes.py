@@ -1,6 +1,6 @@
 """Roll call, attendance history and summaries, QR check-in: parse, call a service, serialise."""
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
 from app.access.rules import class_in_scope_or_404, student_in_scope_or_404
@@ -27,7 +27,8 @@ from app.core.caching import MEDIUM
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, apply_list, page_response, page_size
+from app.core.pagination import CURSOR, LIMIT, ListSpec, apply_list, page_response
+from app.core.queryargs import DATE, Param, QueryArgs, integer, raw_as
 from app.core.schemas import parse_body, parse_date
 from app.extensions import db
 from app.institutions.calendar import school_today
@@ -38,45 +39,24 @@ STAFF = ("admin", "teacher")
 ALL = ("admin", "teacher", "guardian", "student", "accountant")
 
 
-def _args(allowed):
-    """Query parameters from an allow-list (an unknown one is a 422, never silently ignored)."""
-    unknown = set(request.args) - set(allowed)
-    if unknown:
-        raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
-    return request.args
+# Query parameters here read an empty value ("?period=") as absent.
+_ID = integer(1, 2**31 - 1)
+SUBJECT = Param("subject_id", _ID, blank_is_absent=True)
+PERIOD = Param("period", integer(0, MAX_PERIOD), default=0, blank_is_absent=True)
+FROM = Param("from", DATE, blank_is_absent=True, description="First date (inclusive).")
+TO = Param("to", DATE, blank_is_absent=True, description="Last date (inclusive).")
+NO_ARGS = QueryArgs()
 
 
-def _int_arg(name, low, high, default=None):
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed({name: "must be an integer"}) from None
-    if not low <= value <= high:
-        raise ValidationFailed({name: f"must be between {low} and {high}"})
-    return value
-
-
-def _date_arg(name):
-    raw = request.args.get(name)
-    return None if raw is None or raw == "" else parse_date(raw, name)
-
-
-def _range():
-    frm, to = _date_arg("from"), _date_arg("to")
+def _ordered(frm, to):
     if frm and to and frm > to:
         raise ValidationFailed({"from": "must not be after to"})
     return frm, to
 
 
-def _roll_key():
-    _args(("subject_id", "period"))
-    return _int_arg("subject_id", 1, 2**31 - 1), _int_arg("period", 0, MAX_PERIOD, 0)
-
-
 # --- roll call -------------------------------------------------------------------------------------------
+
+ROLL_ARGS = QueryArgs(SUBJECT, PERIOD)
 
 
 @bp.get("/classes/<int:ident>/attendance/<day>")
@@ -85,12 +65,13 @@ def _roll_key():
     "The roll of a class on a date (unmarked students have status null)",
     out=RollOut,
     tags=["attendance"],
-    query=["subject_id", "period"],
+    query=ROLL_ARGS,
 )
 def get_roll(ident, day):
     klass = class_in_scope_or_404(ident, g.principal)
     day = parse_date(day, "date")
-    subject_id, period = _roll_key()
+    args = ROLL_ARGS.parse()
+    subject_id, period = args["subject_id"], args["period"]
     errors = {}
     services.check_subject(klass.id, subject_id, errors)
     if errors:
@@ -105,6 +86,7 @@ def get_roll(ident, day):
     body=RollIn,
     out=RollSavedOut,
     tags=["attendance"],
+    query=NO_ARGS,
     description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
     "Every student must be enrolled in the class on that date; the date must be in a term "
     "and not in the future. Invalid rolls are rejected whole (422), nothing is written.",
@@ -112,7 +94,7 @@ def get_roll(ident, day):
 def put_roll(ident, day):
     klass = class_in_scope_or_404(ident, g.principal)
     day = parse_date(day, "date")
-    _args(())
+    NO_ARGS.check()
     body = parse_roll()
     payload = {"class_id": klass.id, "date": day.isoformat(), **body.model_dump()}
     return run_idempotent(
@@ -127,7 +109,7 @@ HISTORY_SPEC = ListSpec(
     filters={"status": AttendanceRecord.status},
     sorts={"date": AttendanceRecord.date},
     default_sort="-date",
-    extra_params=("from", "to"),
+    extra_params=(FROM, TO),
 )
 
 
@@ -146,13 +128,14 @@ HISTORY_SPEC = ListSpec(
     "A student's attendance history, newest first, with totals and rate for the range",
     out=HistoryOut,
     tags=["attendance"],
-    query=["from", "to", "status", "limit", "cursor", "sort"],
+    query=HISTORY_SPEC,
 )
 def student_history(ident):
     student_in_scope_or_404(ident, g.principal)
-    frm, to = _range()
+    la = HISTORY_SPEC.parse()
+    frm, to = _ordered(la.extra["from"], la.extra["to"])
     stmt = services.history_filter(select(AttendanceRecord), ident, frm, to)
-    stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC)
+    stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC, la)
     rows = db.session.execute(stmt).scalars().all()
     totals = services.history_totals(ident, frm, to)
     return page_response(
@@ -168,22 +151,37 @@ def student_history(ident):
     )
 
 
+SUMMARY_ARGS = QueryArgs(
+    Param("date", DATE, blank_is_absent=True, description="Default: the school's today."),
+    Param("class_id", _ID, blank_is_absent=True),
+    SUBJECT,
+    PERIOD,
+)
+CHRONIC_ARGS = QueryArgs(
+    FROM,
+    TO,
+    # A percentage with at most one decimal: parsed by services.parse_threshold, which knows the default.
+    Param("threshold", raw_as({"type": "number", "minimum": 0, "maximum": 100})),
+    LIMIT,
+    CURSOR,
+)
+
+
 @bp.get("/attendance/summary")
 @roles(*STAFF)
 @doc(
     "Daily attendance: per class and for the school (teachers: their classes)",
     out=SummaryOut,
     tags=["attendance"],
-    query=["date", "class_id", "period", "subject_id"],
+    query=SUMMARY_ARGS,
 )
 def summary():
-    _args(("date", "class_id", "period", "subject_id"))
-    day = _date_arg("date") or school_today()
-    class_id = _int_arg("class_id", 1, 2**31 - 1)
+    args = SUMMARY_ARGS.parse()
+    day = args["date"] or school_today()
+    class_id = args["class_id"]
     if class_id is not None:
         class_in_scope_or_404(class_id, g.principal)
-    subject_id, period = _int_arg("subject_id", 1, 2**31 - 1), _int_arg("period", 0, MAX_PERIOD, 0)
-    return jsonify(services.daily_summary(day, period, subject_id, g.principal, class_id))
+    return jsonify(services.daily_summary(day, args["period"], args["subject_id"], g.principal, class_id))
 
 
 @bp.get("/attendance/chronic-absentees")
@@ -192,19 +190,17 @@ def summary():
     "Students whose attendance rate over a range is below a threshold, lowest first",
     out=AbsenteesOut,
     tags=["attendance"],
-    query=["from", "to", "threshold", "limit", "cursor"],
+    query=CHRONIC_ARGS,
     description="Defaults: to = today, from = the start of that term, threshold = the institution's "
     "absence_threshold. Rate = (present + late) / marked.",
 )
 def chronic_absentees():
-    _args(("from", "to", "threshold", "limit", "cursor"))
-    frm, to = services.default_range(*_range())
+    args = CHRONIC_ARGS.parse()
+    frm, to = services.default_range(*_ordered(args["from"], args["to"]))
     if frm > to:
         raise ValidationFailed({"from": "must not be after to"})
-    threshold = services.parse_threshold(request.args.get("threshold"), services.absence_threshold())
-    return jsonify(
-        services.chronic_absentees(frm, to, threshold, g.principal, page_size(), request.args.get("cursor"))
-    )
+    threshold = services.parse_threshold(args["threshold"], services.absence_threshold())
+    return jsonify(services.chronic_absentees(frm, to, threshold, g.principal, args["limit"], args["cursor"]))
 
 
 # --- QR check-in -----------------------------------------------------------------------------------------

@@ -6,12 +6,10 @@ status, note or class really differ, so a resent roll changes nothing (no update
 audit entry). Everything is validated before the first write; the caller commits.
 """
 
-import base64
 import io
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-import orjson
 import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -22,6 +20,7 @@ from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
 from app.access.rules import scope_classes, scope_students
 from app.attendance.models import STATUSES, AttendanceCheckin, AttendanceRecord, AttendanceSession
 from app.audit import services as audit
+from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
@@ -424,20 +423,6 @@ def parse_threshold(raw, default) -> int:
     return int(tenths)
 
 
-def encode_cursor(values) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
-
-
-def decode_cursor(raw, size):
-    try:
-        values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if isinstance(values, list) and len(values) == size and all(type(v) is int for v in values):
-            return values
-    except Exception:  # noqa: BLE001 - any garbage is the same client error
-        pass
-    raise ValidationFailed({"cursor": "is not a cursor this API issued"})
-
-
 RATE_SCALE = 100_000  # the sort key: floor(attended / marked * 100000), an integer in every database
 
 
@@ -465,7 +450,7 @@ def chronic_absentees(frm, to, threshold_tenths: int, principal, limit: int, cur
     )
     stmt = scope_students(stmt, principal, column=Rec.student_id)
     if cursor is not None:
-        last_key, last_id = decode_cursor(cursor, 2)
+        last_key, last_id = decode_cursor(cursor, int, int)  # [rate key, student id]
         stmt = stmt.having(or_(key > last_key, and_(key == last_key, Rec.student_id > last_id)))
     stmt = stmt.order_by(key, Rec.student_id).limit(limit + 1)
     rows = db.session.execute(stmt).all()

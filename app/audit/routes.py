@@ -6,8 +6,9 @@ from app.audit.models import AuditEntry
 from app.audit.schemas import AuditOut
 from app.core.auth import roles
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, list_response
-from app.core.schemas import dump, fields_of, parse_datetime
+from app.core.pagination import Filter, ListSpec, list_response
+from app.core.queryargs import DATETIME
+from app.core.schemas import dump, fields_of
 from app.extensions import db
 
 bp = Blueprint("audit", __name__)
@@ -29,8 +30,8 @@ SPEC = ListSpec(
         "entity_id": AuditEntry.entity_id,
         "actor_id": AuditEntry.actor_id,
         "action": AuditEntry.action,
-        "from": lambda s, v: s.where(AuditEntry.created_at >= parse_datetime(v, "from")),
-        "to": lambda s, v: s.where(AuditEntry.created_at < parse_datetime(v, "to")),
+        "from": Filter(DATETIME, lambda s, v: s.where(AuditEntry.created_at >= v)),
+        "to": Filter(DATETIME, lambda s, v: s.where(AuditEntry.created_at < v)),
     },
     default_sort="-id",
 )
@@ -42,7 +43,7 @@ SPEC = ListSpec(
     "The audit trail, newest first",
     out=AuditOut,
     many=True,
-    query=["entity_type", "entity_id", "actor_id", "action", "from", "to", "limit", "cursor"],
+    query=SPEC,
 )
 def list_audit():
     return list_response(db.session, select(AuditEntry), SPEC, lambda r: dump(r, FIELDS))

@@ -7,7 +7,7 @@ in the caller's institution. Domains with real business rules write their own se
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Blueprint, current_app, g, jsonify
 from sqlalchemy import func, select
@@ -95,18 +95,17 @@ def live(stmt, model):
 class Resource:
     name: str  # singular, for messages and audit ("student")
     path: str  # "/students"
-    model: type
+    model: Any  # a mapped class
     out: type  # Out schema
     spec: ListSpec
-    create: type | None = None  # Body schema
-    update: type | None = None
+    create: Any = None  # Body schema (a pydantic model class), or None: no create
+    update: Any = None
     read_roles: tuple = ALL_ROLES
     write_roles: tuple = ("admin",)
     scope: Callable | None = None  # (stmt, principal) -> stmt: row-level visibility
     refs: dict = field(default_factory=dict)
     deletable: bool = True
-    serialize: Callable | None = None
-    query_params: list = field(default_factory=list)
+    serialize: Any = None  # (obj) -> dict; by default the Out schema's fields
     detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
     cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
@@ -142,7 +141,7 @@ class Resource:
             out=res.out,
             many=True,
             tags=tag,
-            query=["limit", "cursor", "sort", "q", *res.spec.filters, *res.query_params],
+            query=res.spec,
         )
         def list_view():
             return list_response(db.session, res.base(), res.spec, res.serialize)

@@ -4,6 +4,7 @@ Views declare what they take and give with `@doc(...)`; `build_spec` walks `app.
 """
 
 import re
+from typing import Any, Protocol
 
 from flask import current_app
 
@@ -25,7 +26,24 @@ PROBLEM_SCHEMA = {
 }
 
 
-def doc(summary, *, body=None, out=None, many=False, status=200, query=None, tags=None, description=None):
+class QueryDeclaration(Protocol):
+    """What an endpoint declares about its query parameters: app/core/queryargs.py's QueryArgs, or a
+    list's app/core/pagination.py ListSpec (the same declarations parse and check the request)."""
+
+    def parameters(self) -> list[dict]: ...
+
+
+def doc(
+    summary,
+    *,
+    body=None,
+    out=None,
+    many=False,
+    status=200,
+    query: QueryDeclaration | None = None,
+    tags=None,
+    description=None,
+):
     def deco(view):
         view.openapi = {
             "summary": summary,
@@ -33,7 +51,7 @@ def doc(summary, *, body=None, out=None, many=False, status=200, query=None, tag
             "out": out,
             "many": many,
             "status": status,
-            "query": query or [],
+            "query": query,
             "tags": tags,
             "description": description,
         }
@@ -55,7 +73,7 @@ def _ref(model, components):
 def build_spec(app=None):
     app = app or current_app
     components = {"Problem": PROBLEM_SCHEMA}
-    paths = {}
+    paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         meta = getattr(view, "openapi", None)
@@ -71,9 +89,8 @@ def build_spec(app=None):
             }
             for conv, name in _CONVERTER.findall(rule.rule)
         ]
-        params += [
-            {"name": q, "in": "query", "required": False, "schema": {"type": "string"}} for q in meta["query"]
-        ]
+        if meta["query"] is not None:
+            params += meta["query"].parameters()
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             op = {
                 "summary": meta["summary"],
@@ -89,7 +106,7 @@ def build_spec(app=None):
                     "required": True,
                     "content": {"application/json": {"schema": _ref(meta["body"], components)}},
                 }
-            ok = {"description": "OK"}
+            ok: dict[str, Any] = {"description": "OK"}
             if meta["out"] is not None:
                 if isinstance(meta["out"], type) and issubclass(meta["out"], Out):
                     item = _ref(meta["out"], components)

@@ -2,93 +2,157 @@
 
 Answer: {"data": [...], "next_cursor": "..."} plus `Link: <...>; rel="next"`. The cursor holds the
 last row's sort value and id, so pages stay stable while rows are inserted.
+
+A list's `ListSpec` is its whole query declaration: the parsing, the unknown-parameter check and the
+OpenAPI parameters (`sort` as an enum, typed filters, `q` only where the list searches) come from it.
 """
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from types import NoneType
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from flask import current_app, jsonify, request
-from sqlalchemy import Boolean, Date, Integer, bindparam, func, or_, tuple_
+from sqlalchemy import Integer, bindparam, func, or_, tuple_
 
+from app.core.cursor import BAD_CURSOR, decode_cursor, encode_cursor
 from app.core.errors import ValidationFailed
-from app.core.schemas import parse_date
+from app.core.queryargs import INTEGER, TEXT, Kind, Param, QueryArgs, integer, kind_of, reject_unknown
 from app.core.tenancy import reusable
 
 
-def _bool(v, name):
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise ValidationFailed({name: "must be true or false"})
+def _page_size(raw: str, name: str) -> int:
+    n = INTEGER.parse(raw, name)
+    top = current_app.config["PAGE_SIZE_MAX"]
+    if not 1 <= n <= top:
+        raise ValidationFailed({name: f"must be between 1 and {top}"})
+    return n
 
 
-def _int(v, name):
-    try:
-        return int(v)
-    except ValueError:
-        raise ValidationFailed({name: "must be an integer"}) from None
+def _page_size_schema() -> dict:
+    cfg = current_app.config
+    return {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": cfg["PAGE_SIZE_MAX"],
+        "default": cfg["PAGE_SIZE_DEFAULT"],
+    }
 
 
-def coerce(column, value, name):
-    t = column.type
-    if isinstance(t, Boolean):
-        return _bool(value, name)
-    if isinstance(t, Integer):
-        return _int(value, name)
-    if isinstance(t, Date):
-        return parse_date(value, name)
-    return value
+LIMIT = Param(
+    "limit",
+    Kind(_page_size_schema, _page_size),
+    default=lambda: current_app.config["PAGE_SIZE_DEFAULT"],
+    description="Rows per page.",
+)
+CURSOR = Param("cursor", TEXT, description="The previous page's next_cursor.")
+OFFSET = Param(
+    "offset",
+    integer(0, 10_000, "must be between 0 and 10000; use the cursor for deeper pages"),
+    description="Rows to skip (ignored with a cursor); the cursor is the way to deeper pages.",
+)
+# A cursor is [sort, last row's sort value (null when sorted by id), last row's id].
+_CURSOR_KINDS = (str, (str, int, NoneType), int)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A list filter other than `column == value`: apply(stmt, value), the value parsed by `kind`."""
+
+    kind: Kind
+    apply: Callable[[Any, Any], Any]
 
 
 @dataclass
 class ListSpec:
     id_column: Any
-    filters: dict = field(default_factory=dict)  # name -> column, or callable(stmt, raw_value) -> stmt
+    filters: dict = field(default_factory=dict)  # name -> column (`column == value`) or Filter
     sorts: dict = field(default_factory=dict)  # name -> column (NOT NULL columns only)
-    default_sort: str = "id"
+    default_sort: str = "id"  # "-name": descending
     search: tuple = ()  # columns searched by `q` (case-insensitive prefix)
-    extra_params: tuple = ()  # other query parameters the view itself reads
+    extra_params: tuple[Param, ...] = ()  # the view's own parameters (ListArgs.extra)
+
+    def __post_init__(self):
+        # sort value -> (descending, column, kind of its cursor values); "id" and "-id" always exist.
+        self._sorts = {}
+        for name, col in {"id": self.id_column, **self.sorts}.items():
+            kind = None if col is self.id_column else kind_of(col)
+            self._sorts[name], self._sorts["-" + name] = (False, col, kind), (True, col, kind)
+        if self.default_sort not in self._sorts:
+            raise ValueError(f"default_sort {self.default_sort!r} is not one of the sorts")
+        sort_error = f"must be one of {', '.join(['id', *self.sorts])} (prefix - for descending)"
+
+        def parse_sort(raw: str, name: str) -> str:
+            if raw not in self._sorts:
+                raise ValidationFailed({name: sort_error})
+            return raw
+
+        sort_schema = {"type": "string", "enum": list(self._sorts), "default": self.default_sort}
+        self._sort = Param(
+            "sort",
+            Kind(sort_schema, parse_sort),
+            default=self.default_sort,
+            description="A leading - sorts descending.",
+        )
+        self._filters = tuple(
+            Param(name, target.kind if isinstance(target, Filter) else kind_of(target))
+            for name, target in self.filters.items()
+        )
+        searched = " or ".join(c.key for c in self.search)
+        q = (Param("q", TEXT, description=f"Case-insensitive prefix of {searched}."),) if self.search else ()
+        self.query = QueryArgs(LIMIT, CURSOR, OFFSET, self._sort, *q, *self._filters, *self.extra_params)
+        # `q` passes the unknown-parameter check everywhere: a list without search says so by name.
+        self._accepted = self.query.names | {"q"}
+
+    def parameters(self) -> list[dict]:
+        """The OpenAPI parameters (app/core/openapi.py's doc(query=...))."""
+        return self.query.parameters()
+
+    def parse(self, args=None) -> "ListArgs":
+        """The request's list parameters, validated (422 naming the first bad one)."""
+        args = request.args if args is None else args
+        reject_unknown(args, self._accepted)
+        filters = {}
+        for param in self._filters:
+            raw = args.get(param.name)
+            if raw is not None:
+                filters[param.name] = param.kind.parse(raw, param.name)
+        extra = {p.name: p.value(args) for p in self.extra_params}
+        term = None
+        q = args.get("q")
+        if q is not None:
+            if not self.search:
+                raise ValidationFailed({"q": "search is not available on this list"})
+            term = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            if not term:
+                raise ValidationFailed({"q": "must not be empty"})
+        sort = self._sort.value(args)
+        desc, col, kind = self._sorts[sort]
+        limit = LIMIT.value(args)
+
+        cursor = offset = None
+        raw_cursor = args.get("cursor")
+        if raw_cursor:
+            csort, value, ident = decode_cursor(raw_cursor, *_CURSOR_KINDS)
+            if csort != sort:
+                raise ValidationFailed({"cursor": "belongs to another sort order"})
+            if kind is not None:
+                if isinstance(value, str):
+                    value = kind.parse(value, "cursor")
+                elif kind is not INTEGER or type(value) is not int:  # e.g. a number for a name
+                    raise ValidationFailed({"cursor": BAD_CURSOR})
+            cursor = (value, ident)
+        elif "offset" in args:
+            offset = OFFSET.value(args)
+        return ListArgs(filters, term, sort, desc, col, limit, cursor, offset, extra)
 
 
-PAGING_PARAMS = {"limit", "cursor", "sort", "offset", "q"}
-
-
-def _encode_cursor(sort, value, ident):
-    if isinstance(value, date):
-        value = value.isoformat()
-    return base64.urlsafe_b64encode(orjson.dumps([sort, value, ident])).decode().rstrip("=")
-
-
-def _decode_cursor(raw):
-    try:
-        sort, value, ident = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        return sort, value, int(ident)
-    except Exception:  # noqa: BLE001 - any garbage is the same client error
-        raise ValidationFailed({"cursor": "is not a cursor this API issued"}) from None
-
-
-def page_size():
-    cfg = current_app.config
-    raw = request.args.get("limit")
-    if raw is None:
-        return cfg["PAGE_SIZE_DEFAULT"]
-    n = _int(raw, "limit")
-    if not 1 <= n <= cfg["PAGE_SIZE_MAX"]:
-        raise ValidationFailed({"limit": f"must be between 1 and {cfg['PAGE_SIZE_MAX']}"})
-    return n
-
-
-@dataclass
+@dataclass(slots=True)
 class ListArgs:
     """The validated list parameters of one request."""
 
-    filters: dict  # name -> coerced value (column filters) or raw value (callable filters)
+    filters: dict  # name -> parsed value
     term: str | None  # search prefix, escaped for LIKE
     sort: str
     desc: bool
@@ -96,54 +160,7 @@ class ListArgs:
     limit: int
     cursor: tuple | None  # (sort value, id)
     offset: int | None
-
-
-def parse_list_args(spec: ListSpec) -> ListArgs:
-    args = request.args
-    unknown = set(args) - PAGING_PARAMS - set(spec.filters) - set(spec.extra_params)
-    if unknown:
-        raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
-    filters = {}
-    for name, target in spec.filters.items():
-        raw = args.get(name)
-        if raw is not None:
-            filters[name] = raw if _custom(target) else coerce(target, raw, name)
-    term = None
-    q = args.get("q")
-    if q is not None:
-        if not spec.search:
-            raise ValidationFailed({"q": "search is not available on this list"})
-        term = q.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        if not term:
-            raise ValidationFailed({"q": "must not be empty"})
-
-    sort = args.get("sort", spec.default_sort)
-    desc = sort.startswith("-")
-    name = sort.lstrip("-")
-    if name != "id" and name not in spec.sorts:
-        allowed = ", ".join(["id", *spec.sorts])
-        raise ValidationFailed({"sort": f"must be one of {allowed} (prefix - for descending)"})
-    col = spec.id_column if name == "id" else spec.sorts[name]
-    limit = page_size()
-
-    cursor = offset = None
-    raw_cursor = args.get("cursor")
-    if raw_cursor:
-        csort, value, ident = _decode_cursor(raw_cursor)
-        if csort != sort:
-            raise ValidationFailed({"cursor": "belongs to another sort order"})
-        if col is not spec.id_column and isinstance(value, str):
-            value = coerce(col, value, "cursor")
-        cursor = (value, ident)
-    elif "offset" in args:
-        offset = _int(args["offset"], "offset")
-        if not 0 <= offset <= 10_000:
-            raise ValidationFailed({"offset": "must be between 0 and 10000; use the cursor for deeper pages"})
-    return ListArgs(filters, term, sort, desc, col, limit, cursor, offset)
-
-
-def _custom(target):
-    return callable(target) and not hasattr(target, "type")
+    extra: dict  # the spec's extra_params: name -> parsed value
 
 
 def _build(stmt, spec: ListSpec, la: ListArgs):
@@ -152,12 +169,12 @@ def _build(stmt, spec: ListSpec, la: ListArgs):
     for name, value in la.filters.items():
         target = spec.filters[name]
         stmt = (
-            target(stmt, value)
-            if _custom(target)
+            target.apply(stmt, value)
+            if isinstance(target, Filter)
             else stmt.where(target == bindparam(f"filter_{name}", value, type_=target.type))
         )
     if la.term is not None:
-        pattern = bindparam("search_prefix", la.term + "%")
+        pattern: Any = bindparam("search_prefix", la.term + "%")
         stmt = stmt.where(or_(*(func.lower(c).like(pattern, escape="\\") for c in spec.search)))
     col, desc = la.col, la.desc
     if la.cursor is not None:
@@ -192,9 +209,11 @@ def list_params(la: ListArgs) -> dict:
     return params
 
 
-def apply_list(stmt, spec: ListSpec):
-    """Filters, search, sort and keyset position; returns (stmt, limit, sort_name, sort_column)."""
-    la = parse_list_args(spec)
+def apply_list(stmt, spec: ListSpec, la: ListArgs | None = None):
+    """Filters, search, sort and keyset position; returns (stmt, limit, sort_name, sort_column).
+    la: the request's arguments when the view parsed them already (spec.parse(), for its extra_params)."""
+    if la is None:
+        la = spec.parse()
     return _build(stmt, spec, la), la.limit, la.sort, la.col
 
 
@@ -208,8 +227,8 @@ def prepared_list(key, build_base: Callable, spec: ListSpec):
     (tenancy.reusable): for the lists read most, where building and scoping the select was a large
     share of the request (docs/BENCHMARKS.md). Returns (stmt, params, limit, sort_name, sort_column); execute with
     params plus the base's own."""
-    la = parse_list_args(spec)
-    if any(_custom(spec.filters[n]) for n in la.filters):  # custom filters put values in the SQL itself
+    la = spec.parse()
+    if any(isinstance(spec.filters[n], Filter) for n in la.filters):  # their values go in the SQL itself
         return _build(build_base(), spec, la), {}, la.limit, la.sort, la.col
     shape = (
         key,
@@ -243,7 +262,7 @@ def page_body(rows, limit, sort, col, serialize: Callable | None, keyed: Callabl
     if more and rows:
         last = keyed(rows[-1])
         value = None if sort.lstrip("-") == "id" else getattr(last, col.key)
-        next_cursor = _encode_cursor(sort, value, last.id)
+        next_cursor = encode_cursor([sort, value, last.id])
     data = row_dicts(rows) if serialize is None else [serialize(r) for r in rows]
     link = None
     if next_cursor:

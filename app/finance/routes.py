@@ -9,11 +9,11 @@ from sqlalchemy import select
 from app.access.rules import scope_students, student_in_scope_or_404
 from app.core.auth import roles
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
-from app.core.errors import ValidationFailed
 from app.core.idempotency import HEADER, run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, list_response
-from app.core.schemas import dump, fields_of, parse_body, parse_date
+from app.core.pagination import Filter, ListSpec, list_response
+from app.core.queryargs import DATE, Param, QueryArgs, one_of
+from app.core.schemas import dump, fields_of, parse_body
 from app.extensions import db
 from app.finance import services
 from app.finance.models import INVOICE_STATUSES, PAYMENT_METHODS, FeeCategory, Invoice, Payment
@@ -166,12 +166,7 @@ def delete_fee_category(ident):
 
 
 def _one_of(column, allowed):
-    def apply(stmt, raw):
-        if raw not in allowed:
-            raise ValidationFailed({column.key: f"must be one of {', '.join(allowed)}"})
-        return stmt.where(column == raw)
-
-    return apply
+    return Filter(one_of(*allowed), lambda stmt, value: stmt.where(column == value))
 
 
 INVOICE_SPEC = ListSpec(
@@ -192,7 +187,7 @@ INVOICE_SPEC = ListSpec(
     out=InvoiceOut,
     many=True,
     tags=["invoices"],
-    query=["limit", "cursor", "sort", *INVOICE_SPEC.filters],
+    query=INVOICE_SPEC,
 )
 def list_invoices():
     stmt = scope_students(select(Invoice), g.principal, column=Invoice.student_id)
@@ -253,13 +248,12 @@ def void_invoice(ident):
 
 
 def _received_between(bound):
-    def apply(stmt, raw):
-        day = parse_date(raw, bound)
+    def apply(stmt, day):
         if bound == "from":
             return stmt.where(Payment.received_at >= day_start(day))
         return stmt.where(Payment.received_at < day_start(day + timedelta(days=1)))
 
-    return apply
+    return Filter(DATE, apply)
 
 
 PAYMENT_SPEC = ListSpec(
@@ -283,7 +277,7 @@ PAYMENT_SPEC = ListSpec(
     out=PaymentOut,
     many=True,
     tags=["payments"],
-    query=["limit", "cursor", "sort", *PAYMENT_SPEC.filters],
+    query=PAYMENT_SPEC,
 )
 def list_payments():
     stmt = scope_students(select(Payment), g.principal, column=Payment.student_id)
@@ -360,13 +354,22 @@ def refund(ident):
     return jsonify(receipt_out(row, None)), 201
 
 
+NO_ARGS = QueryArgs()
+
+
 @bp.get("/students/<int:ident>/balance")
 @roles(*READ)
-@doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"])
+@doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"], query=NO_ARGS)
 def student_balance(ident):
     student = student_in_scope_or_404(ident, g.principal)
-    _only_params()
+    NO_ARGS.check()
     return jsonify(services.balance(student.id))
+
+
+STATEMENT_ARGS = QueryArgs(
+    Param("from", DATE, description="First local date (inclusive)."),
+    Param("to", DATE, description="Last local date (inclusive)."),
+)
 
 
 @bp.get("/students/<int:ident>/statement")
@@ -375,18 +378,9 @@ def student_balance(ident):
     "A student's statement: invoices and ledger entries with a running balance",
     out=StatementOut,
     tags=["students"],
-    query=["from", "to"],
+    query=STATEMENT_ARGS,
 )
 def student_statement(ident):
     student = student_in_scope_or_404(ident, g.principal)
-    _only_params("from", "to")
-    args = request.args
-    start = parse_date(args["from"], "from") if "from" in args else None
-    end = parse_date(args["to"], "to") if "to" in args else None
-    return jsonify(services.statement(student.id, start, end))
-
-
-def _only_params(*allowed):
-    unknown = set(request.args) - set(allowed)
-    if unknown:
-        raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
+    args = STATEMENT_ARGS.parse()
+    return jsonify(services.statement(student.id, args["from"], args["to"]))

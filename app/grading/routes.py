@@ -1,9 +1,9 @@
 import re
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
-from app.academics.models import ClassSubject, Term
+from app.academics.models import ClassSubject
 from app.access.rules import (
     class_in_scope_or_404,
     scope_students,
@@ -15,7 +15,8 @@ from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, apply_list, coerce, page_response
+from app.core.pagination import Filter, ListSpec, apply_list, page_response
+from app.core.queryargs import INTEGER, Param, QueryArgs
 from app.core.schemas import parse_body
 from app.extensions import db
 from app.grading import services
@@ -47,8 +48,7 @@ GRADE_READERS = ("admin", "teacher", "guardian", "student")  # accountants: fina
 GRADE_WRITERS = ("admin", "teacher")
 
 
-def _in_class(stmt, raw):
-    class_id = coerce(ClassSubject.class_id, raw, "class_id")
+def _in_class(stmt, class_id):
     return stmt.where(
         Assessment.class_subject_id.in_(select(ClassSubject.id).where(ClassSubject.class_id == class_id))
     )
@@ -88,7 +88,7 @@ assessments = Resource(
             "class_subject_id": Assessment.class_subject_id,
             "term_id": Assessment.term_id,
             "assessment_type_id": Assessment.assessment_type_id,
-            "class_id": _in_class,
+            "class_id": Filter(INTEGER, _in_class),
         },
         sorts={"date": Assessment.date, "title": Assessment.title, "created_at": Assessment.created_at},
     ),
@@ -149,7 +149,7 @@ GRADES_SPEC = ListSpec(Grade.id, filters={"student_id": Grade.student_id})
     out=GradeOut,
     many=True,
     tags=["assessments"],
-    query=["limit", "cursor", "sort", "student_id"],
+    query=GRADES_SPEC,
 )
 def list_grades(ident):
     obj, _ = services.assessment_or_404(ident, g.principal)
@@ -189,14 +189,11 @@ def put_grades(ident):
     )
 
 
+TERM_ARGS = QueryArgs(Param("term_id", INTEGER, required=True))
+
+
 def _term_id() -> int:
-    unknown = set(request.args) - {"term_id"}
-    if unknown:
-        raise ValidationFailed({k: "is not a known query parameter" for k in sorted(unknown)})
-    raw = request.args.get("term_id")
-    if raw is None:
-        raise ValidationFailed({"term_id": "is required"})
-    return coerce(Term.id, raw, "term_id")
+    return TERM_ARGS.parse()["term_id"]
 
 
 @bp.get("/students/<int:ident>/results")
@@ -205,7 +202,7 @@ def _term_id() -> int:
     "A student's term results: weighted average per subject, overall average, letters",
     out=TermResultsOut,
     tags=["students"],
-    query=["term_id"],
+    query=TERM_ARGS,
 )
 def student_results(ident):
     student_in_scope_or_404(ident, g.principal)
@@ -218,7 +215,7 @@ def student_results(ident):
     "Report-card data for a term: results with teachers, class position, attendance totals",
     out=ReportCardOut,
     tags=["students"],
-    query=["term_id"],
+    query=TERM_ARGS,
 )
 def student_report_card(ident):
     student_in_scope_or_404(ident, g.principal)
@@ -231,7 +228,7 @@ def student_report_card(ident):
     "A class's students ranked by their term average (ties share a position)",
     out=RankingOut,
     tags=["classes"],
-    query=["term_id"],
+    query=TERM_ARGS,
 )
 def class_ranking(ident):
     class_in_scope_or_404(ident, g.principal)

@@ -6,7 +6,8 @@ from app.access.rules import scope_guardians, scope_students
 from app.core.auth import roles
 from app.core.crud import CONFLICTS, Resource
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, coerce
+from app.core.pagination import Filter, ListSpec
+from app.core.queryargs import INTEGER
 from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
 from app.core.warming import register_warm_paths
@@ -48,8 +49,7 @@ CONFLICTS.update(
 )
 
 
-def _in_class(stmt, raw):
-    class_id = coerce(Enrolment.class_id, raw, "class_id")
+def _in_class(stmt, class_id):
     return stmt.where(
         Student.id.in_(
             select(Enrolment.student_id).where(Enrolment.class_id == class_id, Enrolment.end_date.is_(None))
@@ -68,7 +68,7 @@ students = Resource(
             "status": Student.status,
             "grade_level": Student.grade_level,
             "admission_number": Student.admission_number,
-            "class_id": _in_class,
+            "class_id": Filter(INTEGER, _in_class),
         },
         sorts={
             "last_name": Student.last_name,

@@ -1,0 +1,160 @@
+"""Query parameters declared once per endpoint: the parsing, the unknown-parameter check and the
+OpenAPI parameters all come from the same declaration.
+
+A `QueryArgs` lists the `Param`s an endpoint accepts; each `Param` has a `Kind` (how its text becomes
+a value, and how the OpenAPI document describes it). Lists declare theirs through
+app/core/pagination.py's ListSpec, which builds a QueryArgs the same way. Errors are 422s naming the
+parameter, like a body field: an unknown parameter is never silently ignored.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import request
+from sqlalchemy import Boolean, Date, DateTime, Integer
+
+from app.core.errors import ValidationFailed
+from app.core.schemas import parse_date, parse_datetime
+
+UNKNOWN = "is not a known query parameter"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """parse(raw, name) -> value, raising ValidationFailed({name: ...}); schema: the OpenAPI schema, or a
+    function giving it when the document is built (values from the app's config)."""
+
+    schema: dict | Callable[[], dict]
+    parse: Callable[[str, str], Any]
+
+
+def _text(raw: str, name: str) -> str:
+    return raw
+
+
+def _integer(raw: str, name: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed({name: "must be an integer"}) from None
+
+
+def _boolean(raw: str, name: str) -> bool:
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ValidationFailed({name: "must be true or false"})
+
+
+TEXT = Kind({"type": "string"}, _text)
+INTEGER = Kind({"type": "integer"}, _integer)
+BOOLEAN = Kind({"type": "boolean"}, _boolean)
+DATE = Kind({"type": "string", "format": "date"}, parse_date)
+DATETIME = Kind({"type": "string", "format": "date-time"}, parse_datetime)
+
+
+def integer(low: int, high: int, message: str | None = None) -> Kind:
+    """An integer from low to high inclusive."""
+    message = message or f"must be between {low} and {high}"
+
+    def parse(raw: str, name: str) -> int:
+        value = _integer(raw, name)
+        if not low <= value <= high:
+            raise ValidationFailed({name: message})
+        return value
+
+    return Kind({"type": "integer", "minimum": low, "maximum": high}, parse)
+
+
+def one_of(*values: str) -> Kind:
+    """One of a fixed set of strings (an enum in the document)."""
+    allowed = frozenset(values)
+    message = f"must be one of {', '.join(values)}"
+
+    def parse(raw: str, name: str) -> str:
+        if raw not in allowed:
+            raise ValidationFailed({name: message})
+        return raw
+
+    return Kind({"type": "string", "enum": list(values)}, parse)
+
+
+def raw_as(schema: dict) -> Kind:
+    """Documented as `schema` but handed over as text: for a value its service parses itself."""
+    return Kind(schema, _text)
+
+
+def kind_of(column) -> Kind:
+    """The kind of a `column == value` filter, from the column's SQL type."""
+    t = column.type
+    if isinstance(t, Boolean):
+        return BOOLEAN
+    if isinstance(t, Integer):
+        return INTEGER
+    if isinstance(t, Date):
+        return DATE
+    if isinstance(t, DateTime):
+        return raw_as({"type": "string", "format": "date-time"})  # the database compares the text
+    return TEXT
+
+
+@dataclass(frozen=True)
+class Param:
+    """One query parameter: its name, kind and what its absence means."""
+
+    name: str
+    kind: Kind = TEXT
+    default: Any = None  # the value when absent; a callable is called (a default from config)
+    required: bool = False
+    blank_is_absent: bool = False  # "?from=" means no `from` (else the empty text is parsed)
+    description: str | None = None
+
+    def value(self, args: Mapping[str, str]):
+        raw = args.get(self.name)
+        if raw is None or (self.blank_is_absent and raw == ""):
+            if self.required:
+                raise ValidationFailed({self.name: "is required"})
+            return self.default() if callable(self.default) else self.default
+        return self.kind.parse(raw, self.name)
+
+    def openapi(self) -> dict:
+        schema = self.kind.schema
+        out = {
+            "name": self.name,
+            "in": "query",
+            "required": self.required,
+            "schema": schema() if callable(schema) else schema,
+        }
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+def reject_unknown(args: Iterable[str], known: frozenset) -> None:
+    if not known.issuperset(args):
+        unknown = sorted(set(args) - known)
+        raise ValidationFailed(dict.fromkeys(unknown, UNKNOWN))
+
+
+class QueryArgs:
+    """The query parameters of one endpoint, in the order the document lists them."""
+
+    __slots__ = ("names", "params")
+
+    def __init__(self, *params: Param):
+        self.params = params
+        self.names = frozenset(p.name for p in params)
+
+    def check(self, args: Mapping[str, str] | None = None) -> None:
+        reject_unknown(request.args if args is None else args, self.names)
+
+    def parse(self, args: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """{name: value} for every declared parameter, after the unknown-parameter check."""
+        args = request.args if args is None else args
+        reject_unknown(args, self.names)
+        return {p.name: p.value(args) for p in self.params}
+
+    def parameters(self) -> list[dict]:
+        return [p.openapi() for p in self.params]
