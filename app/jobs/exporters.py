@@ -26,12 +26,16 @@ from sqlalchemy.orm import aliased
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.attendance.models import STATUSES, AttendanceRecord
+from app.attendance.services import rate
 from app.audit.models import AuditEntry
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.finance.models import Invoice, Payment
-from app.grading.models import Assessment
+from app.finance.services import statement
+from app.grading import services as grading
+from app.grading.models import Assessment, Grade
 from app.institutions.calendar import day_start, school_today
+from app.jobs import schemas as params
 from app.jobs.xlsx import DATE, DATETIME, FORMULA_START, MAX_CHARS, MONEY, XlsxStream
 from app.people.models import Guardian, Student, StudentGuardian, User
 
@@ -530,7 +534,6 @@ def attendance_register(p, scope=None):
             )
         ):
             marks[(sid, day.day)] = status
-        from app.attendance.services import rate  # noqa: PLC0415  (the one definition of the rate)
 
         for sid, adm, last_name, first_name in students:
             cells = [marks.get((sid, d)) for d in range(1, days + 1)]
@@ -553,7 +556,6 @@ def attendance_register(p, scope=None):
 
 def gradebook(p, scope=None):
     """One row per student on the term's roster: every assessment's score, subject averages, overall."""
-    from app.grading import services as grading  # noqa: PLC0415  (grading owns the result rules)
 
     term = db.session.execute(select(Term).where(Term.id == p.term_id)).scalar_one()
     inst = grading.institution()
@@ -581,7 +583,6 @@ def gradebook(p, scope=None):
     kinds = ["text"] * 3 + ["decimal"] * (len(assessments) + len(subjects) + 1) + ["text"]
 
     def rows():
-        from app.grading.models import Grade  # noqa: PLC0415
 
         ids = [s.id for s in students]
         scores = dict(
@@ -616,7 +617,6 @@ def gradebook(p, scope=None):
 
 
 def fee_statement(p, scope=None):
-    from app.finance.services import statement  # noqa: PLC0415  (finance owns the ledger rules)
 
     data = statement(p.student_id, None, None)
     headers = ["Date (UTC)", "Type", "Reference", "Description", "Debit", "Credit", "Balance"]
@@ -651,7 +651,6 @@ class Kind:
 
 
 def _kinds():
-    from app.jobs import schemas as s  # noqa: PLC0415
 
     staff, fees = ("admin", "teacher"), ("admin", "accountant")
     return {
@@ -661,7 +660,7 @@ def _kinds():
                 "attendance_register",
                 ("csv", "xlsx"),
                 staff,
-                s.RegisterParams,
+                params.RegisterParams,
                 attendance_register,
                 class_scoped=True,
             ),
@@ -669,7 +668,7 @@ def _kinds():
                 "attendance_summary",
                 ("csv", "xlsx"),
                 staff,
-                s.RangeClassParams,
+                params.RangeClassParams,
                 attendance_summary,
                 class_scoped=True,
             ),
@@ -677,7 +676,7 @@ def _kinds():
                 "attendance_records",
                 ("csv", "xlsx"),
                 staff,
-                s.RangeClassParams,
+                params.RangeClassParams,
                 attendance_records,
                 class_scoped=True,
             ),
@@ -685,24 +684,31 @@ def _kinds():
                 "class_roster",
                 ("csv", "xlsx", "pdf"),
                 ("admin", "accountant", "teacher"),
-                s.ClassParams,
+                params.ClassParams,
                 class_roster,
                 pdf="class_roster",
                 class_scoped=True,
             ),
-            Kind("gradebook", ("csv", "xlsx"), staff, s.ClassTermParams, gradebook, class_scoped=True),
+            Kind("gradebook", ("csv", "xlsx"), staff, params.ClassTermParams, gradebook, class_scoped=True),
             Kind(
                 "report_cards",
                 ("pdf",),
                 staff,
-                s.ClassTermParams,
+                params.ClassTermParams,
                 None,
                 pdf="report_cards",
                 class_scoped=True,
             ),
-            Kind("fee_statement", ("pdf", "csv"), fees, s.StudentParams, fee_statement, pdf="fee_statement"),
-            Kind("fee_collection", ("csv", "xlsx"), fees, s.RangeParams, fee_collection),
-            Kind("audit_log", ("csv", "xlsx"), ("admin",), s.RangeParams, audit_log),
+            Kind(
+                "fee_statement",
+                ("pdf", "csv"),
+                fees,
+                params.StudentParams,
+                fee_statement,
+                pdf="fee_statement",
+            ),
+            Kind("fee_collection", ("csv", "xlsx"), fees, params.RangeParams, fee_collection),
+            Kind("audit_log", ("csv", "xlsx"), ("admin",), params.RangeParams, audit_log),
         )
     }
 

@@ -14,9 +14,14 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from sqlalchemy import select
 
+from app.academics.models import SchoolClass
 from app.core.tenancy import current_institution_id
 from app.extensions import db
+from app.finance.services import statement
+from app.grading.services import report_cards_for_class
 from app.institutions.models import Institution
+from app.jobs.exporters import class_roster as roster_table
+from app.people.models import Student
 
 FONT, BOLD = "Helvetica", "Helvetica-Bold"
 
@@ -93,7 +98,6 @@ def _generated():
 
 
 def report_cards(p, path, progress=None):
-    from app.grading.services import report_cards_for_class  # noqa: PLC0415  (grading owns the numbers)
 
     cards = report_cards_for_class(p.class_id, p.term_id)
     # alphabetical (how cards are handed out); reversed so each card is dropped once its page is drawn:
@@ -210,13 +214,11 @@ def _report_card_page(c, card, school, width, height):
 
 
 def class_roster(p, path, progress=None):
-    from app.jobs.exporters import class_roster as roster_table  # noqa: PLC0415
 
     table = roster_table(p)
     school, _ = _school()
     width, height = landscape(A4)
     c = _canvas(path, "Class roster", landscape(A4))
-    from app.academics.models import SchoolClass  # noqa: PLC0415
 
     class_name = db.session.execute(select(SchoolClass.name).where(SchoolClass.id == p.class_id)).scalar_one()
     generated = _generated()
@@ -262,8 +264,6 @@ def class_roster(p, path, progress=None):
 
 
 def fee_statement(p, path, progress=None):
-    from app.finance.services import statement  # noqa: PLC0415
-    from app.people.models import Student  # noqa: PLC0415
 
     data = statement(p.student_id, None, None)
     student = db.session.execute(
