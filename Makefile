@@ -1,10 +1,13 @@
-# Schoolhouse. `make run` serves the demo locally; `make test` runs the suite on throwaway PostgreSQL
-# and Redis servers (scripts/run_tests.sh). Every target that needs the venv builds it first.
+# Schoolhouse. `make run` serves the demo locally (development mode); `make up` runs the whole stack in
+# production mode; `make test` runs the suite on throwaway PostgreSQL and Redis servers
+# (scripts/run_tests.sh). Every target that needs the venv builds it first.
 SHELL := /bin/bash
 
 PYTEST_ARGS ?= -q
 APP_ENV ?= development
 export APP_ENV
+# make up DEMO=1 (or SEED_DEMO=1 in the environment): also seed the demo schools.
+DEMO ?= 0
 
 VENV := .venv
 STAMP := $(VENV)/stamp
@@ -74,12 +77,22 @@ bench-workers: $(STAMP)  ## compare gunicorn worker classes and counts (the choi
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py --workers
 
 .PHONY: up worker
+# Production mode, whatever APP_ENV says: the Procfile's processes run it too. No demo logins unless
+# asked (DEMO=1 or SEED_DEMO=1), and then with a made-up password unless DEMO_PASSWORD is set.
+up: export APP_ENV = production
 up: $(STAMP)  ## the whole stack (Procfile: web, worker, beat, flower) with honcho, on DATABASE_URL + REDIS_URL
 	@test -n "$$DATABASE_URL" || { echo "make up: set DATABASE_URL to a PostgreSQL database, e.g. postgresql://postgres@127.0.0.1:5432/schoolhouse" >&2; exit 2; }
 	@test -n "$$REDIS_URL" || { echo "make up: set REDIS_URL, e.g. redis://127.0.0.1:6379 (db 0 cache, 1 rate limits, 2 Celery)" >&2; exit 2; }
 	mkdir -p instance
 	$(FLASK) db upgrade
-	$(FLASK) seed demo --if-empty
+	@if [ "$(DEMO)" = 1 ] || [ "$${SEED_DEMO:-0}" = 1 ]; then \
+	    made=; \
+	    if [ -z "$${DEMO_PASSWORD:-}" ]; then \
+	        made=1; export DEMO_PASSWORD="$$($(VENV)/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')"; \
+	    fi; \
+	    out="$$($(FLASK) seed demo --if-empty)" || exit 1; echo "$$out"; \
+	    case "$$out" in *skipped*) ;; *) [ -z "$$made" ] || echo "demo password: $$DEMO_PASSWORD (set DEMO_PASSWORD to choose)";; esac; \
+	fi
 	@export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLOWER_USER="$${FLOWER_USER:-admin}"; \
 	if [ -z "$${FLOWER_PASSWORD:-}" ]; then \
 	    export FLOWER_PASSWORD="$$(python -c 'import secrets; print(secrets.token_urlsafe(12))')"; \

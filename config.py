@@ -4,7 +4,10 @@ Every setting is listed in README.md. Values are read in `__init__`, not at impo
 changes its environment before `create_app()` (tests, CLI) gets what it asked for.
 """
 
+import math
 import os
+import secrets
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +15,12 @@ from celery.schedules import crontab
 from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent
-INSECURE_KEYS = {"", "dev", "change-me", "dev-insecure-key-change-me"}
+TESTING_SECRET_KEY = "testing-secret-key-not-for-production-0123456789"
+# Keys that were ever published (here, in tests, in old versions of this file): never valid in production.
+KNOWN_EXAMPLE_KEYS = {"", "dev", "change-me", "dev-insecure-key-change-me", TESTING_SECRET_KEY}
+SECRET_KEY_MIN_LENGTH = 32
+SECRET_KEY_MIN_BITS = 128
+KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def env(name, default=None, cast=str):
@@ -32,6 +40,68 @@ def redis_db_url(base, db):
     if "//" in head and tail.isdigit():
         return f"{head}/{db}"
     return f"{base.rstrip('/')}/{db}"
+
+
+def _shannon_bits(values) -> float:
+    """Bits of information in a sequence, estimated from how often each value occurs in it."""
+    n = len(values)
+    if not n:
+        return 0.0
+    return -sum(c * math.log2(c / n) for c in Counter(values).values())
+
+
+def secret_key_problem(key: str | None) -> str | None:
+    """Why `key` is too weak to sign tokens in production, or None when it will do.
+
+    The rule, kept simple enough to explain: at least 32 characters, none of the published example
+    keys, not one short piece repeated, and at least 128 bits by a Shannon estimate taken both over the
+    characters and over the steps between neighbouring characters (so 'aaaa...', 'abab...' and
+    'abcdef...' all fail). `secrets.token_urlsafe(32)` gives about 200 bits by this estimate.
+    """
+    if not key:
+        return "is not set"
+    if key in KNOWN_EXAMPLE_KEYS:
+        return "is a published example key"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return f"is shorter than {SECRET_KEY_MIN_LENGTH} characters"
+    if key in (key + key)[1:-1]:
+        return "is a short piece repeated"
+    steps = [ord(b) - ord(a) for a, b in zip(key, key[1:], strict=False)]
+    bits = min(_shannon_bits(key), _shannon_bits(steps) * len(key) / len(steps))
+    if bits < SECRET_KEY_MIN_BITS:
+        return f"has too little entropy (about {bits:.0f} bits; {SECRET_KEY_MIN_BITS} needed)"
+    return None
+
+
+def instance_secret_key(instance_dir) -> str:
+    """Development without SECRET_KEY: a random key made once per instance and kept in
+    `instance/secret_key` (mode 0600), so tokens survive a restart and no two checkouts share a key."""
+    path = Path(instance_dir) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # fails if another process made it first: then theirs is the key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def origin_list(raw: str | None) -> list[str]:
+    """CORS_ORIGINS: exact origins (`https://app.example.org`), comma separated; no patterns."""
+    origins = [o.strip().rstrip("/") for o in (raw or "").split(",") if o.strip()]
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not host or set(host) & set("*/?#\\[]()^$ "):
+            raise RuntimeError(f"CORS_ORIGINS: {origin!r} is not an origin like https://app.example.org")
+    return origins
 
 
 # Celery task modules (tasks/), listed: the worker and the web app import exactly these.
@@ -106,11 +176,10 @@ def database_url(url):
 
 class Config:
     ENV_NAME = "development"
-    SHOW_ERROR_DETAILS = False
 
     def __init__(self):
         load_dotenv(BASE_DIR / ".env")
-        self.SECRET_KEY = env("SECRET_KEY", "dev-insecure-key-change-me")
+        self.SECRET_KEY = env("SECRET_KEY")  # each mode decides what an unset key means (below)
         self.INSTANCE_DIR = env("INSTANCE_DIR", str(BASE_DIR / "instance"))
         self.SQLALCHEMY_DATABASE_URI = database_url(
             env("DATABASE_URL", f"sqlite:///{Path(self.INSTANCE_DIR) / 'schoolhouse.db'}")
@@ -136,8 +205,11 @@ class Config:
         self.DEMO_PASSWORD = env("DEMO_PASSWORD", "schoolhouse-demo")
         # Rate limits, Flask-Limiter notation
         self.RATELIMIT_ENABLED = env("RATELIMIT_ENABLED", True, bool)
+        # Failed logins (app/core/loginlimit.py): per account from one address (the tight one), per
+        # address (loose: a school behind one NAT), and per account from everywhere (a slow brake).
         self.RATELIMIT_LOGIN = env("RATELIMIT_LOGIN", "5 per 15 minutes")
         self.RATELIMIT_LOGIN_ADDRESS = env("RATELIMIT_LOGIN_ADDRESS", "200 per 15 minutes")
+        self.RATELIMIT_LOGIN_ACCOUNT = env("RATELIMIT_LOGIN_ACCOUNT", "50 per hour")
         self.RATELIMIT_API = env("RATELIMIT_API", "100 per 15 minutes")
         self.RATELIMIT_SENSITIVE = env("RATELIMIT_SENSITIVE", "10 per hour")
         # X-RateLimit-* on every response costs one more Redis round trip per request; 429s always carry them.
@@ -204,7 +276,10 @@ class Config:
         self.LOG_JSON = env("LOG_JSON", True, bool)
         self.SLOW_QUERY_MS = env("SLOW_QUERY_MS", 1000, int)
         self.SLOW_REQUEST_MS = env("SLOW_REQUEST_MS", 2000, int)
-        self.METRICS_TOKEN = env("METRICS_TOKEN")
+        self.METRICS_TOKEN = env("METRICS_TOKEN")  # production: /metrics is closed without it
+        # Browsers may call the API from these origins (Flask-CORS); none by default.
+        self.CORS_ORIGINS = origin_list(env("CORS_ORIGINS"))
+        self.HSTS_MAX_AGE = 0  # Strict-Transport-Security: production only (ProductionConfig)
         self.RESPONSE_CACHE_ENABLED = env("RESPONSE_CACHE_ENABLED", True, bool)
 
     def engine_options(self):
@@ -298,7 +373,11 @@ class Config:
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"
-    SHOW_ERROR_DETAILS = True
+
+    def __init__(self):
+        super().__init__()
+        if not self.SECRET_KEY:
+            self.SECRET_KEY = instance_secret_key(self.INSTANCE_DIR)
 
 
 class TestingConfig(Config):
@@ -307,7 +386,7 @@ class TestingConfig(Config):
     def __init__(self):
         super().__init__()
         self.TESTING = True
-        self.SECRET_KEY = "testing-secret-key-not-for-production-0123456789"
+        self.SECRET_KEY = TESTING_SECRET_KEY  # refused in production (KNOWN_EXAMPLE_KEYS)
         self.SQLALCHEMY_DATABASE_URI = database_url(
             env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test")
         )
@@ -319,9 +398,18 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     ENV_NAME = "production"
 
+    def __init__(self):
+        super().__init__()
+        self.HSTS_MAX_AGE = env("HSTS_MAX_AGE", 365 * 24 * 3600, int)
+        self.DEMO_PASSWORD = env("DEMO_PASSWORD")  # the published default never guards a production seed
+
     def validate(self):
-        if self.SECRET_KEY in INSECURE_KEYS or len(self.SECRET_KEY) < 32:
-            raise RuntimeError("SECRET_KEY must be a random value of at least 32 characters in production")
+        problem = secret_key_problem(self.SECRET_KEY)
+        if problem:
+            raise RuntimeError(
+                f"SECRET_KEY {problem}: production needs a random key of at least "
+                f"{SECRET_KEY_MIN_LENGTH} characters. Make one with: {KEY_HINT}"
+            )
 
 
 CONFIGS = {"development": DevelopmentConfig, "testing": TestingConfig, "production": ProductionConfig}

@@ -14,11 +14,11 @@ def create_app(config_name=None, **overrides):
     app = Flask(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
     app.config.from_object(config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
-    app.config["SHOW_ERROR_DETAILS"] = config.SHOW_ERROR_DETAILS
     register_logging(app)
     register_json(app)
     register_proxy(app)
     register_request_hooks(app)  # request id and timing first, so every answer carries them
+    register_security_headers(app)  # nosniff, frames, referrer, CSP, HSTS (production); CORS allow-list
     register_extensions(app)
     register_blueprints(app)  # the domains hand core their hooks here (audit, revocation, warming)
     register_admission(app)  # token, API tier, session, cache lookup: before every view
@@ -56,6 +56,12 @@ def register_request_hooks(app):
 
     register_request_context(app)
     app.after_request(observe_request)
+
+
+def register_security_headers(app):
+    from app.core.headers import register_security_headers as register
+
+    register(app)
 
 
 def register_admission(app):
@@ -153,9 +159,11 @@ def register_blueprints(app):
 
 
 def register_rate_limits(app):
+    from app.core.loginlimit import register_login_limits
     from app.core.ratelimit import configure_limiter
 
     configure_limiter(app)
+    register_login_limits(app)
 
 
 def register_errors(app):

@@ -986,6 +986,11 @@ def demo_command(if_empty, reset):
     if if_empty and existing:
         click.echo(f"Database has {existing} institution(s); demo seed skipped (--if-empty).")
         return
+    password = current_app.config["DEMO_PASSWORD"]
+    if not password:  # production: the published default password would guard real-looking logins
+        raise click.ClickException(
+            "Set DEMO_PASSWORD to seed the demo in production (the default is public)."
+        )
     taken = db.session.scalars(select(Institution.slug).where(Institution.slug.in_(DEMO_SLUGS))).all()
     if taken and not reset:
         raise click.ClickException(
@@ -994,7 +999,6 @@ def demo_command(if_empty, reset):
     if reset:
         for slug in DEMO_SLUGS:
             _delete_institution(slug)
-    password = current_app.config["DEMO_PASSWORD"]
     result = seed_demo(password)
     for slug, c in result["counts"].items():
         click.echo(

@@ -67,7 +67,9 @@ def test_request_id_is_echoed_or_made(client):
 
 
 def test_production_500_hides_internals(monkeypatch):
-    monkeypatch.setenv("SECRET_KEY", "p" * 40)
+    monkeypatch.setenv(
+        "SECRET_KEY", "J8oZ2bq7VxN4uYc1Lr6Wm0TtKs3Pd9HgEa5Fi-Qn_Ul"
+    )  # a weak key is now refused
     app = create_app("production")
 
     @app.get("/boom")

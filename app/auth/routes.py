@@ -3,8 +3,9 @@ from flask import Blueprint, g, jsonify
 from app.auth import services
 from app.auth.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, TokensOut
 from app.core.auth import public
+from app.core.loginlimit import login_attempt
 from app.core.openapi import doc
-from app.core.ratelimit import login_limited, sensitive
+from app.core.ratelimit import sensitive
 from app.core.revocation import RevocationStore
 from app.core.schemas import parse_body
 
@@ -19,11 +20,12 @@ def _revocation_store(state):
 
 @bp.post("/auth/login")
 @public
-@login_limited
 @doc("Log in with e-mail and password", body=LoginIn, out=TokensOut, tags=["auth"])
 def login():
     body = parse_body(LoginIn)
-    return jsonify(services.login(body.email, body.password))
+    with login_attempt(body.email):  # counted before the password is checked: app/core/loginlimit.py
+        tokens = services.login(body.email, body.password)
+    return jsonify(tokens)
 
 
 @bp.post("/auth/refresh")

@@ -129,11 +129,10 @@ def _audit_rate_limit():
 
 
 def _unhandled(e: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    detail = "An unexpected error occurred. Quote the request id when reporting it."
-    if current_app.config.get("SHOW_ERROR_DETAILS"):
-        detail = f"{type(e).__name__}: {e}"
-    return problem(500, detail)
+    # The exception (its text may hold SQL, parameters, personal data) goes to the log only, in every
+    # mode; the answer carries the request id that finds it there.
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.path, g.get("request_id"))
+    return problem(500, "An unexpected error occurred. Quote the request id when reporting it.")
 
 
 def register_errors(app):

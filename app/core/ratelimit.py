@@ -1,8 +1,10 @@
-"""Route limits (Flask-Limiter): failed logins, the sensitive budget; and the 429 answer.
+"""Route limits (Flask-Limiter): the sensitive budget; and the 429 answer.
 
-Views are only *marked* here (`@login_limited`, `@sensitive`, `@exempt`), and `configure_limiter`
-applies the marks once the blueprints are registered. Flask-Limiter skips every unmarked view. The
-general API tier, which every request pays, is counted by admission (app/core/admission.py).
+Views are only *marked* here (`@sensitive`, `@exempt`), and `configure_limiter` applies the marks once
+the blueprints are registered. Flask-Limiter skips every unmarked view. The general API tier, which
+every request pays, is counted by admission (app/core/admission.py); failed logins by
+app/core/loginlimit.py (counted before the password is checked, which Flask-Limiter's
+count-after-the-answer cannot do).
 """
 
 from flask import current_app, g, request
@@ -26,44 +28,13 @@ def caller_key():
     return f"user:{principal.user_id}" if principal else f"addr:{request.remote_addr}"
 
 
-def login_account_key():
-    data = request.get_json(silent=True) if request.is_json else None
-    email = data.get("email") if isinstance(data, dict) else None
-    if isinstance(email, str) and email.strip():
-        return f"login:{email.strip().lower()}"
-    return f"login-addr:{request.remote_addr}"
-
-
-def login_address_key():
-    return f"login-addr:{request.remote_addr}"
-
-
-def login_limit():
-    return current_app.config["RATELIMIT_LOGIN"]
-
-
-def login_address_limit():
-    return current_app.config["RATELIMIT_LOGIN_ADDRESS"]
-
-
 def sensitive_limit():
     return current_app.config["RATELIMIT_SENSITIVE"]
-
-
-def _failed(response):
-    return response.status_code == 401
 
 
 def _mark(view, entry):
     view.__dict__.setdefault("rate_limits", []).append(entry)
     return view
-
-
-def login_limited(view):
-    """Failed logins only: per account (the 6th wrong password answers 429) and, looser, per address
-    (a whole school often sits behind one address)."""
-    _mark(view, ("limit", login_limit, login_account_key, "login-account"))
-    return _mark(view, ("limit", login_address_limit, login_address_key, "login-address"))
 
 
 def sensitive(view):
@@ -104,12 +75,7 @@ def configure_limiter(app):
             if kind == "shared":
                 wrapped = limiter.shared_limit(provider, scope=scope)(wrapped)
             else:
-                wrapped = limiter.limit(
-                    provider,
-                    key_func=key_func,
-                    scope=scope,
-                    deduct_when=_failed if scope.startswith("login") else None,
-                )(wrapped)
+                wrapped = limiter.limit(provider, key_func=key_func, scope=scope)(wrapped)
         # The limiter checks decorated limits inside its wrapper, so the wrapper must be the view.
         app.view_functions[endpoint] = wrapped
 

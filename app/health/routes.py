@@ -1,5 +1,6 @@
 """Liveness and readiness; exempt from rate limits and auth."""
 
+import hmac
 import os
 
 import psutil
@@ -73,9 +74,18 @@ def ready():
 @public
 @exempt
 def metrics():
-    """Prometheus text format, every gunicorn worker aggregated. Guarded by METRICS_TOKEN when set."""
+    """Prometheus text format, every gunicorn worker aggregated. Guarded by METRICS_TOKEN when set.
+
+    In production without METRICS_TOKEN the endpoint is closed rather than the app refusing to start:
+    metrics are optional, and a deployment that set only the required settings must come up safe.
+    Development and testing leave it open when no token is set (a local scrape, the tests)."""
     token = current_app.config.get("METRICS_TOKEN")
-    if token and request.headers.get("Authorization") != f"Bearer {token}":
+    if not token:
+        if current_app.config["ENV_NAME"] == "production":
+            return problem(403, "Metrics are closed: set METRICS_TOKEN on the server to open them.")
+    elif not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+    ):
         return problem(401, "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>.")
     return Response(generate_latest(performance.registry()), mimetype=CONTENT_TYPE_LATEST)
 
