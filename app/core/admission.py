@@ -12,7 +12,8 @@ For each request `admit()` (a before-request hook):
 The per-request admission state (`_State` on `g.admission`) is read and written in this module only;
 others ask `cache_outcome()`. Redis trouble costs a miss and an in-process count, never a 500; the
 session check then asks the RevocationStore (app/core/revocation.py), whose source of truth is the
-database. Route limits (failed logins, the sensitive budget) stay Flask-Limiter's (app/core/ratelimit.py).
+database. Failed logins are counted before the password is checked (app/core/loginlimit.py); the
+sensitive budget stays a Flask-Limiter route limit (app/core/ratelimit.py).
 
 The API tier is counted by hand (a fixed window in the same script) because Flask-Limiter's general path
 was a round trip of its own plus a large share of a cached read's CPU (docs/BENCHMARKS.md, "Where the
