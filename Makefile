@@ -51,6 +51,9 @@ run: $(STAMP)
 	           student@demo-academy.test accountant@demo-academy.test admin@hillside.test; do \
 	    echo "    $$who"; \
 	done; \
+	if [ -z "$${REDIS_URL:-}" ]; then \
+	    echo "  Scheduled jobs (BEAT_SCHEDULE: absence alerts, outbox, ...) run in this process: flask jobs list"; \
+	fi; \
 	echo
 	$(FLASK) run --host 127.0.0.1 --port $${PORT:-5000}
 
