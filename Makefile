@@ -60,6 +60,11 @@ run: $(STAMP)
 clean:
 	rm -rf $(VENV) instance
 
+.PHONY: restore-drill
+restore-drill: $(STAMP)  ## dump DATABASE_URL (or DUMP=file), restore into a scratch database, compare row counts
+	@test -n "$$DATABASE_URL" || { echo "make restore-drill: set DATABASE_URL to the PostgreSQL database to drill" >&2; exit 2; }
+	$(VENV)/bin/python scripts/restore_drill.py $(if $(DUMP),--dump $(DUMP))
+
 .PHONY: bench bench-quick bench-workers bench-cpu
 bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
 	@command -v wrk >/dev/null || apt-get install -y wrk
