@@ -9,7 +9,7 @@ printed as JSON; a failed run exits non-zero with the task's traceback.
 
 import inspect
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 
 import click
 from celery.schedules import crontab
@@ -104,7 +104,7 @@ def run_job_command(name, school, on_date):
     if on_date is not None:
         if "on_date" not in params:
             raise click.UsageError(f"{name} has no day to run for; it takes no --date")
-        kwargs["on_date"] = date.isoformat(on_date.date())
+        kwargs["on_date"] = on_date.date().isoformat()
     result = task.apply(args=list(entry.get("args") or ()), kwargs=kwargs)
     if result.failed():
         click.echo(result.traceback or "", err=True)
