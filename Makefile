@@ -54,11 +54,19 @@ run: $(STAMP)
 	           student@demo-academy.test accountant@demo-academy.test admin@hillside.test; do \
 	    echo "    $$who"; \
 	done; \
+	if [ -z "$${REDIS_URL:-}" ]; then \
+	    echo "  Scheduled jobs (BEAT_SCHEDULE: absence alerts, outbox, ...) run in this process: flask jobs list"; \
+	fi; \
 	echo
 	$(FLASK) run --host 127.0.0.1 --port $${PORT:-5000}
 
 clean:
 	rm -rf $(VENV) instance
+
+.PHONY: restore-drill
+restore-drill: $(STAMP)  ## dump DATABASE_URL (or DUMP=file), restore into a scratch database, compare row counts
+	@test -n "$$DATABASE_URL" || { echo "make restore-drill: set DATABASE_URL to the PostgreSQL database to drill" >&2; exit 2; }
+	$(VENV)/bin/python scripts/restore_drill.py $(if $(DUMP),--dump $(DUMP))
 
 .PHONY: bench bench-quick bench-workers bench-cpu
 bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario

@@ -122,11 +122,17 @@ TASK_ROUTES = {
 # outbox claims each message once, and every notification has a dedupe key — but the work would be
 # done twice for nothing.
 #
-# Crontab times are in Celery's `timezone` (UTC unless configured). Notification jobs run hourly and
-# each school is handled at its own local hour (ABSENCE_ALERT_HOUR, FEE_REMINDER_HOUR), so schools in
-# different time zones get their mail at the right time of their day. `expires` drops a run that
+# Crontab times are in Celery's `timezone` (UTC unless configured). Notification jobs handle each
+# school at its own local hour (ABSENCE_ALERT_HOUR, FEE_REMINDER_HOUR), so schools in different time
+# zones get their mail at the right time of their day. Absence alerts run every 3 minutes: an absence
+# marked after the alert hour is queued within 3 minutes and sent by the next outbox dispatch (every
+# minute), so the guardian's mail leaves within 5 minutes of the roll; a run with nothing new costs one
+# indexed query per school past its hour (app/notifications/services.py). `expires` drops a run that
 # waited in the queue longer than its period (workers down), so a backlog of identical runs never
 # piles up.
+#
+# Without Redis (the embedded default) no beat process runs: the same schedule runs on a thread of
+# the serving process (`flask run`), see app/celery_app.py and the EMBEDDED_BEAT setting.
 BEAT_SCHEDULE = {
     "jobs-requeue-stale": {
         "task": "tasks.exports.requeue_stale",
@@ -140,8 +146,8 @@ BEAT_SCHEDULE = {
     },
     "absence-alerts": {
         "task": "tasks.notifications.absence_alerts",
-        "schedule": crontab(minute=5),  # hourly; each school at ABSENCE_ALERT_HOUR local (default 16:00)
-        "options": {"queue": "notifications", "expires": 3000},
+        "schedule": crontab(minute="*/3"),  # each school from ABSENCE_ALERT_HOUR local (default 16:00)
+        "options": {"queue": "notifications", "expires": 170},
     },
     "fee-reminders": {
         "task": "tasks.notifications.fee_reminders",
@@ -249,6 +255,10 @@ class Config:
         self.CELERY_RESTORE_INTERVAL = env("CELERY_RESTORE_INTERVAL", 5, int)
         self.CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 500, int)
         self.CELERY_TASK_TIME_LIMIT = env("CELERY_TASK_TIME_LIMIT", 540, int)
+        # The beat schedule on a thread of this process (app/celery_app.py), only where tasks run
+        # in-process. Unset: on under `flask run` (`make run`), off elsewhere (CLI commands, gunicorn,
+        # scripts, tests); true/false: on/off in any process (never in a reloader's watching parent).
+        self.EMBEDDED_BEAT = env("EMBEDDED_BEAT", None, bool)
         self.FLOWER_USER = env("FLOWER_USER", "admin")
         self.FLOWER_PASSWORD = env("FLOWER_PASSWORD")
         # Export and import jobs (app/jobs)
@@ -391,6 +401,7 @@ class TestingConfig(Config):
             env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test")
         )
         self.REDIS_URL = env("TEST_REDIS_URL")
+        self.EMBEDDED_BEAT = env("EMBEDDED_BEAT", False, bool)  # only for a test that asks for it
         self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
         self.CELERY = self.celery_settings()  # again: the broker follows the test Redis
 

@@ -173,12 +173,16 @@ def register_errors(app):
 
 
 def register_cli(app):
+    from app.jobs.cli import jobs_cli
     from app.seed import seed_cli
 
     app.cli.add_command(seed_cli)
+    app.cli.add_command(jobs_cli)
 
 
 def register_celery(app):
-    from app.celery_app import celery_init_app
+    from app.celery_app import celery_init_app, embedded_beat_wanted, start_embedded_beat
 
     celery_init_app(app)
+    if embedded_beat_wanted(app):  # no broker, so no `celery beat`: the schedule runs in this process
+        start_embedded_beat(app)

@@ -12,19 +12,26 @@ base classes the tasks in tasks/ use.
 - `JobTask` runs an export/import job (app/jobs/runner.py holds the job's state rules) and turns its
   errors into retries or a failed job row.
 
+- The embedded beat: where tasks run in-process (no REDIS_URL, so no broker and no `celery beat`),
+  `start_embedded_beat` runs the beat schedule on a thread of the serving process (see there).
+
 Services send tasks by name with app.core.background.enqueue_after_commit. Settings, the task modules
 (`include`), the queues and the beat schedule: config.Config.celery_settings. Worker: celery_worker.py.
 """
 
 import logging
+import os
 import threading
 import time
 
+import click
 import redis
 from celery import Celery, Task, signals
 from celery import current_app as current_celery
+from celery.beat import EmbeddedService
 from celery.exceptions import MaxRetriesExceededError, SoftTimeLimitExceeded
 from flask import has_app_context
+from flask.cli import get_debug_flag, run_command
 
 from app.core import background
 from app.core.redisconn import BROKER_DB, shared_client
@@ -211,3 +218,64 @@ def _remove_session(task=None, **_):
     # outlives them in a worker. Never in-process: that session belongs to the caller (a request).
     if task is not None and not task.request.is_eager and has_app_context():
         db.session.remove()
+
+
+# --- the embedded beat ------------------------------------------------------------------------------------
+#
+# Without Redis there is no broker and no `celery beat` process, so nothing would run BEAT_SCHEDULE
+# (config.py): no absence alert, no outbox dispatch. Here Celery's own beat runs on a daemon thread of
+# the serving process (`celery.beat.EmbeddedService(thread=True)`, what `celery worker -B` uses): the
+# same schedule objects (crontab and intervals), the same task names; with tasks in-process
+# (task_always_eager) each due task runs on that thread, in its own app context (FlaskTask). The
+# scheduler keeps its state in memory (`celery.beat:Scheduler`, no schedule file): after a restart an
+# interval job first runs one interval later, a crontab job at its next time. Periodic jobs take their
+# process-local lock (app/core/locks.py), so a run by hand in the same process never overlaps one.
+
+_embedded_beat = None
+_embedded_beat_guard = threading.Lock()
+
+
+def embedded_beat_wanted(app) -> bool:
+    """Whether this process runs the beat schedule itself. Never with a broker (`celery beat` does,
+    the Procfile's `beat`), never in the Flask reloader's parent (it only watches files and restarts its
+    child, which serves: WERKZEUG_RUN_MAIN is set there). Then EMBEDDED_BEAT decides; unset, it is on
+    only while `flask run` serves (`make run`), so CLI commands, scripts, tests and gunicorn workers
+    (several per deployment) never start one."""
+    if not app.config["CELERY_ALWAYS_EAGER"]:
+        return False
+    ctx = click.get_current_context(silent=True)
+    serving = ctx is not None and ctx.command is run_command
+    if serving and os.environ.get("WERKZEUG_RUN_MAIN") != "true":
+        reload = ctx.params.get("reload")
+        if reload if reload is not None else get_debug_flag():
+            return False  # the reloader's parent
+    wanted = app.config.get("EMBEDDED_BEAT")
+    if wanted is not None:
+        return bool(wanted)
+    return serving and not app.testing
+
+
+def start_embedded_beat(app):
+    """Start the beat thread for this app's Celery, once per process (a second app created in the same
+    process gets the running one). Returns the thread (`stop_embedded_beat` ends it)."""
+    global _embedded_beat
+    with _embedded_beat_guard:
+        if _embedded_beat is not None and _embedded_beat.is_alive():
+            return _embedded_beat
+        beat = EmbeddedService(app.extensions["celery"], thread=True, scheduler_cls="celery.beat:Scheduler")
+        beat.name = "embedded-beat"
+        beat.start()
+        _embedded_beat = beat
+    names = ", ".join(sorted(app.config["CELERY"]["beat_schedule"]))
+    log.info("embedded beat started in process %s: %s", os.getpid(), names)
+    return beat
+
+
+def stop_embedded_beat(timeout=10.0):
+    """Stop this process's beat thread, if any, after the task it may be running."""
+    global _embedded_beat
+    with _embedded_beat_guard:
+        beat, _embedded_beat = _embedded_beat, None
+    if beat is not None:
+        beat.service.stop()
+        beat.join(timeout)

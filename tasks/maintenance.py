@@ -22,9 +22,10 @@ def index_maintenance():
 
 
 @shared_task(name="tasks.maintenance.warm_caches")
-def warm_caches():
-    """Every 15 minutes: fill each institution's hot cached reads."""
-    return run_locked("warm_caches", WARM_LOCK_SECONDS, services.warm_caches)
+def warm_caches(institution_id=None):
+    """Every 15 minutes: fill each institution's hot cached reads (`institution_id`: one school only)."""
+    ids = [int(institution_id)] if institution_id is not None else None
+    return run_locked("warm_caches", WARM_LOCK_SECONDS, services.warm_caches, institution_ids=ids)
 
 
 @shared_task(name="tasks.maintenance.cleanup_expired_exports")

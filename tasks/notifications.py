@@ -17,6 +17,7 @@ from app.notifications import services
 # Lock timeouts: longer than a run may take, short enough that a killed run frees the job soon.
 DISPATCH_LOCK_SECONDS = 300
 ALERTS_LOCK_SECONDS = 1800
+ABSENCE_LOCK_SECONDS = 300  # runs every 3 minutes: a killed run must not hold back the next ones long
 
 
 @shared_task(name="tasks.notifications.send_outbox_email", ignore_result=True)
@@ -31,16 +32,32 @@ def dispatch_outbox():
     return run_locked("dispatch_outbox", DISPATCH_LOCK_SECONDS, services.dispatch_outbox)
 
 
+def _schools(institution_id):
+    return [int(institution_id)] if institution_id is not None else None
+
+
 @shared_task(name="tasks.notifications.absence_alerts")
-def absence_alerts(on_date=None):
-    """Hourly: queue today's absence alerts for each school whose local time has passed
-    ABSENCE_ALERT_HOUR (`on_date`, ISO, to (re)run one day for every school)."""
+def absence_alerts(on_date=None, institution_id=None):
+    """Every 3 minutes: queue today's absence alerts for each school whose local time has passed
+    ABSENCE_ALERT_HOUR (`on_date`, ISO, to (re)run one day; `institution_id`: one school only)."""
     day = date.fromisoformat(on_date) if on_date else None
-    return run_locked("absence_alerts", ALERTS_LOCK_SECONDS, services.send_absence_alerts, on_date=day)
+    return run_locked(
+        "absence_alerts",
+        ABSENCE_LOCK_SECONDS,
+        services.send_absence_alerts,
+        on_date=day,
+        institution_ids=_schools(institution_id),
+    )
 
 
 @shared_task(name="tasks.notifications.fee_reminders")
-def fee_reminders(on_date=None):
+def fee_reminders(on_date=None, institution_id=None):
     """Hourly: queue fee reminders (due soon, overdue weekly) for each school past FEE_REMINDER_HOUR."""
     day = date.fromisoformat(on_date) if on_date else None
-    return run_locked("fee_reminders", ALERTS_LOCK_SECONDS, services.send_fee_reminders, on_date=day)
+    return run_locked(
+        "fee_reminders",
+        ALERTS_LOCK_SECONDS,
+        services.send_fee_reminders,
+        on_date=day,
+        institution_ids=_schools(institution_id),
+    )

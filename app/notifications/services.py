@@ -40,7 +40,7 @@ from datetime import UTC, timedelta
 from decimal import Decimal
 
 from flask import current_app, g
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, cast, func, literal, or_, select, update
 
 from app.academics.models import Subject
 from app.attendance.models import AttendanceRecord
@@ -461,8 +461,9 @@ def dispatch_outbox(now=None, batch_size=None, max_batches=20, max_seconds=120):
 
 def _per_institution(kind, institution_ids, on_date, now, hour_setting, build):
     """Run `build(inst, day)` for each institution in its own transaction. Without an explicit date,
-    a school is handled once its local clock has passed `hour_setting` (beat runs hourly, so every
-    time zone gets its mail at its own local hour; re-runs are harmless thanks to the dedupe keys)."""
+    a school is handled once its local clock has passed `hour_setting` (beat runs these jobs at least
+    hourly, so every time zone gets its mail at its own local hour; re-runs are harmless thanks to the
+    dedupe keys)."""
     now = _now(now)
     report = {"institutions": 0, "queued": 0, "waiting": [], "errors": {}}
     for inst in _institutions(institution_ids):
@@ -493,8 +494,22 @@ def _school(inst):
     return {"school": inst.name, "school_email": inst.email, "school_phone": inst.phone}
 
 
+def _absence_key(student_id, day, guardian_id):
+    return f"absence:{student_id}:{day.isoformat()}:{guardian_id}"
+
+
 def _absence_messages(inst, day):
-    # One statement for the school's day (ix_attendance_institution_date_status), tenant-scoped.
+    # One statement for the school's day (ix_attendance_institution_date_status), tenant-scoped. The
+    # job runs every few minutes (config.BEAT_SCHEDULE), so pairs whose alert is already in the outbox
+    # are left out in SQL (a probe of uq_email_outbox_institution_dedupe per absence): a run with
+    # nothing new builds, inserts and logs nothing. The key is _absence_key's, written in SQL.
+    key = (
+        literal("absence:", String)
+        + cast(AttendanceRecord.student_id, String)
+        + literal(f":{day.isoformat()}:", String)
+        + cast(Guardian.id, String)
+    )
+    queued = select(T.c.id).where(T.c.institution_id == inst.id, T.c.dedupe_key == key).exists()
     rows = db.session.execute(
         select(
             AttendanceRecord.student_id,
@@ -519,6 +534,7 @@ def _absence_messages(inst, day):
             Guardian.deleted_at.is_(None),
             Guardian.email.is_not(None),
             Guardian.email != "",
+            ~queued,
         )
         .order_by(AttendanceRecord.student_id, Guardian.id, AttendanceRecord.period)
     ).all()
@@ -546,7 +562,7 @@ def _absence_messages(inst, day):
                 "institution_id": inst.id,
                 "to": r.email,
                 "template": "absence_alert",
-                "dedupe_key": f"absence:{student_id}:{day.isoformat()}:{guardian_id}",
+                "dedupe_key": _absence_key(student_id, day, guardian_id),
                 "subject": f"{student} was absent from school on {_date_display(day)}",
                 "context": {
                     **_school(inst),
