@@ -112,6 +112,7 @@ def test_csv_export_lifecycle(admin, client, demo):
     assert job["size_bytes"] > 0 and job["expires_at"] > job["finished_at"] and job["error"] is None
     file = download(client, job)
     assert file.mimetype == "text/csv" and "attachment" in file.headers["Content-Disposition"]
+    assert file.headers["Content-Type"] == "text/csv; charset=utf-8"  # the charset said once
     assert file.headers["Cache-Control"] == "private, no-store"
     rows = csv_rows(file)
     assert rows[0][:3] == ["Admission no.", "Last name", "First name"]

@@ -94,7 +94,9 @@ def download_export(ident):
     # No unknown-parameter check: the signed link is the credential and is opened as given, with
     # whatever a mail client or proxy appended to it.
     path, filename, content_type = services.open_download(ident, request.args.get("token"))
-    resp = send_file(path, mimetype=content_type, as_attachment=True, download_name=filename, max_age=0)
+    # werkzeug adds "; charset=utf-8" to text/* types itself: pass the bare type, or it is said twice.
+    mimetype = content_type.split(";", 1)[0]
+    resp = send_file(path, mimetype=mimetype, as_attachment=True, download_name=filename, max_age=0)
     resp.headers["Cache-Control"] = "private, no-store"
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp
