@@ -88,7 +88,7 @@ bench-workers: $(STAMP)  ## compare gunicorn worker classes and counts (the choi
 # Production mode, whatever APP_ENV says: the Procfile's processes run it too. No demo logins unless
 # asked (DEMO=1 or SEED_DEMO=1), and then with a made-up password unless DEMO_PASSWORD is set.
 up: export APP_ENV = production
-up: $(STAMP)  ## the whole stack (Procfile: web, worker, beat, flower) with honcho, on DATABASE_URL + REDIS_URL
+up: $(STAMP)  ## the whole stack (Procfile: web on PORT, worker, beat, flower on FLOWER_PORT) with honcho, on DATABASE_URL + REDIS_URL
 	@test -n "$$DATABASE_URL" || { echo "make up: set DATABASE_URL to a PostgreSQL database, e.g. postgresql://postgres@127.0.0.1:5432/schoolhouse" >&2; exit 2; }
 	@test -n "$$REDIS_URL" || { echo "make up: set REDIS_URL, e.g. redis://127.0.0.1:6379 (db 0 cache, 1 rate limits, 2 Celery)" >&2; exit 2; }
 	mkdir -p instance
@@ -102,9 +102,11 @@ up: $(STAMP)  ## the whole stack (Procfile: web, worker, beat, flower) with honc
 	    case "$$out" in *skipped*) ;; *) [ -z "$$made" ] || echo "demo password: $$DEMO_PASSWORD (set DEMO_PASSWORD to choose)";; esac; \
 	fi
 	@export PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FLOWER_USER="$${FLOWER_USER:-admin}"; \
+	export PORT="$${PORT:-5000}" FLOWER_PORT="$${FLOWER_PORT:-5555}"; \
+	honcho run sh -c 'echo "web: http://127.0.0.1:$$PORT (PORT)  flower: http://127.0.0.1:$$FLOWER_PORT (FLOWER_PORT)"'; \
 	if [ -z "$${FLOWER_PASSWORD:-}" ]; then \
 	    export FLOWER_PASSWORD="$$(python -c 'import secrets; print(secrets.token_urlsafe(12))')"; \
-	    echo "flower: http://127.0.0.1:5555  user $$FLOWER_USER  password $$FLOWER_PASSWORD (set FLOWER_PASSWORD to choose)"; \
+	    echo "flower: user $$FLOWER_USER  password $$FLOWER_PASSWORD (set FLOWER_PASSWORD to choose)"; \
 	fi; \
 	exec honcho start -f Procfile
 

@@ -15,6 +15,7 @@ from celery.schedules import crontab
 from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent
+VERSION = "1.0.0"  # this release of Schoolhouse; `GET /` shows it
 TESTING_SECRET_KEY = "testing-secret-key-not-for-production-0123456789"
 # Keys that were ever published (here, in tests, in old versions of this file): never valid in production.
 KNOWN_EXAMPLE_KEYS = {"", "dev", "change-me", "dev-insecure-key-change-me", TESTING_SECRET_KEY}

@@ -7,13 +7,15 @@ from config import get_config
 
 
 def create_app(config_name=None, **overrides):
+    from app.core.dbpool import utc_sessions
+
     config = get_config(config_name)
     for key, value in overrides.items():
         setattr(config, key, value)
     config.validate()
     app = Flask(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
     app.config.from_object(config)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = utc_sessions(config.engine_options())
     register_logging(app)
     register_json(app)
     register_proxy(app)
@@ -135,6 +137,7 @@ def register_blueprints(app):
     from app.audit.routes import bp as audit_bp
     from app.auth.routes import bp as auth_bp
     from app.docs import bp as docs_bp
+    from app.docs import index_bp
     from app.finance.routes import bp as finance_bp
     from app.grading.routes import bp as grading_bp
     from app.health.routes import bp as health_bp
@@ -156,6 +159,7 @@ def register_blueprints(app):
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
+    app.register_blueprint(index_bp)  # GET /: where the docs, health and version are
 
 
 def register_rate_limits(app):

@@ -9,6 +9,7 @@ from sqlalchemy import insert, inspect
 
 from app.audit.models import AuditEntry
 from app.core.models import utcnow
+from app.core.schemas import iso_utc
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 
@@ -16,7 +17,9 @@ log = logging.getLogger("schoolhouse.audit")
 
 
 def _plain(v):
-    if isinstance(v, (date, datetime)):
+    if isinstance(v, datetime):
+        return iso_utc(v)  # kept as text and sent as it is: written like every answer's datetimes
+    if isinstance(v, date):
         return v.isoformat()
     if isinstance(v, Decimal):
         return str(v)

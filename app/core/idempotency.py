@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.core.errors import Conflict, ValidationFailed
 from app.core.idempotency_model import IdempotencyRecord
 from app.core.models import utcnow
-from app.core.schemas import json_default
+from app.core.schemas import dumps, json_default
 from app.extensions import db
 
 HEADER = "Idempotency-Key"
@@ -62,7 +62,7 @@ def run_idempotent(endpoint: str, payload, write):
     if existing is not None:
         return _replay(existing, digest)
     body, status = write()
-    body = orjson.loads(orjson.dumps(body, default=json_default))  # stored exactly as sent
+    body = orjson.loads(dumps(body))  # stored exactly as sent (a replay is the same text)
     db.session.add(
         IdempotencyRecord(
             user_id=g.principal.user_id,

@@ -13,6 +13,12 @@ def utcnow():
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """`value` in UTC. A naive datetime already is: SQLite hands timestamptz columns back without a
+    zone, and this app only ever stores UTC (utcnow)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(

@@ -7,6 +7,7 @@ files. Without it (flask run, tests) the in-process registry is used.
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -44,6 +45,15 @@ def uptime_seconds():
     return time.time() - _STARTED
 
 
+# ANSI escape sequences (colours, cursor moves): ESC followed by one character, or by `[`, parameters and
+# a final byte (ECMA-48). werkzeug colours its request lines, Celery its banner; in JSON they are noise.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_ESCAPE.sub("", text) if "\x1b" in text else text
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line with the request id (orjson is already here for responses)."""
 
@@ -52,13 +62,13 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": strip_ansi(record.getMessage()),
         }
         if has_request_context():
             data["request_id"] = g.get("request_id")
             data["path"] = request.path
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = strip_ansi(self.formatException(record.exc_info))
         return orjson.dumps(data).decode()
 
 

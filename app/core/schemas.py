@@ -8,12 +8,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from flask import request
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic import Field as Field  # noqa: F401  (re-exported for schemas modules)
 
 from app.core.errors import ApiError, ValidationFailed
+from app.core.models import as_utc
 
 # Never accepted from a client body, on any resource.
 READ_ONLY = frozenset({"id", "institution_id", "institution", "created_at", "updated_at", "deleted_at"})
@@ -104,6 +106,22 @@ def json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# Every datetime in an answer is UTC with `Z`: a naive one is UTC (SQLite gives them back naive, see
+# app/core/models.py as_utc), and PostgreSQL sessions run in UTC (app/core/dbpool.py utc_sessions), so
+# no value reaches orjson in another zone.
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def dumps(obj) -> bytes:
+    """The JSON of an answer, as every answer writes it (app/core/jsonprovider.py)."""
+    return orjson.dumps(obj, default=json_default, option=JSON_OPTIONS)
+
+
+def iso_utc(value: datetime) -> str:
+    """A datetime as answers write it, for text kept to be sent later (the audit trail's changes)."""
+    return as_utc(value).isoformat()[:-6] + "Z"
+
+
 def parse_date(value: str, name: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -112,7 +130,8 @@ def parse_date(value: str, name: str) -> date:
 
 
 def parse_datetime(value: str, name: str) -> datetime:
+    """In UTC, without an offset meaning UTC: SQLite compares the text without the offset."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except (TypeError, ValueError, AttributeError):
         raise ValidationFailed({name: "must be an ISO 8601 date-time"}) from None

@@ -1,16 +1,19 @@
-"""The OpenAPI document and interactive docs (Swagger UI served from the installed package, no CDN)."""
+"""The OpenAPI document and interactive docs (Swagger UI served from the installed package, no CDN),
+and `GET /`, which points a newcomer at them."""
 
 import base64
 import hashlib
 
-from flask import Blueprint, Response, current_app, jsonify, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, redirect, send_from_directory, url_for
 from swagger_ui_bundle import swagger_ui_path
 
 from app.core.auth import public
 from app.core.openapi import build_spec
 from app.core.ratelimit import exempt
+from config import VERSION
 
-bp = Blueprint("docs", __name__)
+bp = Blueprint("docs", __name__)  # under /api/v1
+index_bp = Blueprint("index", __name__)  # at the site root
 
 # No persistAuthorization: a token typed into the page must not be kept in localStorage. No validator
 # badge: it would load an image from another site.
@@ -48,8 +51,35 @@ def docs_page():
     return Response(_PAGE, mimetype="text/html", headers={"Content-Security-Policy": PAGE_CSP})
 
 
+@bp.get("/docs/")
+@public
+@exempt
+def docs_page_slash():
+    # The page's URLs are relative to /api/v1/docs ("openapi.json", "docs/assets/..."): served here
+    # they would resolve under /api/v1/docs/ and miss, so the page has one address.
+    return redirect(url_for("docs.docs_page"), 308)
+
+
 @bp.get("/docs/assets/<path:name>")
 @public
 @exempt
 def docs_assets(name):
     return send_from_directory(swagger_ui_path, name)
+
+
+@index_bp.get("/")
+@public
+@exempt
+def index():
+    return jsonify(
+        {
+            "name": "Schoolhouse",
+            "version": VERSION,
+            "links": {
+                "docs": url_for("docs.docs_page"),
+                "openapi": url_for("docs.openapi_json"),
+                "health_live": url_for("health.live"),
+                "health_ready": url_for("health.ready"),
+            },
+        }
+    )

@@ -8,7 +8,7 @@ Services validate everything before writing and never commit: the view (or run_i
 """
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask import g
 from sqlalchemy import (
@@ -33,7 +33,7 @@ from app.academics.models import Enrolment, SchoolClass, Term
 from app.access.rules import scope_students
 from app.audit import services as audit
 from app.core.errors import Conflict, NotFound, ValidationFailed
-from app.core.models import utcnow
+from app.core.models import as_utc, utcnow
 from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
@@ -464,8 +464,7 @@ def _apply(invoice: Invoice, amount_minor: int):
 def _received_at(value: datetime | None, now: datetime) -> datetime:
     if value is None:
         return now
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # documented: a time without an offset is UTC
+    value = as_utc(value)  # documented: a time without an offset is UTC; SQLite keeps no offset
     if value > now + FUTURE_SLACK:
         raise ValidationFailed({"received_at": "must not be in the future"})
     return value
