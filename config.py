@@ -308,8 +308,11 @@ class Config:
             "connect_args": {
                 "connect_timeout": self.DB_CONNECT_TIMEOUT,
                 "application_name": self.DB_APPLICATION_NAME,
+                # TimeZone=UTC: psycopg2 hands timestamptz back in the session's zone, and answers write
+                # UTC with Z (app/core/schemas.py) whatever zone the server itself is set to.
                 "options": f"-c statement_timeout={self.DB_STATEMENT_TIMEOUT_MS}"
-                f" -c idle_in_transaction_session_timeout={self.DB_IDLE_IN_TX_TIMEOUT_MS}",
+                f" -c idle_in_transaction_session_timeout={self.DB_IDLE_IN_TX_TIMEOUT_MS}"
+                " -c TimeZone=UTC",
             },
         }
 

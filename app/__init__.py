@@ -7,7 +7,6 @@ from config import get_config
 
 
 def create_app(config_name=None, **overrides):
-    from app.core.dbpool import utc_sessions
 
     config = get_config(config_name)
     for key, value in overrides.items():
@@ -15,7 +14,7 @@ def create_app(config_name=None, **overrides):
     config.validate()
     app = Flask(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
     app.config.from_object(config)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = utc_sessions(config.engine_options())
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
     register_logging(app)
     register_json(app)
     register_proxy(app)

@@ -33,14 +33,3 @@ def ping_after_idle(engine, idle_seconds):
         except engine.dialect.loaded_dbapi.Error as e:
             # The pool discards this connection and checks out another (a few attempts).
             raise exc.DisconnectionError("idle connection failed its ping") from e
-
-
-def utc_sessions(engine_options: dict) -> dict:
-    """PostgreSQL sessions in UTC (a startup option: no extra round trip). psycopg2 hands timestamptz
-    values back in the session's zone, the server's own unless set; answers write UTC with `Z`
-    (app/core/schemas.py JSON_OPTIONS) and must not depend on where the server stands."""
-    connect_args = engine_options.get("connect_args")
-    if connect_args is None:  # not PostgreSQL (config.Config.engine_options)
-        return engine_options
-    options = f"{connect_args.get('options', '')} -c TimeZone=UTC".strip()
-    return {**engine_options, "connect_args": {**connect_args, "options": options}}

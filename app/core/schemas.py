@@ -107,7 +107,7 @@ def json_default(value):
 
 
 # Every datetime in an answer is UTC with `Z`: a naive one is UTC (SQLite gives them back naive, see
-# app/core/models.py as_utc), and PostgreSQL sessions run in UTC (app/core/dbpool.py utc_sessions), so
+# app/core/models.py as_utc), and PostgreSQL sessions run in UTC (config.py engine_options), so
 # no value reaches orjson in another zone.
 JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
