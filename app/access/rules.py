@@ -8,14 +8,17 @@ by nothing. A role these rules do not know reaches nothing. A `scope_*` function
 what the principal reaches; an `*_or_404` function answers 404 for a record out of reach, exactly as
 for a missing one.
 
-Every subquery here is `correlate(None)`: it stands alone even when the outer statement reads the same
-table (an auto-correlated EXISTS over `enrolments` inside a SELECT of `enrolments` was always true).
+A rule reads the ids the principal reaches once per request (a few classes, their students) and
+narrows a statement with `IN (ids)`: no subquery of a rule can be correlated into the statement it
+narrows (an auto-correlated EXISTS over `enrolments` inside a SELECT of `enrolments` was always true),
+and plans stay simple. The subqueries that remain are `correlate(None)`.
 """
 
+from flask import g, has_request_context
 from sqlalchemy import and_, false, or_, select, union
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass
-from app.core.auth import ROLES, SCHOOL, SELF, SERVICE, WHOLE_SCHOOL, Reach
+from app.core.auth import ROLES, WHOLE_SCHOOL, Reach
 from app.core.errors import NotFound
 from app.extensions import db
 from app.institutions.calendar import school_today
@@ -38,31 +41,55 @@ def _nothing(stmt):
     return stmt.where(false())
 
 
+def _once_per_request(key, compute) -> list[int]:
+    """The ids a rule reaches, read once per request: a view may apply a rule several times, and a
+    short list of ids keeps every scoped query's plan simple (a subquery per rule inside a GROUP BY
+    was re-run for every row)."""
+    rid = g.get("request_id") if has_request_context() else None
+    if rid is None:  # outside a request (or one without an id, e.g. cache warming): read every time
+        return compute()
+    memo = g.get("_reach_ids")
+    if memo is None or memo[0] != rid:  # one app context can outlive a request (tests, the CLI)
+        memo = g._reach_ids = (rid, {})
+    if key not in memo[1]:
+        memo[1][key] = compute()
+    return memo[1][key]
+
+
+def _ids(stmt) -> list[int]:
+    return list(db.session.execute(stmt).scalars())
+
+
 def enrolled_on(day):
     """An enrolment that holds on `day`: started by then and not ended before it. An enrolment that
     starts next term is not current yet, and one that ends next week still is."""
     return and_(Enrolment.start_date <= day, or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day))
 
 
-def teacher_class_ids(teacher_id):
+def teacher_class_ids(teacher_id) -> list[int]:
     """Live classes a live teacher teaches a subject in, or leads as homeroom teacher."""
-    live_teacher = (
-        select(Teacher.id).where(Teacher.id == teacher_id, Teacher.deleted_at.is_(None)).correlate(None)
-    )
-    return union(
-        select(ClassSubject.class_id)
-        .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
-        .where(ClassSubject.teacher_id.in_(live_teacher), SchoolClass.deleted_at.is_(None))
-        .correlate(None),
-        select(SchoolClass.id)
-        .where(SchoolClass.homeroom_teacher_id.in_(live_teacher), SchoolClass.deleted_at.is_(None))
-        .correlate(None),
-    )
+
+    def read():
+        live = select(Teacher.id).where(Teacher.id == teacher_id, Teacher.deleted_at.is_(None))
+        return sorted(
+            _ids(
+                union(
+                    select(ClassSubject.class_id)
+                    .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
+                    .where(ClassSubject.teacher_id.in_(live), SchoolClass.deleted_at.is_(None)),
+                    select(SchoolClass.id).where(
+                        SchoolClass.homeroom_teacher_id.in_(live), SchoolClass.deleted_at.is_(None)
+                    ),
+                )
+            )
+        )
+
+    return _once_per_request(("teacher classes", teacher_id), read)
 
 
-def current_class_of(student_ids):
+def _current_class_ids(student_ids: list[int]) -> list[int]:
     """The live classes these students are enrolled in today (the school's today)."""
-    return (
+    return _ids(
         select(Enrolment.class_id)
         .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
         .where(
@@ -70,20 +97,16 @@ def current_class_of(student_ids):
             enrolled_on(school_today()),
             SchoolClass.deleted_at.is_(None),
         )
-        .correlate(None)
+        .distinct()
     )
 
 
-def own_student_ids(p):
+def own_student_ids(p) -> list[int]:
     """For guardians and students: the live students they may see (none for a deleted guardian)."""
     if p.role == "student":
-        return (
-            select(Student.id)
-            .where(Student.id == (p.student_id or -1), Student.deleted_at.is_(None))
-            .correlate(None)
-        )
-    if p.role == "guardian":
-        return (
+        stmt = select(Student.id).where(Student.id == (p.student_id or -1), Student.deleted_at.is_(None))
+    elif p.role == "guardian":
+        stmt = (
             select(StudentGuardian.student_id)
             .join(Student, Student.id == StudentGuardian.student_id)
             .join(Guardian, Guardian.id == StudentGuardian.guardian_id)
@@ -92,23 +115,31 @@ def own_student_ids(p):
                 Student.deleted_at.is_(None),
                 Guardian.deleted_at.is_(None),
             )
-            .correlate(None)
         )
-    return select(Student.id).where(false()).correlate(None)
+    else:
+        return []
+    return _once_per_request(("own students", p.role, p.student_id, p.guardian_id), lambda: _ids(stmt))
 
 
-def taught_student_ids(teacher_id):
-    """Live students enrolled today in a class the teacher teaches or leads."""
-    return (
-        select(Enrolment.student_id)
-        .join(Student, Student.id == Enrolment.student_id)
-        .where(
-            enrolled_on(school_today()),
-            Enrolment.class_id.in_(teacher_class_ids(teacher_id)),
-            Student.deleted_at.is_(None),
-        )
-        .correlate(None)
+def own_class_ids(p) -> list[int]:
+    """For guardians and students: the classes their children / they are in today."""
+    return _once_per_request(
+        ("own classes", p.role, p.student_id, p.guardian_id), lambda: _current_class_ids(own_student_ids(p))
     )
+
+
+def taught_student_ids(teacher_id) -> list[int]:
+    """Live students enrolled today in a class the teacher teaches or leads."""
+
+    def read():
+        classes = teacher_class_ids(teacher_id)
+        return _ids(
+            select(Enrolment.student_id)
+            .join(Student, Student.id == Enrolment.student_id)
+            .where(Enrolment.class_id.in_(classes), enrolled_on(school_today()), Student.deleted_at.is_(None))
+        )
+
+    return _once_per_request(("taught students", teacher_id), read)
 
 
 def scope_classes(stmt, p, model=SchoolClass, column=None):
@@ -118,7 +149,7 @@ def scope_classes(stmt, p, model=SchoolClass, column=None):
     if p.role == "teacher":
         return stmt.where(column.in_(teacher_class_ids(p.teacher_id or -1)))
     if sees_own_family_only(p):
-        return stmt.where(column.in_(current_class_of(own_student_ids(p))))
+        return stmt.where(column.in_(own_class_ids(p)))
     return _nothing(stmt)
 
 
@@ -172,7 +203,7 @@ def scope_teachers(stmt, p):
         return stmt
     if not sees_own_family_only(p):
         return _nothing(stmt)
-    classes = current_class_of(own_student_ids(p))
+    classes = own_class_ids(p)
     return stmt.where(
         Teacher.id.in_(
             union(
@@ -217,27 +248,19 @@ def _reach(name, teacher, guardian, student):
     )
 
 
-CLASSES = _reach("classes", "classes taught or led", "children's classes", "own class")
-STUDENTS = _reach("students", "students in classes taught or led", "own children", "self")
-ENROLMENTS = _reach("enrolments", "enrolments in classes taught or led", "own children's", "own")
+CLASSES = _reach("classes", "classes taught or led", "own children's classes", "own class")
+STUDENTS = _reach("students", "students enrolled in classes taught or led", "own children", "self")
+ENROLMENTS = _reach(
+    "enrolments", "enrolments in classes taught or led", "own children's enrolments", "own enrolments"
+)
 GUARDIANS = _reach("guardians", "guardians of students taught", "self", "own guardians")
 TEACHERS = _reach(
-    "teachers", WHOLE_SCHOOL, "children's teachers (no contact details)", "own teachers (no contact details)"
+    "teachers",
+    WHOLE_SCHOOL,
+    "own children's teachers, without contact details",
+    "own teachers, without contact details",
 )
 # Writing marks: the teacher of the class subject only (a homeroom teacher reads them: 403 on a write).
-SUBJECTS_TAUGHT = _reach("subjects taught", "class subjects taught", "-", "-")
+SUBJECTS_TAUGHT = _reach("subjects taught", "class subjects taught", "none", "none")
 # Exports and imports: each caller sees the jobs they asked for, admins every job of the school.
 OWN_REQUESTS = Reach("own requests", {**dict.fromkeys(ROLES, "own requests"), "admin": WHOLE_SCHOOL})
-
-REACHES = (
-    SCHOOL,
-    SELF,
-    CLASSES,
-    STUDENTS,
-    ENROLMENTS,
-    GUARDIANS,
-    TEACHERS,
-    SUBJECTS_TAUGHT,
-    OWN_REQUESTS,
-    SERVICE,
-)
