@@ -18,7 +18,7 @@ counts, is emptied after every write), so each sees the same school.
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -82,7 +82,6 @@ class World:
         start = demo["current_term"]["start"]
         self.day = start + timedelta(days=(7 - start.weekday()) % 7)  # a Monday of the current term
         self.tokens = {role: login(client, f"{role}@demo-academy.test") for role in ROLES}
-        self.hillside_admin = login(client, "admin@hillside.test")
         self.r: dict[str, Records] = {}
         self._people(iid, hid)
         self._academics(iid, hid)
@@ -178,8 +177,8 @@ class World:
             AcademicYear(
                 institution_id=iid,
                 name="Walk 2090",
-                start_date=datetime(2090, 1, 1).date(),
-                end_date=datetime(2090, 12, 31).date(),
+                start_date=date(2090, 1, 1),
+                end_date=date(2090, 12, 31),
             )
         )
         self.r["academic-years"] = Records(foreign=self.foreign(AcademicYear, hid)).everyone(year)
