@@ -137,7 +137,7 @@ classes = Resource(
     refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
     scope=scope_classes,
     reach=CLASSES,
-    cache_tables=("class_subjects", "enrolments", "student_guardians"),
+    cache_tables=("class_subjects", "enrolments", "student_guardians", "students"),
 )
 class_subjects = Resource(
     "class subject",
@@ -157,7 +157,7 @@ class_subjects = Resource(
     refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
     scope=lambda stmt, p: scope_classes(stmt, p, column=ClassSubject.class_id),
     reach=CLASSES,
-    cache_tables=("classes", "enrolments", "student_guardians"),
+    cache_tables=("classes", "enrolments", "student_guardians", "students"),
 )
 enrolments = Resource(
     "enrolment",
@@ -182,7 +182,7 @@ enrolments = Resource(
     deletable=False,
     scope=scope_enrolments,
     reach=ENROLMENTS,
-    cache_tables=("student_guardians", "class_subjects", "classes"),
+    cache_tables=("student_guardians", "class_subjects", "classes", "students"),
 )
 for resource in (years, terms, subjects, classes, class_subjects, enrolments):
     resource.register(bp)

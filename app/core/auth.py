@@ -53,7 +53,7 @@ class Reach:
 
 
 SCHOOL = Reach("school", dict.fromkeys(ROLES, WHOLE_SCHOOL))
-SELF = Reach("self", dict.fromkeys(ROLES, "own account"))
+SELF = Reach("self", dict.fromkeys(ROLES, "self"))
 # Operator views: numbers about the running service, not any school's records.
 SERVICE = Reach("service", dict.fromkeys(ROLES, "the service, not school records"))
 

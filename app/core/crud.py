@@ -1,9 +1,8 @@
 """Plain resources in a few lines: list, read, create, update, delete with the shared rules.
 
 A `Resource` says which model, which body schemas, which roles may read and write, how rows are
-scoped to the caller (row-level rules on top of the tenant scope) and the name of that rule (its reach,
-app/core/auth.py), and which referenced ids must exist
-in the caller's institution. Domains with real business rules write their own services instead.
+scoped to the caller (row-level rules on top of the tenant scope) and that rule's name (its reach,
+app/core/auth.py), and which referenced ids must exist in the caller's institution. Domains with real business rules write their own services instead.
 """
 
 from collections.abc import Callable

@@ -98,6 +98,8 @@ assessments = Resource(
     read_roles=GRADE_READERS,
     scope=services.scope_assessments,
     reach=CLASSES,
+    # the scope reads these: a class assigned or a child moved shows at once, not after the TTL
+    cache_tables=("class_subjects", "classes", "enrolments", "student_guardians", "students"),
 ).register(bp)
 
 

@@ -111,7 +111,7 @@ guardians = Resource(
     scope=scope_guardians,
     reach=GUARDIANS,
     on_delete=services.end_access,
-    cache_tables=("student_guardians", "enrolments", "class_subjects", "classes"),
+    cache_tables=("student_guardians", "enrolments", "class_subjects", "classes", "students"),
 )
 
 TEACHER_FIELDS = fields_of(TeacherOut)
