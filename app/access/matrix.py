@@ -6,6 +6,7 @@ declaration; `render(app)` writes the matrix (scripts/access_matrix.py prints it
 docs/ACCESS.md differs), and tests/test_access_walk.py walks the same list.
 """
 
+import re
 from dataclasses import dataclass
 
 from app.core.auth import ROLES, WHOLE_SCHOOL, Reach, declared_access
@@ -28,17 +29,26 @@ class Operation:
         return f"{self.method} {self.path}"
 
 
+def _views(app) -> dict:
+    """(METHOD, path as the document writes it) -> view function, from the route table."""
+    views = {}
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            views[(method, path)] = app.view_functions[rule.endpoint]
+    return views
+
+
 def operations(app) -> list[Operation]:
     """Every operation of the OpenAPI document with its view's declaration; an operation whose view
     declares nothing is an error (every view must say who may call it)."""
     out = []
     with app.app_context():
         spec = build_spec(app)
+    views = _views(app)
     for path, ops in spec["paths"].items():
         for method in sorted(ops, key=METHOD_ORDER.index):
-            op_id = ops[method]["operationId"]
-            endpoint = op_id.rsplit("_", 1)[0]  # build_spec names it endpoint_method
-            access = declared_access(app.view_functions[endpoint])
+            access = declared_access(views[(method.upper(), path)])
             if access is None:
                 raise LookupError(f"{method.upper()} {path} declares no roles: add @roles(..., reach=...)")
             public = bool(access.get("public"))
@@ -46,7 +56,7 @@ def operations(app) -> list[Operation]:
                 Operation(
                     method.upper(),
                     path,
-                    op_id,
+                    ops[method]["operationId"],
                     public,
                     () if public else tuple(access["roles"]),
                     None if public else access["reach"],
