@@ -25,6 +25,8 @@ from app.academics.schemas import (
     YearUpdate,
 )
 from app.access.rules import (
+    CLASSES,
+    ENROLMENTS,
     class_in_scope_or_404,
     scope_classes,
     scope_enrolments,
@@ -134,7 +136,8 @@ classes = Resource(
     update=ClassUpdate,
     refs={"academic_year_id": AcademicYear, "homeroom_teacher_id": Teacher},
     scope=scope_classes,
-    cache_tables=("class_subjects", "enrolments", "student_guardians"),
+    reach=CLASSES,
+    cache_tables=("class_subjects", "enrolments", "student_guardians", "students"),
 )
 class_subjects = Resource(
     "class subject",
@@ -153,7 +156,8 @@ class_subjects = Resource(
     update=ClassSubjectUpdate,
     refs={"class_id": SchoolClass, "subject_id": Subject, "teacher_id": Teacher},
     scope=lambda stmt, p: scope_classes(stmt, p, column=ClassSubject.class_id),
-    cache_tables=("classes", "enrolments", "student_guardians"),
+    reach=CLASSES,
+    cache_tables=("classes", "enrolments", "student_guardians", "students"),
 )
 enrolments = Resource(
     "enrolment",
@@ -177,14 +181,15 @@ enrolments = Resource(
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     deletable=False,
     scope=scope_enrolments,
-    cache_tables=("student_guardians", "class_subjects", "classes"),
+    reach=ENROLMENTS,
+    cache_tables=("student_guardians", "class_subjects", "classes", "students"),
 )
 for resource in (years, terms, subjects, classes, class_subjects, enrolments):
     resource.register(bp)
 
 
 @bp.post("/enrolments")
-@roles("admin")
+@roles("admin", reach=ENROLMENTS)
 @doc(
     "Enrol a student in a class (a current enrolment elsewhere is closed: history is kept)",
     body=EnrolmentCreate,
@@ -200,7 +205,7 @@ def create_enrolment():
 
 
 @bp.post("/enrolments/<int:ident>/end")
-@roles("admin")
+@roles("admin", reach=ENROLMENTS)
 @doc(
     "End an enrolment (the student leaves the class)",
     body=EnrolmentEnd,
@@ -247,7 +252,7 @@ def _roster_base():
 
 
 @bp.get("/classes/<int:ident>/students")
-@roles("admin", "teacher", "accountant", "guardian", "student")
+@roles("admin", "teacher", "accountant", "guardian", "student", reach=CLASSES)
 @cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=MEDIUM)
 @doc(
     "The current roster of a class",

@@ -3,7 +3,7 @@
 from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
-from app.access.rules import class_in_scope_or_404, student_in_scope_or_404
+from app.access.rules import CLASSES, STUDENTS, class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
 from app.attendance.models import AttendanceRecord
 from app.attendance.schemas import (
@@ -22,7 +22,7 @@ from app.attendance.schemas import (
     parse_roll,
 )
 from app.core.admission import cached
-from app.core.auth import roles
+from app.core.auth import SELF, roles
 from app.core.caching import MEDIUM
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
@@ -60,7 +60,7 @@ ROLL_ARGS = QueryArgs(SUBJECT, PERIOD)
 
 
 @bp.get("/classes/<int:ident>/attendance/<day>")
-@roles(*STAFF)
+@roles(*STAFF, reach=CLASSES)
 @doc(
     "The roll of a class on a date (unmarked students have status null)",
     out=RollOut,
@@ -80,7 +80,7 @@ def get_roll(ident, day):
 
 
 @bp.put("/classes/<int:ident>/attendance/<day>")
-@roles(*STAFF)
+@roles(*STAFF, reach=CLASSES)
 @doc(
     "Take the roll: the whole class on a date, optionally for one subject or period",
     body=RollIn,
@@ -114,7 +114,7 @@ HISTORY_SPEC = ListSpec(
 
 
 @bp.get("/students/<int:ident>/attendance")
-@roles(*ALL)
+@roles(*ALL, reach=STUDENTS)
 @cached(
     "attendance_records",
     "students",
@@ -168,7 +168,7 @@ CHRONIC_ARGS = QueryArgs(
 
 
 @bp.get("/attendance/summary")
-@roles(*STAFF)
+@roles(*STAFF, reach=CLASSES)
 @doc(
     "Daily attendance: per class and for the school (teachers: their classes)",
     out=SummaryOut,
@@ -185,7 +185,7 @@ def summary():
 
 
 @bp.get("/attendance/chronic-absentees")
-@roles(*STAFF)
+@roles(*STAFF, reach=STUDENTS)
 @doc(
     "Students whose attendance rate over a range is below a threshold, lowest first",
     out=AbsenteesOut,
@@ -207,7 +207,7 @@ def chronic_absentees():
 
 
 @bp.post("/classes/<int:ident>/attendance-sessions")
-@roles(*STAFF)
+@roles(*STAFF, reach=CLASSES)
 @doc(
     "Open a QR check-in window for today's lesson (token + SVG QR code)",
     body=SessionIn,
@@ -224,14 +224,14 @@ def open_session(ident):
 
 
 @bp.get("/attendance-sessions/<int:ident>")
-@roles(*STAFF)
+@roles(*STAFF, reach=CLASSES)
 @doc("A QR check-in session (without its token)", out=SessionOut, tags=["attendance"])
 def get_session(ident):
     return jsonify(services.session_out(services.session_in_scope_or_404(ident, g.principal)))
 
 
 @bp.post("/attendance/check-in")
-@roles("student")
+@roles("student", reach=SELF)
 @doc(
     "Check in with a QR code: marks the student present (once per session)",
     body=CheckinIn,

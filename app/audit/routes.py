@@ -4,7 +4,7 @@ from sqlalchemy import select
 from app.audit import services
 from app.audit.models import AuditEntry
 from app.audit.schemas import AuditOut
-from app.core.auth import roles
+from app.core.auth import SCHOOL, roles
 from app.core.openapi import doc
 from app.core.pagination import Filter, ListSpec, list_response
 from app.core.queryargs import DATETIME
@@ -38,7 +38,7 @@ SPEC = ListSpec(
 
 
 @bp.get("/audit-log")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc(
     "The audit trail, newest first",
     out=AuditOut,

@@ -2,7 +2,7 @@ from flask import Blueprint, g, jsonify
 
 from app.auth import services
 from app.auth.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, TokensOut
-from app.core.auth import public
+from app.core.auth import ROLES, SELF, public, roles
 from app.core.loginlimit import login_attempt
 from app.core.openapi import doc
 from app.core.ratelimit import sensitive
@@ -38,6 +38,7 @@ def refresh():
 
 
 @bp.post("/auth/logout")
+@roles(*ROLES, reach=SELF)
 @doc("End this session: its access and refresh tokens stop working", status=204, tags=["auth"])
 def logout():
     services.logout(g.principal)
@@ -45,12 +46,14 @@ def logout():
 
 
 @bp.get("/auth/me")
+@roles(*ROLES, reach=SELF)
 @doc("The caller, with role and linked student/teacher/guardian", out=MeOut, tags=["auth"])
 def me():
     return jsonify(services.me(g.principal))
 
 
 @bp.post("/auth/password")
+@roles(*ROLES, reach=SELF)
 @sensitive
 @doc("Change one's password (other sessions end)", body=PasswordChangeIn, status=204, tags=["auth"])
 def change_password():

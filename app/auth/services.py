@@ -24,15 +24,31 @@ from app.people.models import Guardian, Student, Teacher, User
 UNSCOPED = {"skip_tenant": True}  # before login there is no tenant yet
 
 
+# A login of these roles acts as its person: without a live one it may not log in.
+PERSON_OF_ROLE = {"student": 0, "teacher": 1, "guardian": 2}
+
+
 def linked_ids(user_id):
-    """(student_id, teacher_id, guardian_id) of a login; at most one is set in practice."""
+    """(student_id, teacher_id, guardian_id) of a login's live (not deleted) people; at most one is
+    set in practice."""
 
     def one(model):
         return db.session.execute(
-            select(model.id).where(model.user_id == user_id), execution_options=UNSCOPED
+            select(model.id).where(model.user_id == user_id, model.deleted_at.is_(None)),
+            execution_options=UNSCOPED,
         ).scalar_one_or_none()
 
     return one(Student), one(Teacher), one(Guardian)
+
+
+def may_log_in(user, links) -> bool:
+    """Active, not deleted, and, for a student, teacher or guardian login, its person not deleted.
+    Checked at login and at every refresh; a delete or deactivation also ends the live sessions in
+    its own transaction (app/people/services.py). Institutions have no suspended state yet."""
+    if user is None or not user.is_active or user.deleted_at is not None:
+        return False
+    person = PERSON_OF_ROLE.get(user.role)
+    return person is None or links[person] is not None
 
 
 def _access_token(user, session_id, links):
@@ -97,7 +113,8 @@ def login(email, password):
         execution_options=UNSCOPED,
     ).scalar_one_or_none()
     ok = verify_password(user.password_hash if user else None, password)
-    if not ok or not user.is_active:
+    links = linked_ids(user.id) if ok else None
+    if not ok or not may_log_in(user, links):
         if user is not None:
             audit.record_security_event(
                 "login_failed",
@@ -115,7 +132,6 @@ def login(email, password):
     )
     db.session.add(session)
     user.last_login_at = utcnow()
-    links = linked_ids(user.id)
     result = _tokens(user, session, links)
     db.session.commit()
     return result
@@ -216,11 +232,12 @@ def refresh(raw_token):
         db.session.rollback()
         raise unauthorized("This refresh token was already used.")
     user = db.session.get(User, session.user_id, execution_options=UNSCOPED)
-    if user is None or not user.is_active or user.deleted_at is not None:
+    links = linked_ids(user.id) if user is not None else None
+    if not may_log_in(user, links):
         revoke_sessions([session.id], "user_inactive")
         db.session.commit()
         raise unauthorized("The account is no longer active.")
-    result = _tokens(user, session, linked_ids(user.id))
+    result = _tokens(user, session, links)
     db.session.commit()
     return result
 

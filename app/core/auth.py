@@ -6,6 +6,7 @@ by admission (app/core/admission.py), which calls `principal_from_request` befor
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import wraps
 
@@ -31,14 +32,47 @@ class Principal:
         return cls(int(c["sub"]), c["ins"], c["role"], c["sid"], c.get("stu"), c.get("tea"), c.get("gua"))
 
 
+ROLES = ("admin", "teacher", "guardian", "student", "accountant")
+WHOLE_SCHOOL = "whole school"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """A named rule for the records a view reaches, with what each role reaches under it, in words.
+
+    Every view declares its roles and its reach once, with `@roles(..., reach=...)`; docs/ACCESS.md
+    (scripts/access_matrix.py), the OpenAPI document (x-roles) and tests/test_access_walk.py read that
+    declaration. The rules themselves, and the reaches that name them, live in app/access/rules.py.
+    """
+
+    name: str
+    by_role: Mapping[str, str]
+
+    def whole_school_for(self, role) -> bool:
+        return self.by_role.get(role) == WHOLE_SCHOOL
+
+
+SCHOOL = Reach("school", dict.fromkeys(ROLES, WHOLE_SCHOOL))
+SELF = Reach("self", dict.fromkeys(ROLES, "self"))
+# Operator views: numbers about the running service, not any school's records.
+SERVICE = Reach("service", dict.fromkeys(ROLES, "the service, not school records"))
+
+
 def public(view):
     """Marks a view that needs no token (login, refresh, docs, health)."""
     view.is_public = True
     return view
 
 
-def roles(*allowed):
-    """Allow only these roles; others get 403 (the record itself is still looked up in scope)."""
+def roles(*allowed, reach: Reach):
+    """Allow only these roles; others get 403. `reach` names the rule by which the view reaches records
+    (a record out of reach answers 404, as a missing one)."""
+    unknown = set(allowed) - set(ROLES)
+    if not allowed or unknown:
+        raise ValueError(f"@roles needs known roles, got {allowed!r}")
+    unsaid = [r for r in allowed if r not in reach.by_role]
+    if unsaid:
+        raise ValueError(f"reach {reach.name!r} does not say what {unsaid} reach")
 
     def deco(view):
         @wraps(view)
@@ -51,9 +85,20 @@ def roles(*allowed):
             return view(*args, **kwargs)
 
         wrapper.allowed_roles = allowed  # type: ignore[attr-defined]  # read by admission
+        wrapper.reach = reach  # type: ignore[attr-defined]  # read by declared_access
         return wrapper
 
     return deco
+
+
+def declared_access(view) -> dict | None:
+    """A view's declaration: {"public": True}, or {"roles": (...), "reach": Reach}; None if it has none."""
+    if getattr(view, "is_public", False):
+        return {"public": True}
+    allowed = getattr(view, "allowed_roles", None)
+    if allowed is None:
+        return None
+    return {"roles": allowed, "reach": view.reach}
 
 
 def current() -> Principal:

@@ -1,8 +1,8 @@
 """Plain resources in a few lines: list, read, create, update, delete with the shared rules.
 
 A `Resource` says which model, which body schemas, which roles may read and write, how rows are
-scoped to the caller (row-level rules on top of the tenant scope), and which referenced ids must exist
-in the caller's institution. Domains with real business rules write their own services instead.
+scoped to the caller (row-level rules on top of the tenant scope) and that rule's name (its reach,
+app/core/auth.py), and which referenced ids must exist in the caller's institution. Domains with real business rules write their own services instead.
 """
 
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.core.admission import cached
-from app.core.auth import roles
+from app.core.auth import ROLES, SCHOOL, Reach, roles
 from app.core.caching import MEDIUM
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
@@ -38,7 +38,7 @@ def audit_trail() -> AuditTrail:
     return current_app.extensions["audit_trail"]
 
 
-ALL_ROLES = ("admin", "teacher", "guardian", "student", "accountant")
+ALL_ROLES = ROLES
 
 # Unique-constraint names -> what the client is told on a clash.
 CONFLICTS: dict[str, str] = {}
@@ -103,8 +103,10 @@ class Resource:
     read_roles: tuple = ALL_ROLES
     write_roles: tuple = ("admin",)
     scope: Callable | None = None  # (stmt, principal) -> stmt: row-level visibility
+    reach: Reach = SCHOOL  # the rule `scope` applies, by name (app/access/rules.py), for the declaration
     refs: dict = field(default_factory=dict)
     deletable: bool = True
+    on_delete: Callable | None = None  # (obj) -> None: more of the delete, in its transaction
     serialize: Any = None  # (obj) -> dict; by default the Out schema's fields
     detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
     detail_out: type | None = None
@@ -112,6 +114,8 @@ class Resource:
     cache_ttl: int = MEDIUM
 
     def __post_init__(self):
+        if (self.scope is None) != (self.reach is SCHOOL):
+            raise ValueError(f"{self.name}: a row scope and its reach (other than SCHOOL) go together")
         self.fields = fields_of(self.out)
         self.serialize = self.serialize or (lambda obj: dump(obj, self.fields))
 
@@ -134,7 +138,7 @@ class Resource:
 
         tables = (self.model.__table__.name, *self.cache_tables)
 
-        @roles(*res.read_roles)
+        @roles(*res.read_roles, reach=res.reach)
         @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(
             f"List {res.path.strip('/')}",
@@ -146,7 +150,7 @@ class Resource:
         def list_view():
             return list_response(db.session, res.base(), res.spec, res.serialize)
 
-        @roles(*res.read_roles)
+        @roles(*res.read_roles, reach=res.reach)
         @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(f"Get one {res.name}", out=res.detail_out or res.out, tags=tag)
         def get_view(ident):
@@ -163,7 +167,7 @@ class Resource:
 
         if self.create is not None:
 
-            @roles(*res.write_roles)
+            @roles(*res.write_roles, reach=res.reach)
             @doc(f"Create a {res.name}", body=res.create, out=res.out, status=201, tags=tag)
             def create_view():
                 body = parse_body(res.create)
@@ -180,7 +184,7 @@ class Resource:
 
         if self.update is not None:
 
-            @roles(*res.write_roles)
+            @roles(*res.write_roles, reach=res.reach)
             @doc(f"Change a {res.name}", body=res.update, out=res.out, tags=tag)
             def update_view(ident):
                 obj = res.get_or_404(ident)
@@ -200,7 +204,7 @@ class Resource:
 
         if self.deletable and self.create is not None:
 
-            @roles(*res.write_roles)
+            @roles(*res.write_roles, reach=res.reach)
             @doc(f"Delete a {res.name}", status=204, tags=tag)
             def delete_view(ident):
                 obj = res.get_or_404(ident)
@@ -213,6 +217,8 @@ class Resource:
                 except IntegrityError:
                     db.session.rollback()
                     raise Conflict(f"This {res.name} is still referenced by other records.") from None
+                if res.on_delete is not None:  # after the flush: a refused delete ends nothing
+                    res.on_delete(obj)
                 audit_trail().record("delete", res.name, ident)
                 commit_or_conflict()
                 return "", 204

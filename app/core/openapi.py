@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from flask import current_app
 
+from app.core.auth import declared_access
 from app.core.schemas import Out
 
 _CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
@@ -70,6 +71,18 @@ def _ref(model, components):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _describe_access(op, access):
+    """The roles that may call the operation (x-roles) and the rule reaching its records (x-reach),
+    from the view's declaration (app/core/auth.py `roles`); docs/ACCESS.md shows the same matrix."""
+    if access is None or access.get("public"):
+        return
+    reach = access["reach"]
+    op["x-roles"] = list(access["roles"])
+    op["x-reach"] = reach.name
+    line = "Roles: " + ", ".join(f"{r} ({reach.by_role[r]})" for r in access["roles"]) + "."
+    op["description"] = f"{op['description']}\n\n{line}" if "description" in op else line
+
+
 def build_spec(app=None):
     app = app or current_app
     components = {"Problem": PROBLEM_SCHEMA}
@@ -101,6 +114,7 @@ def build_spec(app=None):
             }
             if meta["description"]:
                 op["description"] = meta["description"]
+            _describe_access(op, declared_access(view))
             if meta["body"] is not None and method in ("POST", "PUT", "PATCH"):
                 op["requestBody"] = {
                     "required": True,

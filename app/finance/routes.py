@@ -6,8 +6,8 @@ from datetime import timedelta
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
-from app.access.rules import scope_students, student_in_scope_or_404
-from app.core.auth import roles
+from app.access.rules import STUDENTS, scope_students, student_in_scope_or_404
+from app.core.auth import SCHOOL, roles
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.idempotency import HEADER, run_idempotent
 from app.core.openapi import doc
@@ -124,7 +124,7 @@ fee_categories = Resource(
 
 
 @bp.post("/fee-categories")
-@roles(*WRITE)
+@roles(*WRITE, reach=SCHOOL)
 @doc(
     "Create a fee category (no grade_level/class_id: billed to everyone)",
     body=FeeCategoryCreate,
@@ -139,7 +139,7 @@ def create_fee_category():
 
 
 @bp.patch("/fee-categories/<int:ident>")
-@roles(*WRITE)
+@roles(*WRITE, reach=SCHOOL)
 @doc(
     "Change a fee category (lines already billed keep their amount)",
     body=FeeCategoryUpdate,
@@ -154,7 +154,7 @@ def update_fee_category(ident):
 
 
 @bp.delete("/fee-categories/<int:ident>")
-@roles(*WRITE)
+@roles(*WRITE, reach=SCHOOL)
 @doc("Delete a fee category that has never been billed", status=204, tags=["fee-categories"])
 def delete_fee_category(ident):
     services.delete_category(fee_categories.get_or_404(ident))
@@ -181,7 +181,7 @@ INVOICE_SPEC = ListSpec(
 
 
 @bp.get("/invoices")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc(
     "List invoices",
     out=InvoiceOut,
@@ -195,7 +195,7 @@ def list_invoices():
 
 
 @bp.get("/invoices/<int:ident>")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc("An invoice with its lines and payments", out=InvoiceDetailOut, tags=["invoices"])
 def get_invoice(ident):
     invoice = services.invoice_or_404(ident, g.principal)
@@ -213,7 +213,7 @@ def get_invoice(ident):
 
 
 @bp.post("/invoices/generate")
-@roles(*WRITE)
+@roles(*WRITE, reach=SCHOOL)
 @doc(
     "Bill a class (or a grade) for a term: one invoice per enrolled student; re-runs only add what is "
     "missing",
@@ -229,7 +229,7 @@ def generate_invoices():
 
 
 @bp.post("/invoices/<int:ident>/void")
-@roles(*WRITE)
+@roles(*WRITE, reach=STUDENTS)
 @doc(
     "Void an invoice nothing has been paid against (recorded, never deleted)",
     body=VoidIn,
@@ -271,7 +271,7 @@ PAYMENT_SPEC = ListSpec(
 
 
 @bp.get("/payments")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc(
     "List ledger entries (payments, refunds, reversals); from/to are local dates, inclusive",
     out=PaymentOut,
@@ -285,14 +285,14 @@ def list_payments():
 
 
 @bp.get("/payments/<int:ident>")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc("One ledger entry", out=PaymentOut, tags=["payments"])
 def get_payment(ident):
     return jsonify(payment_out(services.payment_or_404(ident, g.principal)))
 
 
 @bp.post("/payments")
-@roles(*WRITE)
+@roles(*WRITE, reach=STUDENTS)
 @doc(
     "Record a payment (Idempotency-Key honoured: a retry replays the first answer)",
     body=PaymentIn,
@@ -322,7 +322,7 @@ def create_payment():
 
 
 @bp.post("/payments/<int:ident>/reverse")
-@roles(*WRITE)
+@roles(*WRITE, reach=STUDENTS)
 @doc(
     "Reverse a payment or refund: a new negative entry undoes it (once)",
     body=ReverseIn,
@@ -342,7 +342,7 @@ def reverse_payment(ident):
 
 
 @bp.post("/students/<int:ident>/refunds")
-@roles(*WRITE)
+@roles(*WRITE, reach=STUDENTS)
 @doc(
     "Refund (part of) a student's credit", body=RefundIn, out=PaymentReceiptOut, status=201, tags=["students"]
 )
@@ -358,7 +358,7 @@ NO_ARGS = QueryArgs()
 
 
 @bp.get("/students/<int:ident>/balance")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"], query=NO_ARGS)
 def student_balance(ident):
     student = student_in_scope_or_404(ident, g.principal)
@@ -373,7 +373,7 @@ STATEMENT_ARGS = QueryArgs(
 
 
 @bp.get("/students/<int:ident>/statement")
-@roles(*READ)
+@roles(*READ, reach=STUDENTS)
 @doc(
     "A student's statement: invoices and ledger entries with a running balance",
     out=StatementOut,

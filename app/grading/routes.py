@@ -5,12 +5,15 @@ from sqlalchemy import select
 
 from app.academics.models import ClassSubject
 from app.access.rules import (
+    CLASSES,
+    STUDENTS,
+    SUBJECTS_TAUGHT,
     class_in_scope_or_404,
     scope_students,
     sees_own_family_only,
     student_in_scope_or_404,
 )
-from app.core.auth import roles
+from app.core.auth import SCHOOL, roles
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
@@ -67,7 +70,7 @@ assessment_types = Resource(
 
 
 @bp.delete("/assessment-types/<int:ident>")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc("Delete an assessment type no assessment uses", status=204, tags=["assessment-types"])
 def delete_assessment_type(ident):
     services.delete_assessment_type(assessment_types.get_or_404(ident))
@@ -94,11 +97,14 @@ assessments = Resource(
     ),
     read_roles=GRADE_READERS,
     scope=services.scope_assessments,
+    reach=CLASSES,
+    # the scope reads these: a class assigned or a child moved shows at once, not after the TTL
+    cache_tables=("class_subjects", "classes", "enrolments", "student_guardians", "students"),
 ).register(bp)
 
 
 @bp.post("/assessments")
-@roles(*GRADE_WRITERS)
+@roles(*GRADE_WRITERS, reach=SUBJECTS_TAUGHT)
 @doc(
     "Create an assessment (admin, or the teacher of the class subject)",
     body=AssessmentCreate,
@@ -114,7 +120,7 @@ def create_assessment():
 
 
 @bp.patch("/assessments/<int:ident>")
-@roles(*GRADE_WRITERS)
+@roles(*GRADE_WRITERS, reach=SUBJECTS_TAUGHT)
 @doc(
     "Change an assessment (max_score never below a recorded score)",
     body=AssessmentUpdate,
@@ -130,7 +136,7 @@ def update_assessment(ident):
 
 
 @bp.delete("/assessments/<int:ident>")
-@roles(*GRADE_WRITERS)
+@roles(*GRADE_WRITERS, reach=SUBJECTS_TAUGHT)
 @doc("Delete an assessment and its grades", status=204, tags=["assessments"])
 def delete_assessment(ident):
     obj, class_subject = services.assessment_or_404(ident, g.principal)
@@ -143,7 +149,7 @@ GRADES_SPEC = ListSpec(Grade.id, filters={"student_id": Grade.student_id})
 
 
 @bp.get("/assessments/<int:ident>/grades")
-@roles(*GRADE_READERS)
+@roles(*GRADE_READERS, reach=CLASSES)
 @doc(
     "The grades of an assessment (guardians and students: their own children's only)",
     out=GradeOut,
@@ -167,7 +173,7 @@ def _bracketed(errors: dict) -> dict:
 
 
 @bp.put("/assessments/<int:ident>/grades")
-@roles(*GRADE_WRITERS)
+@roles(*GRADE_WRITERS, reach=SUBJECTS_TAUGHT)
 @doc(
     "Enter or correct scores in bulk: every row valid or nothing written; honours Idempotency-Key",
     body=GradesIn,
@@ -197,7 +203,7 @@ def _term_id() -> int:
 
 
 @bp.get("/students/<int:ident>/results")
-@roles(*GRADE_READERS)
+@roles(*GRADE_READERS, reach=STUDENTS)
 @doc(
     "A student's term results: weighted average per subject, overall average, letters",
     out=TermResultsOut,
@@ -210,7 +216,7 @@ def student_results(ident):
 
 
 @bp.get("/students/<int:ident>/report-card")
-@roles(*GRADE_READERS)
+@roles(*GRADE_READERS, reach=STUDENTS)
 @doc(
     "Report-card data for a term: results with teachers, class position, attendance totals",
     out=ReportCardOut,
@@ -223,7 +229,7 @@ def student_report_card(ident):
 
 
 @bp.get("/classes/<int:ident>/ranking")
-@roles("admin", "teacher")
+@roles("admin", "teacher", reach=CLASSES)
 @doc(
     "A class's students ranked by their term average (ties share a position)",
     out=RankingOut,

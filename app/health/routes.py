@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.core.auth import public, roles
+from app.core.auth import SERVICE, public, roles
 from app.core.errors import problem
 from app.core.observability import pool_status
 from app.core.openapi import doc
@@ -91,7 +91,7 @@ def metrics():
 
 
 @bp.get("/api/v1/performance")
-@roles("admin")
+@roles("admin", reach=SERVICE)
 @doc(
     "Request, database, cache and memory numbers across workers, with a health score and warnings",
     tags=["operations"],
@@ -118,7 +118,7 @@ def _system():
 
 
 @bp.get("/health/detailed")
-@roles("admin")
+@roles("admin", reach=SERVICE)
 @exempt
 @doc("Readiness plus pool, system and process metrics", tags=["operations"])
 def detailed():
@@ -137,7 +137,7 @@ def detailed():
 
 
 @bp.get("/health/database")
-@roles("admin")
+@roles("admin", reach=SERVICE)
 @exempt
 @doc("Database statistics: largest tables, index use, connections, cache hit ratio", tags=["operations"])
 def database():

@@ -1,7 +1,7 @@
 from flask import Blueprint, g, jsonify
 
 from app.audit import services as audit
-from app.core.auth import roles
+from app.core.auth import ROLES, SCHOOL, roles
 from app.core.crud import commit_or_conflict
 from app.core.errors import ValidationFailed
 from app.core.openapi import doc
@@ -19,13 +19,14 @@ def _mine():
 
 
 @bp.get("/institution")
+@roles(*ROLES, reach=SCHOOL)
 @doc("The caller's institution", out=InstitutionOut, tags=["institution"])
 def get_institution():
     return jsonify(dump(_mine(), FIELDS))
 
 
 @bp.patch("/institution")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc(
     "Change the caller's institution settings",
     body=InstitutionUpdate,

@@ -2,7 +2,8 @@
 
 from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 
-from app.core.auth import public, roles
+from app.access.rules import CLASSES, OWN_REQUESTS
+from app.core.auth import SCHOOL, public, roles
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, list_response
 from app.core.queryargs import TEXT, Param, QueryArgs, raw_as
@@ -34,7 +35,7 @@ def _accepted(body, location):
 
 
 @bp.post("/exports")
-@roles(*EXPORTERS)
+@roles(*EXPORTERS, reach=CLASSES)
 @sensitive
 @doc(
     "Request an export (runs in the background): 202 with the job to poll",
@@ -57,7 +58,7 @@ def create_export():
 
 
 @bp.get("/exports")
-@roles(*EXPORTERS)
+@roles(*EXPORTERS, reach=OWN_REQUESTS)
 @doc(
     "Exports: yours (admins: the whole school's), newest first",
     out=ExportOut,
@@ -72,7 +73,7 @@ def list_exports():
 
 
 @bp.get("/exports/<int:ident>")
-@roles(*EXPORTERS)
+@roles(*EXPORTERS, reach=OWN_REQUESTS)
 @doc(
     "An export's status and progress; when done, a signed download link valid for EXPORT_LINK_TTL",
     out=ExportOut,
@@ -103,7 +104,7 @@ def download_export(ident):
 
 
 @bp.post("/imports/students")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @sensitive
 @doc(
     "Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
@@ -126,7 +127,7 @@ def import_students():
 
 
 @bp.get("/imports/students/template.csv")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc("An empty student import file with the columns it accepts", tags=["imports"])
 def import_template():
     return Response(
@@ -137,7 +138,7 @@ def import_template():
 
 
 @bp.get("/imports/<int:ident>")
-@roles("admin")
+@roles("admin", reach=OWN_REQUESTS)
 @doc(
     "An import's status, progress and result (created, updated, unchanged, failed rows with reasons)",
     out=ImportOut,

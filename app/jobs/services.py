@@ -199,7 +199,7 @@ def _check_scope(kind, p, principal):
         if found is None:
             raise NotFound("student")
     if kind.class_scoped and principal.role == "teacher" and getattr(p, "class_id", None) is None:
-        return sorted(db.session.execute(teacher_class_ids(principal.teacher_id or -1)).scalars())
+        return teacher_class_ids(principal.teacher_id or -1)
     return None
 
 

@@ -2,18 +2,27 @@ from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
 from app.academics.models import Enrolment
-from app.access.rules import scope_guardians, scope_students
-from app.core.auth import roles
+from app.access.rules import (
+    GUARDIANS,
+    STUDENTS,
+    TEACHERS,
+    scope_guardians,
+    scope_students,
+    scope_teachers,
+    sees_own_family_only,
+)
+from app.core.auth import SCHOOL, roles
 from app.core.crud import CONFLICTS, Resource
 from app.core.openapi import doc
 from app.core.pagination import Filter, ListSpec
 from app.core.queryargs import INTEGER
 from app.core.ratelimit import sensitive
-from app.core.schemas import parse_body
+from app.core.schemas import dump, fields_of, parse_body
 from app.core.warming import register_warm_paths
 from app.people import services
 from app.people.models import Guardian, Student, Teacher, User
 from app.people.schemas import (
+    STAFF_ONLY_TEACHER_FIELDS,
     GuardianCreate,
     GuardianLinkIn,
     GuardianOut,
@@ -81,8 +90,10 @@ students = Resource(
     update=StudentUpdate,
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     scope=scope_students,
+    reach=STUDENTS,
     detail=lambda student: {"guardians": services.guardians_of(student.id)},
     detail_out=StudentDetailOut,
+    on_delete=services.end_access,
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
 )
 
@@ -98,8 +109,23 @@ guardians = Resource(
     create=GuardianCreate,
     update=GuardianUpdate,
     scope=scope_guardians,
-    cache_tables=("student_guardians", "enrolments", "class_subjects", "classes"),
+    reach=GUARDIANS,
+    on_delete=services.end_access,
+    cache_tables=("student_guardians", "enrolments", "class_subjects", "classes", "students"),
 )
+
+TEACHER_FIELDS = fields_of(TeacherOut)
+
+
+def teacher_out(teacher):
+    """Guardians and students see a teacher's name and specialization; the school's staff data (contact
+    details, employee number, hiring date, login) stays with staff: the school has no setting to publish
+    it, so the safe default is to hide it."""
+    data = dump(teacher, TEACHER_FIELDS)
+    if sees_own_family_only(g.principal):
+        data.update(dict.fromkeys(STAFF_ONLY_TEACHER_FIELDS, None))
+    return data
+
 
 teachers = Resource(
     "teacher",
@@ -114,6 +140,11 @@ teachers = Resource(
     ),
     create=TeacherCreate,
     update=TeacherUpdate,
+    scope=scope_teachers,
+    reach=TEACHERS,
+    serialize=teacher_out,
+    on_delete=services.end_access,
+    cache_tables=("class_subjects", "classes", "enrolments", "student_guardians", "students", "guardians"),
 )
 
 users = Resource(
@@ -136,7 +167,7 @@ for resource in (students, guardians, teachers, users):
 
 
 @bp.post("/students/<int:ident>/guardians")
-@roles("admin")
+@roles("admin", reach=STUDENTS)
 @doc("Link a guardian to a student", body=GuardianLinkIn, status=204, tags=["students"])
 def link_guardian(ident):
     student = students.get_or_404(ident)
@@ -146,7 +177,7 @@ def link_guardian(ident):
 
 
 @bp.delete("/students/<int:ident>/guardians/<int:guardian_id>")
-@roles("admin")
+@roles("admin", reach=STUDENTS)
 @doc("Unlink a guardian from a student", status=204, tags=["students"])
 def unlink_guardian(ident, guardian_id):
     services.unlink_guardian(students.get_or_404(ident), guardian_id)
@@ -154,7 +185,7 @@ def unlink_guardian(ident, guardian_id):
 
 
 @bp.post("/users")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @sensitive
 @doc("Create a login", body=UserCreate, out=UserOut, status=201, tags=["users"])
 def create_user():
@@ -163,7 +194,7 @@ def create_user():
 
 
 @bp.patch("/users/<int:ident>")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @sensitive
 @doc("Change a login (role changes end its sessions)", body=UserUpdate, out=UserOut, tags=["users"])
 def update_user(ident):

@@ -141,13 +141,19 @@ class TeacherUpdate(Body):
     hired_on: date | None = None
 
 
+_STAFF_ONLY = "Staff only: null for guardians and students."
+
+
 class TeacherOut(Out):
     id: int
-    employee_number: str
+    employee_number: str | None = Field(description=_STAFF_ONLY)
     first_name: str
     last_name: str
-    email: str | None
-    phone: str | None
+    email: str | None = Field(description=_STAFF_ONLY)
+    phone: str | None = Field(description=_STAFF_ONLY)
     specialization: str | None
-    hired_on: date | None
-    user_id: int | None
+    hired_on: date | None = Field(description=_STAFF_ONLY)
+    user_id: int | None = Field(description=_STAFF_ONLY)
+
+
+STAFF_ONLY_TEACHER_FIELDS = ("employee_number", "email", "phone", "hired_on", "user_id")

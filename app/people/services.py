@@ -5,7 +5,7 @@ from sqlalchemy import select
 from app.audit import services as audit
 from app.auth.services import revoke_user_sessions
 from app.core.crud import check_refs, commit_or_conflict, flush_or_conflict
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.security import hash_password
 from app.extensions import db
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
@@ -47,6 +47,14 @@ def create_user(values: dict) -> User:
 def update_user(user: User, values: dict, principal) -> User:
     if "role" in values and user.id == principal.user_id:
         raise ValidationFailed({"role": "is read-only for your own account"})
+    if values.get("is_active") is False and user.id == principal.user_id:
+        raise ValidationFailed({"is_active": "cannot be turned off for your own account"})
+    if values.get("is_active") is True and not user.is_active and _person_deleted(user.id):
+        raise ValidationFailed({"is_active": "the person this login belongs to has been deleted"})
+    if user.role == "admin" and (
+        values.get("is_active") is False or values.get("role") not in (None, "admin")
+    ):
+        _keep_an_admin(user)
     if "role" in values and values["role"] != user.role and values["role"] in ROLE_LINK:
         raise ValidationFailed(
             {"role": "a login becomes a teacher, guardian or student login only when created for that person"}
@@ -66,6 +74,51 @@ def update_user(user: User, values: dict, principal) -> User:
         revoke_user_sessions(user.id, "role_change" if "role" in changes else "deactivated")
     commit_or_conflict()
     return user
+
+
+def _keep_an_admin(user: User):
+    """Refuse to demote or deactivate the school's last active admin: nobody could then manage it.
+    The active admins are locked in id order, so two admins demoting each other at once cannot both
+    pass: the second waits, then sees the first change and is refused."""
+    admins = (
+        db.session.execute(
+            select(User.id)
+            .where(
+                User.institution_id == user.institution_id,
+                User.role == "admin",
+                User.is_active,
+                User.deleted_at.is_(None),
+            )
+            .order_by(User.id)
+            .with_for_update()
+        )
+        .scalars()
+        .all()
+    )
+    if user.is_active and not [i for i in admins if i != user.id]:
+        raise Conflict("This is the school's last active admin; make another admin first.")
+
+
+def _person_deleted(user_id) -> bool:
+    for model in (Student, Teacher, Guardian):
+        deleted_at = db.session.execute(select(model.deleted_at).where(model.user_id == user_id)).first()
+        if deleted_at is not None:
+            return deleted_at[0] is not None
+    return False
+
+
+def end_access(person):
+    """A deleted student, teacher or guardian loses their login in the deleting transaction: it is
+    deactivated and its sessions end (app/auth/services.py writes the database, then the Redis copy)."""
+    if person.user_id is None:
+        return
+    user = db.session.get(User, person.user_id)
+    if user is None:
+        return
+    if user.is_active:
+        user.is_active = False
+        audit.record("update", "user", user.id, {"is_active": [True, False]})
+    revoke_user_sessions(user.id, "person_deleted")
 
 
 def guardians_of(student_id):

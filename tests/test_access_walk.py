@@ -1,0 +1,673 @@
+"""The access walk: every operation of the OpenAPI document, called as every role, on records inside and
+outside the caller's reach and in another school. It expects what the views declare
+(`@roles(..., reach=...)`, app/core/auth.py; docs/ACCESS.md is made from the same declarations):
+
+- a role the operation does not name: 403;
+- a role it names, on a record its reach gives it: 2xx;
+- ... on a record of the same school outside its reach (own class / other class, own child / other child,
+  self / another student, own export / someone else's): 404, as for a missing record;
+- ... on a record of another school: 404;
+- a list: 2xx, holding the record inside the role's reach and never the one outside it.
+
+The records come from the demo seed (app/seed.py) and a few made here; whether a record is inside or
+outside a role's reach is worked out below from the data itself, not from app/access/rules.py. Each call
+runs in a savepoint rolled back after it (and Redis, which holds session revocations and rate-limit
+counts, is emptied after every write), so each sees the same school.
+"""
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+
+from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.access.matrix import operations, render
+from app.attendance.models import AttendanceSession
+from app.core.auth import ROLES
+from app.core.tenancy import set_current_institution
+from app.extensions import db
+from app.finance.models import FeeCategory, Invoice, Payment
+from app.grading.models import Assessment, AssessmentType
+from app.institutions.calendar import school_today
+from app.institutions.models import Institution
+from app.jobs.models import Job
+from app.people.models import Guardian, StudentGuardian, Teacher, User
+from tests.conftest import PASSWORD, login
+
+UNSCOPED = {"skip_tenant": True}
+PREFIX = "/api/v1/"
+MAX_PAGES = 20
+
+
+@dataclass
+class Records:
+    """Ids of one kind of record: per role, one inside its reach and (where the reach narrows) one
+    outside it; and one of another school."""
+
+    inside: dict = field(default_factory=dict)
+    outside: dict = field(default_factory=dict)
+    foreign: int | None = None
+
+    def everyone(self, ident):
+        self.inside.update(dict.fromkeys(ROLES, ident))
+        return self
+
+
+def _one(stmt):
+    found = db.session.execute(stmt.limit(1), execution_options=UNSCOPED).scalar()
+    assert found is not None, f"the walk needs a row for: {stmt}"
+    return found
+
+
+def _add(obj):
+    set_current_institution(None)  # rows are written with their own institution (a call may have set one)
+    db.session.add(obj)
+    db.session.flush()
+    return obj.id
+
+
+def _current_students(class_ids):
+    return select(Enrolment.student_id).where(Enrolment.class_id.in_(class_ids), Enrolment.end_date.is_(None))
+
+
+class World:
+    """The records, the logins and the request bodies of the walk."""
+
+    def __init__(self, client, demo):
+        self.client, self.demo = client, demo
+        iid, hid = demo["demo_institution_id"], demo["hillside_institution_id"]
+        self.today = school_today(db.session.get(Institution, iid))
+        start = demo["current_term"]["start"]
+        self.day = start + timedelta(days=(7 - start.weekday()) % 7)  # a Monday of the current term
+        self.tokens = {role: login(client, f"{role}@demo-academy.test") for role in ROLES}
+        self.r: dict[str, Records] = {}
+        self._people(iid, hid)
+        self._academics(iid, hid)
+        self._activity(iid, hid)
+        db.session.commit()
+        db.session.remove()
+
+    def foreign(self, model, hid, *where):
+        return _one(select(model.id).where(model.institution_id == hid, *where).order_by(model.id))
+
+    # --- who is whose -------------------------------------------------------------------------------
+
+    def _people(self, iid, hid):
+        d = self.demo
+        cid, other = d["demo_class_id"], d["other_class_id"]
+        tid = d["demo_teacher_id"]
+        self.teacher_classes = set(
+            db.session.execute(
+                select(SchoolClass.id).where(
+                    SchoolClass.institution_id == iid,
+                    (SchoolClass.homeroom_teacher_id == tid)
+                    | SchoolClass.id.in_(select(ClassSubject.class_id).where(ClassSubject.teacher_id == tid)),
+                ),
+                execution_options=UNSCOPED,
+            ).scalars()
+        )
+        assert cid in self.teacher_classes and other not in self.teacher_classes
+        family_classes = {cid, d["demo_sibling_class_id"]}
+        stranger = d["apostrophe_student_id"]  # in the demo class, of another family
+        outsider = _one(_current_students([other]))  # in a class the demo teacher does not teach
+
+        students = self.r["students"] = Records(foreign=d["hillside_student_id"]).everyone(
+            d["demo_student_id"]
+        )
+        students.outside = {"teacher": outsider, "guardian": stranger, "student": stranger}
+
+        def guardian_of(student_id):
+            return _one(select(StudentGuardian.guardian_id).where(StudentGuardian.student_id == student_id))
+
+        # a guardian none of whose children is in a class the demo teacher teaches
+        untaught_guardian = _one(
+            select(StudentGuardian.guardian_id)
+            .where(StudentGuardian.student_id == outsider)
+            .where(
+                ~StudentGuardian.guardian_id.in_(
+                    select(StudentGuardian.guardian_id).where(
+                        StudentGuardian.student_id.in_(_current_students(self.teacher_classes))
+                    )
+                )
+            )
+        )
+        self.r["guardians"] = Records(
+            outside={
+                "teacher": untaught_guardian,
+                "guardian": guardian_of(stranger),
+                "student": guardian_of(stranger),
+            },
+            foreign=self.foreign(Guardian, hid),
+        ).everyone(d["demo_guardian_id"])
+        # a teacher who neither teaches nor leads a class of the demo family
+        family_teachers = (
+            select(ClassSubject.teacher_id)
+            .where(ClassSubject.class_id.in_(family_classes))
+            .union(select(SchoolClass.homeroom_teacher_id).where(SchoolClass.id.in_(family_classes)))
+        )
+        stranger_teacher = _one(
+            select(Teacher.id).where(Teacher.institution_id == iid, ~Teacher.id.in_(family_teachers))
+        )
+        self.r["teachers"] = Records(
+            outside={"guardian": stranger_teacher, "student": stranger_teacher},
+            foreign=d["hillside_teacher_id"],
+        ).everyone(tid)
+        target = _add(
+            User(
+                institution_id=iid,
+                email="walk-target@demo-academy.test",
+                password_hash="x",
+                role="accountant",
+                first_name="Walk",
+                last_name="Target",
+                is_active=True,
+            )
+        )
+        self.r["users"] = Records(foreign=self.foreign(User, hid)).everyone(target)
+        self.spare_guardian = _add(Guardian(institution_id=iid, first_name="Spare", last_name="Guardian"))
+
+    # --- the school's structure ---------------------------------------------------------------------
+
+    def _academics(self, iid, hid):
+        d = self.demo
+        cid, other = d["demo_class_id"], d["other_class_id"]
+        year = _add(
+            AcademicYear(
+                institution_id=iid,
+                name="Walk 2090",
+                start_date=date(2090, 1, 1),
+                end_date=date(2090, 12, 31),
+            )
+        )
+        self.r["academic-years"] = Records(foreign=self.foreign(AcademicYear, hid)).everyone(year)
+        self.later_term = _one(
+            select(Term.id)
+            .where(Term.institution_id == iid, Term.id != d["demo_current_term_id"])
+            .order_by(Term.start_date.desc())
+        )
+        term = _add(
+            Term(
+                institution_id=iid,
+                academic_year_id=d["demo_academic_year_id"],
+                name="Walk term",
+                start_date=d["current_term"]["start"],
+                end_date=d["current_term"]["start"],
+            )
+        )
+        self.r["terms"] = Records(foreign=self.foreign(Term, hid)).everyone(term)
+        self.free_subject = _add(Subject(institution_id=iid, code="WALK", name="Walking"))
+        self.r["subjects"] = Records(foreign=self.foreign(Subject, hid)).everyone(self.free_subject)
+        cs_subject = _add(Subject(institution_id=iid, code="WALKCS", name="Walking in class"))
+        self.r["classes"] = Records(
+            outside={r: other for r in ("teacher", "guardian", "student")},
+            foreign=d["hillside_class_id"],
+        ).everyone(cid)
+        class_subject = _add(
+            ClassSubject(
+                institution_id=iid, class_id=cid, subject_id=cs_subject, teacher_id=d["demo_teacher_id"]
+            )
+        )
+        self.r["class-subjects"] = Records(
+            outside=dict.fromkeys(
+                ("teacher", "guardian", "student"),
+                _one(select(ClassSubject.id).where(ClassSubject.class_id == other)),
+            ),
+            foreign=self.foreign(ClassSubject, hid),
+        ).everyone(class_subject)
+
+        def enrolment_of(student_id):
+            return _one(
+                select(Enrolment.id).where(Enrolment.student_id == student_id, Enrolment.end_date.is_(None))
+            )
+
+        students = self.r["students"]
+        # The demo student's earlier enrolment in a class the demo teacher does not teach: the teacher
+        # sees the enrolments of their own classes only, not a student's whole history.
+        current_start = db.session.execute(
+            select(Enrolment.start_date).where(Enrolment.id == enrolment_of(d["demo_student_id"]))
+        ).scalar_one()
+        past_elsewhere = _add(
+            Enrolment(
+                institution_id=iid,
+                student_id=d["demo_student_id"],
+                class_id=other,
+                start_date=current_start - timedelta(days=300),
+                end_date=current_start - timedelta(days=1),
+            )
+        )
+        self.r["enrolments"] = Records(
+            outside={
+                "teacher": past_elsewhere,
+                "guardian": enrolment_of(students.outside["guardian"]),
+                "student": enrolment_of(students.outside["student"]),
+            },
+            foreign=self.foreign(Enrolment, hid),
+        ).everyone(enrolment_of(d["demo_student_id"]))
+        self.assessment_type = _add(AssessmentType(institution_id=iid, name="Walk type", weight=10))
+        self.r["assessment-types"] = Records(foreign=self.foreign(AssessmentType, hid)).everyone(
+            self.assessment_type
+        )
+        # the demo teacher teaches this class subject (Mathematics in the demo class)
+        mine = _one(select(Assessment.id).where(Assessment.class_subject_id == d["demo_class_subject_id"]))
+        elsewhere = _one(
+            select(Assessment.id)
+            .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
+            .where(ClassSubject.class_id == other)
+        )
+        self.r["assessments"] = Records(
+            outside=dict.fromkeys(("teacher", "guardian", "student"), elsewhere),
+            foreign=self.foreign(Assessment, hid),
+        ).everyone(mine)
+        fee = _add(
+            FeeCategory(institution_id=iid, term_id=self.later_term, name="Walk fee", amount_minor=100)
+        )
+        self.r["fee-categories"] = Records(foreign=self.foreign(FeeCategory, hid)).everyone(fee)
+
+    # --- money, sessions, jobs ----------------------------------------------------------------------
+
+    def _activity(self, iid, hid):
+        d = self.demo
+        sid, stranger = d["demo_student_id"], d["apostrophe_student_id"]
+        now = datetime.now(UTC)
+
+        def invoice(student_id, n):
+            return _add(
+                Invoice(
+                    institution_id=iid,
+                    student_id=student_id,
+                    term_id=self.later_term,
+                    number=f"WALK-{n}",
+                    status="open",
+                    total_minor=1000,
+                    paid_minor=0,
+                )
+            )
+
+        def payment(student_id, n):
+            return _add(
+                Payment(
+                    institution_id=iid,
+                    student_id=student_id,
+                    amount_minor=100_000_000,
+                    method="cash",
+                    reference=f"WALK-PAY-{n}",
+                    kind="payment",
+                    received_at=now,
+                    created_at=now,
+                )
+            )
+
+        family_only = ("guardian", "student")
+        self.r["invoices"] = Records(
+            outside=dict.fromkeys(family_only, invoice(stranger, 2)), foreign=self.foreign(Invoice, hid)
+        ).everyone(invoice(sid, 1))
+        self.r["payments"] = Records(
+            outside=dict.fromkeys(family_only, payment(stranger, 2)), foreign=self.foreign(Payment, hid)
+        ).everyone(payment(sid, 1))  # also the credit a refund is paid from
+
+        admin = {"Authorization": f"Bearer {self.tokens['admin']['access_token']}"}
+
+        def qr_session(class_id):
+            resp = self.client.post(
+                f"/api/v1/classes/{class_id}/attendance-sessions", json={"minutes": 60}, headers=admin
+            )
+            assert resp.status_code == 201, resp.get_json()
+            return resp.get_json()
+
+        mine = qr_session(d["demo_class_id"])
+        self.checkin_token = mine["token"]
+        foreign_session = _add(
+            AttendanceSession(
+                institution_id=hid,
+                class_id=d["hillside_class_id"],
+                period=0,
+                date=self.today,
+                opened_at=now,
+                expires_at=now + timedelta(minutes=5),
+            )
+        )
+        self.r["attendance-sessions"] = Records(
+            outside={"teacher": qr_session(d["other_class_id"])["id"]}, foreign=foreign_session
+        ).everyone(mine["id"])
+
+        def job(job_type, role, institution_id=iid, user_ids=d["demo_user_ids"]):
+            return _add(
+                Job(
+                    institution_id=institution_id,
+                    job_type=job_type,
+                    kind="class_roster",
+                    format="csv",
+                    params={},
+                    status="failed",
+                    requested_by_id=user_ids[role],
+                    attempts=0,
+                    progress_percent=0,
+                    rows_done=0,
+                )
+            )
+
+        admins_job = job("export", "admin")
+        self.r["exports"] = Records(
+            inside={
+                "admin": admins_job,
+                "teacher": job("export", "teacher"),
+                "accountant": job("export", "accountant"),
+            },
+            outside={"teacher": admins_job, "accountant": admins_job},
+            foreign=job("export", "admin", hid, d["hillside_user_ids"]),
+        )
+        self.r["imports"] = Records(
+            inside={"admin": job("import", "admin")},
+            foreign=job("import", "admin", hid, d["hillside_user_ids"]),
+        )
+
+    # --- what each operation is sent --------------------------------------------------------------------
+
+    def bodies(self):
+        d, day = self.demo, str(self.day)
+        later = str(self.today + timedelta(days=30))
+        student = d["demo_student_id"]
+        return {
+            "POST /api/v1/academic-years": {
+                "name": "Walk 2091",
+                "start_date": "2091-01-01",
+                "end_date": "2091-12-31",
+            },
+            "PATCH /api/v1/academic-years/{ident}": {"name": "Walk 2090 renamed"},
+            "POST /api/v1/terms": {
+                "academic_year_id": d["demo_academic_year_id"],
+                "name": "Walk term 2",
+                "start_date": day,
+                "end_date": day,
+            },
+            "PATCH /api/v1/terms/{ident}": {"name": "Walk term renamed"},
+            "POST /api/v1/subjects": {"code": "WALK2", "name": "Walking more"},
+            "PATCH /api/v1/subjects/{ident}": {"name": "Walking renamed"},
+            "POST /api/v1/classes": {
+                "academic_year_id": d["demo_academic_year_id"],
+                "name": "Walk class",
+                "grade_level": 12,
+                "section": "W",
+            },
+            "PATCH /api/v1/classes/{ident}": {"capacity": 40},
+            "POST /api/v1/class-subjects": {"class_id": d["demo_class_id"], "subject_id": self.free_subject},
+            "PATCH /api/v1/class-subjects/{ident}": {"teacher_id": None},
+            "POST /api/v1/enrolments": {
+                "student_id": student,
+                "class_id": d["other_class_id"],
+                "start_date": later,
+            },
+            "POST /api/v1/enrolments/{ident}/end": {"end_date": str(self.today)},
+            "POST /api/v1/students": {"admission_number": "WALK-1", "first_name": "Wal", "last_name": "Ker"},
+            "PATCH /api/v1/students/{ident}": {"first_name": "Walker"},
+            "POST /api/v1/students/{ident}/guardians": {"guardian_id": self.spare_guardian},
+            "POST /api/v1/guardians": {"first_name": "Gwen", "last_name": "Walker"},
+            "PATCH /api/v1/guardians/{ident}": {"phone": "+254 700 000001"},
+            "POST /api/v1/teachers": {
+                "employee_number": "WALK-T1",
+                "first_name": "Tom",
+                "last_name": "Walker",
+            },
+            "PATCH /api/v1/teachers/{ident}": {"specialization": "Walking"},
+            "POST /api/v1/users": {
+                "email": "walk-new@demo-academy.test",
+                "password": "a-long-password-1",
+                "role": "accountant",
+                "first_name": "Wanda",
+                "last_name": "Walker",
+            },
+            "PATCH /api/v1/users/{ident}": {"first_name": "Renamed"},
+            "POST /api/v1/assessment-types": {"name": "Walk type 2", "weight": "10"},
+            "PATCH /api/v1/assessment-types/{ident}": {"weight": "15"},
+            "POST /api/v1/assessments": {
+                "class_subject_id": d["demo_class_subject_id"],
+                "term_id": d["demo_current_term_id"],
+                "assessment_type_id": self.assessment_type,
+                "title": "Walk quiz",
+                "max_score": "10",
+                "date": day,
+            },
+            "PATCH /api/v1/assessments/{ident}": {"title": "Renamed quiz"},
+            "PUT /api/v1/assessments/{ident}/grades": {"grades": [{"student_id": student, "score": "1"}]},
+            "POST /api/v1/fee-categories": {
+                "term_id": self.later_term,
+                "name": "Walk fee 2",
+                "amount": "100.00",
+            },
+            "PATCH /api/v1/fee-categories/{ident}": {"name": "Walk fee renamed"},
+            "POST /api/v1/invoices/generate": {
+                "term_id": d["demo_current_term_id"],
+                "class_id": d["demo_class_id"],
+            },
+            "POST /api/v1/invoices/{ident}/void": {"reason": "walk"},
+            "POST /api/v1/payments": {
+                "student_id": student,
+                "amount": "10.00",
+                "method": "cash",
+                "reference": "WALK-PAY-3",
+            },
+            "POST /api/v1/payments/{ident}/reverse": {"reason": "walk"},
+            "POST /api/v1/students/{ident}/refunds": {
+                "amount": "1.00",
+                "method": "cash",
+                "reference": "WALK-REF",
+            },
+            "PUT /api/v1/classes/{ident}/attendance/{day}": {
+                "records": [{"student_id": student, "status": "present"}]
+            },
+            "POST /api/v1/classes/{ident}/attendance-sessions": {"minutes": 5},
+            "POST /api/v1/attendance/check-in": {"token": self.checkin_token},
+            "POST /api/v1/exports": {
+                "kind": "class_roster",
+                "format": "csv",
+                "params": {"class_id": d["demo_class_id"]},
+            },
+            "POST /api/v1/imports/students": lambda: {
+                "data": {
+                    "file": (io.BytesIO(b"admission_number,first_name,last_name\nWALK-9,Wal,Ker\n"), "s.csv")
+                },
+                "content_type": "multipart/form-data",
+            },
+            "PATCH /api/v1/institution": {"phone": "+254 20 000 0000"},
+            "POST /api/v1/auth/password": {
+                "current_password": PASSWORD,
+                "new_password": "another-long-password",
+            },
+            "POST /api/v1/auth/login": {"email": "admin@demo-academy.test", "password": PASSWORD},
+            "POST /api/v1/auth/refresh": {"refresh_token": self.tokens["admin"]["refresh_token"]},
+        }
+
+    def queries(self):
+        term = f"term_id={self.demo['demo_current_term_id']}"
+        return {
+            "GET /api/v1/students/{ident}/results": term,
+            "GET /api/v1/students/{ident}/report-card": term,
+            "GET /api/v1/classes/{ident}/ranking": term,
+        }
+
+
+# What public operations answer without a token ("2xx" or a status).
+PUBLIC = {
+    "POST /api/v1/auth/login": "2xx",
+    "POST /api/v1/auth/refresh": "2xx",
+    "GET /api/v1/exports/{ident}/download": 404,  # without its signed link an export is not found
+}
+# Lists whose rows are records of a kind other than the path's first segment.
+ROWS_OF = {"GET /api/v1/classes/{ident}/students": "students"}
+
+
+def _resource(path):
+    return path.removeprefix(PREFIX).split("/")[0] if path.startswith(PREFIX) else None
+
+
+def _is_list(op):
+    """A collection GET of a record kind: its rows carry that kind's ids."""
+    if op.method != "GET":
+        return None
+    if op.name in ROWS_OF:
+        return ROWS_OF[op.name]
+    rest = op.path.removeprefix(PREFIX)
+    return rest if op.path.startswith(PREFIX) and "/" not in rest else None
+
+
+class Walk:
+    def __init__(self, world, client, redis_client):
+        self.world, self.client, self.redis = world, client, redis_client
+        self.conn = db.session.get_bind()
+        self.bodies, self.queries = world.bodies(), world.queries()
+        self.problems: list[str] = []
+        self.calls = 0
+
+    def url(self, op, ids):
+        url = op.path
+        for name, value in ids.items():
+            url = url.replace("{" + name + "}", str(value))
+        leftover = re.findall(r"\{\w+\}", url)
+        assert not leftover, f"{op.name}: no value for {leftover}"
+        query = self.queries.get(op.name)
+        return f"{url}?{query}" if query else url
+
+    def call(self, op, role, url):
+        token = self.world.tokens[role]["access_token"] if role else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = self.bodies.get(op.name)
+        kw = body() if callable(body) else ({"json": body} if body is not None else {})
+        savepoint = self.conn.begin_nested()
+        try:
+            resp = self.client.open(url, method=op.method, headers=headers, **kw)
+        finally:
+            db.session.remove()
+            savepoint.rollback()
+            if op.method != "GET":  # revocations and rate-limit counts roll back with the rest
+                self.redis.flushall()
+        self.calls += 1
+        return resp
+
+    def ids(self, op, role, variant):
+        """Path values for `role`'s record of this variant; None when the walk has no such record."""
+        ids = {}
+        for name in re.findall(r"\{(\w+)\}", op.path):
+            if name == "day":
+                ids[name] = self.world.day
+                continue
+            kind = "guardians" if name == "guardian_id" else _resource(op.path)
+            records = self.world.r.get(kind)
+            assert records is not None, f"{op.name}: the walk has no {kind} records; add them to World"
+            if variant == "foreign":
+                ident = records.foreign
+            else:
+                ident = getattr(records, variant).get(role)
+            if ident is None:
+                return None
+            ids[name] = ident
+        return ids
+
+    def expect(self, op, role, variant, resp, wanted):
+        status = resp.status_code
+        ok = 200 <= status < 300 if wanted == "2xx" else status == wanted
+        if not ok:
+            self.problems.append(
+                f"{op.name} as {role or 'anonymous'} ({variant}): {status}, expected {wanted}: "
+                f"{resp.get_data(as_text=True)[:200]}"
+            )
+        return ok
+
+    def operation(self, op):
+        if op.public:
+            self.expect(
+                op,
+                None,
+                "no token",
+                self.call(op, None, self.url(op, self.ids(op, "admin", "inside"))),
+                PUBLIC[op.name],
+            )
+            return
+        has_record = bool(re.search(r"\{(ident|guardian_id)\}", op.path))
+        for role in ROLES:
+            if role not in op.roles:
+                ids = self.ids(op, role, "inside") or self.ids(op, "admin", "inside")
+                self.expect(op, role, "role not declared", self.call(op, role, self.url(op, ids)), 403)
+                continue
+            ids = self.ids(op, role, "inside")
+            if ids is None:
+                self.problems.append(f"{op.name}: the walk has no record inside {role}'s reach; add one")
+                continue
+            resp = self.call(op, role, self.url(op, ids))
+            if self.expect(op, role, "inside", resp, "2xx") and _is_list(op):
+                self.check_rows(op, role, ids)
+            if not has_record:
+                continue
+            if not op.reach.whole_school_for(role):
+                outside = self.ids(op, role, "outside")
+                if outside is None:
+                    self.problems.append(f"{op.name}: the walk has no record outside {role}'s reach; add one")
+                else:
+                    self.expect(op, role, "outside reach", self.call(op, role, self.url(op, outside)), 404)
+            self.expect(
+                op,
+                role,
+                "other school",
+                self.call(op, role, self.url(op, self.ids(op, role, "foreign"))),
+                404,
+            )
+
+    def check_rows(self, op, role, ids):
+        """Every page of the list: the role's record is on it, the one outside its reach never."""
+        records = self.world.r.get(_is_list(op))
+        if records is None:
+            return
+        seen, url = set(), self.url(op, ids) + ("&" if "?" in self.url(op, ids) else "?") + "limit=200"
+        for _ in range(MAX_PAGES):
+            body = self.call(op, role, url).get_json()
+            seen |= {row["id"] for row in body["data"]}
+            if not body.get("next_cursor"):
+                break
+            url = re.sub(r"&cursor=.*$", "", url) + f"&cursor={body['next_cursor']}"
+        else:
+            if not op.reach.whole_school_for(role):
+                self.problems.append(f"{op.name} as {role}: more than {MAX_PAGES} pages of 200 rows")
+            return
+        inside, outside = records.inside.get(role), records.outside.get(role)
+        if inside is not None and inside not in seen:
+            self.problems.append(f"{op.name} as {role}: the list misses record {inside}, inside its reach")
+        if outside is not None and outside in seen:
+            self.problems.append(f"{op.name} as {role}: the list shows record {outside}, outside its reach")
+        if records.foreign in seen:
+            self.problems.append(
+                f"{op.name} as {role}: the list shows another school's record {records.foreign}"
+            )
+
+
+def test_every_operation_as_every_role(app, client, demo, redis_client):
+    world = World(client, demo)
+    walk = Walk(world, client, redis_client)
+    ops = operations(app)
+    for op in ops:
+        walk.operation(op)
+    document = {
+        (method.upper(), path)
+        for path, item in client.get("/api/v1/openapi.json").get_json()["paths"].items()
+        for method in item
+    }
+    assert {(op.method, op.path) for op in ops} == document
+    assert not walk.problems, f"{len(walk.problems)} of {walk.calls} calls broke a rule:\n" + "\n".join(
+        walk.problems
+    )
+
+
+def test_the_document_shows_each_operations_roles(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    get_student = spec["paths"]["/api/v1/students/{ident}"]["get"]
+    assert get_student["x-roles"] == ["admin", "teacher", "guardian", "student", "accountant"]
+    assert get_student["x-reach"] == "students"
+    assert "guardian (own children)" in get_student["description"]
+    assert spec["paths"]["/api/v1/users"]["post"]["x-roles"] == ["admin"]
+    assert "x-roles" not in spec["paths"]["/api/v1/auth/login"]["post"]  # public: security []
+
+
+def test_docs_access_md_is_made_from_the_declarations(app):
+    with open("docs/ACCESS.md", encoding="utf-8") as fh:
+        written = fh.read()
+    assert written == render(app), "docs/ACCESS.md is stale: python scripts/access_matrix.py > docs/ACCESS.md"
