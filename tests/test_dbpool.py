@@ -7,6 +7,7 @@ import time
 
 import psycopg2
 import pytest
+from flask import request
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import scoped_session, sessionmaker
@@ -178,3 +179,27 @@ def test_write_whose_connection_dies_is_a_503_with_retry_after(own_app, kill_on_
     assert resp.headers["Retry-After"] == "1"
     assert "INSERT" not in body["detail"]
     assert api.get("/subjects?code=KILLED").get_json()["data"] == []  # nothing half-written
+
+
+def test_a_connection_that_dies_after_the_answer_is_made_leaves_the_answer_alone(own_app):
+    # Between the view and the end of the request (the session's closing rollback): a read and a
+    # committed write both keep their answers.
+    app, admin = own_app
+
+    @app.after_request
+    def end_backend(resp):
+        if request.headers.get("X-Kill-After"):
+            pid = db.session.connection().connection.dbapi_connection.info.backend_pid
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+        return resp
+
+    api = _admin_api(app)
+    kill = {"X-Kill-After": "1"}
+    assert api.get("/students?limit=5", headers=kill).status_code == 200
+    created = api.post("/subjects", json={"code": "AFTER", "name": "Committed"}, headers=kill)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    try:
+        assert [s["code"] for s in api.get("/subjects?code=AFTER").get_json()["data"]] == ["AFTER"]
+    finally:
+        assert api.delete(f"/subjects/{created.get_json()['id']}").status_code == 204  # it really committed

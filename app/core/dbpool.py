@@ -11,6 +11,7 @@ What the ping does not cover: a connection killed while in use, or in the pool f
 time, fails its next statement (SQLAlchemy then marks every connection the pool holds as stale). A read
 (GET, HEAD) has written nothing, so app/core/errors.py runs it once more (`rerun_read`) on a fresh
 connection; a write may have committed or not, so it answers 503 with Retry-After and the client decides.
+A connection that dies after the answer is made costs nothing (`end_session`).
 """
 
 import time
@@ -42,6 +43,22 @@ def ping_after_idle(engine, idle_seconds):
         except engine.dialect.loaded_dbapi.Error as e:
             # The pool discards this connection and checks out another (a few attempts).
             raise exc.DisconnectionError("idle connection failed its ping") from e
+
+
+def end_session(error=None):
+    """Teardown, before Flask-SQLAlchemy's: a connection that died after the answer was made (its
+    statements and any commit done) fails the rollback that closing the session does. Nothing is left
+    to roll back, so the answer stands; closing again only hands the invalidated connection back."""
+    try:
+        db.session.remove()
+    except exc.DBAPIError as e:
+        if not e.connection_invalidated:
+            raise
+        db.session.remove()
+
+
+def register_connection_loss(app):
+    app.teardown_appcontext(end_session)  # teardowns run last-registered first: before the extension's
 
 
 def rerun_read():
