@@ -22,6 +22,7 @@ from sqlalchemy import event, exc
 from app.extensions import db
 
 READS = frozenset({"GET", "HEAD"})
+_RERUN = "schoolhouse.read_rerun"
 
 
 def ping_after_idle(engine, idle_seconds):
@@ -65,7 +66,7 @@ def rerun_read():
     """The request once more from its before-request hooks (the caller, the session check and the cache
     lookup run again), on a fresh connection; what its view returns. Same request id and start time."""
     db.session.rollback()  # gives the dead connection back; the next statement checks out a fresh one
-    g.read_rerun = True
+    request.environ[_RERUN] = True  # on the request itself: g can outlive a request (tests, the CLI)
     started, request_id = g.get("started"), g.get("request_id")
     if request_id:
         request.environ["HTTP_X_REQUEST_ID"] = request_id  # begin_request keeps a client's id
@@ -77,4 +78,4 @@ def rerun_read():
 
 def may_rerun() -> bool:
     """A read that has not been run again yet."""
-    return request.method in READS and not g.get("read_rerun", False)
+    return request.method in READS and not request.environ.get(_RERUN, False)
