@@ -32,6 +32,52 @@ max_requests = 100000
 max_requests_jitter = 10000
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off by default: JSON app logs carry what matters
 errorlog = "-"
+# Above the app's own bounds (app/core/requestctx.py: 4 KiB URL, 8190-byte header line), so the app
+# answers those with its request id; beyond these, gunicorn answers (414/431) through _problem_error.
+limit_request_line = 8190  # gunicorn's largest (a larger value is cut to it)
+limit_request_field_size = 16380
+
+
+_GUNICORN_DETAILS = {
+    414: f"The request line is longer than {limit_request_line} bytes.",
+    431: "A request header is too large, or there are too many headers.",
+    500: "An unexpected error occurred.",
+}
+
+
+def _problem_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it cannot read (a line or header over the limits above, a
+    malformed request) in the API's problem+json shape (app/core/errors.py) instead of its HTML page.
+    `mesg` echoes the request's own bytes, so it is logged by gunicorn but not sent."""
+    import json
+    import uuid
+
+    from gunicorn import util
+
+    from app.core.errors import PROBLEM, TITLES, TYPE_BASE
+
+    body = json.dumps(
+        {
+            "type": TYPE_BASE + str(status_int),
+            "title": TITLES.get(status_int, reason),
+            "status": status_int,
+            "detail": _GUNICORN_DETAILS.get(status_int, "The server could not read this request."),
+            "request_id": uuid.uuid4().hex,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: {PROBLEM}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def on_starting(server):
+    # The one hook before any worker forks: every worker's error writer is the one above.
+    from gunicorn import util
+
+    util.write_error = _problem_error
+
 
 # Prometheus metrics from every worker are aggregated through files in one directory, which must
 # exist (and be empty) before anything imports prometheus_client: with preload_app that is the master,

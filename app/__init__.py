@@ -85,10 +85,11 @@ def register_extensions(app):
     from app.core.observability import instrument_engine
 
     with app.app_context():
-        from app.core.dbpool import ping_after_idle
+        from app.core.dbpool import ping_after_idle, register_connection_loss
 
         if db.engine.dialect.name == "postgresql":
             ping_after_idle(db.engine, app.config["DB_PING_AFTER_IDLE_S"])
+        register_connection_loss(app)
         instrument_engine(
             db.engine,
             app.config["SLOW_QUERY_MS"],

@@ -580,6 +580,32 @@ def test_chronic_absentees_bad_input_and_roles(
         assert_problem(api.get(base), 403)
 
 
+def test_chronic_absentees_are_cached_until_a_mark_or_a_setting_changes(
+    admin, teacher, absentee_weekend, demo
+):
+    sat, sun, a, b = absentee_weekend
+    url = f"/attendance/chronic-absentees?from={sat}&to={sun}"
+    for api in (admin, teacher):  # each caller's own answer (a teacher's is scoped to their classes)
+        first, again = api.get(url), api.get(url)
+        assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "hit")
+        assert again.get_json() == first.get_json() and [
+            r["student_id"] for r in first.get_json()["data"]
+        ] == [a, b]
+    # B's Sunday absence corrected: B is no longer below 90%
+    cid = demo["demo_class_id"]
+    records = [
+        {"student_id": sid, "status": "absent" if sid == a else "present"}
+        for sid in roster(teacher, cid, sun)
+    ]
+    assert teacher.put(roll_url(cid, sun), json={"records": records}).status_code == 200
+    after = admin.get(url)
+    assert after.headers["X-Cache"] == "miss" and [r["student_id"] for r in after.get_json()["data"]] == [a]
+    # the school's threshold is part of the answer too
+    assert admin.patch("/institution", json={"absence_threshold": 100}).status_code == 200
+    lowered = admin.get(url)
+    assert lowered.headers["X-Cache"] == "miss" and lowered.get_json()["threshold"] == 100
+
+
 # --- QR check-in -------------------------------------------------------------------------------------------
 
 

@@ -156,6 +156,48 @@ def test_formula_cells_read_back_as_text_in_csv(admin, client, demo, name):
         assert "'" + name in firsts and name not in firsts
 
 
+# Both CSV paths: class_roster's rows are written by PostgreSQL COPY, the register's by Python.
+def _both_csv_exports(admin, client, demo):
+    month = date.today().strftime("%Y-%m")
+    for kind, params in (
+        ("class_roster", {"class_id": demo["demo_class_id"]}),
+        ("attendance_register", {"class_id": demo["demo_class_id"], "month": month}),
+    ):
+        yield download(client, finished(admin, export(admin, kind, "csv", **params))).data.decode("utf-8-sig")
+
+
+PLAIN = ["+254 700 111222", "-5", "+1 (555) 123-4567", "-12.50"]
+SEPARATED = [";=1+1", "a;b", 'say "hi"', "x,=2+2"]
+
+
+def test_csv_leaves_numbers_and_phone_numbers_as_written_and_quotes_separators(admin, client, demo):
+    for n, name in enumerate(PLAIN + SEPARATED + ["=1+1", "+SUM(A1)", "-1+1"]):
+        add_student(demo, name, last=f"Zz{n:02d}")
+    for text in _both_csv_exports(admin, client, demo):
+        rows = {r[1]: r[2] for r in csv.reader(io.StringIO(text))}
+        for n, name in enumerate(PLAIN + SEPARATED):
+            assert rows[f"Zz{n:02d}"] == name  # no visible apostrophe
+        for n, name in enumerate(["=1+1", "+SUM(A1)", "-1+1"], start=len(PLAIN + SEPARATED)):
+            assert rows[f"Zz{n:02d}"] == "'" + name
+        # quoted in the file itself, so a ; (a separator in many locales) cannot start a new cell
+        assert '";=1+1"' in text and '"a;b"' in text and '"say ""hi"""' in text
+
+
+def test_xlsx_keeps_phone_numbers_and_formula_looking_text_exactly(admin, client, demo):
+    names = [*PLAIN, *SEPARATED, "=1+1", "@cmd"]
+    for n, name in enumerate(names):
+        add_student(demo, name, last=f"Zz{n:02d}")
+    data = download(
+        client, finished(admin, export(admin, "class_roster", "xlsx", class_id=demo["demo_class_id"]))
+    ).data
+    rows = {
+        r[1]: r[2]
+        for r in openpyxl.load_workbook(io.BytesIO(data)).active.iter_rows(min_row=2, values_only=True)
+    }
+    for n, name in enumerate(names):
+        assert rows[f"Zz{n:02d}"] == name
+
+
 def test_xlsx_opens_with_the_right_rows_and_formula_as_string(admin, client, demo):
     add_student(demo, FORMULA)
     job = finished(admin, export(admin, "class_roster", "xlsx", class_id=demo["demo_class_id"]))
@@ -167,8 +209,8 @@ def test_xlsx_opens_with_the_right_rows_and_formula_as_string(admin, client, dem
     rows = list(ws.iter_rows(values_only=True))
     assert rows[0][:3] == ("Admission no.", "Last name", "First name")
     assert len(rows) - 1 == job["row_count"]
-    cell = next(c for row in ws.iter_rows(min_row=2) for c in row if c.value == "'" + FORMULA)
-    assert cell.data_type == "s"
+    cell = next(c for row in ws.iter_rows(min_row=2) for c in row if c.value == FORMULA)
+    assert cell.data_type == "s"  # an inline string: kept exactly, never evaluated
     born = [r[4] for r in rows[1:] if r[4] is not None]
     assert born and all(hasattr(b, "year") for b in born)  # dates are real date cells
 
@@ -730,7 +772,7 @@ TRICKY = [
 
 def test_xlsx_text_is_exact_whichever_path_writes_it(admin, client, demo):
     """class_roster's sheet rows are rendered by PostgreSQL (COPY), the register's in Python: the same
-    names must read back identically (formula-looking ones with their leading ')."""
+    names must read back identically, formula-looking ones too (inline strings are never formulas)."""
     for n, name in enumerate(TRICKY):
         add_student(demo, name, last=f"Zz{n:02d}")
     month = date.today().strftime("%Y-%m")
@@ -748,7 +790,7 @@ def test_xlsx_text_is_exact_whichever_path_writes_it(admin, client, demo):
     for book in books:
         rows = {r[1]: unescape(r[2]) for r in book.active.iter_rows(min_row=2, values_only=True)}
         for n, name in enumerate(TRICKY):
-            assert rows[f"Zz{n:02d}"] == ("'" + name if name[0] in "=+-@" else name), (n, rows[f"Zz{n:02d}"])
+            assert rows[f"Zz{n:02d}"] == name, (n, rows[f"Zz{n:02d}"])
 
 
 def test_xlsx_and_csv_agree_on_amounts_and_times(admin, client, demo):

@@ -186,6 +186,19 @@ def summary():
 
 @bp.get("/attendance/chronic-absentees")
 @roles(*STAFF, reach=STUDENTS)
+# What it reads: the marks and the students (grouped), the scope (enrolments, classes, class_subjects),
+# the default range (terms) and the default threshold and today (institutions, bumped by PATCH
+# /institution). A teacher's answer is their own (admission keys it per user).
+@cached(
+    "attendance_records",
+    "students",
+    "enrolments",
+    "classes",
+    "class_subjects",
+    "terms",
+    "institutions",
+    ttl=MEDIUM,
+)
 @doc(
     "Students whose attendance rate over a range is below a threshold, lowest first",
     out=AbsenteesOut,

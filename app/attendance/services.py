@@ -428,31 +428,43 @@ RATE_SCALE = 100_000  # the sort key: floor(attended / marked * 100000), an inte
 
 def chronic_absentees(frm, to, threshold_tenths: int, principal, limit: int, cursor=None):
     """Students whose rate over [frm, to] is below the threshold, lowest rate first.
-    One GROUP BY over the marks; keyset-paged on an integer rate key (exact, no float ties)."""
-    sums = _status_sums()
+    One GROUP BY over the marks; keyset-paged on an integer rate key (exact, no float ties).
+
+    The marks are counted per student first, then joined to the students and scoped to the caller, so
+    the scope (a teacher's EXISTS over enrolments) runs per absentee, not per mark: scoped on the marks,
+    a misestimate (fresh tables without statistics) nested loops over marks x enrolments, 17 s for a
+    teacher on the demo data."""
     attended = func.sum(case((Rec.status.in_(ATTENDED), 1), else_=0))
     marked = func.count(Rec.id)
     key = (attended * RATE_SCALE) // marked  # integer division in PostgreSQL and SQLite alike
+    per_student = (
+        select(Rec.student_id, *_status_sums(), marked.label("marked"), key.label("rate_key"))
+        .where(Rec.date >= frm, Rec.date <= to)
+        .group_by(Rec.student_id)
+        .having(attended * 1000 < threshold_tenths * marked)
+        .subquery("per_student")
+    )
+    agg = per_student.c
     stmt = (
         select(
-            Rec.student_id,
+            agg.student_id,
             Student.admission_number,
             Student.first_name,
             Student.last_name,
-            *sums,
-            marked,
-            key.label("rate_key"),
+            *[agg[s] for s in STATUSES],
+            agg.marked,
+            agg.rate_key,
         )
-        .join(Student, Student.id == Rec.student_id)
-        .where(Rec.date >= frm, Rec.date <= to, Student.deleted_at.is_(None))
-        .group_by(Rec.student_id, Student.admission_number, Student.first_name, Student.last_name)
-        .having(attended * 1000 < threshold_tenths * marked)
+        .join(Student, Student.id == agg.student_id)
+        .where(Student.deleted_at.is_(None))
     )
-    stmt = scope_students(stmt, principal, column=Rec.student_id)
+    stmt = scope_students(stmt, principal)
     if cursor is not None:
         last_key, last_id = decode_cursor(cursor, int, int)  # [rate key, student id]
-        stmt = stmt.having(or_(key > last_key, and_(key == last_key, Rec.student_id > last_id)))
-    stmt = stmt.order_by(key, Rec.student_id).limit(limit + 1)
+        stmt = stmt.where(
+            or_(agg.rate_key > last_key, and_(agg.rate_key == last_key, agg.student_id > last_id))
+        )
+    stmt = stmt.order_by(agg.rate_key, agg.student_id).limit(limit + 1)
     rows = db.session.execute(stmt).all()
     more, rows = len(rows) > limit, rows[:limit]
     data = []

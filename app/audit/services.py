@@ -8,6 +8,7 @@ from flask import g, has_request_context, request
 from sqlalchemy import insert, inspect
 
 from app.audit.models import AuditEntry
+from app.core.crud import flush_or_conflict
 from app.core.models import utcnow
 from app.core.schemas import iso_utc
 from app.core.tenancy import current_institution_id
@@ -59,28 +60,34 @@ def record_many(rows):
 
 
 def diff(obj, fields=None) -> dict:
-    """{field: [before, after]} for the changed, loaded attributes of an ORM object (before flush)."""
+    """{field: [before, after]} for the changed columns of an ORM object (before flush); fields=None:
+    every column. Relationships are not compared: they may be lazy="raise", and the audit trail
+    records their changes as their own entries."""
     out = {}
     state = inspect(obj)
-    for attr in state.attrs:
-        if fields and attr.key not in fields:
+    for prop in state.mapper.column_attrs:
+        key = prop.key
+        if fields is not None and key not in fields:
             continue
-        hist = attr.load_history()
+        hist = state.attrs[key].load_history()
         if hist.has_changes():
             before = hist.deleted[0] if hist.deleted else None
             after = hist.added[0] if hist.added else None
-            if attr.key == "password_hash":
+            if key == "password_hash":
                 before, after = "***", "***"
-            out[attr.key] = [_plain(before), _plain(after)]
+            out[key] = [_plain(before), _plain(after)]
     return out
 
 
 def apply_update(obj, values: dict, entity_type: str) -> dict:
-    """Set the given fields, and audit the ones that really changed; returns {field: [before, after]}."""
+    """Set the given fields, and audit the ones that really changed; returns {field: [before, after]}.
+    The change is flushed before the audit row is inserted, so a unique clash is the 409 of
+    flush_or_conflict (the insert would otherwise autoflush it outside any conflict handling)."""
     for key, value in values.items():
         setattr(obj, key, value)
     changes = diff(obj, values.keys())
     if changes:
+        flush_or_conflict()
         record("update", entity_type, obj.id, changes)
     return changes
 

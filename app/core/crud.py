@@ -16,6 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from app.core.admission import cached
 from app.core.auth import ROLES, SCHOOL, Reach, roles
 from app.core.caching import MEDIUM
+from app.core.conflicts import CONFLICTS as CONFLICTS  # re-exported: domains register their messages here
+from app.core.conflicts import clash_message
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
 from app.core.openapi import doc
@@ -40,24 +42,13 @@ def audit_trail() -> AuditTrail:
 
 ALL_ROLES = ROLES
 
-# Unique-constraint names -> what the client is told on a clash.
-CONFLICTS: dict[str, str] = {}
-
-
-def conflict_message(exc: IntegrityError) -> str | None:
-    text = str(exc.orig)
-    for name, message in CONFLICTS.items():
-        if name in text:
-            return message
-    return None
-
 
 def _or_conflict(step):
     try:
         step()
     except IntegrityError as exc:
         db.session.rollback()
-        message = conflict_message(exc)
+        message = clash_message(exc)
         if message is None:
             raise
         raise Conflict(message) from None

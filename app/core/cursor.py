@@ -22,7 +22,7 @@ def encode_cursor(values: list) -> str:
 
 def decode_cursor(raw: str, *kinds: type | tuple[type, ...]) -> list[Any]:
     """The values of a cursor encode_cursor made, one per kind (the type, or types, each must have;
-    bool is never an int here); garbage, another length or a wrong type is a 422."""
+    bool is never an int here); garbage, another length, a wrong type or a NUL in a string is a 422."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except ValueError:  # bad base64 (binascii.Error) and bad JSON are both ValueErrors
@@ -31,6 +31,7 @@ def decode_cursor(raw: str, *kinds: type | tuple[type, ...]) -> list[Any]:
         isinstance(values, list)
         and len(values) == len(kinds)
         and all(_is(v, k) for v, k in zip(values, kinds, strict=True))
+        and not any(isinstance(v, str) and "\x00" in v for v in values)  # PostgreSQL text holds no NUL
     ):
         return values
     raise ValidationFailed({"cursor": BAD_CURSOR})

@@ -4,7 +4,12 @@ import logging
 import time
 
 from flask import current_app, g, request
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.exceptions import HTTPException
+
+from app.core.conflicts import clash_message
+from app.core.dbpool import may_rerun, rerun_read
+from app.extensions import db
 
 log = logging.getLogger("schoolhouse.errors")
 PROBLEM = "application/problem+json"
@@ -55,9 +60,11 @@ TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Payload too large",
+    414: "URI too long",
     415: "Unsupported media type",
     422: "Validation failed",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -135,7 +142,34 @@ def _unhandled(e: Exception):
     return problem(500, "An unexpected error occurred. Quote the request id when reporting it.")
 
 
+def _database_error(e: DBAPIError):
+    db.session.rollback()  # nothing half-written; the session is usable for what follows (audit, logs)
+    if e.connection_invalidated:
+        return _connection_lost(e)
+    message = clash_message(e) if isinstance(e, IntegrityError) else None
+    if message is not None:  # a unique or foreign-key clash no service turned into its own 409
+        return problem(409, message, type_="conflict")
+    return _unhandled(e)
+
+
+def _connection_lost(e: DBAPIError):
+    # The pooled connection died under the request (app/core/dbpool.py): a read runs once more on a
+    # fresh one; a write, or a read that lost its connection twice, is a 503 the client may retry.
+    log.warning("database connection lost on %s %s: %s", request.method, request.path, type(e).__name__)
+    if may_rerun():
+        try:
+            return rerun_read()
+        except Exception as again:  # noqa: BLE001 - answered as if the first run had raised it
+            return current_app.handle_user_exception(again)
+    return problem(
+        503,
+        "The database connection was lost; the request may not have been applied. Try again.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def register_errors(app):
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(Exception, _unhandled)

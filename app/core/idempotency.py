@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.core.errors import Conflict, ValidationFailed
 from app.core.idempotency_model import IdempotencyRecord
 from app.core.models import utcnow
-from app.core.schemas import dumps, json_default
+from app.core.schemas import HAS_NUL, NUL, dumps, json_default
 from app.extensions import db
 
 HEADER = "Idempotency-Key"
@@ -57,6 +57,8 @@ def run_idempotent(endpoint: str, payload, write):
         return resp
     if not 1 <= len(key) <= 200:
         raise ValidationFailed({HEADER: "must be 1 to 200 characters"})
+    if NUL in key:  # stored as text (see app/core/schemas.py)
+        raise ValidationFailed({HEADER: HAS_NUL})
     digest = _hash(payload)
     existing = _find(endpoint, key)
     if existing is not None:

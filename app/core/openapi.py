@@ -139,7 +139,7 @@ def build_spec(app=None):
                 )
                 ok["content"] = {"application/json": {"schema": schema}}
             op["responses"][str(meta["status"])] = ok
-            for code in ("401", "404", "422", "429"):
+            for code in ("401", "404", "414", "422", "429", "431", "503"):
                 op["responses"][code] = {
                     "description": "Problem",
                     "content": {"application/problem+json": {"schema": PROBLEM_REF}},

@@ -139,7 +139,10 @@ class ListSpec:
                 raise ValidationFailed({"cursor": "belongs to another sort order"})
             if kind is not None:
                 if isinstance(value, str):
-                    value = kind.parse(value, "cursor")
+                    try:
+                        value = kind.parse(value, "cursor")
+                    except ValidationFailed:
+                        raise ValidationFailed({"cursor": BAD_CURSOR}) from None
                 elif kind is not INTEGER or type(value) is not int:  # e.g. a number for a name
                     raise ValidationFailed({"cursor": BAD_CURSOR})
             cursor = (value, ident)

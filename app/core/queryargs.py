@@ -7,15 +7,16 @@ app/core/pagination.py's ListSpec, which builds a QueryArgs the same way. Errors
 parameter, like a body field: an unknown parameter is never silently ignored.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import request
 from sqlalchemy import Boolean, Date, DateTime, Integer
+from werkzeug.datastructures import MultiDict
 
 from app.core.errors import ValidationFailed
-from app.core.schemas import parse_date, parse_datetime
+from app.core.schemas import HAS_NUL, NUL, parse_date, parse_datetime
 
 UNKNOWN = "is not a known query parameter"
 
@@ -96,7 +97,7 @@ def kind_of(column) -> Kind:
     if isinstance(t, Date):
         return DATE
     if isinstance(t, DateTime):
-        return raw_as({"type": "string", "format": "date-time"})  # the database compares the text
+        return DATETIME  # parsed here: text the database cannot read as a timestamp is a 422, not a 500
     return TEXT
 
 
@@ -132,7 +133,13 @@ class Param:
         return out
 
 
-def reject_unknown(args: Iterable[str], known: frozenset) -> None:
+def reject_unknown(args: Mapping[str, str], known: frozenset) -> None:
+    """Every endpoint's query parameters pass here before any is read: a name or value holding a NUL
+    (see app/core/schemas.py) and a name the endpoint does not declare are 422s naming them."""
+    pairs = args.items(multi=True) if isinstance(args, MultiDict) else args.items()
+    nul = {name: HAS_NUL for name, value in pairs if NUL in name or NUL in value}
+    if nul:
+        raise ValidationFailed(nul)
     if not known.issuperset(args):
         unknown = sorted(set(args) - known)
         raise ValidationFailed(dict.fromkeys(unknown, UNKNOWN))

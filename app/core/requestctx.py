@@ -1,4 +1,4 @@
-"""Request id and timing on every response."""
+"""Request id and timing on every response; requests too large to serve refused first."""
 
 import re
 import time
@@ -8,6 +8,7 @@ from flask import g, request
 from flask.sessions import NullSession, SessionInterface
 
 from app.core.caching import etag_for
+from app.core.errors import ApiError
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{8,128}$")
 
@@ -20,6 +21,29 @@ def begin_request():
         started=time.perf_counter(),
         request_id=rid if _SANE_ID.match(rid) else uuid.uuid4().hex,
     )
+
+
+# The app's own bounds on what precedes the body (the body's is MAX_CONTENT_LENGTH). gunicorn's limits
+# (gunicorn.conf.py) sit above these, so under gunicorn a request between the two gets this answer,
+# with its request id, and one beyond gunicorn's gets gunicorn's answer in the same problem+json shape.
+MAX_TARGET_BYTES = 4096  # path and query string
+MAX_HEADER_BYTES = 8190  # one header line, "Name: value" (gunicorn's default limit)
+
+
+def check_request_size():
+    """414 for a URL, 431 for a header line, above the bounds (problem+json naming the header)."""
+    env = request.environ
+    target = env.get("RAW_URI") or env.get("REQUEST_URI")
+    size = len(target) if target else len(env.get("PATH_INFO", "")) + 1 + len(env.get("QUERY_STRING", ""))
+    if size > MAX_TARGET_BYTES:
+        raise ApiError(414, f"The URL is longer than {MAX_TARGET_BYTES} bytes.")
+    for name, value in request.headers.items():
+        if len(name) + 2 + len(value) > MAX_HEADER_BYTES:
+            raise ApiError(
+                431,
+                f"The {name} header is longer than {MAX_HEADER_BYTES} bytes.",
+                errors={name: f"must be at most {MAX_HEADER_BYTES} bytes with its name"},
+            )
 
 
 def finish_request(response):
@@ -52,6 +76,7 @@ def finish_request(response):
 def register_request_context(app):
     # Registered before admission, so every answer (even a 401/429) has an id.
     app.before_request(begin_request)
+    app.before_request(check_request_size)  # before admission: an oversized token is not decoded
     app.after_request(finish_request)
 
 

@@ -11,8 +11,9 @@ from typing import Annotated, Any, ClassVar
 import orjson
 from email_validator import EmailNotValidError, validate_email
 from flask import request
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic import Field as Field  # noqa: F401  (re-exported for schemas modules)
+from pydantic_core import PydanticCustomError
 
 from app.core.errors import ApiError, ValidationFailed
 from app.core.models import as_utc
@@ -32,12 +33,41 @@ def _email(value: str) -> str:
 Email = Annotated[str, AfterValidator(_email)]
 
 
+# Dates a school record can have. Outside them a value is a typo or a probe, and some cannot be stored
+# or read back (year 1 at +14:00 is a year before 1 in UTC, which the database driver cannot read).
+FIRST_YEAR, LAST_YEAR = 1900, 2100
+DATE_RANGE = f"must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31"
+
+
+def date_in_range(value: date) -> bool:
+    """A date or datetime (as given, in its own zone) in the years FIRST_YEAR to LAST_YEAR."""
+    return FIRST_YEAR <= value.year <= LAST_YEAR
+
+
+def _dates_in_range(value) -> bool:
+    if isinstance(value, date):  # datetimes too
+        return date_in_range(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_dates_in_range(v) for v in value)
+    if isinstance(value, dict):
+        return all(_dates_in_range(v) for v in value.values())
+    return True  # nested bodies checked their own fields
+
+
 class Body(BaseModel):
-    """Base for request bodies: unknown fields are an error, never silently dropped."""
+    """Base for request bodies: unknown fields are an error, never silently dropped; every date and
+    datetime field, in every body, is checked against the range above (here, so no field can forget)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     # Fields that exist on the resource but this caller may not set (e.g. one's own role).
     read_only: ClassVar[frozenset] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _date_range(cls, value):
+        if not _dates_in_range(value):
+            raise PydanticCustomError("date_range", DATE_RANGE)
+        return value
 
 
 class Out(BaseModel):
@@ -66,12 +96,39 @@ def errors_from(exc: ValidationError, schema) -> dict:
     return out
 
 
+# PostgreSQL text cannot hold NUL (U+0000): such a value is refused where the request is read (bodies
+# here, query parameters in app/core/queryargs.py, cursors in app/core/cursor.py), never by the database.
+NUL = "\x00"
+HAS_NUL = "must not contain NUL characters"
+
+
+def nul_errors(value: Any, path: str = "") -> dict:
+    """{path: HAS_NUL} for every string (or object key) in a parsed JSON value that holds a NUL."""
+    out: dict = {}
+    if isinstance(value, str):
+        if NUL in value:
+            out[path or "body"] = HAS_NUL
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if NUL in key:
+                out[where] = HAS_NUL
+            out.update(nul_errors(item, where))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.update(nul_errors(item, f"{path}.{i}" if path else str(i)))
+    return out
+
+
 def json_body() -> Any:
     if not request.is_json:
         raise ApiError(415, "Send the body as application/json.")
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "The body is not valid JSON.")
+    # JSON writes a NUL only as the escape \u0000, so bodies without that text are not walked.
+    if b"\\u0000" in request.get_data() and (errors := nul_errors(data)):
+        raise ValidationFailed(errors)
     return data
 
 
@@ -124,14 +181,20 @@ def iso_utc(value: datetime) -> str:
 
 def parse_date(value: str, name: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except (TypeError, ValueError):
         raise ValidationFailed({name: "must be a date, YYYY-MM-DD"}) from None
+    if not date_in_range(day):
+        raise ValidationFailed({name: DATE_RANGE})
+    return day
 
 
 def parse_datetime(value: str, name: str) -> datetime:
     """In UTC, without an offset meaning UTC: SQLite compares the text without the offset."""
     try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        moment = as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
     except (TypeError, ValueError, AttributeError):
         raise ValidationFailed({name: "must be an ISO 8601 date-time"}) from None
+    if not date_in_range(moment):
+        raise ValidationFailed({name: DATE_RANGE})
+    return moment

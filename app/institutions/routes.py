@@ -1,4 +1,4 @@
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
 from app.audit import services as audit
 from app.core.auth import ROLES, SCHOOL, roles
@@ -41,4 +41,7 @@ def update_institution():
             raise ValidationFailed({key: "must not be null"})
     audit.apply_update(inst, values, "institution")
     commit_or_conflict()
+    # The institution is not a tenant table, so no write to it bumps a cache version by itself; the
+    # answers that read its settings (threshold, time zone) declare "institutions" (app/core/caching.py).
+    current_app.extensions["response_cache"].bump(inst.id, {"institutions"})
     return jsonify(dump(inst, FIELDS))

@@ -1,6 +1,7 @@
 from pydantic import Field, field_validator
 
 from app.core.schemas import Body, Email, Out
+from app.institutions.calendar import known_zone
 
 
 class ScaleBand(Body):
@@ -18,6 +19,15 @@ class InstitutionUpdate(Body):
     grading_scale: list[ScaleBand] | None = None
     absence_threshold: int | None = Field(None, ge=0, le=100)
     read_only = frozenset({"slug"})
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name):
+        # Checked when saved: the calendar counts an unknown zone as UTC, which would silently shift
+        # every "today" and day boundary of the school.
+        if name is not None and not known_zone(name):
+            raise ValueError("is not a time zone of the IANA database, e.g. Africa/Nairobi")
+        return name
 
     @field_validator("grading_scale")
     @classmethod

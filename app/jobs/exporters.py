@@ -8,8 +8,8 @@ server-side cursor, written in Python. Grids (the attendance register, the grade
 Python from a constant number of queries.
 
 Column types: text, int, number, decimal (Decimal or decimal string), money (integer minor units),
-date, datetime (written in UTC). Text cells starting with = + - @ tab or CR get a leading ' in CSV and
-XLSX (OWASP's advice against formula injection); imports store text as given.
+date, datetime (written in UTC). CSV text is guarded against formula injection (the rule is at
+FORMULA_START below); XLSX text is written exactly; imports store text as given.
 
 Every query here names the institution explicitly: COPY runs SQL text that the ORM's tenant scoping
 never sees, so the filter must be in the statement itself.
@@ -17,9 +17,11 @@ never sees, so the filter must be in the statement itself.
 
 import calendar
 import csv
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
+from decimal import Decimal
 
 from sqlalchemy import Numeric, Text, and_, case, cast, func, literal, or_, select
 from sqlalchemy.orm import aliased
@@ -36,11 +38,33 @@ from app.grading import services as grading
 from app.grading.models import Assessment, Grade
 from app.institutions.calendar import day_start, school_today
 from app.jobs import schemas as params
-from app.jobs.xlsx import DATE, DATETIME, FORMULA_START, MAX_CHARS, MONEY, XlsxStream
+from app.jobs.xlsx import DATE, DATETIME, MAX_CHARS, MONEY, XlsxStream
 from app.people.models import Guardian, Student, StudentGuardian, User
 
 BOM = "\ufeff".encode()  # Excel opens UTF-8 CSV correctly only with it
 FETCH = 5000  # rows per server-side cursor fetch
+
+# Formula injection (OWASP, "CSV Injection"): a spreadsheet evaluates a CSV cell that starts with
+# = + - @ TAB or CR. Such a text cell gets a leading ' (shown by the spreadsheet, read as text) unless
+# it is a plain number or phone number: an optional sign, then only digits, spaces and . ( ) / - with at
+# least one digit, which no formula can turn into a call (so -5 and +254 700 111222 stay as written).
+# Every text, date and time field is quoted, so a separator or quote inside a cell (";=1+1" read with
+# ; as the separator) never starts a new cell. The same rule in Python (csv_text) and in SQL for COPY
+# (_csv_text_sql). XLSX needs none of it: its text cells are inline strings, never evaluated, written
+# exactly as stored (app/jobs/xlsx.py).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = r"[+-]?[0-9 ()./-]*[0-9][0-9 ()./-]*"
+_PLAIN = re.compile(PLAIN_NUMBER)
+QUOTED_KINDS = frozenset({"text", "date", "datetime"})
+
+
+def csv_text(v: str) -> str:
+    return "'" + v if v and v[0] in FORMULA_START and not _PLAIN.fullmatch(v) else v
+
+
+def _csv_text_sql(e):
+    risky = and_(func.left(e, 1).in_(FORMULA_START), e.op("!~", is_comparison=True)(f"^({PLAIN_NUMBER})$"))
+    return case((risky, literal("'") + e), else_=e)
 
 
 @dataclass
@@ -91,7 +115,7 @@ class Table:
         for _i, c in enumerate(self.cols):
             e = c.expr
             if c.kind == "text":
-                e = case((func.left(e, 1).in_(FORMULA_START), literal("'") + e), else_=e)
+                e = _csv_text_sql(e)
             elif c.kind == "money":
                 e = func.round(cast(e, Numeric()) / 100, 2)
             elif c.kind == "datetime":
@@ -102,7 +126,7 @@ class Table:
 
     def xlsx_copy_sql(self, dialect):
         """The same query, each row already a worksheet <row> (cells in column order, no references):
-        PostgreSQL formats, escapes and neutralises, Python only zips (see write_xlsx)."""
+        PostgreSQL formats and escapes, Python only zips (see write_xlsx)."""
         row = (
             literal("<row>")
             + func.concat(*[_xml_cell(c.expr, c.kind) for c in self.cols])
@@ -144,7 +168,6 @@ def _xml_cell(e, kind):
     """One <c> of the sheet for a SQL value; NULL is an empty <c/> (cells are positional)."""
     if kind == "text":
         v = func.left(e, MAX_CHARS)
-        v = case((func.left(e, 1).in_(FORMULA_START), literal("'") + v), else_=v)
         # always xml:space="preserve": cheaper than testing for edge whitespace, and equally valid
         body = (
             literal('<c t="inlineStr"><is><t xml:space="preserve">') + _xml_text(v) + literal("</t></is></c>")
@@ -191,14 +214,10 @@ def _csv_converters(kinds):
     def text(v):
         if v is None:
             return ""
-        v = v if v.__class__ is str else str(v)
-        return "'" + v if v and v[0] in FORMULA_START else v
+        return csv_text(v if v.__class__ is str else str(v))
 
-    def money(v):
-        if v is None:
-            return ""
-        whole, cents = divmod(abs(int(v)), 100)
-        return f"{'-' if v < 0 else ''}{whole}.{cents:02d}"
+    def money(v):  # a number, so the writer does not quote it (as COPY's numeric)
+        return "" if v is None else Decimal(int(v)).scaleb(-2)
 
     def moment(v):
         if v is None:
@@ -210,6 +229,9 @@ def _csv_converters(kinds):
     def plain(v):
         return "" if v is None else v
 
+    def decimal(v):
+        return "" if v is None else (Decimal(v) if isinstance(v, str) else v)
+
     def day(v):
         return "" if v is None else (v if isinstance(v, str) else v.isoformat())
 
@@ -220,7 +242,7 @@ def _csv_converters(kinds):
         "date": day,
         "int": plain,
         "number": plain,
-        "decimal": plain,
+        "decimal": decimal,
     }
     return [table[k] for k in kinds]
 
@@ -248,13 +270,17 @@ def write_csv(source, path, progress=None):
             sql = cur.mogrify(str(compiled), compiled.params).decode()
             fh.write(BOM)
             sink = _CopySink(fh, progress)
-            cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", sink)
+            quote = conn.dialect.identifier_preparer.quote
+            quoted = ", ".join(quote(c.header) for c in source.cols if c.kind in QUOTED_KINDS)
+            force = f", FORCE_QUOTE ({quoted})" if quoted else ""
+            cur.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true{force})", sink)
             return cur.rowcount if cur.rowcount >= 0 else sink.rows
     convs = _csv_converters(source.kinds)
     n = 0
     with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        # CRLF (RFC 4180): Python 3.11's writer quotes a field holding \r only when \r is in the terminator
-        writer = csv.writer(fh, lineterminator="\r\n")
+        # CRLF (RFC 4180): Python 3.11's writer quotes a field holding \r only when \r is in the terminator.
+        # Every field that is not a number is quoted (see FORMULA_START), as COPY's FORCE_QUOTE does.
+        writer = csv.writer(fh, lineterminator="\r\n", quoting=csv.QUOTE_NONNUMERIC)
         writer.writerow(source.headers)
         batch = []
         for row in source.rows():

@@ -23,7 +23,7 @@ from app.academics.models import Enrolment, SchoolClass
 from app.audit import services as audit
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
-from app.core.schemas import _email
+from app.core.schemas import HAS_NUL, NUL, _email
 from app.core.upsert import insert_for
 from app.extensions import db
 from app.people.models import Student
@@ -52,9 +52,12 @@ def template_csv() -> str:
 
 def decode(data: bytes) -> str:
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValidationFailed({"file": "must be UTF-8 text (save the spreadsheet as 'CSV UTF-8')"}) from None
+    if NUL in text:  # refused at upload, like NUL in any other input (app/core/schemas.py)
+        raise ValidationFailed({"file": HAS_NUL})
+    return text
 
 
 def check_header(data: bytes) -> list:

@@ -441,7 +441,7 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     now = utcnow()
     path = storage.job_dir(iid, "uploads") / f"{uuid.uuid4().hex}.csv"
     path.write_bytes(data)
-    name = (upload.filename or "students.csv").replace("/", "_").replace("\\", "_")[-200:]
+    name = (upload.filename or "students.csv").replace("/", "_").replace("\\", "_").replace("\x00", "")[-200:]
     stored = StoredFile(
         path=storage.relative(path),
         filename=name,

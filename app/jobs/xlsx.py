@@ -9,8 +9,8 @@ needs: a bold header row (frozen), column widths, strings, numbers, dates and ti
 two decimals, split over several sheets past Excel's 1,048,576 rows.
 
 Safety as XlsxWriter with {"strings_to_formulas": False, "strings_to_urls": False,
-"strings_to_numbers": False}: every string is an inline string, never a formula, link or number; and
-like the CSV exports, text starting with = + - @ tab or CR is prefixed with ' (neutralise()).
+"strings_to_numbers": False}: every string is an inline string, never a formula, link or number, so
+text is written exactly as stored (no leading ' as in the CSV exports: app/jobs/exporters.py).
 """
 
 import re
@@ -20,7 +20,6 @@ from xml.sax.saxutils import escape
 
 MAX_ROWS = 1_048_576
 MAX_CHARS = 32_767
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _EPOCH = date(1899, 12, 30)
 _EPOCH_DT = datetime(1899, 12, 30)
 # XML 1.0 cannot hold these; Excel's own escape for them is _xHHHH_
@@ -28,11 +27,6 @@ _INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _NEEDS_WORK = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
 # style ids in styles.xml below
 BOLD, DATE, DATETIME, MONEY, DECIMAL = 1, 2, 3, 4, 5
-
-
-def neutralise(text):
-    """OWASP CSV injection advice: a cell that a spreadsheet would run as a formula becomes text."""
-    return "'" + text if text and text[0] in FORMULA_START else text
 
 
 def column_letter(index):
@@ -70,8 +64,6 @@ def _writer(kind, col):
             return ""
         if v.__class__ is not str:
             v = str(v)
-        if v and v[0] in FORMULA_START:
-            v = "'" + v
         return f'<c r="{col}{r}" t="inlineStr">{_text_xml(v)}</c>'
 
     def number(v, r):

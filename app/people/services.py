@@ -68,6 +68,7 @@ def update_user(user: User, values: dict, principal) -> User:
             setattr(user, k, v)
     changes = audit.diff(user, values.keys())
     if changes:
+        flush_or_conflict()  # a clash (the e-mail of another login) is a 409 here, before the audit row
         audit.record("update", "user", user.id, changes)
     if "role" in changes or changes.get("is_active") == [True, False]:
         # Tokens carry the role: end the user's sessions so the change applies at once.
