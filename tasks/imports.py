@@ -1,4 +1,5 @@
-"""Import jobs. Thin shells: the work is in app/jobs/services.py and app/jobs/importers.py."""
+"""Import jobs. Thin shells: the work is in app/jobs/services.py (run_import), app/jobs/importers.py
+and app/jobs/people_import.py."""
 
 from celery import shared_task
 
@@ -22,4 +23,6 @@ class ImportTask(JobTask):
     max_retries=10,
 )
 def run_student_import(self, job_id):
+    # Every import kind (students, teachers, guardians): the job row names it. The task keeps the name
+    # it had when students were the only kind, so messages already queued still find it.
     return self.run_job(services.run_import, job_id)

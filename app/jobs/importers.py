@@ -1,9 +1,12 @@
-"""Student CSV import: check the header when the file is uploaded, then (in a task) validate every row
-and upsert on (institution, admission number) in batches, each batch one transaction.
+"""CSV imports: the shared machinery (header check, rows, results, the kinds' shape) and the student
+import. Teachers and guardians: app/jobs/people_import.py. The header is checked when the file is
+uploaded; then (in a task) every row is validated and written in batches, each batch one transaction
+(app/jobs/services.py run_import).
 
-Rules:
+Students are upserted on (institution, admission number). Rules:
 - columns: admission_number, first_name, last_name (required), date_of_birth (YYYY-MM-DD), gender,
-  grade_level (0-20), status (active, graduated, withdrawn), email, class_id (enrol in that class);
+  grade_level (0-20), status (active, graduated, withdrawn), email, class_id (enrol in that class from
+  the import's start date, by default the school's today);
 - an empty cell means "no value": a new student gets the default, an existing one keeps what it has;
 - a row with an error is reported (row number, admission number, field: reason) and not written; the
   other rows are. A dry run reports the same without writing anything;
@@ -15,6 +18,8 @@ Rules:
 import csv
 import io
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import select, update
@@ -43,11 +48,39 @@ REQUIRED = ("admission_number", "first_name", "last_name")
 FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "grade_level", "status", "email")
 STATUSES = ("active", "graduated", "withdrawn")
 MAX_REPORTED_ERRORS = 1000
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-def template_csv() -> str:
-    return ",".join(COLUMNS) + "\n"
+@dataclass(frozen=True)
+class Context:
+    """What every batch of one run needs to know."""
+
+    institution_id: int
+    actor_id: int | None
+    today: date  # the school's today
+    start_date: date  # enrolments made by the import start on this day
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class ImportKind:
+    """One kind of import: its columns, and how its rows are checked and written.
+
+    plan(rows, ctx) -> [(line, clean values, errors)] validates the whole file; run_batch(batch, ctx,
+    result) writes one batch in the caller's transaction (a dry run's is rolled back by the caller) and
+    adds to `result`, which new_result(rows) starts. `key` names a row in the error report."""
+
+    name: str
+    columns: tuple
+    required: tuple
+    key: str
+    plan: Callable
+    run_batch: Callable
+    new_result: Callable
+    enrols: bool = False  # takes a start date for the enrolments it makes
+
+    def template(self) -> str:
+        return ",".join(self.columns) + "\n"
 
 
 def decode(data: bytes) -> str:
@@ -60,7 +93,7 @@ def decode(data: bytes) -> str:
     return text
 
 
-def check_header(data: bytes) -> list:
+def check_header(data: bytes, columns=COLUMNS, required=REQUIRED) -> list:
     """At upload: the file is CSV with the required columns and nothing unknown (422 otherwise)."""
     text = decode(data)
     try:
@@ -71,12 +104,12 @@ def check_header(data: bytes) -> list:
         raise ValidationFailed({"file": "is empty: the first line must name the columns"})
     names = [h.strip().lower() for h in header]
     errors = []
-    missing = [c for c in REQUIRED if c not in names]
+    missing = [c for c in required if c not in names]
     if missing:
         errors.append(f"missing column(s): {', '.join(missing)}")
-    unknown = [h for h in names if h not in COLUMNS]
+    unknown = [h for h in names if h not in columns]
     if unknown:
-        errors.append(f"unknown column(s): {', '.join(unknown)} (allowed: {', '.join(COLUMNS)})")
+        errors.append(f"unknown column(s): {', '.join(unknown)} (allowed: {', '.join(columns)})")
     repeated = sorted({h for h in names if names.count(h) > 1})
     if repeated:
         errors.append(f"repeated column(s): {', '.join(repeated)}")
@@ -118,7 +151,7 @@ def validate(row: dict, today: date):
             clean[name] = value
     if (v := row.get("date_of_birth")) is not None:
         try:
-            if not _DATE.match(v):
+            if not DATE_PATTERN.match(v):
                 raise ValueError
             born = date.fromisoformat(v)
             if born > today:
@@ -171,22 +204,29 @@ def new_result(rows):
         "failed": 0,
         "errors": [],
         "errors_truncated": False,
+        "created_ids": [],  # the students created (none in a dry run)
     }
 
 
-def _fail(result, line, admission, errors):
+def fail(result, line, errors, **key):
+    """Count a refused row and report it (row number, the row's key, {field: reason})."""
     result["failed"] += 1
     if len(result["errors"]) < MAX_REPORTED_ERRORS:
-        result["errors"].append({"row": line, "admission_number": admission, "errors": errors})
+        result["errors"].append({"row": line, **key, "errors": errors})
     else:
         result["errors_truncated"] = True
 
 
-def plan(rows, institution_id, today):
+def _fail(result, line, admission, errors):
+    fail(result, line, errors, admission_number=admission)
+
+
+def plan(rows, ctx: Context):
     """Validate every row (fields, duplicates in the file, classes) -> [(line, clean values, errors)]."""
+    institution_id = ctx.institution_id
     checked, first_seen = [], {}
     for line, raw in rows:
-        clean, errors = validate(raw, today)
+        clean, errors = validate(raw, ctx.today)
         adm = clean.get("admission_number")
         if adm is not None:
             if adm in first_seen:
@@ -226,8 +266,9 @@ def _existing(institution_id, admissions):
     return {s.admission_number: s for s in rows}
 
 
-def run_batch(batch, institution_id, actor_id, result, dry_run, today):
+def run_batch(batch, ctx: Context, result):
     """One batch: classify against the database, then (unless dry run) write it in the caller's transaction."""
+    institution_id, actor_id, start = ctx.institution_id, ctx.actor_id, ctx.start_date
     valid = [(line, clean) for line, clean, errors in batch if not errors]
     for line, clean, errors in batch:
         if errors:
@@ -262,11 +303,11 @@ def run_batch(batch, institution_id, actor_id, result, dry_run, today):
     result["created"] += len(creates)
     result["updated"] += sum(1 for u in updates if u[3])
     result["unchanged"] += sum(1 for u in updates if not u[3])
-    if dry_run:
+    if ctx.dry_run:
         result["enrolled"] += _enrolments(
             enrol,
             {a: s.id for a, s in existing.items()},
-            today,
+            start,
             result,
             institution_id,
             actor_id,
@@ -275,6 +316,7 @@ def run_batch(batch, institution_id, actor_id, result, dry_run, today):
         return
     ids = {adm: s.id for adm, s in existing.items()}
     ids.update(_upsert(creates, updates, institution_id))
+    result["created_ids"] += [ids[adm] for _, adm, _ in creates if adm in ids]
     entries = [
         audit.entry(
             "create",
@@ -293,7 +335,7 @@ def run_batch(batch, institution_id, actor_id, result, dry_run, today):
         if changes
     ]
     audit.record_many(entries)
-    result["enrolled"] += _enrolments(enrol, ids, today, result, institution_id, actor_id, write=True)
+    result["enrolled"] += _enrolments(enrol, ids, start, result, institution_id, actor_id, write=True)
 
 
 def _plain(value):
@@ -347,8 +389,9 @@ def _upsert(creates, updates, institution_id):
     return dict(db.session.execute(stmt).all())
 
 
-def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
-    """Put students in the class their row names (from today), closing a current enrolment elsewhere."""
+def _enrolments(enrol, ids, start, result, institution_id, actor_id, write):
+    """Put students in the class their row names from `start`, closing a current enrolment elsewhere the
+    day before."""
     if not enrol:
         return 0
     student_ids = [ids[adm] for _, adm, _ in enrol if adm in ids]
@@ -368,14 +411,14 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
         cur = current.get(sid) if sid is not None else None
         if cur is not None and cur.class_id == class_id:
             continue
-        if cur is not None and cur.start_date >= today:
+        if cur is not None and cur.start_date >= start:
             _fail(
                 result,
                 line,
                 adm,
                 {
-                    "class_id": "the student's current enrolment starts today or later; "
-                    "change it in the enrolments instead"
+                    "class_id": f"the student's current enrolment starts on or after the import's "
+                    f"start date ({start.isoformat()}); change it in the enrolments instead"
                 },
             )
             continue
@@ -384,13 +427,13 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
         new.append((sid, adm, class_id))
     if not write:
         return len(new)
-    yesterday = today - timedelta(days=1)
+    day_before = start - timedelta(days=1)
     entries = []
     if moves:
         db.session.execute(
             update(Enrolment)
             .where(Enrolment.id.in_([m.id for m in moves]))
-            .values(end_date=yesterday, updated_at=utcnow())
+            .values(end_date=day_before, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         entries += [
@@ -398,7 +441,7 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
                 "update",
                 "enrolment",
                 m.id,
-                {"end_date": [None, yesterday.isoformat()]},
+                {"end_date": [None, day_before.isoformat()]},
                 institution_id=institution_id,
                 actor_id=actor_id,
             )
@@ -415,7 +458,7 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
                         "institution_id": institution_id,
                         "student_id": sid,
                         "class_id": class_id,
-                        "start_date": today,
+                        "start_date": start,
                         "end_date": None,
                         "reason": "Student import",
                         "created_at": now,
@@ -431,7 +474,7 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
                 "create",
                 "enrolment",
                 eid,
-                {"student_id": [None, sid], "class_id": [None, cid], "start_date": [None, today.isoformat()]},
+                {"student_id": [None, sid], "class_id": [None, cid], "start_date": [None, start.isoformat()]},
                 institution_id=institution_id,
                 actor_id=actor_id,
             )
@@ -439,3 +482,15 @@ def _enrolments(enrol, ids, today, result, institution_id, actor_id, write):
         ]
     audit.record_many(entries)
     return len(new)
+
+
+STUDENTS = ImportKind(
+    name="students",
+    columns=COLUMNS,
+    required=REQUIRED,
+    key="admission_number",
+    plan=plan,
+    run_batch=run_batch,
+    new_result=new_result,
+    enrols=True,
+)

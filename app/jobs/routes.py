@@ -10,7 +10,7 @@ from app.core.queryargs import TEXT, Param, QueryArgs, raw_as
 from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
 from app.extensions import db
-from app.jobs import importers, services
+from app.jobs import services
 from app.jobs.models import Job
 from app.jobs.schemas import ExportIn, ExportOut, ImportOut
 
@@ -23,8 +23,13 @@ EXPORT_SPEC = ListSpec(
 
 
 DOWNLOAD_ARGS = QueryArgs(Param("token", TEXT, description="The signed token of download_url."))
-# dry_run comes as a query parameter or a form field: the service parses either (app/jobs/services.py).
+# dry_run and start_date come as query parameters or form fields: the service parses either
+# (app/jobs/services.py).
 IMPORT_ARGS = QueryArgs(Param("dry_run", raw_as({"type": "boolean"})))
+STUDENT_IMPORT_ARGS = QueryArgs(
+    Param("dry_run", raw_as({"type": "boolean"})),
+    Param("start_date", raw_as({"type": "string", "format": "date"})),
+)
 
 
 def _accepted(body, location):
@@ -103,6 +108,36 @@ def download_export(ident):
     return resp
 
 
+def _import(kind):
+    # dry_run (and a student import's start_date) come as query parameters or form fields.
+    args = (STUDENT_IMPORT_ARGS if kind == "students" else IMPORT_ARGS).parse()
+    dry_run = args["dry_run"] if args["dry_run"] is not None else request.form.get("dry_run")
+    start = args.get("start_date")
+    if start is None and kind == "students":
+        start = request.form.get("start_date")
+    job = services.create_import(kind, request.files.get("file"), dry_run, g.principal, start)
+    return _accepted(services.import_out(job), url_for("jobs.get_import", ident=job.id))
+
+
+def _template(kind):
+    return Response(
+        services.IMPORTS[kind].template(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{kind}-template.csv"'},
+    )
+
+
+_IMPORT_BODY = (
+    "A multipart/form-data request: the CSV in the field `file` (UTF-8, at most IMPORT_MAX_BYTES, the "
+    "template's header row); `dry_run` as a query parameter or form field. "
+)
+_IMPORT_RESULT = (
+    "Rows with errors are reported in the job's result (row number, field: reason) and not written; "
+    "the other rows are. The result lists the ids of the records created (`created_ids`). The whole "
+    "file is one request against every rate limit, whatever its size."
+)
+
+
 @bp.post("/imports/students")
 @roles("admin", reach=SCHOOL)
 @sensitive
@@ -112,29 +147,81 @@ def download_export(ident):
     out=ImportOut,
     status=202,
     tags=["imports"],
-    query=IMPORT_ARGS,
-    description="Columns: admission_number, first_name, last_name (required), date_of_birth (YYYY-MM-DD), "
-    "gender, grade_level, status, email, class_id. Students are matched on admission number: "
-    "new ones are created, known ones updated (empty cells keep the stored value); rows with "
-    "errors are reported in the job's result and not written.",
+    query=STUDENT_IMPORT_ARGS,
+    description=_IMPORT_BODY
+    + "`start_date` (YYYY-MM-DD, query parameter or form field; default the school's today, at most "
+    f"{services.MAX_START_AHEAD_DAYS} days ahead): the first day of the enrolments the import makes, so "
+    "rolls can be taken from then. Columns: admission_number, first_name, last_name (required), "
+    "date_of_birth (YYYY-MM-DD), gender, grade_level, status, email, class_id. Students are matched on "
+    "admission number: new ones are created, known ones updated (empty cells keep the stored value). "
+    + _IMPORT_RESULT,
 )
 def import_students():
-    dry_run = IMPORT_ARGS.parse()["dry_run"]
-    if dry_run is None:
-        dry_run = request.form.get("dry_run")
-    job = services.create_import(request.files.get("file"), dry_run, g.principal)
-    return _accepted(services.import_out(job), url_for("jobs.get_import", ident=job.id))
+    return _import("students")
 
 
 @bp.get("/imports/students/template.csv")
 @roles("admin", reach=SCHOOL)
 @doc("An empty student import file with the columns it accepts", tags=["imports"])
 def import_template():
-    return Response(
-        importers.template_csv(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="students-template.csv"'},
-    )
+    return _template("students")
+
+
+@bp.post("/imports/teachers")
+@roles("admin")
+@sensitive
+@doc(
+    "Import teachers from a CSV file, each with a teacher login; `dry_run=true` only reports what would "
+    "happen. 202 with the job to poll",
+    out=ImportOut,
+    status=202,
+    tags=["imports"],
+    query=IMPORT_ARGS,
+    description=_IMPORT_BODY
+    + "Columns: email, first_name, last_name (required), employee_number (required for a new teacher), "
+    "phone, specialization, hired_on (YYYY-MM-DD). Teachers are matched on e-mail, case-insensitively: "
+    "new ones are created, known ones updated (empty cells keep the stored value). A teacher without a "
+    "login gets one (role teacher; the school's unlinked teacher login with that address if there is "
+    "one): `created_user_ids` in the result. " + _IMPORT_RESULT,
+)
+def import_teachers():
+    return _import("teachers")
+
+
+@bp.get("/imports/teachers/template.csv")
+@roles("admin")
+@doc("An empty teacher import file with the columns it accepts", tags=["imports"])
+def import_teachers_template():
+    return _template("teachers")
+
+
+@bp.post("/imports/guardians")
+@roles("admin")
+@sensitive
+@doc(
+    "Import guardians from a CSV file, each with a guardian login, linked to their children by "
+    "admission number; `dry_run=true` only reports what would happen. 202 with the job to poll",
+    out=ImportOut,
+    status=202,
+    tags=["imports"],
+    query=IMPORT_ARGS,
+    description=_IMPORT_BODY
+    + "Columns: email, first_name, last_name (required), phone, admission_numbers (the guardian's "
+    "children, separated by ; or ,; an unknown number refuses the row), relationship (default "
+    "guardian), is_primary (true/false). Guardians are matched on e-mail, case-insensitively: new ones "
+    "are created, known ones updated (empty cells keep the stored value). Links are added, or their "
+    "relationship and is_primary updated when given; links the file does not name stay. A guardian "
+    "without a login gets one (role guardian): `created_user_ids` in the result. " + _IMPORT_RESULT,
+)
+def import_guardians():
+    return _import("guardians")
+
+
+@bp.get("/imports/guardians/template.csv")
+@roles("admin")
+@doc("An empty guardian import file with the columns it accepts", tags=["imports"])
+def import_guardians_template():
+    return _template("guardians")
 
 
 @bp.get("/imports/<int:ident>")

@@ -107,7 +107,9 @@ class ImportOut(Out):
     progress: ProgressOut
     row_count: int | None
     result: dict | None = Field(
-        description="rows, created, updated, unchanged, failed and the failed rows with their reasons"
+        description="rows, created, updated, unchanged, failed and the failed rows with their reasons; "
+        "created_ids (the records created); students: enrolled; teachers and guardians: logins_created, "
+        "logins_linked, created_user_ids; guardians: links_created, links_updated"
     )
     attempts: int
     error: str | None

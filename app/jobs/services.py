@@ -10,7 +10,7 @@ import hashlib
 import logging
 import uuid
 from contextlib import nullcontext
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
 
 from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -24,12 +24,12 @@ from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
-from app.core.schemas import errors_from
+from app.core.schemas import errors_from, parse_date
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.grading import services as grading
 from app.institutions.calendar import school_today
-from app.jobs import importers, storage
+from app.jobs import importers, people_import, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
 from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, running_job
@@ -39,7 +39,11 @@ from app.people.models import Student
 log = logging.getLogger("schoolhouse.jobs")
 SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes they may export
 # The tasks that run a job (tasks/exports.py, tasks/imports.py), sent by name: tasks import services.
+# One import task runs every kind (the job row names it); its name is older than the other kinds.
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
+IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
+# An enrolment may be prepared ahead (next term's classes), not for a date nobody can plan for.
+MAX_START_AHEAD_DAYS = 366
 
 
 # --- serialisation ---------------------------------------------------------------------------------
@@ -407,7 +411,7 @@ def _notify_ready(job_id):
         log.exception("job %s: could not queue the export-ready e-mail", job_id)
 
 
-# --- student import --------------------------------------------------------------------------------
+# --- imports (students, teachers, guardians) ----------------------------------------------------------
 
 
 def _flag(raw, name):
@@ -421,8 +425,25 @@ def _flag(raw, name):
     raise ValidationFailed({name: "must be true or false"})
 
 
-def create_import(upload, dry_run_raw, principal) -> Job:
+def _start_date(raw):
+    """The first day of the enrolments an import makes: the school's today unless given."""
+    today = school_today()
+    if raw is None or not raw.strip():
+        return today
+    day = parse_date(raw.strip(), "start_date")
+    if day > today + timedelta(days=MAX_START_AHEAD_DAYS):
+        raise ValidationFailed(
+            {"start_date": f"must be at most {MAX_START_AHEAD_DAYS} days after today ({today.isoformat()})"}
+        )
+    return day
+
+
+def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None) -> Job:
+    kind = IMPORTS[kind_name]
     dry_run = _flag(dry_run_raw, "dry_run")
+    params = {}
+    if kind.enrols:
+        params["start_date"] = _start_date(start_date_raw).isoformat()
     if upload is None or not upload.filename:
         raise ValidationFailed({"file": "is required: send the CSV as the multipart/form-data field 'file'"})
     limit = current_app.config["IMPORT_MAX_BYTES"]
@@ -433,7 +454,7 @@ def create_import(upload, dry_run_raw, principal) -> Job:
             f"The file is larger than {limit:,} bytes; split it into smaller files.",
             errors={"file": f"must be at most {limit:,} bytes"},
         )
-    importers.check_header(data)
+    importers.check_header(data, kind.columns, kind.required)
     _, rows = importers.read_rows(data)
     if not rows:
         raise ValidationFailed({"file": "has no data rows below the header"})
@@ -441,7 +462,12 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     now = utcnow()
     path = storage.job_dir(iid, "uploads") / f"{uuid.uuid4().hex}.csv"
     path.write_bytes(data)
-    name = (upload.filename or "students.csv").replace("/", "_").replace("\\", "_").replace("\x00", "")[-200:]
+    name = (
+        (upload.filename or f"{kind.name}.csv")
+        .replace("/", "_")
+        .replace("\\", "_")
+        .replace("\x00", "")[-200:]
+    )
     stored = StoredFile(
         path=storage.relative(path),
         filename=name,
@@ -456,9 +482,9 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     db.session.flush()
     job = Job(
         job_type="import",
-        kind="students",
+        kind=kind.name,
         format="csv",
-        params={"filename": name},
+        params={"filename": name, **params},
         dry_run=dry_run,
         status="queued",
         row_count=len(rows),
@@ -477,10 +503,11 @@ def create_import(upload, dry_run_raw, principal) -> Job:
         "import",
         job.id,
         {
-            "kind": [None, "students"],
+            "kind": [None, kind.name],
             "dry_run": [None, dry_run],
             "filename": [None, name],
             "rows": [None, len(rows)],
+            **{k: [None, v] for k, v in params.items()},
         },
     )
     enqueue_after_commit(IMPORT_TASK, job.id)
@@ -492,11 +519,17 @@ def create_import(upload, dry_run_raw, principal) -> Job:
     return job
 
 
+def _summary(result):
+    """The result without its lists (row errors, ids): for the log and the task's return value."""
+    return {k: v for k, v in result.items() if not isinstance(v, list)}
+
+
 def run_import(job_id):
     with running_job(job_id, "import") as run:
         if run is None:
             return None
         job = run.job
+        kind = IMPORTS[job.kind]
         stored = db.session.execute(
             select(StoredFile).where(StoredFile.id == job.input_file_id)
         ).scalar_one_or_none()
@@ -505,43 +538,54 @@ def run_import(job_id):
             mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
         today = school_today()  # the school's own "today"
+        start = (job.params or {}).get("start_date")
+        ctx = importers.Context(
+            institution_id=job.institution_id,
+            actor_id=job.requested_by_id,
+            today=today,
+            start_date=date.fromisoformat(start) if start else today,
+            dry_run=job.dry_run,
+        )
         _, rows = importers.read_rows(path.read_bytes())
-        checked = importers.plan(rows, job.institution_id, today)
+        checked = kind.plan(rows, ctx)
         total = len(checked)
-        start = 0 if job.dry_run else min(job.rows_done or 0, total)
-        result = dict(job.result) if (start and job.result) else importers.new_result(total)
+        start_row = 0 if job.dry_run else min(job.rows_done or 0, total)
+        result = dict(job.result) if (start_row and job.result) else kind.new_result(total)
         size = current_app.config["IMPORT_BATCH_SIZE"]
-        for i in range(start, total, size):
+        for i in range(start_row, total, size):
             batch = checked[i : i + size]
             done = i + len(batch)
-            if job.dry_run:
-                importers.run_batch(batch, job.institution_id, job.requested_by_id, result, True, today)
-                db.session.rollback()
-                run.progress(done, total)
-                continue
             before = {k: (list(v) if isinstance(v, list) else v) for k, v in result.items()}
             try:
-                importers.run_batch(batch, job.institution_id, job.requested_by_id, result, False, today)
+                kind.run_batch(batch, ctx, result)
+                if job.dry_run:
+                    # Nothing a dry run did is kept (the people imports write, to report what only
+                    # the database can tell, and are undone here).
+                    db.session.rollback()
+                    run.progress(done, total)
+                    continue
                 _save_batch(run, done, total, result)
                 db.session.commit()
             except IntegrityError:
                 db.session.rollback()  # a concurrent change: this batch is reported, the rest goes on
                 result = before
                 for line, clean, _ in batch:
-                    importers._fail(
+                    importers.fail(
                         result,
                         line,
-                        clean.get("admission_number"),
                         {"row": "could not be saved because of a concurrent change; import it again"},
+                        **{kind.key: clean.get(kind.key)},
                     )
+                if job.dry_run:
+                    continue
                 _save_batch(run, done, total, result)
                 db.session.commit()
         if not finish(run, result=result, rows_done=total, row_count=total):
             db.session.rollback()
             return None
         db.session.commit()
-        log.info("job %s: import done: %s", job_id, {k: v for k, v in result.items() if k != "errors"})
-        return {k: v for k, v in result.items() if k != "errors"}
+        log.info("job %s: %s import done: %s", job_id, kind.name, _summary(result))
+        return _summary(result)
 
 
 def _save_batch(run, done, total, result):
