@@ -168,7 +168,7 @@ def import_template():
 
 
 @bp.post("/imports/teachers")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @sensitive
 @doc(
     "Import teachers from a CSV file, each with a teacher login; `dry_run=true` only reports what would "
@@ -189,14 +189,14 @@ def import_teachers():
 
 
 @bp.get("/imports/teachers/template.csv")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc("An empty teacher import file with the columns it accepts", tags=["imports"])
 def import_teachers_template():
     return _template("teachers")
 
 
 @bp.post("/imports/guardians")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @sensitive
 @doc(
     "Import guardians from a CSV file, each with a guardian login, linked to their children by "
@@ -218,7 +218,7 @@ def import_guardians():
 
 
 @bp.get("/imports/guardians/template.csv")
-@roles("admin")
+@roles("admin", reach=SCHOOL)
 @doc("An empty guardian import file with the columns it accepts", tags=["imports"])
 def import_guardians_template():
     return _template("guardians")
