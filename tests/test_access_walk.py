@@ -470,6 +470,26 @@ class World:
                 },
                 "content_type": "multipart/form-data",
             },
+            "POST /api/v1/imports/teachers": lambda: {
+                "data": {
+                    "file": (
+                        io.BytesIO(
+                            b"email,first_name,last_name,employee_number\nwalk.t@demo-academy.test,Wal,Ker,WALK-T\n"
+                        ),
+                        "t.csv",
+                    )
+                },
+                "content_type": "multipart/form-data",
+            },
+            "POST /api/v1/imports/guardians": lambda: {
+                "data": {
+                    "file": (
+                        io.BytesIO(b"email,first_name,last_name\nwalk.g@demo-academy.test,Wal,Ker\n"),
+                        "g.csv",
+                    )
+                },
+                "content_type": "multipart/form-data",
+            },
             "PATCH /api/v1/institution": {"phone": "+254 20 000 0000"},
             "POST /api/v1/auth/password": {
                 "current_password": PASSWORD,
