@@ -217,8 +217,11 @@ class Config:
         self.RATELIMIT_LOGIN = env("RATELIMIT_LOGIN", "5 per 15 minutes")
         self.RATELIMIT_LOGIN_ADDRESS = env("RATELIMIT_LOGIN_ADDRESS", "200 per 15 minutes")
         self.RATELIMIT_LOGIN_ACCOUNT = env("RATELIMIT_LOGIN_ACCOUNT", "50 per hour")
-        self.RATELIMIT_API = env("RATELIMIT_API", "100 per 15 minutes")
+        self.RATELIMIT_API = env("RATELIMIT_API", "1000 per 15 minutes")
         self.RATELIMIT_SENSITIVE = env("RATELIMIT_SENSITIVE", "10 per hour")
+        # Exports of personal data, per user; token refreshes, per address (outside the API tier).
+        self.RATELIMIT_EXPORTS = env("RATELIMIT_EXPORTS", "60 per hour")
+        self.RATELIMIT_REFRESH = env("RATELIMIT_REFRESH", "2000 per 15 minutes")
         # X-RateLimit-* on every response costs one more Redis round trip per request; 429s always carry them.
         self.RATELIMIT_HEADERS_ENABLED = env("RATELIMIT_HEADERS_ENABLED", False, bool)
         self.PROXY_COUNT = env("PROXY_COUNT", 0, int)  # trusted X-Forwarded-For hops (ProxyFix)

@@ -114,3 +114,31 @@ def test_redis_down_failed_logins_still_hit_the_limit_in_process():
     body = {"email": "teacher@demo-academy.test", "password": "wrong"}
     codes = [client.post("/api/v1/auth/login", json=body).status_code for _ in range(6)]
     assert codes == [401] * 5 + [429]
+
+
+def test_logins_and_refreshes_are_not_counted_against_the_api_tier():
+    """A school behind one address: its logins and refreshes have their own limits, not the API tier's."""
+    app = create_app("testing", RATELIMIT_API="3 per 15 minutes")
+    client = app.test_client()
+    body = {"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    for _ in range(5):
+        tokens = client.post("/api/v1/auth/login", json=body)
+        assert tokens.status_code == 200
+        refreshed = client.post(
+            "/api/v1/auth/refresh", json={"refresh_token": tokens.get_json()["refresh_token"]}
+        )
+        assert refreshed.status_code == 200
+
+
+def test_refreshes_have_their_own_limit_per_address():
+    app = create_app("testing", RATELIMIT_REFRESH="2 per 15 minutes")
+    client = app.test_client()
+    tokens = client.post(
+        "/api/v1/auth/login", json={"email": "admin@demo-academy.test", "password": "demo-password-for-tests"}
+    ).get_json()
+    codes = []
+    for _ in range(3):
+        resp = client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+        codes.append(resp.status_code)
+        tokens = resp.get_json() if resp.status_code == 200 else tokens
+    assert codes == [200, 200, 429]

@@ -5,7 +5,7 @@ from app.auth.schemas import LoginIn, MeOut, PasswordChangeIn, RefreshIn, Tokens
 from app.core.auth import ROLES, SELF, public, roles
 from app.core.loginlimit import login_attempt
 from app.core.openapi import doc
-from app.core.ratelimit import sensitive
+from app.core.ratelimit import exempt, refreshes, sensitive
 from app.core.revocation import RevocationStore
 from app.core.schemas import parse_body
 
@@ -20,6 +20,7 @@ def _revocation_store(state):
 
 @bp.post("/auth/login")
 @public
+@exempt  # not the API tier: its own windows (app/core/loginlimit.py)
 @doc("Log in with e-mail and password", body=LoginIn, out=TokensOut, tags=["auth"])
 def login():
     body = parse_body(LoginIn)
@@ -30,6 +31,7 @@ def login():
 
 @bp.post("/auth/refresh")
 @public
+@refreshes
 @doc(
     "Swap a refresh token for new tokens (the old one is spent)", body=RefreshIn, out=TokensOut, tags=["auth"]
 )

@@ -1,6 +1,7 @@
-"""Route limits (Flask-Limiter): the sensitive budget; and the 429 answer.
+"""Route limits (Flask-Limiter): the sensitive budget, the export budget, token refreshes; and the 429.
 
-Views are only *marked* here (`@sensitive`, `@exempt`), and `configure_limiter` applies the marks once
+Views are only *marked* here (`@sensitive`, `@exports`, `@refreshes`, `@exempt`), and `configure_limiter`
+applies the marks once
 the blueprints are registered. Flask-Limiter skips every unmarked view. The general API tier, which
 every request pays, is counted by admission (app/core/admission.py); failed logins by
 app/core/loginlimit.py (counted before the password is checked, which Flask-Limiter's
@@ -28,8 +29,12 @@ def caller_key():
     return f"user:{principal.user_id}" if principal else f"addr:{request.remote_addr}"
 
 
-def sensitive_limit():
-    return current_app.config["RATELIMIT_SENSITIVE"]
+def address_key():
+    return f"addr:{request.remote_addr}"
+
+
+def _setting(name):
+    return lambda: current_app.config[name]
 
 
 def _mark(view, entry):
@@ -38,11 +43,23 @@ def _mark(view, entry):
 
 
 def sensitive(view):
-    """Password and role changes, user creation, exports: one shared, tighter budget per user."""
-    return _mark(view, ("shared", sensitive_limit, None, "sensitive"))
+    """Password and role changes, user creation: one shared, tighter budget per user."""
+    return _mark(view, ("shared", _setting("RATELIMIT_SENSITIVE"), None, "sensitive"))
+
+
+def exports(view):
+    """Exports of personal data: a budget of their own per user, which a working day fits."""
+    return _mark(view, ("shared", _setting("RATELIMIT_EXPORTS"), None, "exports"))
+
+
+def refreshes(view):
+    """Token refreshes, outside the API tier: per address, loose enough for a school behind one NAT
+    (a refresh needs a refresh token nobody can guess; the limit only stops floods)."""
+    return exempt(_mark(view, ("limit", _setting("RATELIMIT_REFRESH"), address_key, "refresh")))
 
 
 def exempt(view):
+    """Not counted against the API tier (admission); any route limit it is marked with still applies."""
     view.rate_limit_exempt = True
     return view
 
@@ -68,7 +85,7 @@ def configure_limiter(app):
     )
     limiter.init_app(app)
     for endpoint, view in list(app.view_functions.items()):
-        if getattr(view, "rate_limit_exempt", False):
+        if getattr(view, "rate_limit_exempt", False) and not getattr(view, "rate_limits", ()):
             limiter.exempt(view)
         wrapped = view
         for kind, provider, key_func, scope in getattr(view, "rate_limits", ()):

@@ -7,7 +7,7 @@ from app.core.auth import SCHOOL, public, roles
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, list_response
 from app.core.queryargs import TEXT, Param, QueryArgs, raw_as
-from app.core.ratelimit import sensitive
+from app.core.ratelimit import exports
 from app.core.schemas import parse_body
 from app.extensions import db
 from app.jobs import services
@@ -41,7 +41,7 @@ def _accepted(body, location):
 
 @bp.post("/exports")
 @roles(*EXPORTERS, reach=CLASSES)
-@sensitive
+@exports
 @doc(
     "Request an export (runs in the background): 202 with the job to poll",
     body=ExportIn,
@@ -140,7 +140,6 @@ _IMPORT_RESULT = (
 
 @bp.post("/imports/students")
 @roles("admin", reach=SCHOOL)
-@sensitive
 @doc(
     "Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
     "`dry_run=true` only reports what would happen. 202 with the job to poll",
@@ -169,7 +168,6 @@ def import_template():
 
 @bp.post("/imports/teachers")
 @roles("admin", reach=SCHOOL)
-@sensitive
 @doc(
     "Import teachers from a CSV file, each with a teacher login; `dry_run=true` only reports what would "
     "happen. 202 with the job to poll",
@@ -197,7 +195,6 @@ def import_teachers_template():
 
 @bp.post("/imports/guardians")
 @roles("admin", reach=SCHOOL)
-@sensitive
 @doc(
     "Import guardians from a CSV file, each with a guardian login, linked to their children by "
     "admission number; `dry_run=true` only reports what would happen. 202 with the job to poll",
