@@ -19,6 +19,7 @@ from app.core.security import (
     verify_password,
 )
 from app.extensions import db
+from app.institutions.services import refuse_if_suspended
 from app.people.models import Guardian, Student, Teacher, User
 
 UNSCOPED = {"skip_tenant": True}  # before login there is no tenant yet
@@ -106,6 +107,7 @@ def login(email, password):
                 detail={"email": user.email},
             )
         raise unauthorized("The e-mail address or password is wrong.")
+    refuse_if_suspended(user.institution_id)  # only after the password: it says the account exists
     session = AuthSession(
         id=new_session_id(),
         user_id=user.id,
@@ -195,6 +197,7 @@ def refresh(raw_token):
     if row is None:
         raise unauthorized("The refresh token is not valid.")
     session = db.session.get(AuthSession, row.session_id, execution_options=UNSCOPED)
+    refuse_if_suspended(session.institution_id)
     if row.used_at is not None:
         # A spent token came back: someone holds a copy. End the whole chain.
         revoke_sessions([session.id], "refresh_reuse")

@@ -23,6 +23,7 @@ from app.access.rules import class_in_scope_or_404, scope_students, teacher_clas
 from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
+from app.core.links import public_url
 from app.core.models import utcnow
 from app.core.schemas import errors_from
 from app.core.tenancy import current_institution_id
@@ -97,6 +98,28 @@ def _signer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-download")
 
 
+def _mail_signer():
+    # The link in the "export ready" e-mail: read later than an API client's link, so it lives as long
+    # as the export (EXPORT_TTL) instead of EXPORT_LINK_TTL; its own salt keeps the two apart.
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-mail")
+
+
+def mail_download_url(job: Job) -> str:
+    """The signed download link for the "export ready" e-mail, on PUBLIC_BASE_URL."""
+    token = _mail_signer().dumps({"job": job.id, "ins": job.institution_id})
+    return public_url("jobs.download_export", ident=job.id, token=token)
+
+
+def _link_claims(token):
+    cfg = current_app.config
+    try:
+        return _signer().loads(token, max_age=cfg["EXPORT_LINK_TTL"])
+    except SignatureExpired:
+        raise
+    except BadData:  # not an API link: perhaps the e-mail's
+        return _mail_signer().loads(token, max_age=cfg["EXPORT_TTL"])
+
+
 def sign(job: Job) -> str:
     return _signer().dumps({"job": job.id, "ins": job.institution_id})
 
@@ -117,7 +140,7 @@ def open_download(ident, token):
     if not token:
         raise NotFound("export")
     try:
-        claims = _signer().loads(token, max_age=current_app.config["EXPORT_LINK_TTL"])
+        claims = _link_claims(token)
     except SignatureExpired:
         raise ApiError(
             410,
@@ -389,22 +412,22 @@ def run_export(job_id):
                 run.attempt,
             )
             return None
-        _notify_ready(job.id)
+        _notify_ready(job)
         db.session.commit()
         log.info("job %s: export done, %s rows, %s bytes", job_id, rows, size)
         return {"rows": rows, "size_bytes": size}
 
 
-def _notify_ready(job_id):
+def _notify_ready(job):
     """ "Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
     dedupes it per job). A problem there must not lose the export: it runs in a savepoint."""
     # pysqlite's savepoints leave the file locked after commit; SQLite is the single-user embedded default
     sqlite = db.session.connection().dialect.name == "sqlite"
     try:
         with nullcontext() if sqlite else db.session.begin_nested():
-            notify_export_ready(job_id)
+            notify_export_ready(job.id, mail_download_url(job))
     except Exception:  # noqa: BLE001
-        log.exception("job %s: could not queue the export-ready e-mail", job_id)
+        log.exception("job %s: could not queue the export-ready e-mail", job.id)
 
 
 # --- student import --------------------------------------------------------------------------------
