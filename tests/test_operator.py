@@ -244,7 +244,13 @@ def test_cli_creates_the_operator_and_a_school(app, client):
     inst = db.session.execute(select(Institution).where(Institution.slug == "hilltop-academy")).scalar_one()
     assert (inst.country, inst.currency, inst.timezone) == ("GB", "GBP", "Europe/London")
     path = invitation_path(app, "office@hilltop.test")
+    assert app.config["PUBLIC_BASE_URL"] + path in result.output  # file backend: the link is shown too
     assert client.get(path).status_code == 200
+
+    again = cli(app, "schools", "invite-admin", "hilltop-academy", "OFFICE@hilltop.test")
+    assert again.exit_code == 0, again.output
+    assert invitation_path(app, "office@hilltop.test") != path
+    assert client.get(path).status_code == 410  # the earlier link is spent
 
     bad = cli(app, "schools", "create", "--name", "X", "--timezone", "Nowhere/Town", "--country", "GB",
               "--currency", "GBP", "--admin-email", "x@hilltop.test")  # fmt: skip
@@ -255,3 +261,37 @@ def test_cli_creates_the_operator_and_a_school(app, client):
     assert '"slug": "hilltop-academy"' in cli(app, "schools", "list").output
     assert cli(app, "schools", "resume", "hilltop-academy").exit_code == 0
     assert db.session.get(Institution, inst.id).suspended_at is None
+
+
+def test_the_operator_invites_an_admin_again_or_a_new_one(app, client, operator):
+    operator.post("/operator/institutions", json=SCHOOL)
+    first = invitation_path(app, "head@lakeside.test")
+    resp = operator.post(
+        "/operator/institutions/lakeside-primary/admin-invitation", json={"email": "head@lakeside.test"}
+    )
+    assert resp.status_code == 201, resp.get_json()
+    assert (
+        client.get(first).status_code == 410
+        and client.get(invitation_path(app, "head@lakeside.test")).status_code == 200
+    )
+    new = operator.post(
+        "/operator/institutions/lakeside-primary/admin-invitation",
+        json={"email": "deputy@lakeside.test", "first_name": "Achieng", "last_name": "Odhiambo"},
+    )
+    assert new.status_code == 201 and new.get_json()["user_id"] != resp.get_json()["user_id"]
+    token = invitation_path(app, "deputy@lakeside.test").split("token=")[1]
+    assert (
+        client.post(
+            "/api/v1/auth/password/set", json={"token": token, "new_password": "deputy-head-lakeside"}
+        ).status_code
+        == 200
+    )
+    assert login(client, "deputy@lakeside.test", "deputy-head-lakeside")["user"]["role"] == "admin"
+    # Another school's address (or a non-admin login) is not taken over.
+    assert_problem(
+        operator.post(
+            "/operator/institutions/lakeside-primary/admin-invitation",
+            json={"email": "admin@demo-academy.test"},
+        ),
+        409,
+    )

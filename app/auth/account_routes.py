@@ -92,8 +92,8 @@ def set_password():
     "works once, for INVITATION_TTL seconds (7 days).",
 )
 def invite():
-    user, expires_at = accounts.invite_user(parse_body(InvitationIn).model_dump())
-    return jsonify(_invitation_out(user, expires_at)), 201
+    user, invitation = accounts.invite_user(parse_body(InvitationIn).model_dump())
+    return jsonify(_invitation_out(user, invitation.expires_at)), 201
 
 
 @bp.post("/users/<int:ident>/invitation")
@@ -110,5 +110,5 @@ def resend_invitation(ident):
     ).scalar_one_or_none()
     if user is None:
         raise NotFound("user")
-    expires_at = accounts.resend_invitation(user)
-    return jsonify(_invitation_out(user, expires_at)), 201
+    invitation = accounts.resend_invitation(user)
+    return jsonify(_invitation_out(user, invitation.expires_at)), 201

@@ -14,8 +14,9 @@ the outbox (app/notifications) and, when a broker is there, hands it to a worker
 """
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -90,7 +91,8 @@ def _expires_display(moment, inst: Institution) -> str:
     return f"{local:%A} {local.day} {local:%B %Y, %H:%M} ({inst.timezone or 'UTC'})"
 
 
-def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> int | None:
+def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> tuple[int | None, str]:
+    """(outbox id, the link the message carries)."""
     inst = db.session.get(Institution, user.institution_id)
     context = {
         "school": inst.name,
@@ -107,19 +109,26 @@ def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> int | 
         template, subject = "account_invitation", f"Your Schoolhouse account at {inst.name}"
     else:
         template, subject = "password_reset", f"Reset your Schoolhouse password ({inst.name})"
-    return enqueue_email(user.institution_id, f"{purpose}:{row.id}", user.email, template, context, subject)
+    outbox_id = enqueue_email(
+        user.institution_id, f"{purpose}:{row.id}", user.email, template, context, subject
+    )
+    return outbox_id, context["link"]
 
 
 # --- invitations -------------------------------------------------------------------------------------
 
 
-def issue_invitation(user: User, now=None):
-    """Queue an invitation to `user` in the caller's transaction; older invitation links stop working.
-    Returns when the new link expires."""
+class Invitation(NamedTuple):
+    expires_at: datetime
+    link: str  # for the e-mail; shown elsewhere only where mail stays on this machine (app/operator/cli.py)
+
+
+def issue_invitation(user: User, now=None) -> Invitation:
+    """Queue an invitation to `user` in the caller's transaction; older invitation links stop working."""
     now = now or utcnow()
     _spend_open_links(user.id, now, INVITE)
     raw, row = _new_link(user, INVITE, now)
-    outbox_id = _queue_mail(user, INVITE, raw, row)
+    outbox_id, link = _queue_mail(user, INVITE, raw, row)
     if outbox_id is not None:
         send_after_commit(outbox_id)
     audit.record(
@@ -129,16 +138,16 @@ def issue_invitation(user: User, now=None):
         {"expires_at": [None, row.expires_at.isoformat()]},
         institution_id=user.institution_id,
     )
-    return row.expires_at
+    return Invitation(row.expires_at, link)
 
 
 def invite_user(values: dict):
     """A new login without a password, and the e-mail that lets its owner choose one."""
     values = {**values, "password_hash": unusable_password_hash()}
     user = add_user(values)
-    expires_at = issue_invitation(user)
+    invitation = issue_invitation(user)
     commit_or_conflict()
-    return user, expires_at
+    return user, invitation
 
 
 def resend_invitation(user: User):
@@ -146,9 +155,9 @@ def resend_invitation(user: User):
         raise ApiError(
             409, "This login is deactivated; activate it before inviting its owner.", type_="conflict"
         )
-    expires_at = issue_invitation(user)
+    invitation = issue_invitation(user)
     db.session.commit()
-    return expires_at
+    return invitation
 
 
 # --- forgotten passwords ------------------------------------------------------------------------------
@@ -186,7 +195,7 @@ def request_password_reset(email: str) -> None:
     ):
         return
     raw, row = _new_link(user, RESET, now)
-    outbox_id = _queue_mail(user, RESET, raw, row)
+    outbox_id, _ = _queue_mail(user, RESET, raw, row)
     if outbox_id is not None and not in_process():  # in-process, sending now would take visible time
         send_after_commit(outbox_id)
     audit.record(

@@ -59,8 +59,6 @@ def create_operator_command(email, name, password):
 @click.option("--admin-last-name", default="Administrator", show_default=True)
 def create_school_command(name, timezone, country, currency, admin_email, admin_first_name, admin_last_name):
     """Create a school and e-mail its first admin an invitation."""
-    from flask import current_app
-
     from app.operator import services
     from app.operator.schemas import SchoolCreate
 
@@ -74,20 +72,31 @@ def create_school_command(name, timezone, country, currency, admin_email, admin_
         "admin_last_name": admin_last_name,
     }
     try:
-        inst, admin, expires_at = services.create_school(parse(SchoolCreate, values).model_dump(), "cli")
+        inst, admin, invitation = services.create_school(parse(SchoolCreate, values).model_dump(), "cli")
     except ApiError as exc:
         _fail(exc)
-    cfg = current_app.config
-    where = (
-        f"written to {cfg['MAIL_DIR']}/ as an .eml file"
-        if cfg["MAIL_BACKEND"] == "file"
-        else f"sent through {cfg['SMTP_HOST']}"
-    )
     click.echo(f"School {inst.name!r} created: id {inst.id}, slug {inst.slug}.")
-    click.echo(
-        f"Invitation to {admin.email} (admin) queued in the outbox, {where}; its link "
-        f"({cfg['PUBLIC_BASE_URL']}/account/password?token=...) works once, until {expires_at:%Y-%m-%d %H:%M} UTC."
-    )
+    _tell(admin.email, invitation)
+
+
+def _tell(email, invitation):
+    from flask import current_app
+
+    cfg = current_app.config
+    until = f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC"
+    if cfg["MAIL_BACKEND"] == "file":
+        # The mail stays on this machine (an .eml file): the link is shown here too, for whoever
+        # runs this command can read that file anyway.
+        click.echo(
+            f"Invitation to {email} queued; it goes to {cfg['MAIL_DIR']}/ as an .eml file (no SMTP_HOST)."
+        )
+        click.echo(f"Its link works once, until {until}:")
+        click.echo(f"  {invitation.link}")
+    else:
+        click.echo(
+            f"Invitation to {email} queued in the outbox (sent through {cfg['SMTP_HOST']}); its link "
+            f"({cfg['PUBLIC_BASE_URL']}/account/password?token=...) works once, until {until}."
+        )
 
 
 @schools_cli.command("list")
@@ -129,3 +138,22 @@ def resume_school_command(slug):
     inst = _school(slug)
     services.resume_school(inst, "cli")
     click.echo(f"{inst.slug} is open again.")
+
+
+@schools_cli.command("invite-admin")
+@click.argument("slug")
+@click.argument("email")
+@click.option("--first-name", default="School", show_default=True)
+@click.option("--last-name", default="Administrator", show_default=True)
+def invite_admin_command(slug, email, first_name, last_name):
+    """Invite an admin again (a new link) or a new admin: when the first admin's link expired or they left."""
+    from app.operator import services
+    from app.operator.schemas import AdminInvitationIn
+
+    inst = _school(slug)
+    try:
+        body = parse(AdminInvitationIn, {"email": email, "first_name": first_name, "last_name": last_name})
+        user, invitation = services.invite_admin(inst, body.model_dump(), "cli")
+    except ApiError as exc:
+        _fail(exc)
+    _tell(user.email, invitation)

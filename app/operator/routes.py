@@ -18,6 +18,8 @@ from app.extensions import db
 from app.institutions.models import Institution
 from app.operator import services
 from app.operator.schemas import (
+    AdminInvitationIn,
+    AdminInvitationOut,
     OperatorLoginIn,
     OperatorOut,
     OperatorTokensOut,
@@ -103,12 +105,12 @@ def list_schools():
     "once, for INVITATION_TTL seconds. 409 when the admin's address already has a login.",
 )
 def create_school():
-    inst, admin, expires_at = services.create_school(parse_body(SchoolCreate).model_dump(), _by())
+    inst, admin, invitation = services.create_school(parse_body(SchoolCreate).model_dump(), _by())
     body = {
         **services.school_out(inst),
         "admin_user_id": admin.id,
         "admin_email": admin.email,
-        "invitation_expires_at": expires_at,
+        "invitation_expires_at": invitation.expires_at,
     }
     return jsonify(body), 201
 
@@ -118,6 +120,24 @@ def create_school():
 @doc("One school", out=SchoolOut, tags=TAGS)
 def get_school(slug):
     return jsonify(services.school_out(services.school_or_404(slug)))
+
+
+@bp.post("/operator/institutions/<slug>/admin-invitation")
+@operator_only
+@doc(
+    "Invite an admin to a school: a new link for its admin, or a new admin login (a way back in when "
+    "the first admin's invitation expired or they left)",
+    body=AdminInvitationIn,
+    out=AdminInvitationOut,
+    status=201,
+    tags=TAGS,
+    description="409 when the address belongs to another login (not an active admin of this school).",
+)
+def invite_admin(slug):
+    inst = services.school_or_404(slug)
+    user, invitation = services.invite_admin(inst, parse_body(AdminInvitationIn).model_dump(), _by())
+    body = {"user_id": user.id, "email": user.email, "invitation_expires_at": invitation.expires_at}
+    return jsonify(body), 201
 
 
 @bp.post("/operator/institutions/<slug>/suspend")

@@ -44,6 +44,18 @@ class SchoolCreate(Body):
     admin_last_name: str = Field("Administrator", min_length=1, max_length=100)
 
 
+class AdminInvitationIn(Body):
+    email: Email
+    first_name: str = Field("School", min_length=1, max_length=100)
+    last_name: str = Field("Administrator", min_length=1, max_length=100)
+
+
+class AdminInvitationOut(Out):
+    user_id: int
+    email: str
+    invitation_expires_at: datetime
+
+
 class SuspendIn(Body):
     reason: str | None = Field(None, max_length=500)
 

@@ -20,13 +20,14 @@ from app.audit import services as audit
 from app.auth.accounts import issue_invitation, revoke_institution_sessions, unusable_password_hash
 from app.core.auth import NO_INSTITUTION, OPERATOR, Principal, unauthorized
 from app.core.crud import commit_or_conflict
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.security import encode_access_token, hash_password, new_session_id, verify_password
 from app.extensions import db
 from app.institutions.models import DEFAULT_GRADING_SCALE, Institution
 from app.notifications.services import institution_scope
 from app.operator.models import Operator, OperatorSession
+from app.people.models import User
 from app.people.services import add_user
 
 SCHOOL_FIELDS = ("id", "name", "slug", "timezone", "country", "currency", "created_at", "suspended_at")
@@ -162,7 +163,7 @@ def _record(inst_id, action, changes, by):
 
 def create_school(values: dict, by: str):
     """A school and its first admin, invited by e-mail, in one transaction. `values`: app/operator/
-    schemas.py SchoolCreate. Returns (institution, admin user, when the invitation expires)."""
+    schemas.py SchoolCreate. Returns (institution, admin user, app/auth/accounts.py Invitation)."""
     inst = Institution(
         name=values["name"],
         slug=_slug(values["name"]),
@@ -188,9 +189,36 @@ def create_school(values: dict, by: str):
                 "password_hash": unusable_password_hash(),
             }
         )
-        expires_at = issue_invitation(admin)
+        invitation = issue_invitation(admin)
     commit_or_conflict()
-    return inst, admin, expires_at
+    return inst, admin, invitation
+
+
+def invite_admin(inst: Institution, values: dict, by: str):
+    """Invite an admin to a school again, or a new one: the way back in when the first admin's link
+    expired or they left. An address that is already this school's admin gets a new link; any other
+    address gets a new admin login. Returns (user, Invitation)."""
+    email = values["email"].lower()
+    with institution_scope(inst.id):
+        user = db.session.execute(
+            select(User).where(func.lower(User.email) == email, User.deleted_at.is_(None))
+        ).scalar_one_or_none()
+        if user is not None and (user.role != "admin" or not user.is_active):
+            raise Conflict("This address belongs to another login of this school; an admin can change it.")
+        if user is None:
+            user = add_user(
+                {
+                    "email": email,
+                    "role": "admin",
+                    "first_name": values["first_name"],
+                    "last_name": values["last_name"],
+                    "password_hash": unusable_password_hash(),
+                }
+            )
+        invitation = issue_invitation(user)
+        _record(inst.id, "invite_admin", {"email": [None, email]}, by)
+    commit_or_conflict()
+    return user, invitation
 
 
 def suspend_school(inst: Institution, by: str, reason: str | None = None) -> int:
