@@ -2,13 +2,14 @@
 policy, and the links every e-mail carries (followed with the test client). The outbox rows hold the
 e-mails: their context has the link the message shows."""
 
+import json
 import secrets
 import statistics
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from app.auth import accounts
 from app.auth.models import AccountToken
@@ -17,6 +18,7 @@ from app.core.models import utcnow
 from app.extensions import db
 from app.notifications import mailer
 from app.notifications.models import OutboxEmail
+from app.notifications.services import mail_context
 from app.people.models import Teacher, User
 from tests.conftest import PASSWORD, Api, assert_problem, login
 
@@ -32,12 +34,20 @@ def mails(template, to=None):
     return db.session.execute(stmt, execution_options={"skip_tenant": True}).scalars().all()
 
 
+def sent_context(mail):
+    """The context the mail is rendered with when sent: its links are made then, never stored."""
+    return mail_context(mail.template, mail.context, mail.institution_id)
+
+
 def link_path(app, mail):
     """The path (and query) of the link a mail carries, checked to start with PUBLIC_BASE_URL."""
-    link = mail.context["link"]
+    context = sent_context(mail)
+    link = context["link"]
     base = app.config["PUBLIC_BASE_URL"]
     assert link.startswith(base + "/"), (link, base)
-    text, html = mailer.render(mail.template, mail.context)
+    # The outbox row holds no working link: not the link, not its token.
+    assert "link" not in mail.context and token_of(link) not in json.dumps(mail.context)
+    text, html = mailer.render(mail.template, context)
     assert link in text and link in html  # the message shows the link it names
     return link[len(base) :]
 
@@ -240,7 +250,7 @@ def test_the_policy_refuses_short_and_common_passwords(password, ok):
     assert (password_problem(password) is None) is ok
 
 
-def test_the_policy_applies_to_new_logins_and_changes(admin, client, demo):
+def test_the_policy_applies_to_new_logins_and_changes(app, admin, client, demo):
     free = (
         db.session.execute(
             select(Teacher.id).where(
@@ -263,7 +273,7 @@ def test_the_policy_applies_to_new_logins_and_changes(admin, client, demo):
     change = {"current_password": PASSWORD, "new_password": "sunshine2024"}
     assert_problem(accountant.post("/auth/password", json=change), 422, "new_password")
     forgot(client, "accountant@demo-academy.test")
-    token = mails("password_reset", "accountant@demo-academy.test")[0].context["link"].split("token=")[1]
+    token = token_of(link_path(app, mails("password_reset", "accountant@demo-academy.test")[0]))
     assert_problem(client.post(SET, json={"token": token, "new_password": "qwertyuiop"}), 422, "new_password")
 
 
@@ -290,10 +300,12 @@ def test_export_ready_mail_links_to_the_file(app, client, admin, demo, exports_i
     mail = db.session.execute(
         select(OutboxEmail).where(OutboxEmail.dedupe_key == f"export-ready:{job['id']}")
     ).scalar_one()
-    link = mail.context["download_url"]
+    assert mail.context["download_url"] is None  # the row keeps no credential: signed when sent
+    context = sent_context(mail)
+    link = context["download_url"]
     base = app.config["PUBLIC_BASE_URL"]
     assert link.startswith(f"{base}/api/v1/exports/{job['id']}/download?token=")
-    text, html = mailer.render(mail.template, mail.context)
+    text, html = mailer.render(mail.template, context)
     assert link in text and "Download it from Schoolhouse" not in text and link in html
     # The mail is read later than an API client's link lives: its link lasts as long as the export.
     saved = app.config["EXPORT_LINK_TTL"]
@@ -334,12 +346,22 @@ def test_public_base_url_setting(monkeypatch, tmp_path):
 
 
 def test_links_follow_public_base_url(app, client):
+    forgot(client, "accountant@demo-academy.test")
+    mail = mails("password_reset", "accountant@demo-academy.test")[0]
     saved = app.config["PUBLIC_BASE_URL"]
     app.config["PUBLIC_BASE_URL"] = "https://school.example.org/sh"
-    try:
-        forgot(client, "accountant@demo-academy.test")
+    try:  # the link is made when the mail is sent, on the setting of that moment
+        link = sent_context(mail)["link"]
     finally:
         app.config["PUBLIC_BASE_URL"] = saved
-    link = mails("password_reset", "accountant@demo-academy.test")[0].context["link"]
     assert link.startswith("https://school.example.org/sh/account/password?token=")
-    assert db.session.scalar(select(func.count()).select_from(AccountToken)) >= 1
+
+
+def test_changing_the_password_spends_mailed_links(app, client):
+    email = "accountant@demo-academy.test"
+    forgot(client, email)
+    token = token_of(link_path(app, mails("password_reset", email)[0]))
+    me = Api(client, login(client, email))
+    change = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    assert me.post("/auth/password", json=change).status_code == 204
+    assert_problem(client.post(SET, json={"token": token, "new_password": "yet-another-passphrase"}), 410)

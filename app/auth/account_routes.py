@@ -24,6 +24,14 @@ from app.people.schemas import UserOut
 
 bp = Blueprint("accounts", __name__)
 
+
+@bp.record_once
+def _mail_links(state):
+    # The links of these mails are made when they are sent (app/notifications/services.py mail_context).
+    links = state.app.extensions.setdefault("mail_links", {})
+    links["account_invitation"] = links["password_reset"] = accounts.mail_links
+
+
 USER_FIELDS = fields_of(UserOut)
 FORGOT_ANSWER = (
     "If this address belongs to an account, a link to choose a new password is on its way. "

@@ -1,11 +1,13 @@
 """Accounts over their life: the invitation that opens one, the forgotten password, and setting a
 password from the link either sends.
 
-A link carries a random 256-bit token; `account_tokens` keeps only its sha256 (app/core/security.py
-token_digest), its purpose, its user and its expiry. Nobody can make a working link without the
-database, a copy of the table holds none, and a link works once: the first use spends it in a
-conditional UPDATE, so of two concurrent uses exactly one wins. Setting a password spends every other
-open link of that person and ends all their sessions.
+A link carries a 256-bit token; `account_tokens` keeps only its sha256 (app/core/security.py
+token_digest), its purpose, its user and its expiry. The token is an HMAC, under SECRET_KEY, of a
+random nonce that only the outbox row keeps; the mail's link is made from it when the mail is sent
+(app/notifications/services.py mail_context). So the database holds no working link, in either table,
+and nobody makes one without the key. A link works once: the first use spends it in a conditional
+UPDATE, so of two concurrent uses exactly one wins. Setting a password spends every other open link of
+that person and ends all their sessions.
 
 "Forgot password" answers the same whether or not the address has an account: the same status and
 body, and about the same time, because the request never sends mail itself. It queues the message in
@@ -13,6 +15,9 @@ the outbox (app/notifications) and, when a broker is there, hands it to a worker
 (tasks in-process) the outbox dispatcher sends it within a minute (config.BEAT_SCHEDULE).
 """
 
+import base64
+import hashlib
+import hmac
 import secrets
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -64,19 +69,37 @@ def unusable_password_hash() -> str:
 # --- the links ----------------------------------------------------------------------------------------
 
 
+def link_token(nonce: str) -> str:
+    """The token of a link, from the nonce its mail keeps (see the module's docstring)."""
+    key = current_app.config["SECRET_KEY"].encode()
+    digest = hmac.new(key, f"schoolhouse.account-link:{nonce}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def link_url(nonce: str) -> str:
+    return public_url(SET_PASSWORD_PAGE, token=link_token(nonce))
+
+
+def mail_links(context: dict, institution_id) -> dict:
+    """The invitation's or reset's link, made as the mail is sent (app/notifications mail_context)."""
+    nonce = context.get("link_nonce")
+    return {"link": link_url(nonce)} if nonce else {}  # none: the render fails for good, as it should
+
+
 def _new_link(user: User, purpose: str, now) -> tuple[str, AccountToken]:
-    raw = new_token()
+    """(the nonce its mail keeps, the token row)."""
+    nonce = new_token()
     row = AccountToken(
         institution_id=user.institution_id,
         user_id=user.id,
         purpose=purpose,
-        token_hash=token_digest(raw),
+        token_hash=token_digest(link_token(nonce)),
         created_at=now,
         expires_at=now + timedelta(seconds=current_app.config[TTL_SETTING[purpose]]),
     )
     db.session.add(row)
     db.session.flush()
-    return raw, row
+    return nonce, row
 
 
 def _spend_open_links(user_id, now, purpose=None):
@@ -91,8 +114,8 @@ def _expires_display(moment, inst: Institution) -> str:
     return f"{local:%A} {local.day} {local:%B %Y, %H:%M} ({inst.timezone or 'UTC'})"
 
 
-def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> tuple[int | None, str]:
-    """(outbox id, the link the message carries)."""
+def _queue_mail(user: User, purpose: str, nonce: str, row: AccountToken) -> tuple[int | None, str]:
+    """(outbox id, the link the message will carry)."""
     inst = db.session.get(Institution, user.institution_id)
     context = {
         "school": inst.name,
@@ -101,7 +124,7 @@ def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> tuple[
         "user_name": f"{user.first_name} {user.last_name}".strip(),
         "email": user.email,
         "role_label": ROLE_LABELS.get(user.role, user.role),
-        "link": public_url(SET_PASSWORD_PAGE, token=raw),
+        "link_nonce": nonce,  # not a link: mail_links makes it with SECRET_KEY
         "expires_display": _expires_display(row.expires_at, inst),
         "minutes": current_app.config["PASSWORD_RESET_TTL"] // 60,
     }
@@ -112,7 +135,7 @@ def _queue_mail(user: User, purpose: str, raw: str, row: AccountToken) -> tuple[
     outbox_id = enqueue_email(
         user.institution_id, f"{purpose}:{row.id}", user.email, template, context, subject
     )
-    return outbox_id, context["link"]
+    return outbox_id, link_url(nonce)
 
 
 # --- invitations -------------------------------------------------------------------------------------
@@ -127,8 +150,8 @@ def issue_invitation(user: User, now=None) -> Invitation:
     """Queue an invitation to `user` in the caller's transaction; older invitation links stop working."""
     now = now or utcnow()
     _spend_open_links(user.id, now, INVITE)
-    raw, row = _new_link(user, INVITE, now)
-    outbox_id, link = _queue_mail(user, INVITE, raw, row)
+    nonce, row = _new_link(user, INVITE, now)
+    outbox_id, link = _queue_mail(user, INVITE, nonce, row)
     if outbox_id is not None:
         send_after_commit(outbox_id)
     audit.record(
@@ -194,8 +217,8 @@ def request_password_reset(email: str) -> None:
         or _reset_mailed_lately(user.id, now)
     ):
         return
-    raw, row = _new_link(user, RESET, now)
-    outbox_id, _ = _queue_mail(user, RESET, raw, row)
+    nonce, row = _new_link(user, RESET, now)
+    outbox_id, _ = _queue_mail(user, RESET, nonce, row)
     if outbox_id is not None and not in_process():  # in-process, sending now would take visible time
         send_after_commit(outbox_id)
     audit.record(

@@ -6,7 +6,7 @@ from flask import current_app, request
 from sqlalchemy import func, select, update
 
 from app.audit import services as audit
-from app.auth.models import AuthSession, RefreshToken
+from app.auth.models import AccountToken, AuthSession, RefreshToken
 from app.core.auth import Principal, unauthorized
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
@@ -238,6 +238,12 @@ def change_password(principal: Principal, current_password, new_password):
     if not verify_password(user.password_hash, current_password):
         raise ValidationFailed({"current_password": "is wrong"})
     user.password_hash = hash_password(new_password)
+    # Links mailed earlier (invitation, reset: app/auth/accounts.py) stop working with it.
+    db.session.execute(
+        update(AccountToken)
+        .where(AccountToken.user_id == user.id, AccountToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
     audit.record("password_change", "user", user.id)
     revoke_user_sessions(user.id, "password_change", keep=principal.session_id)
     db.session.commit()

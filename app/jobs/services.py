@@ -104,10 +104,14 @@ def _mail_signer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-mail")
 
 
-def mail_download_url(job: Job) -> str:
-    """The signed download link for the "export ready" e-mail, on PUBLIC_BASE_URL."""
-    token = _mail_signer().dumps({"job": job.id, "ins": job.institution_id})
-    return public_url("jobs.download_export", ident=job.id, token=token)
+def mail_links(context: dict, institution_id) -> dict:
+    """The "export ready" e-mail's download link, signed as the mail is sent (app/notifications/
+    services.py mail_context), so the outbox row never holds it; on PUBLIC_BASE_URL."""
+    job_id = context.get("job_id")
+    if context.get("download_url") or job_id is None:  # a given link, or a context the render refuses
+        return {}
+    token = _mail_signer().dumps({"job": job_id, "ins": institution_id})
+    return {"download_url": public_url("jobs.download_export", ident=job_id, token=token)}
 
 
 def _link_claims(token):
@@ -412,22 +416,22 @@ def run_export(job_id):
                 run.attempt,
             )
             return None
-        _notify_ready(job)
+        _notify_ready(job.id)
         db.session.commit()
         log.info("job %s: export done, %s rows, %s bytes", job_id, rows, size)
         return {"rows": rows, "size_bytes": size}
 
 
-def _notify_ready(job):
+def _notify_ready(job_id):
     """ "Your export is ready" e-mail, queued in the transaction that marks the job done (the outbox
     dedupes it per job). A problem there must not lose the export: it runs in a savepoint."""
     # pysqlite's savepoints leave the file locked after commit; SQLite is the single-user embedded default
     sqlite = db.session.connection().dialect.name == "sqlite"
     try:
         with nullcontext() if sqlite else db.session.begin_nested():
-            notify_export_ready(job.id, mail_download_url(job))
+            notify_export_ready(job_id)
     except Exception:  # noqa: BLE001
-        log.exception("job %s: could not queue the export-ready e-mail", job.id)
+        log.exception("job %s: could not queue the export-ready e-mail", job_id)
 
 
 # --- student import --------------------------------------------------------------------------------
