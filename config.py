@@ -173,6 +173,19 @@ BEAT_SCHEDULE = {
 }
 
 
+def public_base_url(raw: str | None) -> str | None:
+    """PUBLIC_BASE_URL: where people reach this deployment (`https://school.example.org`, optionally with
+    a path prefix). E-mails build their links on it, since a worker sending them has no request."""
+    if not raw:
+        return None
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if scheme not in ("http", "https") or not sep or not host or set(url) & set("?#\\ \"'<>"):
+        raise RuntimeError(f"PUBLIC_BASE_URL: {raw!r} is not a base URL like https://school.example.org")
+    return url
+
+
 def database_url(url):
     """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; this project ships psycopg2."""
     for prefix in ("postgresql://", "postgres://"):
@@ -210,6 +223,11 @@ class Config:
         self.REVOCATION_RECHECK_S = env("REVOCATION_RECHECK_S", 1.0, float)
         self.REFRESH_TOKEN_TTL = env("REFRESH_TOKEN_TTL", 14 * 24 * 3600, int)
         self.DEMO_PASSWORD = env("DEMO_PASSWORD", "schoolhouse-demo")
+        # Accounts (app/auth/accounts.py): how long an invitation link and a password-reset link work.
+        self.INVITATION_TTL = env("INVITATION_TTL", 7 * 24 * 3600, int)
+        self.PASSWORD_RESET_TTL = env("PASSWORD_RESET_TTL", 30 * 60, int)
+        # The platform operator's access token (app/operator): one sitting, no refresh token.
+        self.OPERATOR_TOKEN_TTL = env("OPERATOR_TOKEN_TTL", 3600, int)
         # Rate limits, Flask-Limiter notation
         self.RATELIMIT_ENABLED = env("RATELIMIT_ENABLED", True, bool)
         # Failed logins (app/core/loginlimit.py): per account from one address (the tight one), per
@@ -236,6 +254,10 @@ class Config:
         self.MAIL_FROM = env("MAIL_FROM", "Schoolhouse <no-reply@schoolhouse.invalid>")
         self.MAIL_BACKEND = env("MAIL_BACKEND", "smtp" if self.SMTP_HOST else "file")
         self.MAIL_DIR = env("MAIL_DIR", str(Path(self.INSTANCE_DIR) / "mail"))
+        # The links in e-mails (invitations, password resets, export downloads) start with this. Unset:
+        # the local server (`make run` on PORT, default 5000); production with SMTP refuses to start.
+        self.PUBLIC_BASE_URL_SET = public_base_url(env("PUBLIC_BASE_URL"))
+        self.PUBLIC_BASE_URL = self.PUBLIC_BASE_URL_SET or f"http://127.0.0.1:{env('PORT', '5000')}"
         self.OUTBOX_MAX_ATTEMPTS = env("OUTBOX_MAX_ATTEMPTS", 8, int)
         self.OUTBOX_RETRY_BASE_SECONDS = env("OUTBOX_RETRY_BASE_SECONDS", 60, int)  # doubles per attempt
         self.OUTBOX_RETRY_MAX_SECONDS = env("OUTBOX_RETRY_MAX_SECONDS", 6 * 3600, int)
@@ -420,6 +442,8 @@ class ProductionConfig(Config):
         super().__init__()
         self.HSTS_MAX_AGE = env("HSTS_MAX_AGE", 365 * 24 * 3600, int)
         self.DEMO_PASSWORD = env("DEMO_PASSWORD")  # the published default never guards a production seed
+        if not self.PUBLIC_BASE_URL_SET:  # only without SMTP (validate): gunicorn's own port
+            self.PUBLIC_BASE_URL = f"http://127.0.0.1:{env('PORT', '8000')}"
 
     def validate(self):
         problem = secret_key_problem(self.SECRET_KEY)
@@ -427,6 +451,12 @@ class ProductionConfig(Config):
             raise RuntimeError(
                 f"SECRET_KEY {problem}: production needs a random key of at least "
                 f"{SECRET_KEY_MIN_LENGTH} characters. Make one with: {KEY_HINT}"
+            )
+        if self.MAIL_BACKEND == "smtp" and not self.PUBLIC_BASE_URL_SET:
+            # Invitations and password resets would otherwise link to 127.0.0.1.
+            raise RuntimeError(
+                "PUBLIC_BASE_URL is not set: production sending e-mail (SMTP_HOST) needs the address "
+                "people reach this deployment at, e.g. PUBLIC_BASE_URL=https://school.example.org"
             )
 
 

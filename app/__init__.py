@@ -135,6 +135,8 @@ def register_blueprints(app):
     from app.academics.routes import bp as academics_bp
     from app.attendance.routes import bp as attendance_bp
     from app.audit.routes import bp as audit_bp
+    from app.auth.account_routes import bp as accounts_bp
+    from app.auth.pages import bp as account_pages_bp
     from app.auth.routes import bp as auth_bp
     from app.docs import bp as docs_bp
     from app.docs import index_bp
@@ -143,6 +145,7 @@ def register_blueprints(app):
     from app.health.routes import bp as health_bp
     from app.institutions.routes import bp as institutions_bp
     from app.jobs.routes import bp as jobs_bp
+    from app.operator.routes import bp as operator_bp
     from app.people.routes import bp as people_bp
 
     for bp in (
@@ -156,10 +159,13 @@ def register_blueprints(app):
         audit_bp,
         jobs_bp,
         docs_bp,
+        accounts_bp,
+        operator_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     app.register_blueprint(health_bp)
     app.register_blueprint(index_bp)  # GET /: where the docs, health and version are
+    app.register_blueprint(account_pages_bp)  # /account/password: the page e-mailed links open
 
 
 def register_rate_limits(app):
@@ -178,10 +184,13 @@ def register_errors(app):
 
 def register_cli(app):
     from app.jobs.cli import jobs_cli
+    from app.operator.cli import operators_cli, schools_cli
     from app.seed import seed_cli
 
     app.cli.add_command(seed_cli)
     app.cli.add_command(jobs_cli)
+    app.cli.add_command(operators_cli)
+    app.cli.add_command(schools_cli)
 
 
 def register_celery(app):

@@ -953,6 +953,22 @@ SAMPLES = {
         "days_overdue": 1,
     },
     "export_ready": export_context(user_name="Liam <O'Brien> & co"),
+    "account_invitation": {
+        "user_name": "Liam <O'Brien> & co",
+        "email": "liam@demo.test",
+        "role_label": "teacher",
+        "link": "http://127.0.0.1:5000/account/password?token=abc",
+        "expires_display": "Friday 14 March 2025, 09:00 (Africa/Nairobi)",
+        "minutes": 30,
+    },
+    "password_reset": {
+        "user_name": "Liam <O'Brien> & co",
+        "email": "liam@demo.test",
+        "role_label": "teacher",
+        "link": "http://127.0.0.1:5000/account/password?token=abc",
+        "expires_display": "Friday 14 March 2025, 09:00 (Africa/Nairobi)",
+        "minutes": 30,
+    },
 }
 
 

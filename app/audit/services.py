@@ -8,6 +8,7 @@ from flask import g, has_request_context, request
 from sqlalchemy import insert, inspect
 
 from app.audit.models import AuditEntry
+from app.core.auth import OPERATOR
 from app.core.crud import flush_or_conflict
 from app.core.models import utcnow
 from app.core.schemas import iso_utc
@@ -31,7 +32,9 @@ def _context():
     if not has_request_context():
         return None, None, None
     p = g.get("principal")
-    return (p.user_id if p else None), g.get("request_id"), request.remote_addr
+    # The platform's operator is no user of any school: its actions have no actor_id (app/operator).
+    actor = p.user_id if p and p.role != OPERATOR else None
+    return actor, g.get("request_id"), request.remote_addr
 
 
 def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, actor_id=None):
@@ -99,7 +102,7 @@ def snapshot(obj, fields) -> dict:
 def record_security_event(action, *, institution_id=None, actor_id=None, detail=None):
     """Failed logins, denied access, rate-limit hits: kept even when the request's own work rolls back."""
     iid = institution_id or current_institution_id()
-    if iid is None:
+    if not iid:  # none, or the operator's (app/core/auth.py NO_INSTITUTION): no school's trail
         log.info("security event %s without institution: %s", action, detail)
         return
     row = entry(action, "security", None, detail, institution_id=iid, actor_id=actor_id)

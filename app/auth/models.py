@@ -52,3 +52,24 @@ class RefreshToken(TenantMixin, db.Model):
         # logout/revocation: a session's tokens
         Index("ix_refresh_tokens_session_id", "session_id"),
     )
+
+
+class AccountToken(TenantMixin, db.Model):
+    """A link's secret for setting a password: an invitation or a password reset (app/auth/accounts.py).
+    Single use (used_at), expiring, and stored as its sha256 only: the database never holds a working link."""
+
+    __tablename__ = "account_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(10))  # invite, reset
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # following a link: find its token
+        Index("uq_account_tokens_token_hash", "token_hash", unique=True),
+        # a new link or a new password spends the user's open ones; "one reset mail a minute"
+        Index("ix_account_tokens_user_id", "user_id", "purpose"),
+    )

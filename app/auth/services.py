@@ -6,7 +6,7 @@ from flask import current_app, request
 from sqlalchemy import func, select, update
 
 from app.audit import services as audit
-from app.auth.models import AuthSession, RefreshToken
+from app.auth.models import AccountToken, AuthSession, RefreshToken
 from app.core.auth import Principal, unauthorized
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
@@ -19,6 +19,7 @@ from app.core.security import (
     verify_password,
 )
 from app.extensions import db
+from app.institutions.services import refuse_if_suspended
 from app.people.models import Guardian, Student, Teacher, User
 
 UNSCOPED = {"skip_tenant": True}  # before login there is no tenant yet
@@ -123,6 +124,7 @@ def login(email, password):
                 detail={"email": user.email},
             )
         raise unauthorized("The e-mail address or password is wrong.")
+    refuse_if_suspended(user.institution_id)  # only after the password: it says the account exists
     session = AuthSession(
         id=new_session_id(),
         user_id=user.id,
@@ -211,6 +213,7 @@ def refresh(raw_token):
     if row is None:
         raise unauthorized("The refresh token is not valid.")
     session = db.session.get(AuthSession, row.session_id, execution_options=UNSCOPED)
+    refuse_if_suspended(session.institution_id)
     if row.used_at is not None:
         # A spent token came back: someone holds a copy. End the whole chain.
         revoke_sessions([session.id], "refresh_reuse")
@@ -252,6 +255,12 @@ def change_password(principal: Principal, current_password, new_password):
     if not verify_password(user.password_hash, current_password):
         raise ValidationFailed({"current_password": "is wrong"})
     user.password_hash = hash_password(new_password)
+    # Links mailed earlier (invitation, reset: app/auth/accounts.py) stop working with it.
+    db.session.execute(
+        update(AccountToken)
+        .where(AccountToken.user_id == user.id, AccountToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
     audit.record("password_change", "user", user.id)
     revoke_user_sessions(user.id, "password_change", keep=principal.session_id)
     db.session.commit()

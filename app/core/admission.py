@@ -30,7 +30,7 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from app.core.auth import Principal, principal_from_request, security_event, unauthorized
+from app.core.auth import OPERATOR, Principal, principal_from_request, security_event, unauthorized
 from app.core.caching import MEDIUM, ResponseCache, record_outcome
 from app.core.errors import Forbidden
 from app.core.ratelimit import too_many_requests
@@ -174,6 +174,7 @@ class Admission:
     def admit(self):
         state = g.admission = _State()
         g.principal = None
+        set_current_institution(None)  # a public view runs as no school, whatever ran before in this context
         view = current_app.view_functions.get(request.endpoint or "")
         if view is None or request.method == "OPTIONS":
             return None
@@ -188,7 +189,10 @@ class Admission:
         lookup = None
         if request.method == "GET" and self.cache.enabled and getattr(view, "cache_tables", None):
             lookup = self._lookup_args(principal, view)
-        who = None if exempt else f"user:{principal.user_id}"
+        # Operators (app/operator) are numbered apart from users: their own API-tier counters.
+        who = (
+            None if exempt else f"{'operator' if principal.role == OPERATOR else 'user'}:{principal.user_id}"
+        )
         revoked, versions, body = self._run(state, who, principal.session_id, lookup)
         if revoked is None:  # Redis could not tell: the store asks the database (and rebuilds the copy)
             revoked = self.revocations.is_revoked(principal.session_id)
@@ -197,6 +201,8 @@ class Admission:
         if revoked:
             raise session_ended()
         allowed = getattr(view, "allowed_roles", None)
+        if allowed is None and principal.role == OPERATOR:
+            allowed = ()  # no school view is open to the operator, only those naming its role
         if allowed is not None and principal.role not in allowed:
             security_event("access_denied", detail={"path": request.path, "role": principal.role})
             raise Forbidden()

@@ -16,6 +16,12 @@ from flask import current_app, g, request
 from app.core.errors import ApiError, Forbidden
 from app.core.security import decode_access_token
 
+# The platform's operator (app/operator) belongs to no school. Its token names this role and this
+# institution, which owns no row: should a query run for it anyway, the tenant scope
+# (app/core/tenancy.py) finds nothing. Admission lets it reach only views that name the role.
+OPERATOR = "operator"
+NO_INSTITUTION = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

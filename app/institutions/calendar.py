@@ -5,8 +5,7 @@ UTC. A school without a zone, with an unknown one, or a host without a tz databa
 """
 
 from datetime import UTC, date, datetime, time, tzinfo
-from functools import cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from flask import g, has_request_context
 from sqlalchemy import select
@@ -24,16 +23,6 @@ def zone(name: str | None) -> tzinfo:
         return ZoneInfo(name)
     except Exception:  # noqa: BLE001 - unknown or malformed name, or no tz database
         return UTC
-
-
-@cache
-def _known_zones() -> frozenset:
-    return frozenset(available_timezones())  # reads the tz database's files: once per process
-
-
-def known_zone(name: str) -> bool:
-    """A zone name of the IANA tz database this host has (what a school's timezone may be set to)."""
-    return name in _known_zones()
 
 
 def _current_zone_name() -> str | None:

@@ -1,4 +1,6 @@
-from sqlalchemy import JSON, String
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import TimestampMixin
@@ -28,3 +30,6 @@ class Institution(TimestampMixin, db.Model):
     grading_scale: Mapped[list] = mapped_column(JSON, default=lambda: list(DEFAULT_GRADING_SCALE))
     # Chronic absence: attendance rate below this percentage over a range.
     absence_threshold: Mapped[int] = mapped_column(default=90)
+    country: Mapped[str | None] = mapped_column(String(2))  # ISO 3166-1 alpha-2 (app/institutions/codes.py)
+    # Set by the platform's operator (app/operator): its people cannot log in; its records stay.
+    suspended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -16,6 +16,13 @@ from app.jobs.schemas import ExportIn, ExportOut, ImportOut
 
 bp = Blueprint("jobs", __name__)
 
+
+@bp.record_once
+def _mail_links(state):
+    # The "export ready" mail's download link is signed when it is sent (app/notifications mail_context).
+    state.app.extensions.setdefault("mail_links", {})["export_ready"] = services.mail_links
+
+
 EXPORTERS = ("admin", "teacher", "accountant")
 EXPORT_SPEC = ListSpec(
     Job.id, filters={"status": Job.status, "kind": Job.kind, "format": Job.format}, default_sort="-id"

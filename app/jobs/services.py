@@ -23,6 +23,7 @@ from app.access.rules import class_in_scope_or_404, scope_students, teacher_clas
 from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
+from app.core.links import public_url
 from app.core.models import utcnow
 from app.core.schemas import errors_from, parse_date
 from app.core.tenancy import current_institution_id
@@ -101,6 +102,32 @@ def _signer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-download")
 
 
+def _mail_signer():
+    # The link in the "export ready" e-mail: read later than an API client's link, so it lives as long
+    # as the export (EXPORT_TTL) instead of EXPORT_LINK_TTL; its own salt keeps the two apart.
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="schoolhouse.export-mail")
+
+
+def mail_links(context: dict, institution_id) -> dict:
+    """The "export ready" e-mail's download link, signed as the mail is sent (app/notifications/
+    services.py mail_context), so the outbox row never holds it; on PUBLIC_BASE_URL."""
+    job_id = context.get("job_id")
+    if context.get("download_url") or job_id is None:  # a given link, or a context the render refuses
+        return {}
+    token = _mail_signer().dumps({"job": job_id, "ins": institution_id})
+    return {"download_url": public_url("jobs.download_export", ident=job_id, token=token)}
+
+
+def _link_claims(token):
+    cfg = current_app.config
+    try:
+        return _signer().loads(token, max_age=cfg["EXPORT_LINK_TTL"])
+    except SignatureExpired:
+        raise
+    except BadData:  # not an API link: perhaps the e-mail's
+        return _mail_signer().loads(token, max_age=cfg["EXPORT_TTL"])
+
+
 def sign(job: Job) -> str:
     return _signer().dumps({"job": job.id, "ins": job.institution_id})
 
@@ -121,7 +148,7 @@ def open_download(ident, token):
     if not token:
         raise NotFound("export")
     try:
-        claims = _signer().loads(token, max_age=current_app.config["EXPORT_LINK_TTL"])
+        claims = _link_claims(token)
     except SignatureExpired:
         raise ApiError(
             410,

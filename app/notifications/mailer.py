@@ -18,7 +18,14 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATES = ("absence_alert", "fee_reminder", "fee_overdue", "export_ready")
+TEMPLATES = (
+    "absence_alert",
+    "fee_reminder",
+    "fee_overdue",
+    "export_ready",
+    "account_invitation",  # app/auth/accounts.py
+    "password_reset",
+)
 
 
 class PermanentMailError(Exception):

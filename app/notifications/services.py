@@ -367,6 +367,16 @@ def _release(rows, now):
     return len(rows)
 
 
+def mail_context(template, context, institution_id):
+    """What a message is rendered with: its stored context, plus the links its template's owner makes
+    when it is sent (`app.extensions["mail_links"]`: template -> (context, institution_id) -> dict).
+    A link that is a credential (set a password, download an export) is so never stored in the outbox:
+    the row keeps only what cannot be turned into one without SECRET_KEY (app/auth/accounts.py,
+    app/jobs/services.py)."""
+    make = current_app.extensions.get("mail_links", {}).get(template)
+    return {**context, **make(context, institution_id)} if make else context
+
+
 def _deliver(ids, now, deadline=None):
     """Send claimed rows; every outcome is committed row by row. Rows not yet tried when the
     `deadline` (time.monotonic) passes are handed back. Returns {status: count}."""
@@ -391,7 +401,9 @@ def _deliver(ids, now, deadline=None):
                 report["released"] += _release(rows[i:], now)
                 break
             try:
-                text, html = mailer.render(row.template, row.context or {})
+                text, html = mailer.render(
+                    row.template, mail_context(row.template, row.context or {}, row.institution_id)
+                )
                 msg = mailer.build_message(
                     outbox_id=row.id,
                     created_at=row.created_at,
@@ -752,6 +764,7 @@ __all__ = [
     "send_absence_alerts",
     "send_fee_reminders",
     "notify_export_ready",
+    "mail_context",
     "send_after_commit",
     "backoff",
     "institution_scope",

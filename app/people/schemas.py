@@ -3,6 +3,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from app.auth.passwords import NewPassword
 from app.core.schemas import Body, Email, Out
 
 Role = Literal["admin", "teacher", "guardian", "student", "accountant"]
@@ -11,7 +12,7 @@ Name = Field(min_length=1, max_length=100)
 
 class UserCreate(Body):
     email: Email
-    password: str = Field(min_length=10, max_length=1024)
+    password: NewPassword
     role: Role
     first_name: str = Name
     last_name: str = Name

@@ -15,6 +15,14 @@ ROLE_LINK = {"student": "student_id", "teacher": "teacher_id", "guardian": "guar
 
 
 def create_user(values: dict) -> User:
+    user = add_user(values)
+    commit_or_conflict()
+    return user
+
+
+def add_user(values: dict) -> User:
+    """A new login in the current transaction (flushed, audited, not committed). `values` holds either
+    `password` or, for a login whose owner sets it later (app/auth/accounts.py), `password_hash`."""
     links = {k: values.pop(k) for k in LINKS if k in values}
     given = {k: v for k, v in links.items() if v is not None}
     needed = ROLE_LINK.get(values["role"])
@@ -28,7 +36,8 @@ def create_user(values: dict) -> User:
     if person is not None and person.user_id is not None:
         raise ValidationFailed({needed: "already has a login"})
     values["email"] = values["email"].lower()
-    values["password_hash"] = hash_password(values.pop("password"))
+    if "password" in values:
+        values["password_hash"] = hash_password(values.pop("password"))
     user = User(**values)
     db.session.add(user)
     flush_or_conflict()
@@ -40,7 +49,6 @@ def create_user(values: dict) -> User:
         user.id,
         audit.snapshot(user, ["email", "role", "first_name", "last_name", "is_active"]),
     )
-    commit_or_conflict()
     return user
 
 
