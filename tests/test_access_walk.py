@@ -418,6 +418,12 @@ class World:
                 "first_name": "Wanda",
                 "last_name": "Walker",
             },
+            "POST /api/v1/invitations": {
+                "email": "walk-invited@demo-academy.test",
+                "role": "accountant",
+                "first_name": "Ivy",
+                "last_name": "Walker",
+            },
             "PATCH /api/v1/users/{ident}": {"first_name": "Renamed"},
             "POST /api/v1/assessment-types": {"name": "Walk type 2", "weight": "10"},
             "PATCH /api/v1/assessment-types/{ident}": {"weight": "15"},
@@ -496,6 +502,12 @@ class World:
                 "new_password": "another-long-password",
             },
             "POST /api/v1/auth/login": {"email": "admin@demo-academy.test", "password": PASSWORD},
+            "POST /api/v1/auth/password/forgot": {"email": "admin@demo-academy.test"},
+            "POST /api/v1/auth/password/set": {
+                "token": "not-a-link-token-0123",
+                "new_password": "a long unusual phrase 42",
+            },
+            "POST /api/v1/operator/login": {"email": "admin@demo-academy.test", "password": PASSWORD},
             "POST /api/v1/auth/refresh": {"refresh_token": self.tokens["admin"]["refresh_token"]},
         }
 
@@ -513,6 +525,10 @@ PUBLIC = {
     "POST /api/v1/auth/login": "2xx",
     "POST /api/v1/auth/refresh": "2xx",
     "GET /api/v1/exports/{ident}/download": 404,  # without its signed link an export is not found
+    "POST /api/v1/auth/password/forgot": "2xx",  # answers alike for every address
+    "GET /api/v1/auth/password/link": 422,  # the e-mailed link's token is the credential: none given
+    "POST /api/v1/auth/password/set": 400,  # a token no link carried
+    "POST /api/v1/operator/login": 401,  # a school's admin is not an operator
 }
 # Lists whose rows are records of a kind other than the path's first segment.
 ROWS_OF = {"GET /api/v1/classes/{ident}/students": "students"}
@@ -571,6 +587,9 @@ class Walk:
         for name in re.findall(r"\{(\w+)\}", op.path):
             if name == "day":
                 ids[name] = self.world.day
+                continue
+            if name == "slug":  # operator views: no school role may call them, whichever school
+                ids[name] = "demo-academy"
                 continue
             kind = "guardians" if name == "guardian_id" else _resource(op.path)
             records = self.world.r.get(kind)

@@ -9,8 +9,10 @@ docs/ACCESS.md differs), and tests/test_access_walk.py walks the same list.
 import re
 from dataclasses import dataclass
 
-from app.core.auth import ROLES, WHOLE_SCHOOL, Reach, declared_access
+from app.core.auth import OPERATOR, ROLES, WHOLE_SCHOOL, Reach, declared_access
 from app.core.openapi import build_spec
+
+COLUMNS = (*ROLES, OPERATOR)  # the platform operator belongs to no school: its own column
 
 METHOD_ORDER = ("get", "post", "put", "patch", "delete")
 
@@ -93,27 +95,27 @@ def render(app) -> str:
         "",
         "## Reaches",
         "",
-        _row(["reach", *ROLES]),
-        _row(["---"] * (len(ROLES) + 1)),
+        _row(["reach", *COLUMNS]),
+        _row(["---"] * (len(COLUMNS) + 1)),
     ]
     for name in sorted(reaches):
         words = reaches[name].by_role
-        lines.append(_row([name, *(words[r] if r in used[name] else "" for r in ROLES)]))
+        lines.append(_row([name, *(words[r] if r in used[name] else "" for r in COLUMNS)]))
     lines += [
         "",
         f"`{WHOLE_SCHOOL}`: every record of the caller's own school, never another school's.",
         "",
         "## Operations",
         "",
-        _row(["operation", "reach", *ROLES]),
-        _row(["---"] * (len(ROLES) + 2)),
+        _row(["operation", "reach", *COLUMNS]),
+        _row(["---"] * (len(COLUMNS) + 2)),
     ]
     for op in ops:
         if op.public:
-            cells = ["public"] * len(ROLES)
+            cells = ["public"] * len(COLUMNS)
             reach = "public"
         else:
-            cells = ["✓" if r in op.roles else "—" for r in ROLES]
+            cells = ["✓" if r in op.roles else "—" for r in COLUMNS]
             reach = op.reach.name
         lines.append(_row([f"`{op.method} {op.path}`", reach, *cells]))
     return "\n".join(lines) + "\n"

@@ -62,6 +62,8 @@ SCHOOL = Reach("school", dict.fromkeys(ROLES, WHOLE_SCHOOL))
 SELF = Reach("self", dict.fromkeys(ROLES, "self"))
 # Operator views: numbers about the running service, not any school's records.
 SERVICE = Reach("service", dict.fromkeys(ROLES, "the service, not school records"))
+# The platform operator's own views (app/operator): schools as tenants, never a school's records.
+PLATFORM = Reach("platform", {OPERATOR: "schools as tenants (create, list, suspend), no school's records"})
 
 
 def public(view):
@@ -73,7 +75,7 @@ def public(view):
 def roles(*allowed, reach: Reach):
     """Allow only these roles; others get 403. `reach` names the rule by which the view reaches records
     (a record out of reach answers 404, as a missing one)."""
-    unknown = set(allowed) - set(ROLES)
+    unknown = set(allowed) - {*ROLES, OPERATOR}
     if not allowed or unknown:
         raise ValueError(f"@roles needs known roles, got {allowed!r}")
     unsaid = [r for r in allowed if r not in reach.by_role]

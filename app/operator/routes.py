@@ -9,7 +9,7 @@ from functools import wraps
 
 from flask import Blueprint, g, jsonify, request
 
-from app.core.auth import OPERATOR, public, roles
+from app.core.auth import OPERATOR, PLATFORM, public, roles
 from app.core.loginlimit import login_attempt
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, list_response
@@ -47,7 +47,7 @@ def operator_only(view):
         g.operator = services.check_session(g.principal)
         return view(*args, **kwargs)
 
-    return roles(OPERATOR)(wrapper)
+    return roles(OPERATOR, reach=PLATFORM)(wrapper)
 
 
 def _by():
