@@ -422,3 +422,25 @@ def test_people_imports_work_in_the_embedded_default(tmp_path):
     assert teachers["created"] >= 1 and teachers["logins_created"] == teachers["created"]
     assert teachers["created"] + teachers["failed"] == 2
     assert (guardians["created"], guardians["logins_created"], guardians["links_created"]) == (1, 1, 1)
+
+
+def test_imported_logins_are_invited_by_email(admin, demo):
+    """Each login a teacher or guardian import creates gets its invitation in the outbox, in the batch's
+    transaction; a dry run and an existing login get none."""
+    from app.notifications.models import OutboxEmail
+
+    def invitations():
+        return set(
+            db.session.execute(
+                select(OutboxEmail.to_address).where(OutboxEmail.template == "account_invitation")
+            ).scalars()
+        )
+
+    before = invitations()
+    text = "email,first_name,last_name,employee_number\nNew.Teacher@demo-academy.test,New,Teacher,EMP-INV-1\n"
+    run(admin, "teachers", text, "?dry_run=true")
+    assert invitations() == before
+    run(admin, "teachers", text)
+    assert invitations() == before | {"new.teacher@demo-academy.test"}
+    run(admin, "teachers", text)  # the login exists now: no second invitation
+    assert len(invitations()) == len(before) + 1

@@ -26,6 +26,7 @@ from datetime import date
 from sqlalchemy import func, select
 
 from app.audit import services as audit
+from app.auth.accounts import issue_invitation
 from app.core.models import utcnow
 from app.core.schemas import _email
 from app.core.security import hash_password, new_token
@@ -39,12 +40,16 @@ LOGIN_FIELDS = ("email", "role", "first_name", "last_name", "is_active")
 
 
 def invite_new_users(user_ids):
-    """Call point: the logins an import created, to be invited to set their password.
+    """The logins an import created get an invitation to set their password (app/auth/accounts.py).
 
     Called in the batch's transaction, after the logins are written and before the batch commits, so
     an invitation queued in the notification outbox is kept exactly when its login is (a dry run never
-    calls it). The invitation flow (app/auth) connects here; until it does, nothing is sent and the new
-    logins wait, unusable, for a password to be set."""
+    calls it)."""
+    if not user_ids:
+        return
+    users = db.session.execute(select(User).where(User.id.in_(user_ids)).order_by(User.id)).scalars()
+    for user in users:
+        issue_invitation(user)
 
 
 # --- cells --------------------------------------------------------------------------------------------
