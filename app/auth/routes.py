@@ -20,7 +20,7 @@ def _revocation_store(state):
 @bp.post("/auth/login")
 @public
 @login_limited
-@doc("Log in with e-mail and password", body=LoginIn, out=TokensOut, tags=["auth"])
+@doc("Log in with e-mail and password", body=LoginIn, out=TokensOut, tags=["auth"], errors=(401,))
 def login():
     body = parse_body(LoginIn)
     return jsonify(services.login(body.email, body.password))
@@ -29,7 +29,11 @@ def login():
 @bp.post("/auth/refresh")
 @public
 @doc(
-    "Swap a refresh token for new tokens (the old one is spent)", body=RefreshIn, out=TokensOut, tags=["auth"]
+    "Swap a refresh token for new tokens (the old one is spent)",
+    body=RefreshIn,
+    out=TokensOut,
+    tags=["auth"],
+    errors=(401,),
 )
 def refresh():
     return jsonify(services.refresh(parse_body(RefreshIn).refresh_token))

@@ -1,6 +1,6 @@
 from pydantic import Field
 
-from app.core.schemas import Body, Out
+from app.core.schemas import Body, Out, rule
 
 
 class LoginIn(Body):
@@ -13,7 +13,9 @@ class RefreshIn(Body):
 
 
 class PasswordChangeIn(Body):
-    current_password: str = Field(min_length=1, max_length=1024)
+    current_password: str = Field(
+        min_length=1, max_length=1024, json_schema_extra=rule("the caller's password")
+    )
     new_password: str = Field(min_length=10, max_length=1024)
 
 

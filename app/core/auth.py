@@ -15,6 +15,8 @@ from flask import current_app, g, request
 from app.core.errors import ApiError, Forbidden
 from app.core.security import decode_access_token
 
+ROLES = ("admin", "teacher", "guardian", "student", "accountant")
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app.core.admission import cached
-from app.core.auth import roles
+from app.core.auth import ROLES, roles
 from app.core.caching import MEDIUM
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
@@ -38,7 +38,7 @@ def audit_trail() -> AuditTrail:
     return current_app.extensions["audit_trail"]
 
 
-ALL_ROLES = ("admin", "teacher", "guardian", "student", "accountant")
+ALL_ROLES = ROLES
 
 # Unique-constraint names -> what the client is told on a clash.
 CONFLICTS: dict[str, str] = {}

@@ -46,12 +46,19 @@ LIMIT = Param(
     default=lambda: current_app.config["PAGE_SIZE_DEFAULT"],
     description="Rows per page.",
 )
-CURSOR = Param("cursor", TEXT, description="The previous page's next_cursor.")
+CURSOR = Param(
+    "cursor",
+    TEXT,
+    description="The previous page's next_cursor.",
+    rule="a next_cursor this list gave, same sort",
+)
 OFFSET = Param(
     "offset",
     integer(0, 10_000, "must be between 0 and 10000; use the cursor for deeper pages"),
     description="Rows to skip (ignored with a cursor); the cursor is the way to deeper pages.",
 )
+# Search text: something besides spaces (a blank `q` is a 422).
+SEARCH = Kind({"type": "string", "pattern": "\\S"}, TEXT.parse)
 # A cursor is [sort, last row's sort value (null when sorted by id), last row's id].
 _CURSOR_KINDS = (str, (str, int, NoneType), int)
 
@@ -100,7 +107,11 @@ class ListSpec:
             for name, target in self.filters.items()
         )
         searched = " or ".join(c.key for c in self.search)
-        q = (Param("q", TEXT, description=f"Case-insensitive prefix of {searched}."),) if self.search else ()
+        q = (
+            (Param("q", SEARCH, description=f"Case-insensitive prefix of {searched}."),)
+            if self.search
+            else ()
+        )
         self.query = QueryArgs(LIMIT, CURSOR, OFFSET, self._sort, *q, *self._filters, *self.extra_params)
         # `q` passes the unknown-parameter check everywhere: a list without search says so by name.
         self._accepted = self.query.names | {"q"}

@@ -4,14 +4,17 @@ Responses are plain dicts built from a field list (about 5x cheaper than pydanti
 the same `Out` models describe them in the OpenAPI document, and a test checks they agree.
 """
 
+import re
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
+import orjson
 from email_validator import EmailNotValidError, validate_email
 from flask import request
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, WithJsonSchema
 from pydantic import Field as Field  # noqa: F401  (re-exported for schemas modules)
+from pydantic_core import PydanticCustomError
 
 from app.core.errors import ApiError, ValidationFailed
 
@@ -27,11 +30,60 @@ def _email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-Email = Annotated[str, AfterValidator(_email)]
+Email = Annotated[str, AfterValidator(_email), WithJsonSchema({"type": "string", "format": "email"})]
+
+
+def rule(text: str) -> dict:
+    """A rule a value must meet that JSON Schema cannot state, because it depends on stored records or on
+    other fields ("a student enrolled in the class"): the document shows it as `x-rule` (a Field's
+    json_schema_extra, a query Param's `rule`), and breaking it is a 422 naming the field."""
+    return {"x-rule": text}
+
+
+def _decimal(value):
+    # Read here, as strict validation would not read the string form itself.
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            number = None
+        if number is not None and number.is_finite():
+            return number
+    raise PydanticCustomError("decimal_text", 'must be a decimal string such as "12.50", or an integer')
+
+
+def decimal_text(digits: int, places: int, *, minimum: str | None = None, positive=False):
+    """A decimal with at most `digits` digits, `places` of them after the point, sent as a string
+    ("12.50") or an integer, never a float (0.1 + 0.2 is not 0.3); documented exactly so: the pattern
+    of the strings and the range of the integers. minimum: "0" (or none: any sign); positive: > 0."""
+    whole = digits - places
+    top = 10**whole - 1
+    fraction = f"(\\.[0-9]{{1,{places}}})?"
+    if positive:
+        text = f"^([1-9][0-9]{{0,{whole - 1}}}{fraction}|0\\.([1-9][0-9]{{0,{places - 1}}}|0[1-9]))$"
+        low: dict = {"minimum": 1}
+    else:
+        sign = "" if minimum == "0" else "-?"
+        text = f"^{sign}(0|[1-9][0-9]{{0,{whole - 1}}}){fraction}$"
+        low = {"minimum": 0} if minimum == "0" else {"minimum": -top}
+    schema = {"anyOf": [{"type": "string", "pattern": text}, {"type": "integer", **low, "maximum": top}]}
+    bounds: dict = {"gt": 0} if positive else ({"ge": 0} if minimum == "0" else {})
+    return Annotated[
+        Decimal,
+        BeforeValidator(_decimal),
+        Field(max_digits=digits, decimal_places=places, **bounds),
+        WithJsonSchema(schema),
+    ]
 
 
 class Body(BaseModel):
-    """Base for request bodies: unknown fields are an error, never silently dropped."""
+    """Base for request bodies: unknown fields are an error, never silently dropped.
+
+    In a PATCH body, `name: str = None` is a field that may be left out (the stored value is kept) but
+    not set to null; `email: str | None = None` may also be null, which clears it. The document says
+    the same (app/core/openapi.py)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     # Fields that exist on the resource but this caller may not set (e.g. one's own role).
@@ -42,6 +94,16 @@ class Out(BaseModel):
     """Base for response descriptions (OpenAPI); serialisation uses `dump`."""
 
     model_config = ConfigDict(from_attributes=True)
+
+
+# The dates a record can hold, as the document writes them (app/core/openapi.py): ISO 8601 calendar
+# dates and date-times in the years 1900-2100.
+_YEAR = "(19[0-9]{2}|20[0-9]{2}|2100)"
+_DAY = _YEAR + "-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DATE_PATTERN = f"^{_DAY}$"
+DATETIME_PATTERN = f"^{_DAY}[Tt ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{{1,6}})?)?([Zz]|[+-](0[0-9]|1[0-4]):[0-5][0-9])?$"
+_DATE_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME_TEXT = re.compile(DATETIME_PATTERN.replace(_YEAR, "[0-9]{4}"))
 
 
 def _loc(err):
@@ -59,6 +121,8 @@ def errors_from(exc: ValidationError, schema) -> dict:
             )
         elif err["type"] == "missing":
             out[field] = "is required"
+        elif err.get("input", ...) is None:  # a field that may be left out, but not set to null
+            out[field] = "must not be null"
         else:
             out[field] = err["msg"]
     return out
@@ -80,11 +144,40 @@ def parse(schema: type[BaseModel], data: Any):
         raise ValidationFailed(errors_from(exc, schema)) from None
 
 
+def _has_integral_float(value) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, dict):
+        return any(_has_integral_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_integral_float(v) for v in value)
+    return False
+
+
+def _integral_floats(value):
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats(v) for v in value]
+    return value
+
+
 def parse_body(schema: type[BaseModel]):
     data = json_body()
     if not isinstance(data, dict):
         raise ValidationFailed({"body": "must be a JSON object"})
-    return parse(schema, data)
+    # Validated as JSON, strictly: a value is taken only in the type the document gives it ("5" is not
+    # an integer, 1 is not a date, "yes" is not a boolean), while dates and decimals still come as text.
+    # 5.0 is an integer in JSON Schema, so it is one here too.
+    raw = request.get_data()
+    if _has_integral_float(data):
+        raw = orjson.dumps(_integral_floats(data))
+    try:
+        return schema.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise ValidationFailed(errors_from(exc, schema)) from None
 
 
 def fields_of(out: type[Out]) -> tuple:
@@ -106,6 +199,8 @@ def json_default(value):
 
 def parse_date(value: str, name: str) -> date:
     try:
+        if not _DATE_TEXT.match(value):  # fromisoformat also reads 20260101 and 2026-W01-1
+            raise ValueError(value)
         return date.fromisoformat(value)
     except (TypeError, ValueError):
         raise ValidationFailed({name: "must be a date, YYYY-MM-DD"}) from None
@@ -113,6 +208,8 @@ def parse_date(value: str, name: str) -> date:
 
 def parse_datetime(value: str, name: str) -> datetime:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not _DATETIME_TEXT.match(value):  # the ISO 8601 forms the document gives, no others
+            raise ValueError(value)
+        return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except (TypeError, ValueError, AttributeError):
         raise ValidationFailed({name: "must be an ISO 8601 date-time"}) from None

@@ -1,6 +1,6 @@
 from pydantic import Field, field_validator
 
-from app.core.schemas import Body, Email, Out
+from app.core.schemas import Body, Email, Out, rule
 
 
 class ScaleBand(Body):
@@ -9,14 +9,18 @@ class ScaleBand(Body):
 
 
 class InstitutionUpdate(Body):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
-    timezone: str | None = Field(None, min_length=1, max_length=64)
+    name: str = Field(None, min_length=1, max_length=200)
+    currency: str = Field(None, pattern=r"^[A-Z]{3}$")
+    timezone: str = Field(None, min_length=1, max_length=64, json_schema_extra=rule("an IANA time zone name"))
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
     address: str | None = Field(None, max_length=500)
-    grading_scale: list[ScaleBand] | None = None
-    absence_threshold: int | None = Field(None, ge=0, le=100)
+    grading_scale: list[ScaleBand] = Field(
+        None,
+        min_length=1,
+        json_schema_extra=rule("minimums from the highest down, without repeats, the last 0"),
+    )
+    absence_threshold: int = Field(None, ge=0, le=100)
     read_only = frozenset({"slug"})
 
     @field_validator("grading_scale")

@@ -11,7 +11,7 @@ from app.core.schemas import parse_body
 from app.extensions import db
 from app.jobs import importers, services
 from app.jobs.models import Job
-from app.jobs.schemas import ExportIn, ExportOut, ImportOut
+from app.jobs.schemas import DOWNLOAD_TYPES, FLAG, ExportIn, ExportOut, ImportForm, ImportOut
 
 bp = Blueprint("jobs", __name__)
 
@@ -23,7 +23,7 @@ EXPORT_SPEC = ListSpec(
 
 DOWNLOAD_ARGS = QueryArgs(Param("token", TEXT, description="The signed token of download_url."))
 # dry_run comes as a query parameter or a form field: the service parses either (app/jobs/services.py).
-IMPORT_ARGS = QueryArgs(Param("dry_run", raw_as({"type": "boolean"})))
+IMPORT_ARGS = QueryArgs(Param("dry_run", raw_as(FLAG)))
 
 
 def _accepted(body, location):
@@ -87,8 +87,10 @@ def get_export(ident):
 @doc(
     "Download a finished export. The signed `token` from download_url is the credential: 403 if it was "
     "tampered with or belongs to another export, 410 once it (or the export) has expired",
+    out=DOWNLOAD_TYPES,
     tags=["exports"],
     query=DOWNLOAD_ARGS,
+    errors=(403, 409, 410),
 )
 def download_export(ident):
     # No unknown-parameter check: the signed link is the credential and is opened as given, with
@@ -106,6 +108,8 @@ def download_export(ident):
 @doc(
     "Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
     "`dry_run=true` only reports what would happen. 202 with the job to poll",
+    body=ImportForm,
+    media="multipart/form-data",
     out=ImportOut,
     status=202,
     tags=["imports"],
@@ -125,7 +129,11 @@ def import_students():
 
 @bp.get("/imports/students/template.csv")
 @roles("admin")
-@doc("An empty student import file with the columns it accepts", tags=["imports"])
+@doc(
+    "An empty student import file with the columns it accepts",
+    out={"text/csv": {"type": "string"}},
+    tags=["imports"],
+)
 def import_template():
     return Response(
         importers.template_csv(),
