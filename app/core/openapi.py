@@ -19,7 +19,7 @@ from flask import current_app
 from pydantic import BaseModel
 
 from app.core.auth import ROLES
-from app.core.schemas import DATE_PATTERN, DATETIME_PATTERN, Body
+from app.core.schemas import DATE_PATTERN, DATETIME_PATTERN, INT_MAX, INT_MIN, Body
 
 _CONVERTER = re.compile(r"<(?:(\w+):)?(\w+)>")
 JSON = "application/json"
@@ -165,6 +165,20 @@ def _references(schema):
     return schema
 
 
+def _bigint(schema):
+    """Every integer of a request body without bounds of its own gets BIGINT's (app/core/schemas.py)."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "integer":
+            schema.setdefault("minimum", INT_MIN)
+            schema.setdefault("maximum", INT_MAX)
+        for value in schema.values():
+            _bigint(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _bigint(value)
+    return schema
+
+
 def _no_null_defaults(schema):
     """`field: str = None` is how a PATCH body says "may be left out, never null": its null default is
     not a value the field accepts, so the document does not offer it."""
@@ -199,6 +213,8 @@ def _ref(model: type[BaseModel], components: dict) -> dict:
             _bounded_dates(defs)
             _references(schema)
             _references(defs)
+            _bigint(schema)
+            _bigint(defs)
         _no_null_defaults(schema)
         _no_null_defaults(defs)
         for sub_name, sub in defs.items():

@@ -16,7 +16,15 @@ from flask import request
 from sqlalchemy import Boolean, Date, DateTime, Integer
 
 from app.core.errors import ValidationFailed
-from app.core.schemas import DATE_PATTERN, DATETIME_PATTERN, parse_date, parse_datetime
+from app.core.schemas import (
+    DATE_PATTERN,
+    DATETIME_PATTERN,
+    INT_MAX,
+    INT_MIN,
+    OUT_OF_RANGE,
+    parse_date,
+    parse_datetime,
+)
 
 UNKNOWN = "is not a known query parameter"
 
@@ -34,14 +42,19 @@ def _text(raw: str, name: str) -> str:
     return raw
 
 
-_DIGITS = re.compile(r"^-?[0-9]+$")
+# Plain digits (int() would also read " 7", "+7", "7_0" and other scripts' digits); "7.0" is the integer
+# 7 in JSON Schema, so it is one here too.
+_DIGITS = re.compile(r"^(-?[0-9]+)(\.0+)?$")
 
 
 def _integer(raw: str, name: str) -> int:
-    # Plain digits only: int() would also read " 7", "+7", "7_0" and other scripts' digits.
-    if not _DIGITS.match(raw):
+    match = _DIGITS.match(raw)
+    if match is None:
         raise ValidationFailed({name: "must be an integer"})
-    return int(raw)
+    value = int(match.group(1))
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValidationFailed({name: OUT_OF_RANGE})
+    return value
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -59,7 +72,7 @@ def _boolean(raw: str, name: str) -> bool:
 
 
 TEXT = Kind({"type": "string"}, _text)
-INTEGER = Kind({"type": "integer"}, _integer)
+INTEGER = Kind({"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}, _integer)
 BOOLEAN = Kind(
     {"type": "string", "pattern": _BOOLEAN_PATTERN, "description": "true or false (also 1/0, yes/no)"},
     _boolean,

@@ -144,24 +144,28 @@ def parse(schema: type[BaseModel], data: Any):
         raise ValidationFailed(errors_from(exc, schema)) from None
 
 
-def _has_integral_float(value) -> bool:
-    if isinstance(value, float):
-        return value.is_integer()
-    if isinstance(value, dict):
-        return any(_has_integral_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_integral_float(v) for v in value)
-    return False
+# Integers the database and the JSON encoder can hold (BIGINT); the document gives every integer of a
+# request body these bounds unless it has narrower ones (app/core/openapi.py).
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+OUT_OF_RANGE = f"must be between {INT_MIN} and {INT_MAX}"
 
 
-def _integral_floats(value):
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+def _numbers(value, path: str, errors: dict):
+    """(value with integral floats as ints, whether any changed); numbers past BIGINT go into errors."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not INT_MIN <= value <= INT_MAX:  # JSON's big integers arrive as floats
+            errors[path or "body"] = OUT_OF_RANGE
+            return value, False
+        if isinstance(value, float) and value.is_integer():
+            return int(value), True
+        return value, False
     if isinstance(value, dict):
-        return {k: _integral_floats(v) for k, v in value.items()}
+        pairs = [(k, _numbers(v, f"{path}.{k}" if path else str(k), errors)) for k, v in value.items()]
+        return {k: v for k, (v, _) in pairs}, any(c for _, (_, c) in pairs)
     if isinstance(value, list):
-        return [_integral_floats(v) for v in value]
-    return value
+        items = [_numbers(v, f"{path}.{i}" if path else str(i), errors) for i, v in enumerate(value)]
+        return [v for v, _ in items], any(c for _, c in items)
+    return value, False
 
 
 def parse_body(schema: type[BaseModel]):
@@ -171,9 +175,11 @@ def parse_body(schema: type[BaseModel]):
     # Validated as JSON, strictly: a value is taken only in the type the document gives it ("5" is not
     # an integer, 1 is not a date, "yes" is not a boolean), while dates and decimals still come as text.
     # 5.0 is an integer in JSON Schema, so it is one here too.
-    raw = request.get_data()
-    if _has_integral_float(data):
-        raw = orjson.dumps(_integral_floats(data))
+    errors: dict = {}
+    data, changed = _numbers(data, "", errors)
+    if errors:
+        raise ValidationFailed(errors)
+    raw = orjson.dumps(data) if changed else request.get_data()
     try:
         return schema.model_validate_json(raw, strict=True)
     except ValidationError as exc:
