@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from app.access.rules import class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
-from app.attendance.models import AttendanceRecord
+from app.attendance.models import STATUSES, AttendanceRecord
 from app.attendance.schemas import (
     MAX_PERIOD,
     AbsenteesOut,
@@ -27,7 +27,7 @@ from app.core.caching import MEDIUM
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import CURSOR, LIMIT, ListSpec, apply_list, page_response
+from app.core.pagination import CURSOR, LIMIT, Choice, ListSpec, apply_list, page_response
 from app.core.queryargs import DATE, Param, QueryArgs, integer, matching
 from app.core.schemas import parse_body, parse_date
 from app.extensions import db
@@ -111,7 +111,7 @@ def put_roll(ident, day):
 
 HISTORY_SPEC = ListSpec(
     AttendanceRecord.id,
-    filters={"status": AttendanceRecord.status},
+    filters={"status": Choice(AttendanceRecord.status, STATUSES)},
     sorts={"date": AttendanceRecord.date},
     default_sort="-date",
     extra_params=(FROM, TO),

@@ -4,20 +4,28 @@ from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 
 from app.core.auth import public, roles
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, list_response
+from app.core.pagination import Choice, ListSpec, list_response
 from app.core.queryargs import TEXT, Param, QueryArgs, raw_as
 from app.core.ratelimit import sensitive
 from app.core.schemas import parse_body
 from app.extensions import db
 from app.jobs import importers, services
-from app.jobs.models import Job
+from app.jobs.exporters import KINDS
+from app.jobs.models import JOB_STATUSES, Job
 from app.jobs.schemas import DOWNLOAD_TYPES, FLAG, ExportIn, ExportOut, ImportForm, ImportOut
+from app.jobs.storage import CONTENT_TYPES
 
 bp = Blueprint("jobs", __name__)
 
 EXPORTERS = ("admin", "teacher", "accountant")
 EXPORT_SPEC = ListSpec(
-    Job.id, filters={"status": Job.status, "kind": Job.kind, "format": Job.format}, default_sort="-id"
+    Job.id,
+    filters={
+        "status": Choice(Job.status, JOB_STATUSES),
+        "kind": Choice(Job.kind, tuple(KINDS)),
+        "format": Choice(Job.format, tuple(CONTENT_TYPES)),
+    },
+    default_sort="-id",
 )
 
 

@@ -6,6 +6,7 @@ from pydantic import Field
 from app.core.schemas import Body, Email, Out, rule
 
 Role = Literal["admin", "teacher", "guardian", "student", "accountant"]
+StudentStatus = Literal["active", "graduated", "withdrawn"]
 Name = Field(min_length=1, max_length=100)
 
 
@@ -50,7 +51,7 @@ class StudentCreate(Body):
     date_of_birth: date | None = None
     gender: str | None = Field(None, max_length=20)
     grade_level: int | None = Field(None, ge=0, le=20)
-    status: Literal["active", "graduated", "withdrawn"] = "active"
+    status: StudentStatus = "active"
     email: Email | None = None
 
 
@@ -61,7 +62,7 @@ class StudentUpdate(Body):
     date_of_birth: date | None = None
     gender: str | None = Field(None, max_length=20)
     grade_level: int | None = Field(None, ge=0, le=20)
-    status: Literal["active", "graduated", "withdrawn"] = None
+    status: StudentStatus = None
     email: Email | None = None
 
 
