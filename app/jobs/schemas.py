@@ -130,7 +130,7 @@ class ImportOut(Out):
 # empty (false).
 FLAG = {
     "type": "string",
-    "pattern": "^[ \t]*(([Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Ff][Aa][Ll][Ss][Ee]|0|[Nn][Oo]))?[ \t]*$",
+    "pattern": "^([ \t]*([Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Ff][Aa][Ll][Ss][Ee]|0|[Nn][Oo])[ \t]*)?$",
     "description": "true or false (also 1/0, yes/no); empty is false",
 }
 
