@@ -13,7 +13,7 @@ VENV := .venv
 STAMP := $(VENV)/stamp
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: venv test test-fast lint format run clean
+.PHONY: venv test test-fast fuzz lint format run clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@py=$$(command -v python3.11 || command -v python3) || { echo "python3.11 (or python3) not found" >&2; exit 1; }; \
@@ -29,6 +29,9 @@ test: $(STAMP)  ## the whole suite, subprocess tests included
 
 test-fast: $(STAMP)  ## the suite without the `slow` (subprocess: gunicorn, Celery, SMTP, embedded) tests
 	bash scripts/run_tests.sh $(PYTEST_ARGS) -m "not slow"
+
+fuzz: $(STAMP)  ## the contract fuzzer (tests/test_contract.py) longer: FUZZ_EXAMPLES per operation, a new seed each run
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-60} FUZZ_RANDOM=1 bash scripts/run_tests.sh -q -rA -p no:logging -m contract tests/test_contract.py
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy on app/core, import contracts, no import cycles
 	$(VENV)/bin/ruff check .

@@ -79,7 +79,10 @@ CONFLICTS.update(
 )
 
 # ?current=true|1: current enrolments; any other value: ended ones (the API has always read it so).
-_CURRENT = Kind({"type": "boolean"}, lambda raw, name: raw.lower() in ("true", "1"))
+_CURRENT = Kind(
+    {"type": "string", "description": "true or 1: current enrolments; anything else: ended ones"},
+    lambda raw, name: raw.lower() in ("true", "1"),
+)
 
 years = Resource(
     "academic year",

@@ -1,11 +1,13 @@
 from datetime import date
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from app.core.schemas import Body, Out
+from app.core.schemas import Body, Out, rule
 
 
 class _Dated(Body):
+    model_config = ConfigDict(json_schema_extra=rule("end_date not before start_date"))
+
     @model_validator(mode="after")
     def _order(self):
         s, e = getattr(self, "start_date", None), getattr(self, "end_date", None)
@@ -22,10 +24,10 @@ class YearCreate(_Dated):
 
 
 class YearUpdate(_Dated):
-    name: str | None = Field(None, min_length=1, max_length=40)
-    start_date: date | None = None
-    end_date: date | None = None
-    is_current: bool | None = None
+    name: str = Field(None, min_length=1, max_length=40)
+    start_date: date = None
+    end_date: date = None
+    is_current: bool = None
 
 
 class YearOut(Out):
@@ -44,9 +46,9 @@ class TermCreate(_Dated):
 
 
 class TermUpdate(_Dated):
-    name: str | None = Field(None, min_length=1, max_length=40)
-    start_date: date | None = None
-    end_date: date | None = None
+    name: str = Field(None, min_length=1, max_length=40)
+    start_date: date = None
+    end_date: date = None
 
 
 class TermOut(Out):
@@ -63,8 +65,8 @@ class SubjectCreate(Body):
 
 
 class SubjectUpdate(Body):
-    code: str | None = Field(None, min_length=1, max_length=20)
-    name: str | None = Field(None, min_length=1, max_length=100)
+    code: str = Field(None, min_length=1, max_length=20)
+    name: str = Field(None, min_length=1, max_length=100)
 
 
 class SubjectOut(Out):
@@ -83,9 +85,9 @@ class ClassCreate(Body):
 
 
 class ClassUpdate(Body):
-    name: str | None = Field(None, min_length=1, max_length=60)
-    grade_level: int | None = Field(None, ge=0, le=20)
-    section: str | None = Field(None, min_length=1, max_length=10)
+    name: str = Field(None, min_length=1, max_length=60)
+    grade_level: int = Field(None, ge=0, le=20)
+    section: str = Field(None, min_length=1, max_length=10)
     homeroom_teacher_id: int | None = None
     capacity: int | None = Field(None, ge=1, le=1000)
 
@@ -125,7 +127,7 @@ class EnrolmentCreate(Body):
 
 
 class EnrolmentEnd(Body):
-    end_date: date
+    end_date: date = Field(json_schema_extra=rule("not before the enrolment's start, which has not ended"))
     reason: str | None = Field(None, max_length=200)
 
 

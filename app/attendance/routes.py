@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from app.access.rules import CLASSES, STUDENTS, class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
-from app.attendance.models import AttendanceRecord
+from app.attendance.models import STATUSES, AttendanceRecord
 from app.attendance.schemas import (
     MAX_PERIOD,
     AbsenteesOut,
@@ -27,8 +27,8 @@ from app.core.caching import MEDIUM
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import CURSOR, LIMIT, ListSpec, apply_list, page_response
-from app.core.queryargs import DATE, Param, QueryArgs, integer, raw_as
+from app.core.pagination import CURSOR, LIMIT, Choice, ListSpec, apply_list, page_response
+from app.core.queryargs import DATE, Param, QueryArgs, integer, matching
 from app.core.schemas import parse_body, parse_date
 from app.extensions import db
 from app.institutions.calendar import school_today
@@ -43,7 +43,7 @@ ALL = ("admin", "teacher", "guardian", "student", "accountant")
 _ID = integer(1, 2**31 - 1)
 SUBJECT = Param("subject_id", _ID, blank_is_absent=True)
 PERIOD = Param("period", integer(0, MAX_PERIOD), default=0, blank_is_absent=True)
-FROM = Param("from", DATE, blank_is_absent=True, description="First date (inclusive).")
+FROM = Param("from", DATE, blank_is_absent=True, description="First date (inclusive).", rule="not after to")
 TO = Param("to", DATE, blank_is_absent=True, description="Last date (inclusive).")
 NO_ARGS = QueryArgs()
 
@@ -66,6 +66,8 @@ ROLL_ARGS = QueryArgs(SUBJECT, PERIOD)
     out=RollOut,
     tags=["attendance"],
     query=ROLL_ARGS,
+    path={"day": DATE.schema},
+    rules={"subject_id": "a subject taught in the class"},
 )
 def get_roll(ident, day):
     klass = class_in_scope_or_404(ident, g.principal)
@@ -87,6 +89,9 @@ def get_roll(ident, day):
     out=RollSavedOut,
     tags=["attendance"],
     query=NO_ARGS,
+    path={"day": DATE.schema},
+    rules={"date": "in a term, not in the future", "subject_id": "a subject taught in the class"},
+    idempotent=True,
     description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
     "Every student must be enrolled in the class on that date; the date must be in a term "
     "and not in the future. Invalid rolls are rejected whole (422), nothing is written.",
@@ -106,7 +111,7 @@ def put_roll(ident, day):
 
 HISTORY_SPEC = ListSpec(
     AttendanceRecord.id,
-    filters={"status": AttendanceRecord.status},
+    filters={"status": Choice(AttendanceRecord.status, STATUSES)},
     sorts={"date": AttendanceRecord.date},
     default_sort="-date",
     extra_params=(FROM, TO),
@@ -161,7 +166,13 @@ CHRONIC_ARGS = QueryArgs(
     FROM,
     TO,
     # A percentage with at most one decimal: parsed by services.parse_threshold, which knows the default.
-    Param("threshold", raw_as({"type": "number", "minimum": 0, "maximum": 100})),
+    Param(
+        "threshold",
+        matching(
+            r"^(100(\.0)?|[0-9]{1,2}(\.[0-9])?)$",
+            "must be a percentage from 0 to 100 with at most one decimal",
+        ),
+    ),
     LIMIT,
     CURSOR,
 )
@@ -174,6 +185,7 @@ CHRONIC_ARGS = QueryArgs(
     out=SummaryOut,
     tags=["attendance"],
     query=SUMMARY_ARGS,
+    errors=(404,),
 )
 def summary():
     args = SUMMARY_ARGS.parse()
@@ -251,6 +263,7 @@ def get_session(ident):
     out=CheckinOut,
     status=201,
     tags=["attendance"],
+    errors=(410,),
 )
 def check_in():
     body = parse_body(CheckinIn)

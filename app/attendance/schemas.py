@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from app.core.errors import ValidationFailed
-from app.core.schemas import Body, Field, Out, parse_body
+from app.core.schemas import Body, Field, Out, parse_body, rule
 
 Status = Literal["present", "absent", "late", "excused"]
 MAX_PERIOD = 20
@@ -38,7 +38,9 @@ class SessionIn(Body):
 
 
 class CheckinIn(Body):
-    token: str = Field(min_length=1, max_length=500)
+    token: str = Field(
+        min_length=1, max_length=500, json_schema_extra=rule("the code of an open check-in session")
+    )
 
 
 _INDEXED = re.compile(r"^records\.(\d+)")

@@ -37,6 +37,8 @@ FORGOT_ANSWER = (
     "If this address belongs to an account, a link to choose a new password is on its way. "
     "It works once, for a short time."
 )
+# A link's token that is not one (400), spent or expired (410), or of a suspended school (403).
+LINK_ERRORS = (400, 403, 410)
 LINK_ARGS = QueryArgs(Param("token", TEXT, required=True, description="The `token` of the e-mailed link."))
 
 
@@ -68,6 +70,7 @@ def forgot_password():
     out=LinkOut,
     query=LINK_ARGS,
     tags=["auth"],
+    errors=LINK_ERRORS,
 )
 def describe_link():
     return jsonify(accounts.describe_link(LINK_ARGS.parse()["token"]))
@@ -82,6 +85,7 @@ def describe_link():
     tags=["auth"],
     description="400 for a token that is not valid, 410 for one already used, replaced or expired, "
     "403 when the school is suspended. Ends every session of the account.",
+    errors=LINK_ERRORS,
 )
 def set_password():
     body = parse_body(PasswordSetIn)

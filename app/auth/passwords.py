@@ -15,6 +15,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from app.core.schemas import rule
+
 MIN_LENGTH = 10
 MAX_LENGTH = 1024
 COMMON_LIST = Path(__file__).resolve().parent / "data" / "common-passwords.txt.gz"
@@ -47,5 +49,13 @@ def _check(password: str) -> str:
     return password
 
 
-# A password being set, in a request body: the policy gives the 422 naming the field.
-NewPassword = Annotated[str, Field(max_length=MAX_LENGTH), AfterValidator(_check)]
+# A password being set, in a request body: the policy gives the 422 naming the field. The document
+# states the length and, as a rule, the list (app/core/schemas.py rule()).
+NewPassword = Annotated[
+    str,
+    Field(
+        max_length=MAX_LENGTH,
+        json_schema_extra={"minLength": MIN_LENGTH, **rule("not a common password (app/auth/data)")},
+    ),
+    AfterValidator(_check),
+]

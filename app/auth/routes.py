@@ -21,7 +21,13 @@ def _revocation_store(state):
 @bp.post("/auth/login")
 @public
 @exempt  # not the API tier: its own windows (app/core/loginlimit.py)
-@doc("Log in with e-mail and password", body=LoginIn, out=TokensOut, tags=["auth"])
+@doc(
+    "Log in with e-mail and password",
+    body=LoginIn,
+    out=TokensOut,
+    tags=["auth"],
+    errors=(401, 403, 429),  # 403: the school is suspended; 429: the login's own windows
+)
 def login():
     body = parse_body(LoginIn)
     with login_attempt(body.email):  # counted before the password is checked: app/core/loginlimit.py
@@ -33,7 +39,11 @@ def login():
 @public
 @refreshes
 @doc(
-    "Swap a refresh token for new tokens (the old one is spent)", body=RefreshIn, out=TokensOut, tags=["auth"]
+    "Swap a refresh token for new tokens (the old one is spent)",
+    body=RefreshIn,
+    out=TokensOut,
+    tags=["auth"],
+    errors=(401, 403),  # 403: the school is suspended
 )
 def refresh():
     return jsonify(services.refresh(parse_body(RefreshIn).refresh_token))

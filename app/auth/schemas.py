@@ -4,7 +4,7 @@ from typing import Literal
 from pydantic import Field
 
 from app.auth.passwords import NewPassword
-from app.core.schemas import Body, Email, Out
+from app.core.schemas import Body, Email, Out, rule
 from app.people.schemas import Name, Role, UserOut
 
 
@@ -18,7 +18,9 @@ class RefreshIn(Body):
 
 
 class PasswordChangeIn(Body):
-    current_password: str = Field(min_length=1, max_length=1024)
+    current_password: str = Field(
+        min_length=1, max_length=1024, json_schema_extra=rule("the caller's password")
+    )
     new_password: NewPassword
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Integer, bindparam, func, or_, tuple_
 
 from app.core.cursor import BAD_CURSOR, decode_cursor, encode_cursor
 from app.core.errors import ValidationFailed
-from app.core.queryargs import INTEGER, TEXT, Kind, Param, QueryArgs, integer, kind_of, reject_unknown
+from app.core.queryargs import INTEGER, TEXT, Kind, Param, QueryArgs, integer, kind_of, one_of, reject_unknown
 from app.core.tenancy import reusable
 
 
@@ -46,12 +46,19 @@ LIMIT = Param(
     default=lambda: current_app.config["PAGE_SIZE_DEFAULT"],
     description="Rows per page.",
 )
-CURSOR = Param("cursor", TEXT, description="The previous page's next_cursor.")
+CURSOR = Param(
+    "cursor",
+    TEXT,
+    description="The previous page's next_cursor.",
+    rule="a next_cursor this list gave, same sort",
+)
 OFFSET = Param(
     "offset",
     integer(0, 10_000, "must be between 0 and 10000; use the cursor for deeper pages"),
     description="Rows to skip (ignored with a cursor); the cursor is the way to deeper pages.",
 )
+# Search text: something besides spaces (a blank `q` is a 422).
+SEARCH = Kind({"type": "string", "pattern": "\\S"}, TEXT.parse)
 # A cursor is [sort, last row's sort value (null when sorted by id), last row's id].
 _CURSOR_KINDS = (str, (str, int, NoneType), int)
 
@@ -64,10 +71,18 @@ class Filter:
     apply: Callable[[Any, Any], Any]
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A `column == value` filter whose values are a fixed set: an enum in the document, others a 422."""
+
+    column: Any
+    values: tuple[str, ...]
+
+
 @dataclass
 class ListSpec:
     id_column: Any
-    filters: dict = field(default_factory=dict)  # name -> column (`column == value`) or Filter
+    filters: dict = field(default_factory=dict)  # name -> column (`column == value`), Choice or Filter
     sorts: dict = field(default_factory=dict)  # name -> column (NOT NULL columns only)
     default_sort: str = "id"  # "-name": descending
     search: tuple = ()  # columns searched by `q` (case-insensitive prefix)
@@ -95,12 +110,13 @@ class ListSpec:
             default=self.default_sort,
             description="A leading - sorts descending.",
         )
-        self._filters = tuple(
-            Param(name, target.kind if isinstance(target, Filter) else kind_of(target))
-            for name, target in self.filters.items()
-        )
+        self._filters = tuple(Param(name, _filter_kind(target)) for name, target in self.filters.items())
         searched = " or ".join(c.key for c in self.search)
-        q = (Param("q", TEXT, description=f"Case-insensitive prefix of {searched}."),) if self.search else ()
+        q = (
+            (Param("q", SEARCH, description=f"Case-insensitive prefix of {searched}."),)
+            if self.search
+            else ()
+        )
         self.query = QueryArgs(LIMIT, CURSOR, OFFSET, self._sort, *q, *self._filters, *self.extra_params)
         # `q` passes the unknown-parameter check everywhere: a list without search says so by name.
         self._accepted = self.query.names | {"q"}
@@ -151,6 +167,14 @@ class ListSpec:
         return ListArgs(filters, term, sort, desc, col, limit, cursor, offset, extra)
 
 
+def _filter_kind(target) -> Kind:
+    if isinstance(target, Filter):
+        return target.kind
+    if isinstance(target, Choice):
+        return one_of(*target.values)
+    return kind_of(target)
+
+
 @dataclass(slots=True)
 class ListArgs:
     """The validated list parameters of one request."""
@@ -171,11 +195,11 @@ def _build(stmt, spec: ListSpec, la: ListArgs):
     parameter (list_params gives them), so one built statement serves every request of its shape."""
     for name, value in la.filters.items():
         target = spec.filters[name]
-        stmt = (
-            target.apply(stmt, value)
-            if isinstance(target, Filter)
-            else stmt.where(target == bindparam(f"filter_{name}", value, type_=target.type))
-        )
+        if isinstance(target, Filter):
+            stmt = target.apply(stmt, value)
+            continue
+        column = target.column if isinstance(target, Choice) else target
+        stmt = stmt.where(column == bindparam(f"filter_{name}", value, type_=column.type))
     if la.term is not None:
         pattern: Any = bindparam("search_prefix", la.term + "%")
         stmt = stmt.where(or_(*(func.lower(c).like(pattern, escape="\\") for c in spec.search)))

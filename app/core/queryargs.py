@@ -7,6 +7,7 @@ app/core/pagination.py's ListSpec, which builds a QueryArgs the same way. Errors
 parameter, like a body field: an unknown parameter is never silently ignored.
 """
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,17 @@ from sqlalchemy import Boolean, Date, DateTime, Integer
 from werkzeug.datastructures import MultiDict
 
 from app.core.errors import ValidationFailed
-from app.core.schemas import HAS_NUL, NUL, parse_date, parse_datetime
+from app.core.schemas import (
+    DATE_PATTERN,
+    DATETIME_PATTERN,
+    HAS_NUL,
+    INT_MAX,
+    INT_MIN,
+    NUL,
+    OUT_OF_RANGE,
+    parse_date,
+    parse_datetime,
+)
 
 UNKNOWN = "is not a known query parameter"
 
@@ -34,26 +45,46 @@ def _text(raw: str, name: str) -> str:
     return raw
 
 
+# Plain digits (int() would also read " 7", "+7", "7_0" and other scripts' digits); "7.0" is the integer
+# 7 in JSON Schema, so it is one here too.
+_DIGITS = re.compile(r"^(-?[0-9]+)(\.0+)?$")
+
+
 def _integer(raw: str, name: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationFailed({name: "must be an integer"}) from None
+    match = _DIGITS.match(raw)
+    if match is None:
+        raise ValidationFailed({name: "must be an integer"})
+    value = int(match.group(1))
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValidationFailed({name: OUT_OF_RANGE})
+    return value
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+# The same words as a pattern, in any case, for the document (JSON Schema patterns have no flags).
+_BOOLEAN_PATTERN = "^(" + "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in w)
+                              for w in _TRUE + _FALSE) + ")$"  # fmt: skip
 
 
 def _boolean(raw: str, name: str) -> bool:
-    if raw.lower() in ("true", "1", "yes"):
+    if raw.lower() in _TRUE:
         return True
-    if raw.lower() in ("false", "0", "no"):
+    if raw.lower() in _FALSE:
         return False
     raise ValidationFailed({name: "must be true or false"})
 
 
 TEXT = Kind({"type": "string"}, _text)
-INTEGER = Kind({"type": "integer"}, _integer)
-BOOLEAN = Kind({"type": "boolean"}, _boolean)
-DATE = Kind({"type": "string", "format": "date"}, parse_date)
-DATETIME = Kind({"type": "string", "format": "date-time"}, parse_datetime)
+INTEGER = Kind({"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX}, _integer)
+BOOLEAN = Kind(
+    {"type": "string", "pattern": _BOOLEAN_PATTERN, "description": "true or false (also 1/0, yes/no)"},
+    _boolean,
+)
+DATE = Kind({"type": "string", "format": "date", "pattern": DATE_PATTERN}, parse_date)
+DATETIME = Kind(
+    {"type": "string", "pattern": DATETIME_PATTERN, "description": "ISO 8601; without an offset: UTC"},
+    parse_datetime,
+)
 
 
 def integer(low: int, high: int, message: str | None = None) -> Kind:
@@ -80,6 +111,18 @@ def one_of(*values: str) -> Kind:
         return raw
 
     return Kind({"type": "string", "enum": list(values)}, parse)
+
+
+def matching(pattern: str, message: str) -> Kind:
+    """Text matching a regular expression (documented as the same pattern)."""
+    compiled = re.compile(pattern)
+
+    def parse(raw: str, name: str) -> str:
+        if not compiled.match(raw):
+            raise ValidationFailed({name: message})
+        return raw
+
+    return Kind({"type": "string", "pattern": pattern}, parse)
 
 
 def raw_as(schema: dict) -> Kind:
@@ -111,6 +154,7 @@ class Param:
     required: bool = False
     blank_is_absent: bool = False  # "?from=" means no `from` (else the empty text is parsed)
     description: str | None = None
+    rule: str | None = None  # what JSON Schema cannot state (app/core/schemas.py's rule())
 
     def value(self, args: Mapping[str, str]):
         raw = args.get(self.name)
@@ -122,14 +166,14 @@ class Param:
 
     def openapi(self) -> dict:
         schema = self.kind.schema
-        out = {
-            "name": self.name,
-            "in": "query",
-            "required": self.required,
-            "schema": schema() if callable(schema) else schema,
-        }
+        schema = schema() if callable(schema) else schema
+        if self.blank_is_absent:  # "?from=" is accepted, as no value
+            schema = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+        out = {"name": self.name, "in": "query", "required": self.required, "schema": schema}
         if self.description:
             out["description"] = self.description
+        if self.rule:
+            out["x-rule"] = self.rule
         return out
 
 

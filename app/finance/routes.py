@@ -233,6 +233,8 @@ def generate_invoices():
 @doc(
     "Void an invoice nothing has been paid against (recorded, never deleted)",
     body=VoidIn,
+    body_required=False,
+    rules={"paid": "nothing paid against the invoice"},
     out=InvoiceOut,
     tags=["invoices"],
 )
@@ -299,6 +301,7 @@ def get_payment(ident):
     out=PaymentReceiptOut,
     status=201,
     tags=["payments"],
+    idempotent=True,
     description="Without invoice_id the money is the student's credit. Paying more than an invoice's "
     "outstanding amount marks it paid and leaves the excess as credit.",
 )
@@ -368,7 +371,7 @@ def student_balance(ident):
 
 STATEMENT_ARGS = QueryArgs(
     Param("from", DATE, description="First local date (inclusive)."),
-    Param("to", DATE, description="Last local date (inclusive)."),
+    Param("to", DATE, description="Last local date (inclusive).", rule="not before from"),
 )
 
 

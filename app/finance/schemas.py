@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from app.core.schemas import Body, Out
+from app.core.schemas import Body, Out, rule
 from app.finance.models import PAYMENT_METHODS
 
 _MONEY = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
@@ -51,11 +51,27 @@ def money(minor: int | None) -> str | None:
     return f"{'-' if minor < 0 else ''}{whole}.{cents:02d}"
 
 
-_MONEY_SCHEMA = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$", "example": "1500.00"}
-# Validated to minor units; documented (OpenAPI) as the decimal string clients send.
-Money = Annotated[int, PlainValidator(lambda v: to_minor(v, positive=False)), WithJsonSchema(_MONEY_SCHEMA)]
+_WHOLE = len(str(MAX_MINOR // 100)) - 1  # digits before the point
+
+
+def _money_schema(positive: bool) -> dict:
+    """What to_minor takes: a decimal string with at most 2 decimals, or an integer (major units)."""
+    fraction = "(\\.[0-9]{1,2})?"
+    text = (
+        f"^([1-9][0-9]{{0,{_WHOLE - 1}}}{fraction}|0\\.([1-9][0-9]?|0[1-9]))$"
+        if positive
+        else f"^(0|[1-9][0-9]{{0,{_WHOLE - 1}}}){fraction}$"
+    )
+    whole = {"type": "integer", "minimum": 1 if positive else 0, "maximum": MAX_MINOR // 100 - 1}
+    return {"anyOf": [{"type": "string", "pattern": text, "examples": ["1500.00"]}, whole]}
+
+
+# Validated to minor units; documented (OpenAPI) as what clients send.
+Money = Annotated[
+    int, PlainValidator(lambda v: to_minor(v, positive=False)), WithJsonSchema(_money_schema(False))
+]
 PositiveMoney = Annotated[
-    int, PlainValidator(lambda v: to_minor(v, positive=True)), WithJsonSchema(_MONEY_SCHEMA)
+    int, PlainValidator(lambda v: to_minor(v, positive=True)), WithJsonSchema(_money_schema(True))
 ]
 MoneyOut = Annotated[
     str, Field(description="decimal string in the institution's currency", examples=["1500.00"])
@@ -67,20 +83,29 @@ Reference = Annotated[str, Field(min_length=1, max_length=100)]
 # -- fee categories ----------------------------------------------------------------------------------
 
 
+NOT_BOTH = "not together with class_id"
+
+
 class FeeCategoryCreate(Body):
     term_id: int
     name: str = Field(min_length=1, max_length=100)
     amount_minor: Money = Field(alias="amount")
-    grade_level: int | None = Field(None, ge=0, le=20, description="bill only students of this grade level")
+    grade_level: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="bill only students of this grade level",
+        json_schema_extra=rule(NOT_BOTH),
+    )
     class_id: int | None = Field(None, description="bill only students of this class")
     due_date: date | None = None
 
 
 class FeeCategoryUpdate(Body):
     read_only = frozenset({"term_id"})
-    name: str | None = Field(None, min_length=1, max_length=100)
-    amount_minor: Money | None = Field(None, alias="amount")
-    grade_level: int | None = Field(None, ge=0, le=20)
+    name: str = Field(None, min_length=1, max_length=100)
+    amount_minor: Money = Field(None, alias="amount")
+    grade_level: int | None = Field(None, ge=0, le=20, json_schema_extra=rule(NOT_BOTH))
     class_id: int | None = None
     due_date: date | None = None
 
@@ -104,7 +129,11 @@ class GenerateIn(Body):
     term_id: int
     class_id: int | None = Field(None, description="one class, or")
     grade_level: int | None = Field(
-        None, ge=0, le=20, description="every class of this grade in the term's year"
+        None,
+        ge=0,
+        le=20,
+        description="every class of this grade in the term's year",
+        json_schema_extra=rule("exactly one of class_id or grade_level"),
     )
 
 
@@ -169,7 +198,11 @@ class PaymentIn(Body):
     amount: PositiveMoney
     method: Method
     reference: Reference = Field(description="the external transaction reference, unique in the institution")
-    received_at: datetime | None = Field(None, description="default: now; a time without an offset is UTC")
+    received_at: datetime | None = Field(
+        None,
+        description="default: now; a time without an offset is UTC",
+        json_schema_extra=rule("not in the future"),
+    )
     note: str | None = Field(None, max_length=500)
 
 
@@ -179,7 +212,7 @@ class ReverseIn(Body):
 
 
 class RefundIn(Body):
-    amount: PositiveMoney
+    amount: PositiveMoney = Field(json_schema_extra=rule("at most the student's credit"))
     method: Method
     reference: Reference
     note: str | None = Field(None, max_length=500)

@@ -179,6 +179,7 @@ def _bracketed(errors: dict) -> dict:
     body=GradesIn,
     out=GradesPutOut,
     tags=["assessments"],
+    idempotent=True,
 )
 def put_grades(ident):
     obj, class_subject = services.assessment_or_404(ident, g.principal)
@@ -195,7 +196,7 @@ def put_grades(ident):
     )
 
 
-TERM_ARGS = QueryArgs(Param("term_id", INTEGER, required=True))
+TERM_ARGS = QueryArgs(Param("term_id", INTEGER, required=True, rule="a term of the school"))
 
 
 def _term_id() -> int:

@@ -3,30 +3,25 @@
 import datetime as dt
 from decimal import Decimal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from app.core.schemas import Body, Out
+from app.core.schemas import Body, Out, decimal_text, rule
 
 # Numeric(7, 2) / Numeric(5, 2) columns: the bounds the database can hold.
 # The 0..max_score range is checked against the assessment, with a message naming both bounds.
-Score = Field(max_digits=7, decimal_places=2)
+Score = decimal_text(7, 2)
+Weight = decimal_text(5, 2, minimum="0")
+MaxScore = decimal_text(7, 2, positive=True)
 
 
 class AssessmentTypeCreate(Body):
     name: str = Field(min_length=1, max_length=60)
-    weight: Decimal = Field(ge=0, max_digits=5, decimal_places=2)
+    weight: Weight
 
 
 class AssessmentTypeUpdate(Body):
-    name: str | None = Field(None, min_length=1, max_length=60)
-    weight: Decimal | None = Field(None, ge=0, max_digits=5, decimal_places=2)
-
-    @field_validator("name", "weight")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:  # only an explicit null gets here: left out, the value is kept
-            raise ValueError("must not be null")
-        return value
+    name: str = Field(None, min_length=1, max_length=60)
+    weight: Weight = None
 
 
 class AssessmentTypeOut(Out):
@@ -40,17 +35,17 @@ class AssessmentCreate(Body):
     term_id: int
     assessment_type_id: int
     title: str = Field(min_length=1, max_length=200)
-    max_score: Decimal = Field(gt=0, max_digits=7, decimal_places=2)
-    date: dt.date
+    max_score: MaxScore
+    date: dt.date = Field(json_schema_extra=rule("within the term"))
 
 
 class AssessmentUpdate(Body):
     # The class subject is fixed: its grades belong to that class's students.
-    term_id: int | None = None
-    assessment_type_id: int | None = None
-    title: str | None = Field(None, min_length=1, max_length=200)
-    max_score: Decimal | None = Field(None, gt=0, max_digits=7, decimal_places=2)
-    date: dt.date | None = None
+    term_id: int = None
+    assessment_type_id: int = None
+    title: str = Field(None, min_length=1, max_length=200)
+    max_score: MaxScore = Field(None, json_schema_extra=rule("not below a score already recorded"))
+    date: dt.date = Field(None, json_schema_extra=rule("within the term"))
     read_only = frozenset({"class_subject_id"})
 
 
@@ -68,7 +63,7 @@ class AssessmentOut(Out):
 
 class GradeIn(Body):
     student_id: int
-    score: Decimal = Score
+    score: Score = Field(json_schema_extra=rule("from 0 to the assessment's max_score"))
     comment: str | None = Field(None, max_length=500)  # left out: the stored comment is kept
 
 

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, field_validator
 
-from app.core.schemas import Body, Email, Out
+from app.core.schemas import Body, Email, Out, rule
 from app.institutions.codes import country_problem, currency_problem, timezone_problem
 
 
@@ -16,9 +16,21 @@ def _checked(problem):
     return AfterValidator(check)
 
 
-TimeZone = Annotated[str, Field(min_length=1, max_length=64), _checked(timezone_problem)]
-Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), _checked(country_problem)]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), _checked(currency_problem)]
+TimeZone = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra=rule("an IANA time zone name")),
+    _checked(timezone_problem),
+]
+Country = Annotated[
+    str,
+    Field(pattern=r"^[A-Z]{2}$", json_schema_extra=rule("an ISO 3166-1 alpha-2 country code")),
+    _checked(country_problem),
+]
+Currency = Annotated[
+    str,
+    Field(pattern=r"^[A-Z]{3}$", json_schema_extra=rule("an ISO 4217 currency code")),
+    _checked(currency_problem),
+]
 
 
 class ScaleBand(Body):
@@ -27,15 +39,19 @@ class ScaleBand(Body):
 
 
 class InstitutionUpdate(Body):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    currency: Currency | None = None
-    timezone: TimeZone | None = None
+    name: str = Field(None, min_length=1, max_length=200)
+    currency: Currency = None
+    timezone: TimeZone = None
     country: Country | None = None
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
     address: str | None = Field(None, max_length=500)
-    grading_scale: list[ScaleBand] | None = None
-    absence_threshold: int | None = Field(None, ge=0, le=100)
+    grading_scale: list[ScaleBand] = Field(
+        None,
+        min_length=1,
+        json_schema_extra=rule("minimums from the highest down, without repeats, the last 0"),
+    )
+    absence_threshold: int = Field(None, ge=0, le=100)
     read_only = frozenset({"slug"})
 
     @field_validator("grading_scale")

@@ -5,14 +5,26 @@ from flask import Blueprint, Response, g, jsonify, request, send_file, url_for
 from app.access.rules import CLASSES, OWN_REQUESTS
 from app.core.auth import SCHOOL, public, roles
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, list_response
+from app.core.pagination import Choice, ListSpec, list_response
 from app.core.queryargs import TEXT, Param, QueryArgs, raw_as
 from app.core.ratelimit import exports
 from app.core.schemas import parse_body
 from app.extensions import db
 from app.jobs import services
-from app.jobs.models import Job
-from app.jobs.schemas import ExportIn, ExportOut, ImportOut
+from app.jobs.exporters import KINDS
+from app.jobs.models import JOB_STATUSES, Job
+from app.jobs.schemas import (
+    DOWNLOAD_TYPES,
+    FLAG,
+    START_DATE,
+    START_DATE_RULE,
+    ExportIn,
+    ExportOut,
+    ImportForm,
+    ImportOut,
+    StudentImportForm,
+)
+from app.jobs.storage import CONTENT_TYPES
 
 bp = Blueprint("jobs", __name__)
 
@@ -25,17 +37,24 @@ def _mail_links(state):
 
 EXPORTERS = ("admin", "teacher", "accountant")
 EXPORT_SPEC = ListSpec(
-    Job.id, filters={"status": Job.status, "kind": Job.kind, "format": Job.format}, default_sort="-id"
+    Job.id,
+    filters={
+        "status": Choice(Job.status, JOB_STATUSES),
+        "kind": Choice(Job.kind, tuple(KINDS)),
+        "format": Choice(Job.format, tuple(CONTENT_TYPES)),
+    },
+    default_sort="-id",
 )
 
 
+CSV = {"text/csv": {"type": "string"}}
 DOWNLOAD_ARGS = QueryArgs(Param("token", TEXT, description="The signed token of download_url."))
 # dry_run and start_date come as query parameters or form fields: the service parses either
 # (app/jobs/services.py).
-IMPORT_ARGS = QueryArgs(Param("dry_run", raw_as({"type": "boolean"})))
+IMPORT_ARGS = QueryArgs(Param("dry_run", raw_as(FLAG)))
 STUDENT_IMPORT_ARGS = QueryArgs(
-    Param("dry_run", raw_as({"type": "boolean"})),
-    Param("start_date", raw_as({"type": "string", "format": "date"})),
+    Param("dry_run", raw_as(FLAG)),
+    Param("start_date", raw_as(START_DATE), rule=START_DATE_RULE),
 )
 
 
@@ -100,8 +119,10 @@ def get_export(ident):
 @doc(
     "Download a finished export. The signed `token` from download_url is the credential: 403 if it was "
     "tampered with or belongs to another export, 410 once it (or the export) has expired",
+    out=DOWNLOAD_TYPES,
     tags=["exports"],
     query=DOWNLOAD_ARGS,
+    errors=(403, 409, 410),
 )
 def download_export(ident):
     # No unknown-parameter check: the signed link is the credential and is opened as given, with
@@ -150,6 +171,8 @@ _IMPORT_RESULT = (
 @doc(
     "Import students from a CSV file (multipart/form-data field `file`, at most IMPORT_MAX_BYTES); "
     "`dry_run=true` only reports what would happen. 202 with the job to poll",
+    body=StudentImportForm,
+    media="multipart/form-data",
     out=ImportOut,
     status=202,
     tags=["imports"],
@@ -168,7 +191,11 @@ def import_students():
 
 @bp.get("/imports/students/template.csv")
 @roles("admin", reach=SCHOOL)
-@doc("An empty student import file with the columns it accepts", tags=["imports"])
+@doc(
+    "An empty student import file with the columns it accepts",
+    out=CSV,
+    tags=["imports"],
+)
 def import_template():
     return _template("students")
 
@@ -178,6 +205,8 @@ def import_template():
 @doc(
     "Import teachers from a CSV file, each with a teacher login; `dry_run=true` only reports what would "
     "happen. 202 with the job to poll",
+    body=ImportForm,
+    media="multipart/form-data",
     out=ImportOut,
     status=202,
     tags=["imports"],
@@ -195,7 +224,7 @@ def import_teachers():
 
 @bp.get("/imports/teachers/template.csv")
 @roles("admin", reach=SCHOOL)
-@doc("An empty teacher import file with the columns it accepts", tags=["imports"])
+@doc("An empty teacher import file with the columns it accepts", out=CSV, tags=["imports"])
 def import_teachers_template():
     return _template("teachers")
 
@@ -205,6 +234,8 @@ def import_teachers_template():
 @doc(
     "Import guardians from a CSV file, each with a guardian login, linked to their children by "
     "admission number; `dry_run=true` only reports what would happen. 202 with the job to poll",
+    body=ImportForm,
+    media="multipart/form-data",
     out=ImportOut,
     status=202,
     tags=["imports"],
@@ -223,7 +254,7 @@ def import_guardians():
 
 @bp.get("/imports/guardians/template.csv")
 @roles("admin", reach=SCHOOL)
-@doc("An empty guardian import file with the columns it accepts", tags=["imports"])
+@doc("An empty guardian import file with the columns it accepts", out=CSV, tags=["imports"])
 def import_guardians_template():
     return _template("guardians")
 

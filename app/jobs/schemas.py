@@ -3,9 +3,10 @@
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator
 
-from app.core.schemas import Body, Out
+from app.core.schemas import DATE_PATTERN, Body, Out, rule
+from app.jobs.storage import CONTENT_TYPES
 
 MAX_RANGE_DAYS = 366 * 3
 
@@ -13,10 +14,17 @@ MAX_RANGE_DAYS = 366 * 3
 class ExportIn(Body):
     kind: str = Field(
         description="attendance_register, attendance_summary, attendance_records, class_roster, "
-        "gradebook, report_cards, fee_statement, fee_collection, audit_log"
+        "gradebook, report_cards, fee_statement, fee_collection, audit_log",
+        json_schema_extra=rule("one of these kinds"),
     )
-    format: str = Field(description="csv, xlsx or pdf, as the kind allows")
-    params: dict[str, Any] = Field(default_factory=dict, description="the kind's parameters")
+    format: str = Field(
+        description="csv, xlsx or pdf, as the kind allows", json_schema_extra=rule("a format of the kind")
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the kind's parameters",
+        json_schema_extra=rule("the parameters of the kind"),
+    )
 
 
 class Params(Body):
@@ -116,3 +124,51 @@ class ImportOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+# -- documentation only (the OpenAPI document, app/core/openapi.py) -------------------------------------
+
+# A form or query flag as app/jobs/services.py's _flag reads it: true/1/yes, false/0/no in any case, or
+# empty (false).
+FLAG = {
+    "type": "string",
+    "pattern": "^([ \t]*([Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Ff][Aa][Ll][Ss][Ee]|0|[Nn][Oo])[ \t]*)?$",
+    "description": "true or false (also 1/0, yes/no); empty is false",
+}
+
+
+class ImportForm(BaseModel):
+    """The multipart/form-data body of an import (the service reads the form itself)."""
+
+    file: bytes = Field(
+        description="The CSV file: a header row, then one record per row",
+        json_schema_extra={
+            "contentMediaType": "text/csv",
+            **rule("UTF-8 CSV with the template's header row"),
+        },
+    )
+    dry_run: str = Field("", json_schema_extra=FLAG)
+
+
+# An enrolment may be prepared ahead (next term's classes), not for a date nobody can plan for
+# (app/jobs/services.py _start_date).
+MAX_START_AHEAD_DAYS = 366
+START_DATE_RULE = f"at most {MAX_START_AHEAD_DAYS} days after the school's today"
+
+# A student import's first day of enrolment as app/jobs/services.py's _start_date reads it: a date, or
+# empty (the school's today).
+START_DATE = {
+    "type": "string",
+    "pattern": f"^[ \t]*({DATE_PATTERN[1:-1]})?[ \t]*$",
+    "description": "YYYY-MM-DD; empty is the school's today",
+}
+
+
+class StudentImportForm(ImportForm):
+    """A student import's form: also the first day of the enrolments it makes."""
+
+    start_date: str = Field("", json_schema_extra={**START_DATE, **rule(START_DATE_RULE)})
+
+
+# A finished export, in the format it was asked in.
+DOWNLOAD_TYPES = {t.split(";")[0]: {"type": "string", "format": "binary"} for t in CONTENT_TYPES.values()}

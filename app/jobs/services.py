@@ -34,6 +34,7 @@ from app.jobs import importers, people_import, storage
 from app.jobs.exporters import KINDS, write_csv, write_xlsx
 from app.jobs.models import Job, StoredFile
 from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, running_job
+from app.jobs.schemas import MAX_START_AHEAD_DAYS
 from app.notifications.services import notify_export_ready
 from app.people.models import Student
 
@@ -43,8 +44,6 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 # One import task runs every kind (the job row names it); its name is older than the other kinds.
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
 IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
-# An enrolment may be prepared ahead (next term's classes), not for a date nobody can plan for.
-MAX_START_AHEAD_DAYS = 366
 
 
 # --- serialisation ---------------------------------------------------------------------------------

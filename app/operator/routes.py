@@ -61,6 +61,7 @@ def _by():
     body=OperatorLoginIn,
     out=OperatorTokensOut,
     tags=TAGS,
+    errors=(401, 429),  # 429: the login's own windows (app/core/loginlimit.py)
 )
 def login():
     body = parse_body(OperatorLoginIn)
@@ -145,6 +146,7 @@ def invite_admin(slug):
 @doc(
     "Suspend a school: its people's sessions end and they cannot log in; its records stay",
     body=SuspendIn,
+    body_required=False,
     out=SuspendedOut,
     tags=TAGS,
 )

@@ -1,3 +1,5 @@
+from typing import get_args
+
 from flask import Blueprint, g, jsonify
 from sqlalchemy import select
 
@@ -14,7 +16,7 @@ from app.access.rules import (
 from app.core.auth import SCHOOL, roles
 from app.core.crud import CONFLICTS, Resource
 from app.core.openapi import doc
-from app.core.pagination import Filter, ListSpec
+from app.core.pagination import Choice, Filter, ListSpec
 from app.core.queryargs import INTEGER
 from app.core.ratelimit import sensitive
 from app.core.schemas import dump, fields_of, parse_body
@@ -27,9 +29,11 @@ from app.people.schemas import (
     GuardianLinkIn,
     GuardianOut,
     GuardianUpdate,
+    Role,
     StudentCreate,
     StudentDetailOut,
     StudentOut,
+    StudentStatus,
     StudentUpdate,
     TeacherCreate,
     TeacherOut,
@@ -74,7 +78,7 @@ students = Resource(
     ListSpec(
         Student.id,
         filters={
-            "status": Student.status,
+            "status": Choice(Student.status, get_args(StudentStatus)),
             "grade_level": Student.grade_level,
             "admission_number": Student.admission_number,
             "class_id": Filter(INTEGER, _in_class),
@@ -154,7 +158,7 @@ users = Resource(
     UserOut,
     ListSpec(
         User.id,
-        filters={"role": User.role, "is_active": User.is_active},
+        filters={"role": Choice(User.role, get_args(Role)), "is_active": User.is_active},
         sorts={"last_name": User.last_name, "email": User.email},
         search=(User.first_name, User.last_name, User.email),
     ),

@@ -4,9 +4,10 @@ from typing import Literal
 from pydantic import Field
 
 from app.auth.passwords import NewPassword
-from app.core.schemas import Body, Email, Out
+from app.core.schemas import Body, Email, Out, rule
 
 Role = Literal["admin", "teacher", "guardian", "student", "accountant"]
+StudentStatus = Literal["active", "graduated", "withdrawn"]
 Name = Field(min_length=1, max_length=100)
 
 
@@ -24,11 +25,13 @@ class UserCreate(Body):
 
 
 class UserUpdate(Body):
-    email: Email | None = None
-    role: Role | None = None
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    last_name: str | None = Field(None, min_length=1, max_length=100)
-    is_active: bool | None = None
+    email: Email = None
+    role: Role = Field(
+        None, json_schema_extra=rule("not one's own; teacher, guardian or student only at creation")
+    )
+    first_name: str = Field(None, min_length=1, max_length=100)
+    last_name: str = Field(None, min_length=1, max_length=100)
+    is_active: bool = None
 
 
 class UserOut(Out):
@@ -49,18 +52,18 @@ class StudentCreate(Body):
     date_of_birth: date | None = None
     gender: str | None = Field(None, max_length=20)
     grade_level: int | None = Field(None, ge=0, le=20)
-    status: Literal["active", "graduated", "withdrawn"] = "active"
+    status: StudentStatus = "active"
     email: Email | None = None
 
 
 class StudentUpdate(Body):
-    admission_number: str | None = Field(None, min_length=1, max_length=40)
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    last_name: str | None = Field(None, min_length=1, max_length=100)
+    admission_number: str = Field(None, min_length=1, max_length=40)
+    first_name: str = Field(None, min_length=1, max_length=100)
+    last_name: str = Field(None, min_length=1, max_length=100)
     date_of_birth: date | None = None
     gender: str | None = Field(None, max_length=20)
     grade_level: int | None = Field(None, ge=0, le=20)
-    status: Literal["active", "graduated", "withdrawn"] | None = None
+    status: StudentStatus = None
     email: Email | None = None
 
 
@@ -107,8 +110,8 @@ class GuardianCreate(Body):
 
 
 class GuardianUpdate(Body):
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    last_name: str | None = Field(None, min_length=1, max_length=100)
+    first_name: str = Field(None, min_length=1, max_length=100)
+    last_name: str = Field(None, min_length=1, max_length=100)
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
 
@@ -133,9 +136,9 @@ class TeacherCreate(Body):
 
 
 class TeacherUpdate(Body):
-    employee_number: str | None = Field(None, min_length=1, max_length=40)
-    first_name: str | None = Field(None, min_length=1, max_length=100)
-    last_name: str | None = Field(None, min_length=1, max_length=100)
+    employee_number: str = Field(None, min_length=1, max_length=40)
+    first_name: str = Field(None, min_length=1, max_length=100)
+    last_name: str = Field(None, min_length=1, max_length=100)
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
     specialization: str | None = Field(None, max_length=100)
