@@ -39,6 +39,9 @@ FORGOT_ANSWER = (
 )
 # A link's token that is not one (400), spent or expired (410), or of a suspended school (403).
 LINK_ERRORS = (400, 403, 410)
+LINK_RULES = {
+    "token": "the token of a link the school e-mailed, unused and unexpired: else 400 (not a link) or 410"
+}
 LINK_ARGS = QueryArgs(Param("token", TEXT, required=True, description="The `token` of the e-mailed link."))
 
 
@@ -53,6 +56,7 @@ def _invitation_out(user, expires_at):
     body=ForgotPasswordIn,
     out=AcceptedOut,
     status=202,
+    polled=False,
     tags=["auth"],
     description="The link opens a page to choose a new password (or use POST /auth/password/set). It "
     "works once, for PASSWORD_RESET_TTL seconds (30 minutes); using it ends every session of the "
@@ -71,6 +75,7 @@ def forgot_password():
     query=LINK_ARGS,
     tags=["auth"],
     errors=LINK_ERRORS,
+    rules=LINK_RULES,
 )
 def describe_link():
     return jsonify(accounts.describe_link(LINK_ARGS.parse()["token"]))
@@ -86,6 +91,7 @@ def describe_link():
     description="400 for a token that is not valid, 410 for one already used, replaced or expired, "
     "403 when the school is suspended. Ends every session of the account.",
     errors=LINK_ERRORS,
+    rules=LINK_RULES,
 )
 def set_password():
     body = parse_body(PasswordSetIn)

@@ -89,6 +89,7 @@ def doc(
     out=None,
     many=False,
     status=200,
+    polled=None,
     query: QueryDeclaration | None = None,
     idempotent=False,
     errors=(),
@@ -99,7 +100,8 @@ def doc(
 ):
     """body: the pydantic model of the request body, sent as `media` (JSON, or multipart/form-data for
     an upload); out: the answer's model, or a JSON schema (a dict), or {media type: schema} for an answer
-    that is not JSON; idempotent: the view honours Idempotency-Key (app/core/idempotency.py); errors:
+    that is not JSON; polled: the answer's Location names a job to poll (default: a 202 does);
+    idempotent: the view honours Idempotency-Key (app/core/idempotency.py); errors:
     statuses only this view can answer (e.g. 410), beyond those the document derives; rules: {name in a
     422's `errors`: the rule} for what neither a field nor a parameter carries (`x-rules`); path: {path
     parameter: schema} for those that are not integers."""
@@ -113,6 +115,7 @@ def doc(
             "out": out,
             "many": many,
             "status": status,
+            "polled": status == 202 if polled is None else polled,
             "query": query,
             "idempotent": idempotent,
             "errors": tuple(errors),
@@ -250,6 +253,8 @@ def _success(meta, components, method, is_public) -> dict:
     if status == 201:
         answer["description"] = "Created"
     elif status == 202:
+        answer["description"] = "Accepted"
+    if meta["polled"]:
         answer["description"] = "Accepted: the job to poll (its address in Location)"
         answer["headers"] = {"Location": {**_HEADER, "required": True}}
     if isinstance(out, dict) and all("/" in key for key in out):  # {media type: schema}: not JSON
