@@ -37,8 +37,10 @@ def check_request_size():
     size = len(target) if target else len(env.get("PATH_INFO", "")) + 1 + len(env.get("QUERY_STRING", ""))
     if size > MAX_TARGET_BYTES:
         raise ApiError(414, f"The URL is longer than {MAX_TARGET_BYTES} bytes.")
-    for name, value in request.headers.items():
-        if len(name) + 2 + len(value) > MAX_HEADER_BYTES:
+    # The environ itself, not request.headers (which builds a header object per item on every request).
+    for key, value in env.items():
+        if key[:5] == "HTTP_" and len(key) - 3 + len(value) > MAX_HEADER_BYTES:  # "Name: value"
+            name = key[5:].replace("_", "-").title()
             raise ApiError(
                 431,
                 f"The {name} header is longer than {MAX_HEADER_BYTES} bytes.",
