@@ -7,7 +7,7 @@ audit entry). Everything is validated before the first write; the caller commits
 """
 
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import segno
@@ -22,7 +22,7 @@ from app.attendance.models import STATUSES, AttendanceCheckin, AttendanceRecord,
 from app.audit import services as audit
 from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
-from app.core.models import utcnow
+from app.core.models import as_utc, utcnow
 from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
@@ -503,10 +503,6 @@ def _serializer():
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=QR_SALT)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
-
-
 def session_out(s: AttendanceSession) -> dict:
     n = db.session.execute(select(func.count()).where(AttendanceCheckin.session_id == s.id)).scalar_one()
     return {
@@ -516,8 +512,8 @@ def session_out(s: AttendanceSession) -> dict:
         "period": s.period,
         "date": s.date,
         "opened_by_id": s.opened_by_id,
-        "opened_at": _aware(s.opened_at),
-        "expires_at": _aware(s.expires_at),
+        "opened_at": as_utc(s.opened_at),
+        "expires_at": as_utc(s.expires_at),
         "checked_in": n,
     }
 
@@ -600,7 +596,7 @@ def check_in(token: str, principal) -> dict:
     if session is None:
         raise NotFound("attendance session")
     now = utcnow()
-    if now >= _aware(session.expires_at):
+    if now >= as_utc(session.expires_at):
         raise expired()
     if principal.student_id is None:
         raise Forbidden("This login is not linked to a student record.")

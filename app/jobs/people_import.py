@@ -26,10 +26,9 @@ from datetime import date
 from sqlalchemy import func, select
 
 from app.audit import services as audit
-from app.auth.accounts import issue_invitation
+from app.auth.accounts import issue_invitation, unusable_password_hash
 from app.core.models import utcnow
 from app.core.schemas import _email
-from app.core.security import hash_password, new_token
 from app.core.upsert import insert_for
 from app.extensions import db
 from app.jobs.importers import DATE_PATTERN, Context, ImportKind, fail
@@ -255,8 +254,7 @@ def _insert_logins(spec, wanted, ctx):
     if not wanted:
         return {}
     now = utcnow()
-    # Nobody knows this password: the invitation sets the real one. One hash per batch (argon2 is slow).
-    unusable = hash_password(new_token())
+    unusable = unusable_password_hash()  # the invitation's link sets the real one
     rows = [
         {
             "institution_id": ctx.institution_id,

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import uuid
 from contextlib import nullcontext
-from datetime import UTC, date, timedelta
+from datetime import date, timedelta
 
 from flask import current_app, url_for
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
@@ -24,7 +24,7 @@ from app.audit import services as audit
 from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Forbidden, NotFound, ValidationFailed
 from app.core.links import public_url
-from app.core.models import utcnow
+from app.core.models import as_utc, utcnow
 from app.core.schemas import errors_from, parse_date
 from app.core.tenancy import current_institution_id
 from app.extensions import db
@@ -131,13 +131,8 @@ def sign(job: Job) -> str:
     return _signer().dumps({"job": job.id, "ins": job.institution_id})
 
 
-def _aware(moment):
-    """SQLite hands back naive datetimes for timestamptz columns; they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
 def download_url(job: Job):
-    if job.status != "done" or (job.expires_at is not None and _aware(job.expires_at) <= utcnow()):
+    if job.status != "done" or (job.expires_at is not None and as_utc(job.expires_at) <= utcnow()):
         return None
     return url_for("jobs.download_export", ident=job.id, token=sign(job), _external=True)
 
@@ -165,7 +160,7 @@ def open_download(ident, token):
     ).scalar_one_or_none()
     if job is None:
         raise NotFound("export")
-    if job.status == "expired" or (job.expires_at is not None and _aware(job.expires_at) <= utcnow()):
+    if job.status == "expired" or (job.expires_at is not None and as_utc(job.expires_at) <= utcnow()):
         raise ApiError(
             410,
             "This export has expired and its file was removed; request it again.",
