@@ -89,7 +89,12 @@ def main():
             for _ in range(1000):
                 fn()
             prof.disable()
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+            stats = pstats.Stats(prof).sort_stats(os.environ.get("PROF_SORT", "cumulative"))
+            stats.print_stats(
+                *filter(None, [os.environ.get("PROF_FILTER")]), int(os.environ.get("PROF_N", "40"))
+            )
+            if os.environ.get("PROF_CALLERS"):
+                stats.print_callers(os.environ["PROF_CALLERS"])
             return
         out = {name: round(best_cpu_us(fn)) for name, fn in cases.items()}
         out["ratio_cached_read"] = round(

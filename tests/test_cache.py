@@ -170,15 +170,22 @@ def test_no_stale_read_after_a_write_in_another_process(two_servers, demo):
     )
     token = tokens["access_token"]
     path = f"/api/v1/students/{demo['demo_student_id']}"
+    roster = f"/api/v1/classes/{demo['demo_class_id']}/students?limit=100"
     _, _, original = _call(b, "GET", path, token)
     _, headers, _ = _call(b, "GET", path, token)
     assert headers["X-Cache"] == "hit"
+    _call(b, "GET", roster, token)
+    assert _call(b, "GET", roster, token)[1]["X-Cache"] == "hit"
     try:
         for name in ("Process-A-1", "Process-A-2", "Process-A-3"):
             status, _, _ = _call(a, "PATCH", path, token, {"first_name": name})
             assert status == 200
             status, _, seen = _call(b, "GET", path, token)
             assert status == 200 and seen["first_name"] == name
+            # The roster, read on its own autocommit connection (app/core/tenancy.py), sees it too.
+            status, _, page = _call(b, "GET", roster, token)
+            assert status == 200
+            assert [r["first_name"] for r in page["data"] if r["id"] == demo["demo_student_id"]] == [name]
     finally:
         _call(a, "PATCH", path, token, {"first_name": original["first_name"]})
 

@@ -150,7 +150,14 @@ def test_reads_get_no_5xx_when_the_apps_database_backends_are_killed(app):
                     (name,),
                 )
                 kills += cur.rowcount
-            for path in ("/students?limit=20", "/classes", "/students/1", "/guardians", "/subjects"):
+            for path in (
+                "/students?limit=20",
+                "/classes",
+                "/students/1",
+                "/classes/1/students",
+                "/guardians",
+                "/subjects",
+            ):
                 statuses.append(_call(base + "/api/v1" + path, headers=auth)[0])
     admin.close()
     assert kills >= 8

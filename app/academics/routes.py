@@ -276,7 +276,7 @@ def class_roster(ident):
         rows = db.session.execute(stmt, {"class_id": ident}).all()
     else:
         stmt, params, limit, sort, col = prepared_list("roster", _roster_base, ROSTER_SPEC)
-        rows = execute_reusable(db.session, stmt, {**params, "class_id": ident}).all()
+        rows = execute_reusable(db.session, stmt, {**params, "class_id": ident})
     if not rows and sees_all:
         class_in_scope_or_404(ident, p)  # an empty page of a class that does not exist is a 404
     return page_response(rows, limit, sort, col, None)

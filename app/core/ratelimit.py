@@ -8,6 +8,8 @@ app/core/loginlimit.py (counted before the password is checked, which Flask-Limi
 count-after-the-answer cannot do).
 """
 
+from functools import partial
+
 from flask import current_app, g, request
 from flask_limiter import Limiter
 
@@ -102,5 +104,29 @@ def configure_limiter(app):
     hooks = app.before_request_funcs.get(None, [])
     if limiter._check_request_limit in hooks:  # absent when the limiter is disabled
         hooks.remove(limiter._check_request_limit)
+    _only_for_limited_views(app, limiter)
     app.extensions["rate_limiter"] = limiter
     return limiter
+
+
+def _only_for_limited_views(app, limiter):
+    """Flask-Limiter's after-request (its headers) and teardown (a context reset) ran on every answer;
+    they concern the views with a route limit only, so its after-request runs for those endpoints and
+    the teardown goes (its context lives on the request context, discarded with the request)."""
+    limited = {endpoint for endpoint, view in app.view_functions.items() if getattr(view, "rate_limits", ())}
+    after = app.after_request_funcs.get(None, [])
+    for i, hook in enumerate(after):
+        if isinstance(hook, partial) and hook.args == (limiter,):
+            after[i] = _for_endpoints(hook, limited)
+            break
+    teardown = app.teardown_request_funcs.get(None, [])
+    for hook in list(teardown):
+        if getattr(hook, "__self__", None) is limiter:
+            teardown.remove(hook)
+
+
+def _for_endpoints(hook, endpoints):
+    def run(response):
+        return hook(response) if request.endpoint in endpoints else response
+
+    return run

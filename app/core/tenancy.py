@@ -8,7 +8,7 @@ Core `insert()` statements bypass the ORM, so services that bulk-insert set `ins
 """
 
 from flask import g, has_app_context
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, with_loader_criteria
 
 from app.core.models import TenantMixin
@@ -64,10 +64,19 @@ def _scoped(stmt, iid):
 
 
 def execute_reusable(session, stmt, params):
-    """Run a plain-row select on the session's connection, with the scope the ORM event would add,
-    skipping the ORM execution layer such a read does not need (docs/BENCHMARKS.md)."""
+    """The rows of a plain-row select, with the scope the ORM event would add, skipping the ORM
+    execution layer such a read does not need (docs/BENCHMARKS.md).
+
+    When the session has not begun a transaction, the select runs alone in autocommit: one round trip
+    instead of three (BEGIN, the select, ROLLBACK). Under READ COMMITTED a lone statement sees the same
+    snapshot either way. Inside a begun transaction (which may have written) it runs there."""
     iid = current_institution_id()
-    return session.connection().execute(stmt if iid is None else _scoped(stmt, iid), params)
+    stmt = stmt if iid is None else _scoped(stmt, iid)
+    bind = session.get_bind()
+    if session().in_transaction() or not isinstance(bind, Engine):  # (bound to a connection: tests)
+        return session.connection().execute(stmt, params).all()
+    with bind.connect() as conn:
+        return conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt, params).all()
 
 
 def _stamp_new_rows(session, flush_context, instances):
