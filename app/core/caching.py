@@ -161,7 +161,8 @@ class StorePolicy:
 
 class ResponseCache:
     def __init__(self, app):
-        backend = cache.cache
+        # This app's backend (cache.cache would be current_app's: another app when apps are made side by side)
+        backend = app.extensions["cache"][cache]
         self.prefix = app.config.get("CACHE_KEY_PREFIX", "sh:")
         self.redis: Any = getattr(backend, "_write_client", None)
         self.local: Any = None if self.redis is not None else backend  # SimpleCache in the embedded default
