@@ -205,7 +205,7 @@ class Config:
             env("DATABASE_URL", f"sqlite:///{Path(self.INSTANCE_DIR) / 'schoolhouse.db'}")
         )
         self.REDIS_URL = env("REDIS_URL")
-        # Optional separate servers (docs/OPERATIONS.md, "Redis memory"): the response cache (default:
+        # Optional separate servers (docs/DEPLOY.md, section 3): the response cache (default:
         # REDIS_URL db 0) and the Celery broker with the job locks (default: REDIS_URL db 2). The rate
         # limits and revocations stay on REDIS_URL db 1. A cache on another server than REDIS_URL costs
         # a cached read a second round trip (app/core/admission.py).

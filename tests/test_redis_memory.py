@@ -1,5 +1,5 @@
 """One Redis for cache, limits, revocations and the broker, with a memory limit: `maxmemory` +
-`maxmemory-policy volatile-lru` (docs/OPERATIONS.md, "Redis memory"). Every response-cache key carries a
+`maxmemory-policy volatile-lru` (docs/DEPLOY.md, section 3). Every response-cache key carries a
 TTL and the broker's keys and the revocation set do not, so filling the cache far past the limit evicts
 cache entries only: every queued task still runs, and a revoked session stays revoked.
 

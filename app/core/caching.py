@@ -19,7 +19,7 @@ So a roll for class A bumps class A's and its students' attendance versions: cla
 entries, while the school-wide answers (chronic absentees) are invalidated, as they must be.
 
 Every key carries a TTL (entries their tier, versions CACHE_VERSION_TTL), so a shared Redis with
-`maxmemory-policy volatile-lru` evicts only cache keys, never the broker's (docs/OPERATIONS.md). An
+`maxmemory-policy volatile-lru` evicts only cache keys, never the broker's (docs/DEPLOY.md, section 3). An
 evicted or expired version comes back from the clock: numbers are never reused, so old entries never
 come back.
 

@@ -4,7 +4,7 @@ the per-request check inside admission's one round trip (app/core/admission.py).
 Revoked sessions are members of one sorted set, `revoked:sessions`, scored by when their access tokens
 have all expired; each revocation also drops the members past that time. The set and the `revoked:ready`
 marker carry no TTL, so a Redis shared with the response cache under `maxmemory-policy volatile-lru`
-(which evicts only keys with a TTL: docs/OPERATIONS.md) can never evict a revocation. The marker says
+(which evicts only keys with a TTL: docs/DEPLOY.md, section 3) can never evict a revocation. The marker says
 the copy is complete: after a Redis restart or flush it is gone, and the next check rebuilds the copy
 from the database (the sessions revoked within one access-token lifetime) instead of trusting an
 empty Redis.
