@@ -139,32 +139,40 @@ def _miss(policy, ns):
     return False
 
 
-def test_an_endpoint_written_more_than_read_stops_storing_but_keeps_probing():
-    policy, ns = StorePolicy(window_s=3600), "test-write-heavy"
-    for _ in range(StorePolicy.MIN_EVIDENCE):
-        assert _miss(policy, ns)  # too little evidence yet: store
+@pytest.fixture
+def clock(monkeypatch):
+    import app.core.caching as caching
+
+    now = [1000.0]
+    monkeypatch.setattr(caching.time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_an_endpoint_written_more_than_read_stops_storing_but_keeps_probing(clock):
+    policy, ns = StorePolicy(window_s=60), "test-write-heavy"
+    for _ in range(StorePolicy.MIN_EVIDENCE * 3):
+        assert _miss(policy, ns)  # not judged before one window: entries just stored had no time to be read
+    clock[0] += 60  # one window: the counts halve, still enough evidence, and not one hit
     decisions = [_miss(policy, ns) for _ in range(64)]
-    # No hits at all: stored entries are never read. Only the probes (1 in PROBE_EVERY) are stored.
+    # Only the probes (1 in PROBE_EVERY) are stored.
     assert decisions.count(True) == 64 // StorePolicy.PROBE_EVERY
     assert stats[(ns, "skip")] == 64 - 64 // StorePolicy.PROBE_EVERY
 
 
-def test_an_endpoint_read_more_than_written_keeps_storing():
-    policy, ns = StorePolicy(window_s=3600), "test-read-heavy"
-    for _ in range(200):
+def test_an_endpoint_read_more_than_written_keeps_storing(clock):
+    policy, ns = StorePolicy(window_s=60), "test-read-heavy"
+    for i in range(200):
         assert _miss(policy, ns)
         stats[(ns, "hit")] += 3
+        clock[0] += 1 if i % 2 else 0
     assert stats[(ns, "skip")] == 0
 
 
-def test_the_decay_lets_an_endpoint_store_again(monkeypatch):
-    import app.core.caching as caching
-
-    clock = [1000.0]
-    monkeypatch.setattr(caching.time, "monotonic", lambda: clock[0])
+def test_the_decay_lets_an_endpoint_store_again(clock):
     policy, ns = StorePolicy(window_s=60), "test-decay"
     for _ in range(StorePolicy.MIN_EVIDENCE * 2):
         _miss(policy, ns)
+    clock[0] += 60
     assert not _miss(policy, ns)
     clock[0] += 60 * 8  # eight quiet windows: the counts halve eight times, below the evidence floor
     assert _miss(policy, ns)

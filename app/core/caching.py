@@ -26,8 +26,8 @@ come back.
 Cache only what is read more than it is written: per endpoint (namespace) and process, `StorePolicy`
 counts hits and stores, halved every CACHE_SKIP_WINDOW_S seconds (an exponentially decayed count).
 Each store follows a miss; an endpoint whose entries are invalidated (or expire) before they are read
-stores more than it serves. Once an endpoint has at least MIN_EVIDENCE decayed stores and fewer decayed
-hits than stores, its misses are answered without storing (and without the stampede lock), except one
+stores more than it serves. Once an endpoint has been seen for a window, has at least MIN_EVIDENCE decayed
+stores and fewer decayed hits than stores, its misses are answered without storing (and without the stampede lock), except one
 miss in PROBE_EVERY, which keeps measuring; the decay lets a changed read/write mix win storing back.
 Hits, stores, skips and invalidations per endpoint go to /metrics and /api/v1/performance.
 """
@@ -123,7 +123,7 @@ class StorePolicy:
         self.rolled_at = time.monotonic()
         self.state: dict[
             str, list[float]
-        ] = {}  # ns -> [hits base, stores base, decayed hits, decayed stores, skipped]
+        ] = {}  # ns -> [hits base, stores base, decayed hits, decayed stores, skipped, first seen]
 
     def _roll(self, now):
         halvings = int((now - self.rolled_at) // self.window)
@@ -140,7 +140,7 @@ class StorePolicy:
     def decayed(self, ns) -> tuple[float, float]:
         st = self.state.get(ns)
         if st is None:
-            st = self.state[ns] = [stats[(ns, "hit")], stats[(ns, "store")], 0.0, 0.0, 0]
+            st = self.state[ns] = [stats[(ns, "hit")], stats[(ns, "store")], 0.0, 0.0, 0, time.monotonic()]
         return st[2] + stats[(ns, "hit")] - st[0], st[3] + stats[(ns, "store")] - st[1]
 
     def should_store(self, ns) -> bool:
@@ -148,9 +148,9 @@ class StorePolicy:
             return True
         self._roll(time.monotonic())
         hits, stores = self.decayed(ns)
-        if stores < self.MIN_EVIDENCE or hits >= stores:
-            return True
         st = self.state[ns]
+        if stores < self.MIN_EVIDENCE or hits >= stores or time.monotonic() - st[5] < self.window:
+            return True  # too little evidence yet (entries just stored have had no time to be read)
         st[4] += 1
         if st[4] % self.PROBE_EVERY == 0:
             return True
