@@ -15,6 +15,7 @@ used_memory start / peak / end and maxmemory; the cache hit ratio overall and pe
 """
 
 import bisect
+import collections
 import contextlib
 import http.client as httpclient
 import itertools
@@ -78,14 +79,6 @@ def kinds(web, worker, beat, flower):
     out["beat"] = [psutil.Process(beat.pid)]
     out["flower"] = [psutil.Process(flower.pid)]
     return out
-
-
-class Client(threading.local):
-    def conn(self, port):
-        c = getattr(self, "c", None)
-        if c is None:
-            c = self.c = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
-        return c
 
 
 def main():
@@ -188,8 +181,8 @@ def main():
             return "POST", "/api/v1/auth/login", {"email": "admin@scale-school.test", "password": PASSWORD}
 
         samples = []  # (second since start, latency ms, ok)
+        error_kinds: collections.Counter = collections.Counter()
         lock = threading.Lock()
-        local = Client()
         work: queue.Queue = queue.Queue(maxsize=rate * 10)
 
         def runner():
@@ -199,9 +192,11 @@ def main():
                     return
                 at, (method, path, body) = item
                 t0 = time.perf_counter()
-                ok = False
+                ok, what = False, "no answer"
                 try:
-                    c = local.conn(web.port)
+                    # A connection per request: gunicorn's sync workers close each one after the answer, and a
+                    # reused one the server already closed would count as an error of ours.
+                    c = httpclient.HTTPConnection("127.0.0.1", web.port, timeout=30)
                     data = None if body is None else json.dumps(body)
                     c.request(
                         method,
@@ -211,12 +206,15 @@ def main():
                     )
                     resp = c.getresponse()
                     resp.read()
-                    ok = resp.status < 500 and resp.status != 429
-                except (OSError, httpclient.HTTPException):
-                    local.c = None
+                    c.close()
+                    ok, what = resp.status < 500 and resp.status != 429, str(resp.status)
+                except (OSError, httpclient.HTTPException) as exc:
+                    what = type(exc).__name__
                 elapsed = (time.perf_counter() - t0) * 1000
                 with lock:
                     samples.append((at, elapsed, ok))
+                    if not ok:
+                        error_kinds[f"{method} {path.split('/')[3]} {what}"] += 1
 
         pool = [threading.Thread(target=runner, daemon=True) for _ in range(threads)]
         for t in pool:
@@ -244,6 +242,7 @@ def main():
             except queue.Full:  # the server is behind by ten seconds of arrivals: count as errors
                 with lock:
                     samples.append((due - started, 0.0, False))
+                    error_kinds["not sent: ten seconds behind"] += 1
             n += 1
             if now >= next_sample:
                 redis_peak = max(redis_peak, r.info("memory")["used_memory"])
@@ -289,6 +288,7 @@ def main():
                 "redis_maxmemory": maxmemory, "flower_max_tasks": FLOWER_MAX_TASKS, "threads": threads,
             },
             "per_minute": per_minute,
+            "errors_by_kind": dict(error_kinds),
             "processes": {k: {"rss_start_mb": rss_start[k], "rss_end_mb": rss_end[k]} for k in rss_start},
             "redis": {
                 "used_memory_start": redis_start, "used_memory_peak": redis_peak, "used_memory_end": redis_end,
