@@ -58,7 +58,7 @@ if ARGV[1] ~= '' then
   if count == 1 then redis.call('EXPIRE', ARGV[1], ARGV[2]) end
 end
 local revoked = -1
-if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:ready') == 1 then
+if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:sessions:ready') == 1 then
   revoked = redis.call('ZSCORE', 'revoked:sessions', ARGV[3]) and 1 or 0
 end
 if ARGV[7] == '' then return {count, revoked, false, false} end

@@ -2,8 +2,8 @@
 the per-request check inside admission's one round trip (app/core/admission.py).
 
 Revoked sessions are members of one sorted set, `revoked:sessions`, scored by when their access tokens
-have all expired; each revocation also drops the members past that time. The set and the `revoked:ready`
-marker carry no TTL, so a Redis shared with the response cache under `maxmemory-policy volatile-lru`
+have all expired; each revocation also drops the members past that time. The set and the
+`revoked:sessions:ready` marker carry no TTL, so a Redis shared with the response cache under `maxmemory-policy volatile-lru`
 (which evicts only keys with a TTL: docs/DEPLOY.md, section 3) can never evict a revocation. The marker says
 the copy is complete: after a Redis restart or flush it is gone, and the next check rebuilds the copy
 from the database (the sessions revoked within one access-token lifetime) instead of trusting an
@@ -47,7 +47,9 @@ class SessionsTable(Protocol):
 
 
 class RevocationStore:
-    READY = "revoked:ready"
+    # Named after the set: a Redis still holding the earlier per-key copy (and its `revoked:ready`) is
+    # rebuilt from the database on first use, never trusted with an empty set.
+    READY = "revoked:sessions:ready"
     SET = "revoked:sessions"
 
     def __init__(self, app, sessions: SessionsTable):
