@@ -71,7 +71,10 @@ restore-drill: $(STAMP)  ## dump DATABASE_URL (or DUMP=file), restore into a scr
 	@test -n "$$DATABASE_URL" || { echo "make restore-drill: set DATABASE_URL to the PostgreSQL database to drill" >&2; exit 2; }
 	$(VENV)/bin/python scripts/restore_drill.py $(if $(DUMP),--dump $(DUMP))
 
-.PHONY: bench bench-quick bench-workers bench-cpu
+.PHONY: bench bench-quick bench-workers bench-cpu soak
+soak: $(STAMP)  ## the make-up stack under a school-morning mix for SOAK_MINUTES (60): bench/results/soak.json (bench/soak.py)
+	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/soak.py
+
 bench: $(STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
 	@command -v wrk >/dev/null || apt-get install -y wrk
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/run.py
@@ -95,6 +98,7 @@ up: $(STAMP)  ## the whole stack (Procfile: web on PORT, worker, beat, flower on
 	@test -n "$$DATABASE_URL" || { echo "make up: set DATABASE_URL to a PostgreSQL database, e.g. postgresql://postgres@127.0.0.1:5432/schoolhouse" >&2; exit 2; }
 	@test -n "$$REDIS_URL" || { echo "make up: set REDIS_URL, e.g. redis://127.0.0.1:6379 (db 0 cache, 1 rate limits, 2 Celery)" >&2; exit 2; }
 	mkdir -p instance
+	$(VENV)/bin/python scripts/redis_memory.py
 	$(FLASK) db upgrade
 	@if [ "$(DEMO)" = 1 ] || [ "$${SEED_DEMO:-0}" = 1 ]; then \
 	    made=; \

@@ -205,6 +205,12 @@ class Config:
             env("DATABASE_URL", f"sqlite:///{Path(self.INSTANCE_DIR) / 'schoolhouse.db'}")
         )
         self.REDIS_URL = env("REDIS_URL")
+        # Optional separate servers (docs/DEPLOY.md, section 3): the response cache (default:
+        # REDIS_URL db 0) and the Celery broker with the job locks (default: REDIS_URL db 2). The rate
+        # limits and revocations stay on REDIS_URL db 1. A cache on another server than REDIS_URL costs
+        # a cached read a second round trip (app/core/admission.py).
+        self.CACHE_REDIS_URL = env("CACHE_REDIS_URL")
+        self.BROKER_URL = env("BROKER_URL")
         self.REDIS_SOCKET_TIMEOUT = env("REDIS_SOCKET_TIMEOUT", 0.2, float)
         self.SQLALCHEMY_TRACK_MODIFICATIONS = False
         # Connection pool (PostgreSQL only): dead connections pinged, long waits and idle transactions cut.
@@ -276,7 +282,7 @@ class Config:
         self.MAINTENANCE_MAX_REINDEX = env("MAINTENANCE_MAX_REINDEX", 3, int)
         self.MAINTENANCE_STATEMENT_TIMEOUT_MS = env("MAINTENANCE_STATEMENT_TIMEOUT_MS", 3 * 3600 * 1000, int)
         # Background jobs: Celery on Redis db 2 (see celery_settings and app/celery_app.py).
-        self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
+        self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not (self.REDIS_URL or self.BROKER_URL), bool)
         self.CELERY_VISIBILITY_TIMEOUT = env("CELERY_VISIBILITY_TIMEOUT", 60, int)
         self.CELERY_RESTORE_INTERVAL = env("CELERY_RESTORE_INTERVAL", 5, int)
         self.CELERY_TASK_SOFT_TIME_LIMIT = env("CELERY_TASK_SOFT_TIME_LIMIT", 500, int)
@@ -317,6 +323,12 @@ class Config:
         self.CORS_ORIGINS = origin_list(env("CORS_ORIGINS"))
         self.HSTS_MAX_AGE = 0  # Strict-Transport-Security: production only (ProductionConfig)
         self.RESPONSE_CACHE_ENABLED = env("RESPONSE_CACHE_ENABLED", True, bool)
+        # Seconds a cache version key lives after its last write (app/core/caching.py): every cache key
+        # carries a TTL, so volatile-lru evicts only cache keys.
+        self.CACHE_VERSION_TTL = env("CACHE_VERSION_TTL", 7200, int)
+        # Seconds over which hits and stores per endpoint halve; an endpoint whose entries are written
+        # more than read stops storing (app/core/caching.py, StorePolicy). 0: always store.
+        self.CACHE_SKIP_WINDOW_S = env("CACHE_SKIP_WINDOW_S", 60, int)
 
     def engine_options(self):
         uri = self.SQLALCHEMY_DATABASE_URI
@@ -356,7 +368,8 @@ class Config:
         Time limits only stop hung tasks; retries/ETAs stay far below the visibility timeout
         (celery#2599, kombu#337).
         """
-        url = redis_db_url(self.REDIS_URL, 2)  # None: no Redis, tasks run in-process
+        # None: no Redis, tasks run in-process
+        url = self.BROKER_URL or redis_db_url(self.REDIS_URL, 2)
         visibility = self.CELERY_VISIBILITY_TIMEOUT
         transport = {
             "visibility_timeout": visibility,
@@ -430,6 +443,10 @@ class TestingConfig(Config):
             env("TEST_DATABASE_URL", "postgresql:///schoolhouse_test")
         )
         self.REDIS_URL = env("TEST_REDIS_URL")
+        self.CACHE_REDIS_URL = self.BROKER_URL = None  # the test Redis for everything, unless a test asks
+        # Always store: the tests expect a second read to hit whatever ran before (a test of the rule
+        # turns it on).
+        self.CACHE_SKIP_WINDOW_S = 0
         self.EMBEDDED_BEAT = env("EMBEDDED_BEAT", False, bool)  # only for a test that asks for it
         self.CELERY_ALWAYS_EAGER = env("CELERY_ALWAYS_EAGER", not self.REDIS_URL, bool)
         self.CELERY = self.celery_settings()  # again: the broker follows the test Redis

@@ -97,10 +97,10 @@ def register_extensions(app):
         )
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     register_tenancy(app)
-    cache_url = redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)
+    cache_url = app.config.get("CACHE_REDIS_URL") or redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)
     if cache_url:
         app.config.setdefault("CACHE_TYPE", "RedisCache")
-        app.config.setdefault("CACHE_REDIS_URL", cache_url)
+        app.config["CACHE_REDIS_URL"] = cache_url
         app.config.setdefault("CACHE_OPTIONS", redis_options(app))
     else:
         app.config.setdefault("CACHE_TYPE", "SimpleCache")

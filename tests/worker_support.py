@@ -59,9 +59,11 @@ def poll(fetch, done, timeout, what, worker=None, interval=0.1):
 class RedisServer:
     """A redis-server of our own, without persistence (a restart loses everything: the worst case)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, maxmemory=None, policy="noeviction"):
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.dir, self.port, self.proc = Path(directory), free_port(), None
+        self.memory = ["--maxmemory", maxmemory] if maxmemory else []
+        self.policy = policy
 
     def url(self, db_number=0):
         return f"redis://127.0.0.1:{self.port}/{db_number}"
@@ -85,7 +87,8 @@ class RedisServer:
                 "--dir",
                 str(self.dir),
                 "--maxmemory-policy",
-                "noeviction",
+                self.policy,
+                *self.memory,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

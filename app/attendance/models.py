@@ -11,6 +11,9 @@ STATUSES = ("present", "absent", "late", "excused")
 
 class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
     __tablename__ = "attendance_records"
+    # Response cache versions per student and per class (app/core/caching.py): a roll for one class leaves
+    # the other classes' students' cached attendance alone.
+    __cache_scopes__ = ("student_id", "class_id")
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))

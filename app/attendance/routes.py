@@ -23,7 +23,7 @@ from app.attendance.schemas import (
 )
 from app.core.admission import cached
 from app.core.auth import SELF, roles
-from app.core.caching import MEDIUM
+from app.core.caching import MEDIUM, scoped
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
@@ -120,8 +120,10 @@ HISTORY_SPEC = ListSpec(
 
 @bp.get("/students/<int:ident>/attendance")
 @roles(*ALL, reach=STUDENTS)
+# The student's own marks only (a roll for another class does not touch it), and the tables the reach
+# check reads.
 @cached(
-    "attendance_records",
+    scoped("attendance_records", "student_id"),
     "students",
     "enrolments",
     "classes",

@@ -157,6 +157,10 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
             ),
         ),
     ).returning(table.c.id, table.c.student_id)
+    # What the response cache invalidates (app/core/caching.py): these students' attendance, and the
+    # class's, plus any class a mark moves away from.
+    classes = {class_id, *(r.class_id for r in before.values())}
+    stmt = stmt.execution_options(cache_scopes={"student_id": ids, "class_id": classes})
     written = db.session.execute(stmt).all()
 
     after = {

@@ -23,6 +23,7 @@ time went"); `limits` parses the setting and counts in process when Redis is dow
 import logging
 import time
 from functools import wraps
+from typing import Any
 
 import redis
 from flask import current_app, g, make_response, request
@@ -31,24 +32,24 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from app.core.auth import OPERATOR, Principal, principal_from_request, security_event, unauthorized
-from app.core.caching import MEDIUM, ResponseCache, record_outcome
+from app.core.caching import MEDIUM, Dep, ResponseCache, record_outcome, register_reader, version_parts
 from app.core.errors import Forbidden
 from app.core.ratelimit import too_many_requests
-from app.core.redisconn import LIMITER_DB, make_client
+from app.core.redisconn import LIMITER_DB, make_client, same_server
 from app.core.tenancy import set_current_institution
 
 log = logging.getLogger("schoolhouse.admission")
 
 PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their cached rows differ per user
 
-# KEYS = the cache version keys of the view's tables (none when there is no lookup).
-# ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = its expiry (s), ARGV[3] = the session's
-# revocation key ('' = none), ARGV[4] = limiter db, ARGV[5] = cache db, ARGV[6] = entry key head,
-# ARGV[7] = entry key tail ('' = no lookup), ARGV[8] = now (ns).
+# KEYS = the cache version keys the view reads (app/core/caching.py; none when there is no lookup).
+# ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = its expiry (s), ARGV[3] = the session id
+# ('' = none; revoked sessions are members of revoked:sessions, app/core/revocation.py), ARGV[4] = limiter db, ARGV[5] = cache db, ARGV[6] = entry key head,
+# ARGV[7] = entry key tail ('' = no lookup), ARGV[8] = now (ns), ARGV[9] = a new version key's TTL (s).
 # Counters and revocations live in the limiter db, which is never flushed as a cache; entries in the
 # cache db. Redis 7 scopes SELECT inside a script to the script, so the connection keeps its own db.
-# A missing version is created from the clock (numbers are never reused, so an evicted version key
-# cannot bring old entries back). Returns {count, revoked (1/0, -1 = Redis cannot tell), versions, body}.
+# A missing version is created from the clock (numbers are never reused, so an evicted or expired version
+# key cannot bring old entries back); like every cache key it carries a TTL. Returns {count, revoked (1/0, -1 = Redis cannot tell), versions, body}.
 _ADMIT = """
 redis.call('SELECT', ARGV[4])
 local count = 0
@@ -57,14 +58,16 @@ if ARGV[1] ~= '' then
   if count == 1 then redis.call('EXPIRE', ARGV[1], ARGV[2]) end
 end
 local revoked = -1
-if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:ready') == 1 then revoked = redis.call('EXISTS', ARGV[3]) end
+if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:sessions:ready') == 1 then
+  revoked = redis.call('ZSCORE', 'revoked:sessions', ARGV[3]) and 1 or 0
+end
 if ARGV[7] == '' then return {count, revoked, false, false} end
 redis.call('SELECT', ARGV[5])
 local parts = {}
 for i, k in ipairs(KEYS) do
   local v = redis.call('GET', k)
   if not v then
-    redis.call('SET', k, ARGV[8], 'NX')
+    redis.call('SET', k, ARGV[8], 'NX', 'EX', ARGV[9])
     v = redis.call('GET', k)
   end
   parts[i] = v
@@ -100,6 +103,14 @@ class Admission:
         self.script = self.redis.register_script(_ADMIT) if self.redis is not None else None
         self.cache: ResponseCache = app.extensions["response_cache"]
         self.revocations = app.extensions["revocations"]
+        # CACHE_REDIS_URL on another server (config.py): the lookup is a second script call there.
+        self.cache_script: Any = None
+        if (
+            self.script is not None
+            and self.cache.redis is not None
+            and not same_server(self.redis, self.cache.redis)
+        ):
+            self.cache_script = self.cache.redis.register_script(_ADMIT)
 
     # --- the one round trip -------------------------------------------------------------------------
 
@@ -114,16 +125,18 @@ class Admission:
         """(revoked, versions, body): revoked is None when Redis could not tell; versions is None when
         the cache could not be asked (no lookup, or Redis down)."""
         counter = self._counter(state, who)
-        revocation_key = f"revoked:{session_id}" if session_id else ""
+        revocation_key = session_id or ""
         if self.script is not None:
-            keys, head, tail = lookup if lookup else ((), "", "")
+            keys, head, tail = lookup if lookup and self.cache_script is None else ((), "", "")
             try:
                 count, revoked, versions, body = self.script(
                     keys=keys,
                     args=[counter, self.window + 1, revocation_key, LIMITER_DB, self.cache.db, head, tail,
-                          time.time_ns()],
+                          time.time_ns(), self.cache.version_ttl],
                 )  # fmt: skip
                 self._judge(state, count)
+                if lookup and self.cache_script is not None:
+                    versions, body = self._split_lookup(lookup)
                 return (
                     (None if revoked < 0 else bool(revoked)),
                     (versions.decode() if versions else None),
@@ -138,6 +151,18 @@ class Admission:
             versions, body = self.cache.local_lookup(*lookup)
             return None, versions, body
         return None, None, None
+
+    def _split_lookup(self, lookup):
+        keys, head, tail = lookup
+        db = self.cache.db
+        try:
+            _, _, versions, body = self.cache_script(
+                keys=keys, args=["", 0, "", db, db, head, tail, time.time_ns(), self.cache.version_ttl]
+            )
+            return versions, body
+        except redis.RedisError as exc:
+            log.warning("admission: the cache's Redis is unavailable: %s", exc)
+            return None, None
 
     def _count_in_process(self, state):
         who = state.who
@@ -164,7 +189,7 @@ class Admission:
         query = "&".join(sorted(raw.decode("latin-1").split("&"))) if raw else ""
         iid = principal.institution_id
         return (
-            self.cache.version_keys(iid, view.cache_tables),
+            self.cache.version_keys(iid, view.cache_versions, request.view_args),
             self.cache.entry_head(iid),
             (f":{scope}:{request.path}?{query}"),
         )
@@ -187,7 +212,7 @@ class Admission:
         g.principal = principal
         set_current_institution(principal.institution_id)
         lookup = None
-        if request.method == "GET" and self.cache.enabled and getattr(view, "cache_tables", None):
+        if request.method == "GET" and self.cache.enabled and getattr(view, "cache_versions", None):
             lookup = self._lookup_args(principal, view)
         # Operators (app/operator) are numbered apart from users: their own API-tier counters.
         who = (
@@ -217,6 +242,8 @@ class Admission:
         state.cache_status = "miss"
         if versions is None:  # the cache could not be asked: the view answers, nothing is stored
             return None
+        if not self.cache.policy.should_store(state.namespace):
+            return None  # written more than read (caching.StorePolicy): answer, store nothing, no lock
         if not self.cache.lock(iid, versions, suffix):
             # Another worker is computing this hot key: wait briefly for its answer (stampede guard).
             body = self.cache.wait_for(iid, versions, suffix)
@@ -239,7 +266,7 @@ class Admission:
         record_outcome(state.namespace, "miss")
         if state.store is not None and response.status_code == 200:
             iid, versions, suffix, ttl = state.store
-            self.cache.store(iid, versions, suffix, response.get_data(), ttl)
+            self.cache.store(iid, versions, suffix, response.get_data(), ttl, state.namespace)
 
     def finish(self, response):
         state = g.get("admission")
@@ -282,10 +309,14 @@ def cache_outcome():
     return state.namespace or request.endpoint, state.cache_status
 
 
-def cached(*tables, ttl=MEDIUM, namespace=None):
-    """Mark a GET view's JSON answer as cached; `tables` are what it reads (their writes invalidate it).
-    Admission looks the answer up before the view runs; this wrapper stores it on a miss."""
-    tables = tuple(sorted(tables))
+def cached(*reads, ttl=MEDIUM, namespace=None):
+    """Mark a GET view's JSON answer as cached; `reads` are what it reads, each a table name (any write to
+    the table invalidates it) or `caching.scoped(table, column, arg)` (only writes to the rows of the
+    path argument's value do). Admission looks the answer up before the view runs; this wrapper stores
+    it on a miss."""
+    deps = tuple(
+        sorted((r if isinstance(r, Dep) else Dep(r) for r in reads), key=lambda d: (d.table, d.column or ""))
+    )
 
     def deco(view):
         @wraps(view)
@@ -294,9 +325,10 @@ def cached(*tables, ttl=MEDIUM, namespace=None):
             current_app.extensions["admission"].store_miss(resp)
             return resp
 
-        wrapper.cache_tables = tables  # type: ignore[attr-defined]
+        wrapper.cache_versions = version_parts(deps)  # type: ignore[attr-defined]
         wrapper.cache_ttl = ttl  # type: ignore[attr-defined]
         wrapper.cache_namespace = namespace or view.__name__  # type: ignore[attr-defined]
+        register_reader(wrapper.cache_namespace, deps)  # type: ignore[attr-defined]
         return wrapper
 
     return deco

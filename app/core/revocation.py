@@ -1,7 +1,10 @@
 """Ended sessions. The database (the sessions table) is the authority; Redis holds a copy that answers
 the per-request check inside admission's one round trip (app/core/admission.py).
 
-A Redis key per revoked session lives for the access token's lifetime. A `revoked:ready` marker says
+Revoked sessions are members of one sorted set, `revoked:sessions`, scored by when their access tokens
+have all expired; each revocation also drops the members past that time. The set and the
+`revoked:sessions:ready` marker carry no TTL, so a Redis shared with the response cache under `maxmemory-policy volatile-lru`
+(which evicts only keys with a TTL: docs/DEPLOY.md, section 3) can never evict a revocation. The marker says
 the copy is complete: after a Redis restart or flush it is gone, and the next check rebuilds the copy
 from the database (the sessions revoked within one access-token lifetime) instead of trusting an
 empty Redis.
@@ -44,7 +47,10 @@ class SessionsTable(Protocol):
 
 
 class RevocationStore:
-    READY = "revoked:ready"
+    # Named after the set: a Redis still holding the earlier per-key copy (and its `revoked:ready`) is
+    # rebuilt from the database on first use, never trusted with an empty set.
+    READY = "revoked:sessions:ready"
+    SET = "revoked:sessions"
 
     def __init__(self, app, sessions: SessionsTable):
         # db 1 (limiter) is not an LRU cache, so a revocation marker is never evicted early.
@@ -61,8 +67,7 @@ class RevocationStore:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for sid in session_ids:
-                pipe.set(f"revoked:{sid}", 1, ex=self.ttl)
+            self._add(pipe, session_ids)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning(
@@ -70,6 +75,12 @@ class RevocationStore:
             )
             self.sessions.mark_unconfirmed(list(session_ids))
             self._copy_suspect = True
+
+    def _add(self, pipe, sids):
+        now = time.time()
+        if sids:
+            pipe.zadd(self.SET, dict.fromkeys(sids, now + self.ttl))
+        pipe.zremrangebyscore(self.SET, "-inf", now)  # tokens of these sessions have all expired
 
     def redis_failed(self):
         """Admission could not reach Redis: before trusting it again, ask the database."""
@@ -79,7 +90,10 @@ class RevocationStore:
         """The full answer when Redis could not tell (down, or its copy is incomplete)."""
         if self.redis is not None:
             try:
-                ready, revoked = self.redis.mget(self.READY, f"revoked:{sid}")
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.get(self.READY)
+                pipe.zscore(self.SET, sid)
+                ready, revoked = pipe.execute()
                 if ready is not None and not self._copy_incomplete():
                     return revoked is not None
                 self.rebuild()
@@ -111,8 +125,7 @@ class RevocationStore:
         started = utcnow()
         sids = self.sessions.revoked_since(started - timedelta(seconds=self.ttl))
         pipe = self.redis.pipeline(transaction=False)
-        for sid in sids:
-            pipe.set(f"revoked:{sid}", 1, ex=self.ttl)
+        self._add(pipe, sids)
         pipe.set(self.READY, 1)
         pipe.execute()
         # Only what this copy covered: a revocation lost after `started` keeps its mark.

@@ -36,7 +36,7 @@ def warm(institution_id, paths=None):
     for path in paths or hot_paths(institution_id):
         endpoint, args = adapter.match(path.split("?")[0], method="GET")
         view = app.view_functions[endpoint]
-        if not getattr(view, "cache_tables", None):
+        if not getattr(view, "cache_versions", None):
             continue
         with app.test_request_context(path, method="GET"):
             try:

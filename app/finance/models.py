@@ -40,6 +40,7 @@ class FeeCategory(TenantMixin, TimestampMixin, db.Model):
 
 class Invoice(TenantMixin, TimestampMixin, db.Model):
     __tablename__ = "invoices"
+    __cache_scopes__ = ("student_id",)  # cached balances and statements per student (app/core/caching.py)
     id: Mapped[int] = mapped_column(primary_key=True)
     student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
     term_id: Mapped[int] = mapped_column(ForeignKey("terms.id", ondelete="RESTRICT"))
@@ -82,6 +83,7 @@ class Payment(TenantMixin, db.Model):
     """Append-only ledger: refunds and corrections are new rows with negative amounts."""
 
     __tablename__ = "payments"
+    __cache_scopes__ = ("student_id",)  # cached balances and statements per student (app/core/caching.py)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
     invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))

@@ -7,7 +7,9 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app.access.rules import STUDENTS, scope_students, student_in_scope_or_404
+from app.core.admission import cached
 from app.core.auth import SCHOOL, roles
+from app.core.caching import MEDIUM, scoped
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.idempotency import HEADER, run_idempotent
 from app.core.openapi import doc
@@ -359,9 +361,24 @@ def refund(ident):
 
 NO_ARGS = QueryArgs()
 
+# A student's balance and statement read that student's invoices and payments only (a payment for another
+# student leaves them cached), the currency and time zone (institutions, bumped by PATCH /institution),
+# and the tables the reach check reads (app/core/caching.py).
+STUDENT_FINANCE = (
+    scoped("invoices", "student_id"),
+    scoped("payments", "student_id"),
+    "institutions",
+    "students",
+    "enrolments",
+    "classes",
+    "class_subjects",
+    "student_guardians",
+)
+
 
 @bp.get("/students/<int:ident>/balance")
 @roles(*READ, reach=STUDENTS)
+@cached(*STUDENT_FINANCE, ttl=MEDIUM)
 @doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"], query=NO_ARGS)
 def student_balance(ident):
     student = student_in_scope_or_404(ident, g.principal)
@@ -377,6 +394,7 @@ STATEMENT_ARGS = QueryArgs(
 
 @bp.get("/students/<int:ident>/statement")
 @roles(*READ, reach=STUDENTS)
+@cached(*STUDENT_FINANCE, ttl=MEDIUM)
 @doc(
     "A student's statement: invoices and ledger entries with a running balance",
     out=StatementOut,

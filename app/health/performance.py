@@ -111,9 +111,20 @@ def snapshot():
     cache = _counter(fam.get("schoolhouse_cache_requests"), "namespace", "result")
     hits = sum(v for (_, r), v in cache.items() if r == "hit")
     misses = sum(v for (_, r), v in cache.items() if r == "miss")
-    per_ns = {}
+    per_ns: dict[str, dict] = {}
+
+    def ns_entry(ns):
+        return per_ns.setdefault(ns, {"hit": 0, "miss": 0, "stores": 0, "skips": 0, "invalidations": 0})
+
     for (ns, r), v in cache.items():
-        per_ns.setdefault(ns, {"hit": 0, "miss": 0})[r] = int(v)
+        ns_entry(ns)[r] = int(v)
+    # Stores, skipped stores (app/core/caching.py, StorePolicy) and invalidating writes per endpoint.
+    for family, field in (("stores", "stores"), ("skips", "skips"), ("invalidations", "invalidations")):
+        for (ns,), v in _counter(fam.get(f"schoolhouse_cache_{family}"), "namespace").items():
+            ns_entry(ns)[field] = int(v)
+    for entry in per_ns.values():
+        looked = entry["hit"] + entry["miss"]
+        entry["hit_ratio"] = round(entry["hit"] / looked, 4) if looked else None
     proc = psutil.Process()
     rss_mb = proc.memory_info().rss / 2**20
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -139,6 +150,7 @@ def snapshot():
             "hits": int(hits),
             "misses": int(misses),
             "hit_rate_percent": round(100 * hits / (hits + misses), 2) if hits + misses else None,
+            "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
             "namespaces": per_ns,
         },
         "memory": {

@@ -1,0 +1,331 @@
+"""`make soak`: the production-like stack through a school morning, for SOAK_MINUTES (default 60).
+
+The `make up` processes (gunicorn with gunicorn.conf.py, a Celery worker on every queue, beat, flower
+with its task history capped) in production mode on PostgreSQL and Redis (throwaway servers from
+scripts/testservices.py unless BENCH_DATABASE_URL / BENCH_REDIS_URL; Redis set to maxmemory
+SOAK_REDIS_MAXMEMORY with volatile-lru, as docs/DEPLOY.md says), the scale school loaded as bench/run.py
+loads it (SOAK_STUDENTS, SOAK_DAYS). Requests arrive at a fixed rate (SOAK_RATE per second, open loop:
+a slow answer does not slow the arrivals) in a school-morning mix: 80% reads (a student's term
+attendance, class rosters, student records, balances), 15% roll-call PUTs, 4% export requests, 1% logins.
+
+Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors; per process kind (web worker,
+celery worker, beat, flower) rss_start_mb and rss_end_mb (summed over the kind's processes); Redis
+used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
+/api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
+"""
+
+import bisect
+import collections
+import contextlib
+import http.client as httpclient
+import itertools
+import json
+import os
+import queue
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import psutil
+import psycopg2
+import redis as redis_lib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.run import PASSWORD, PY, ROOT, Server, Services, bench_env, free_port, http, load, log  # noqa: E402
+
+MIX = (("read", 0.80), ("roll", 0.15), ("export", 0.04), ("login", 0.01))
+FLOWER_MAX_TASKS = 10000
+
+
+def stack_env(services):
+    env = bench_env(services)
+    env.update(
+        MAX_RUNNING_EXPORTS="1000000",  # every export request is accepted and runs: the queue is the test
+        RATELIMIT_EXPORTS="1000000000 per minute",  # one admin token sends them all
+        FLOWER_USER="admin",
+        FLOWER_PASSWORD="soak-" + PASSWORD,
+        DB_POOL_SIZE=os.environ.get("SOAK_DB_POOL_SIZE", "4"),
+    )
+    return env
+
+
+def start(name, args, env):
+    logf = open(Path(tempfile.gettempdir()) / f"soak-{name}.log", "w")  # noqa: SIM115 - the process keeps it
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def rss_mb(procs):
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return round(total / 2**20, 1)
+
+
+def kinds(web, worker, beat, flower):
+    """{kind: [psutil.Process]}: gunicorn's workers (not its master), the Celery worker's main process and
+    pool, beat, flower."""
+    out = {}
+    master = psutil.Process(web.proc.pid)
+    out["web_worker"] = master.children(recursive=True)
+    w = psutil.Process(worker.pid)
+    out["celery_worker"] = [w, *w.children(recursive=True)]
+    out["beat"] = [psutil.Process(beat.pid)]
+    out["flower"] = [psutil.Process(flower.pid)]
+    return out
+
+
+def main():
+    minutes = float(os.environ.get("SOAK_MINUTES", 60))
+    rate = float(os.environ.get("SOAK_RATE", 200))
+    students = int(os.environ.get("SOAK_STUDENTS", 20_000))
+    days = int(os.environ.get("SOAK_DAYS", 25))
+    drain = int(os.environ.get("SOAK_DRAIN_S", 120))
+    maxmemory = os.environ.get("SOAK_REDIS_MAXMEMORY", "256mb")
+    threads = int(os.environ.get("SOAK_THREADS", 64))
+    services = Services()
+    procs, servers = [], []
+    try:
+        env = stack_env(services)
+        load(env, students, days)
+        r = redis_lib.Redis.from_url(services.redis)
+        r.config_set("maxmemory", maxmemory)
+        r.config_set("maxmemory-policy", "volatile-lru")
+        web = Server("web", "wsgi:app", env)
+        servers.append(web)
+        celery = str(Path(PY).with_name("celery"))
+        worker = start(
+            "worker",
+            [celery, "-A", "celery_worker", "worker", "-Q", "default,exports,notifications,maintenance",
+             "--concurrency", "2", "-l", "warning"],
+            env,
+        )  # fmt: skip
+        beat_dir = tempfile.mkdtemp()
+        beat = start(
+            "beat",
+            [celery, "-A", "celery_worker", "beat", "-l", "warning", "-s", f"{beat_dir}/schedule"],
+            env,
+        )
+        flower_port = str(free_port())
+        flower = start(
+            "flower",
+            [celery, "-A", "celery_worker", "flower", "--address=127.0.0.1", f"--port={flower_port}",
+             f"--basic-auth={env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}", f"--max_tasks={FLOWER_MAX_TASKS}"],
+            env,
+        )  # fmt: skip
+        procs += [worker, beat, flower]
+        time.sleep(5)  # the worker, beat and flower connect to the broker
+        base = web.url + "/api/v1"
+        _, body = http(
+            "POST", base + "/auth/login", body={"email": "admin@scale-school.test", "password": PASSWORD}
+        )
+        token = json.loads(body)["access_token"]
+        _, body = http("GET", base + "/classes?limit=200", token)
+        classes = [c["id"] for c in json.loads(body)["data"]]
+        rosters = {}
+        for cid in classes:
+            _, body = http("GET", f"{base}/classes/{cid}/students?limit=200", token)
+            rosters[cid] = [s["id"] for s in json.loads(body)["data"]]
+        classes = [c for c in classes if rosters[c]]
+        pupils = [s for c in classes for s in rosters[c]]
+        _, body = http("GET", base + "/terms", token)
+        term = json.loads(body)["data"][0]
+        day = date.today()
+        while day.weekday() >= 5:
+            day -= timedelta(days=1)
+        log(f"stack up: {len(classes)} classes, {len(pupils)} students; {rate}/s for {minutes} min")
+
+        # Zipf-like popularity: a few students and classes are read far more than the rest.
+        weights = [1 / (i + 1) for i in range(len(pupils))]
+        cum = list(itertools.accumulate(weights))
+
+        def popular(rng):
+            return pupils[bisect.bisect(cum, rng.random() * cum[-1]) % len(pupils)]
+
+        def request_for(rng):
+            x, acc, kind = rng.random(), 0.0, MIX[-1][0]
+            for name, share in MIX:
+                acc += share
+                if x < acc:
+                    kind = name
+                    break
+            if kind == "read":
+                y = rng.random()
+                if y < 0.4:
+                    return (
+                        "GET",
+                        f"/api/v1/students/{popular(rng)}/attendance?from={term['start_date']}&to={term['end_date']}",
+                        None,
+                    )
+                if y < 0.7:
+                    return "GET", f"/api/v1/classes/{rng.choice(classes)}/students?limit=200", None
+                if y < 0.9:
+                    return "GET", f"/api/v1/students/{popular(rng)}", None
+                return "GET", f"/api/v1/students/{popular(rng)}/balance", None
+            if kind == "roll":
+                cid = rng.choice(classes)
+                statuses = ("present", "present", "present", "late", "absent")
+                records = [{"student_id": s, "status": rng.choice(statuses)} for s in rosters[cid]]
+                return "PUT", f"/api/v1/classes/{cid}/attendance/{day.isoformat()}", {"records": records}
+            if kind == "export":
+                return "POST", "/api/v1/exports", {
+                    "kind": "attendance_records", "format": "csv",
+                    "params": {"from": day.isoformat(), "to": day.isoformat()},
+                }  # fmt: skip
+            return "POST", "/api/v1/auth/login", {"email": "admin@scale-school.test", "password": PASSWORD}
+
+        samples = []  # (second since start, latency ms, ok)
+        error_kinds: collections.Counter = collections.Counter()
+        lock = threading.Lock()
+        work: queue.Queue = queue.Queue(maxsize=rate * 10)
+
+        def runner():
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                at, (method, path, body) = item
+                t0 = time.perf_counter()
+                ok, what = False, "no answer"
+                try:
+                    # A connection per request: gunicorn's sync workers close each one after the answer, and a
+                    # reused one the server already closed would count as an error of ours.
+                    c = httpclient.HTTPConnection("127.0.0.1", web.port, timeout=30)
+                    data = None if body is None else json.dumps(body)
+                    c.request(
+                        method,
+                        path,
+                        body=data,
+                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                    )
+                    resp = c.getresponse()
+                    resp.read()
+                    c.close()
+                    ok, what = resp.status < 500 and resp.status != 429, str(resp.status)
+                except (OSError, httpclient.HTTPException) as exc:
+                    what = type(exc).__name__
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    samples.append((at, elapsed, ok))
+                    if not ok:
+                        error_kinds[f"{method} {path.split('/')[3]} {what}"] += 1
+
+        pool = [threading.Thread(target=runner, daemon=True) for _ in range(threads)]
+        for t in pool:
+            t.start()
+
+        groups = kinds(web, worker, beat, flower)
+        rss_start = {k: rss_mb(v) for k, v in groups.items()}
+        redis_start = r.info("memory")["used_memory"]
+        redis_peak = redis_start
+        rng = random.Random(16)
+        started = time.monotonic()
+        end = started + minutes * 60
+        n = 0
+        next_sample = started
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            due = started + n / rate
+            if due > now:
+                time.sleep(min(due - now, 0.05))
+                continue
+            try:
+                work.put_nowait((due - started, request_for(rng)))
+            except queue.Full:  # the server is behind by ten seconds of arrivals: count as errors
+                with lock:
+                    samples.append((due - started, 0.0, False))
+                    error_kinds["not sent: ten seconds behind"] += 1
+            n += 1
+            if now >= next_sample:
+                redis_peak = max(redis_peak, r.info("memory")["used_memory"])
+                next_sample = now + 1
+        for _ in pool:
+            work.put(None)
+        for t in pool:
+            t.join(60)
+        groups = kinds(web, worker, beat, flower)
+        rss_end = {k: rss_mb(v) for k, v in groups.items()}
+        redis_end = r.info("memory")["used_memory"]
+        redis_peak = max(redis_peak, redis_end, 0)
+        _, body = http("GET", base + "/performance", token)
+        perf = json.loads(body)["cache"]
+        log(f"load done ({len(samples)} requests); waiting {drain}s for the queues to drain")
+        time.sleep(drain)
+        with psycopg2.connect(services.db) as pg, pg.cursor() as cur:
+            cur.execute("SELECT status, count(*) FROM jobs GROUP BY status")
+            jobs = dict(cur.fetchall())
+
+        per_minute = []
+        for m in range(int(-(-minutes // 1))):
+            rows = sorted(s[1] for s in samples if m * 60 <= s[0] < (m + 1) * 60 and s[2])
+            count = sum(1 for s in samples if m * 60 <= s[0] < (m + 1) * 60)
+            errors = count - len(rows)
+            span = min(60.0, minutes * 60 - m * 60)
+
+            def pct(q, rows=rows):
+                return round(rows[min(len(rows) - 1, int(q * len(rows)))], 2) if rows else None
+
+            per_minute.append(
+                {
+                    "minute": m + 1,
+                    "rps": round(count / span, 1),
+                    "p50_ms": pct(0.5),
+                    "p99_ms": pct(0.99),
+                    "errors": errors,
+                }
+            )
+        out = {
+            "config": {
+                "minutes": minutes, "rate": rate, "students": students, "days": days, "mix": dict(MIX),
+                "redis_maxmemory": maxmemory, "flower_max_tasks": FLOWER_MAX_TASKS, "threads": threads,
+            },
+            "per_minute": per_minute,
+            "errors_by_kind": dict(error_kinds),
+            "processes": {k: {"rss_start_mb": rss_start[k], "rss_end_mb": rss_end[k]} for k in rss_start},
+            "redis": {
+                "used_memory_start": redis_start, "used_memory_peak": redis_peak, "used_memory_end": redis_end,
+                "maxmemory": int(r.config_get("maxmemory")["maxmemory"]),
+                "evicted_keys": r.info("stats")["evicted_keys"],
+            },
+            "cache": {
+                "hit_ratio": perf.get("hit_ratio"),
+                "endpoints": {
+                    ns: {k: v[k] for k in ("hit_ratio", "hit", "miss", "stores", "skips", "invalidations") if k in v}
+                    for ns, v in sorted(perf["namespaces"].items())
+                },
+            },
+            "jobs_after_drain": {
+                "drain_s": drain,
+                "queued": jobs.get("queued", 0),
+                "running": jobs.get("running", 0),
+                "by_status": jobs,
+            },
+        }  # fmt: skip
+        dest = ROOT / "bench" / "results" / "soak.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(out, indent=2) + "\n")
+        log(f"wrote {dest}")
+        print(json.dumps(out, indent=2))
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, 15)
+                p.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(p.pid, 9)
+        for s in servers:
+            s.stop()
+        services.stop()
+
+
+if __name__ == "__main__":
+    main()
