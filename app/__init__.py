@@ -145,6 +145,10 @@ def register_blueprints(app):
     from app.health.routes import bp as health_bp
     from app.institutions.routes import bp as institutions_bp
     from app.jobs.routes import bp as jobs_bp
+    from app.oneroster.gradebook import bp as oneroster_gradebook_bp
+    from app.oneroster.oauth import bp as oneroster_oauth_bp
+    from app.oneroster.rostering import bp as oneroster_rostering_bp
+    from app.oneroster.routes import bp as oneroster_bp
     from app.operator.routes import bp as operator_bp
     from app.people.routes import bp as people_bp
 
@@ -161,8 +165,13 @@ def register_blueprints(app):
         docs_bp,
         accounts_bp,
         operator_bp,
+        oneroster_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
+    # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint
+    app.register_blueprint(oneroster_oauth_bp)
+    app.register_blueprint(oneroster_rostering_bp, url_prefix="/ims/oneroster/rostering/v1p2")
+    app.register_blueprint(oneroster_gradebook_bp, url_prefix="/ims/oneroster/gradebook/v1p2")
     app.register_blueprint(health_bp)
     app.register_blueprint(index_bp)  # GET /: where the docs, health and version are
     app.register_blueprint(account_pages_bp)  # /account/password: the page e-mailed links open
@@ -184,6 +193,7 @@ def register_errors(app):
 
 def register_cli(app):
     from app.jobs.cli import jobs_cli
+    from app.oneroster.cli import oneroster_cli
     from app.operator.cli import operators_cli, schools_cli
     from app.seed import seed_cli
 
@@ -191,6 +201,7 @@ def register_cli(app):
     app.cli.add_command(jobs_cli)
     app.cli.add_command(operators_cli)
     app.cli.add_command(schools_cli)
+    app.cli.add_command(oneroster_cli)
 
 
 def register_celery(app):

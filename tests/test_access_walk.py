@@ -33,6 +33,7 @@ from app.grading.models import Assessment, AssessmentType
 from app.institutions.calendar import school_today
 from app.institutions.models import Institution
 from app.jobs.models import Job
+from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, StudentGuardian, Teacher, User
 from tests.conftest import PASSWORD, login
 
@@ -363,6 +364,20 @@ class World:
             foreign=job("import", "admin", hid, d["hillside_user_ids"]),
         )
 
+        def oneroster_client(institution_id, n):
+            return _add(
+                OneRosterClient(
+                    institution_id=institution_id,
+                    client_id=f"walk-client-{n}",
+                    secret_hash="not-a-hash",
+                    name="Walk LMS",
+                    scopes="roster.readonly",
+                    created_at=now,
+                )
+            )
+
+        self.r["oneroster"] = Records(foreign=oneroster_client(hid, 2)).everyone(oneroster_client(iid, 1))
+
     # --- what each operation is sent --------------------------------------------------------------------
 
     def bodies(self):
@@ -425,6 +440,7 @@ class World:
                 "last_name": "Walker",
             },
             "PATCH /api/v1/users/{ident}": {"first_name": "Renamed"},
+            "POST /api/v1/oneroster/clients": {"name": "Walk LMS 2", "scopes": ["roster-core.readonly"]},
             "POST /api/v1/assessment-types": {"name": "Walk type 2", "weight": "10"},
             "PATCH /api/v1/assessment-types/{ident}": {"weight": "15"},
             "POST /api/v1/assessments": {

@@ -1,7 +1,7 @@
 """Another institution's records answer 404, exactly like missing ones, on every route that takes an id."""
 
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +13,7 @@ from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, Payment
 from app.grading.models import Assessment, AssessmentType
 from app.jobs.models import Job
+from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
 from tests.conftest import assert_problem
 
@@ -38,6 +39,7 @@ MODELS = {
     "payments": Payment,
     "exports": Job,
     "imports": Job,
+    "oneroster": OneRosterClient,  # /oneroster/clients/<id>
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -99,7 +101,25 @@ def id_routes(app):
                 yield rule, method
 
 
-def test_every_id_route_answers_404_for_another_institution(app, demo, hillside_admin, qr_session, demo_job):
+@pytest.fixture
+def demo_oneroster_client(demo):
+    """The demo seed has no OneRoster client; make one so /oneroster/clients/<id> is walked."""
+    row = OneRosterClient(
+        institution_id=demo["demo_institution_id"],
+        client_id="tenancy-walk",
+        secret_hash="not-a-hash",
+        name="Walk LMS",
+        scopes="roster.readonly",
+        created_at=datetime.now(UTC),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def test_every_id_route_answers_404_for_another_institution(
+    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client
+):
     inst = demo["demo_institution_id"]
     walked = 0
     for rule, method in id_routes(app):

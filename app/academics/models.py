@@ -60,6 +60,8 @@ class SchoolClass(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     capacity: Mapped[int | None]
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_classes_institution_updated", "institution_id", "updated_at"),
         # natural key: one grade+section per year; also GET /classes?academic_year_id=&grade_level=
         UniqueConstraint(
             "institution_id",
@@ -90,6 +92,8 @@ class ClassSubject(TenantMixin, TimestampMixin, db.Model):
     teacher = relationship("Teacher", lazy="raise")
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_class_subjects_institution_updated", "institution_id", "updated_at"),
         # natural key: a subject is taught once per class; also GET /class-subjects?class_id=
         UniqueConstraint("class_id", "subject_id", name="uq_class_subjects_class_subject"),
         # teacher scope: the classes a teacher teaches (every teacher permission check)
@@ -107,6 +111,8 @@ class Enrolment(TenantMixin, TimestampMixin, db.Model):
     reason: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_enrolments_institution_updated", "institution_id", "updated_at"),
         # GET /students/{id}/enrolments and "enrolled in class X on date D": a student's history by date
         Index("ix_enrolments_student_start", "student_id", "start_date"),
         # one current enrolment per student (a move closes the old row first)

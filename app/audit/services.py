@@ -8,7 +8,7 @@ from flask import g, has_request_context, request
 from sqlalchemy import insert, inspect
 
 from app.audit.models import AuditEntry
-from app.core.auth import OPERATOR
+from app.core.auth import ONEROSTER, OPERATOR
 from app.core.crud import flush_or_conflict
 from app.core.models import utcnow
 from app.core.schemas import iso_utc
@@ -32,8 +32,9 @@ def _context():
     if not has_request_context():
         return None, None, None
     p = g.get("principal")
-    # The platform's operator is no user of any school: its actions have no actor_id (app/operator).
-    actor = p.user_id if p and p.role != OPERATOR else None
+    # The platform's operator is no user of any school: its actions have no actor_id (app/operator);
+    # nor has a OneRoster client (app/oneroster), whose request id leads to its client in the log.
+    actor = p.user_id if p and p.role not in (OPERATOR, ONEROSTER) else None
     return actor, g.get("request_id"), request.remote_addr
 
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app.audit import services as audit
 from app.auth.models import AccountToken, AuthSession
@@ -295,7 +295,14 @@ def revoke_institution_sessions(institution_id, reason) -> int:
     people = select(User.id).where(User.institution_id == institution_id)
     ids = list(
         db.session.execute(
-            select(AuthSession.id).where(AuthSession.user_id.in_(people), AuthSession.revoked_at.is_(None)),
+            select(AuthSession.id).where(
+                or_(
+                    AuthSession.user_id.in_(people),
+                    # its OneRoster clients' tokens (app/oneroster): the partial ix_auth_sessions_client_id
+                    and_(AuthSession.client_id.is_not(None), AuthSession.institution_id == institution_id),
+                ),
+                AuthSession.revoked_at.is_(None),
+            ),
             execution_options=UNSCOPED,
         ).scalars()
     )

@@ -12,7 +12,9 @@ class AuthSession(TenantMixin, db.Model):
 
     __tablename__ = "auth_sessions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # A login's session names its user; a OneRoster client's token (app/oneroster) its client instead.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("oneroster_clients.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
@@ -23,6 +25,8 @@ class AuthSession(TenantMixin, db.Model):
     __table_args__ = (
         # revoke every session of a user (role or password change)
         Index("ix_auth_sessions_user_id", "user_id"),
+        # revoking or rotating a OneRoster client ends its tokens
+        Index("ix_auth_sessions_client_id", "client_id", postgresql_where=text("client_id IS NOT NULL")),
         # "is any revocation missing from Redis?": one probe of a partial index
         Index(
             "ix_auth_sessions_revocation_unconfirmed",

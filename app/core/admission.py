@@ -31,7 +31,7 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from app.core.auth import OPERATOR, Principal, principal_from_request, security_event, unauthorized
+from app.core.auth import ONEROSTER, OPERATOR, Principal, principal_from_request, security_event, unauthorized
 from app.core.caching import MEDIUM, Dep, ResponseCache, record_outcome, register_reader, version_parts
 from app.core.errors import Forbidden
 from app.core.ratelimit import too_many_requests
@@ -215,9 +215,7 @@ class Admission:
         if request.method == "GET" and self.cache.enabled and getattr(view, "cache_versions", None):
             lookup = self._lookup_args(principal, view)
         # Operators (app/operator) are numbered apart from users: their own API-tier counters.
-        who = (
-            None if exempt else f"{'operator' if principal.role == OPERATOR else 'user'}:{principal.user_id}"
-        )
+        who = None if exempt else principal.counter_key
         revoked, versions, body = self._run(state, who, principal.session_id, lookup)
         if revoked is None:  # Redis could not tell: the store asks the database (and rebuilds the copy)
             revoked = self.revocations.is_revoked(principal.session_id)
@@ -226,8 +224,8 @@ class Admission:
         if revoked:
             raise session_ended()
         allowed = getattr(view, "allowed_roles", None)
-        if allowed is None and principal.role == OPERATOR:
-            allowed = ()  # no school view is open to the operator, only those naming its role
+        if allowed is None and principal.role in (OPERATOR, ONEROSTER):
+            allowed = ()  # no school view is open to the operator or a client, only those naming its role
         if allowed is not None and principal.role not in allowed:
             security_event("access_denied", detail={"path": request.path, "role": principal.role})
             raise Forbidden()

@@ -21,6 +21,11 @@ from app.core.security import decode_access_token
 # (app/core/tenancy.py) finds nothing. Admission lets it reach only views that name the role.
 OPERATOR = "operator"
 NO_INSTITUTION = 0
+# A OneRoster client (app/oneroster): a platform that holds a school's client credentials. It is no
+# user: its tokens name no user (`user_id` NO_USER, so nothing can store it as one) but its client, the
+# school and the OneRoster scopes granted; only the views naming this role admit it.
+ONEROSTER = "oneroster"
+NO_USER = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +37,24 @@ class Principal:
     student_id: int | None = None
     teacher_id: int | None = None
     guardian_id: int | None = None
+    client_id: int | None = None  # a OneRoster client's token
+    scopes: frozenset = frozenset()  # its OneRoster scopes
 
     @classmethod
     def from_claims(cls, c):
+        if c["role"] == ONEROSTER:
+            scopes = frozenset(c.get("scp", "").split())
+            return cls(NO_USER, c["ins"], ONEROSTER, c["sid"], client_id=c.get("cid"), scopes=scopes)
         return cls(int(c["sub"]), c["ins"], c["role"], c["sid"], c.get("stu"), c.get("tea"), c.get("gua"))
+
+    @property
+    def counter_key(self) -> str:
+        """Whom the API tier counts (app/core/admission.py): operators and clients apart from users."""
+        if self.role == OPERATOR:
+            return f"operator:{self.user_id}"
+        if self.role == ONEROSTER:
+            return f"client:{self.client_id}"
+        return f"user:{self.user_id}"
 
 
 ROLES = ("admin", "teacher", "guardian", "student", "accountant")
@@ -75,7 +94,7 @@ def public(view):
 def roles(*allowed, reach: Reach):
     """Allow only these roles; others get 403. `reach` names the rule by which the view reaches records
     (a record out of reach answers 404, as a missing one)."""
-    unknown = set(allowed) - {*ROLES, OPERATOR}
+    unknown = set(allowed) - {*ROLES, OPERATOR, ONEROSTER}
     if not allowed or unknown:
         raise ValueError(f"@roles needs known roles, got {allowed!r}")
     unsaid = [r for r in allowed if r not in reach.by_role]

@@ -32,6 +32,8 @@ class Assessment(TenantMixin, TimestampMixin, db.Model):
     date: Mapped[dt.date] = mapped_column(Date)
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_assessments_institution_updated", "institution_id", "updated_at"),
         # GET /assessments?class_subject_id=&term_id= and term results per class subject
         Index("ix_assessments_class_subject_term", "class_subject_id", "term_id"),
         # term results: all assessments of a term in the tenant
@@ -50,6 +52,8 @@ class Grade(TenantMixin, TimestampMixin, db.Model):
     graded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_grades_institution_updated", "institution_id", "updated_at"),
         # natural key + bulk upsert target: one grade per student and assessment; GET /assessments/{id}/grades
         UniqueConstraint("assessment_id", "student_id", name="uq_grades_assessment_student"),
         # term results and report cards: a student's grades

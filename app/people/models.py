@@ -60,6 +60,8 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     )
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_students_institution_updated", "institution_id", "updated_at"),
         # natural key: admission number per institution (also the import upsert key)
         UniqueConstraint("institution_id", "admission_number", name="uq_students_institution_admission"),
         # GET /auth/me and student self-access: the student row of a login
@@ -110,6 +112,8 @@ class Guardian(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     phone: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_guardians_institution_updated", "institution_id", "updated_at"),
         # GET /auth/me and guardian access: the guardian row of a login
         Index("ix_guardians_user_id", "user_id", unique=True),
         # GET /guardians?q=: case-insensitive prefix search on last name
@@ -158,6 +162,8 @@ class Teacher(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     hired_on: Mapped[date | None] = mapped_column(Date)
 
     __table_args__ = (
+        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
+        Index("ix_teachers_institution_updated", "institution_id", "updated_at"),
         # natural key: employee number per institution
         UniqueConstraint("institution_id", "employee_number", name="uq_teachers_institution_employee_number"),
         # GET /auth/me and every teacher permission check: the teacher row of a login

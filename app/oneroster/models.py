@@ -1,0 +1,31 @@
+from datetime import datetime
+
+from sqlalchemy import DateTime, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.models import TenantMixin
+from app.extensions import db
+
+
+class OneRosterClient(TenantMixin, db.Model):
+    """A platform allowed to read (and, by scope, write) one school's roster and gradebook through the
+    OneRoster 1.2 REST binding (app/oneroster). Its secret is stored as an argon2id hash only; its tokens
+    are sessions of the sessions table (`auth_sessions.client_id`), so they are revoked like a login's."""
+
+    __tablename__ = "oneroster_clients"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))  # public: the HTTP Basic user name
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(String(500))  # space-separated, as OAuth 2 writes them
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_token_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # POST /oauth/token: the client named by HTTP Basic, across schools
+        Index("uq_oneroster_clients_client_id", "client_id", unique=True),
+        # GET /oneroster/clients: a school's clients
+        Index("ix_oneroster_clients_institution", "institution_id", "id"),
+    )
