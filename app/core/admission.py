@@ -43,38 +43,48 @@ log = logging.getLogger("schoolhouse.admission")
 PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their cached rows differ per user
 
 # KEYS = the cache version keys the view reads (app/core/caching.py; none when there is no lookup).
-# ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = its expiry (s), ARGV[3] = the session id
-# ('' = none; revoked sessions are members of revoked:sessions, app/core/revocation.py), ARGV[4] = limiter db, ARGV[5] = cache db, ARGV[6] = entry key head,
-# ARGV[7] = entry key tail ('' = no lookup), ARGV[8] = now (ns), ARGV[9] = a new version key's TTL (s).
+# ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = the session id ('' = none; revoked sessions
+# are members of revoked:sessions, app/core/revocation.py), ARGV[3] = entry key head, ARGV[4] = entry key
+# tail ('' = no lookup), ARGV[5] = now (ns; the app's clock, as app/core/caching.py bumps). What is fixed
+# per app (the two dbs, the counter's expiry, a new version key's TTL) is written into the script's text
+# once (`_admit_script`): fewer arguments to pack and send on every request.
 # Counters and revocations live in the limiter db, which is never flushed as a cache; entries in the
 # cache db. Redis 7 scopes SELECT inside a script to the script, so the connection keeps its own db.
-# A missing version is created from the clock (numbers are never reused, so an evicted or expired version
-# key cannot bring old entries back); like every cache key it carries a TTL. Returns {count, revoked (1/0, -1 = Redis cannot tell), versions, body}.
+# A missing version is created from the clock (numbers are never reused, so an evicted or
+# expired version key cannot bring old entries back); like every cache key it carries a TTL.
+# Returns {count, revoked (1/0, -1 = Redis cannot tell), versions, body}.
 _ADMIT = """
-redis.call('SELECT', ARGV[4])
+redis.call('SELECT', {limiter_db})
 local count = 0
 if ARGV[1] ~= '' then
   count = redis.call('INCR', ARGV[1])
-  if count == 1 then redis.call('EXPIRE', ARGV[1], ARGV[2]) end
+  if count == 1 then redis.call('EXPIRE', ARGV[1], {expiry}) end
 end
 local revoked = -1
-if ARGV[3] ~= '' and redis.call('EXISTS', 'revoked:sessions:ready') == 1 then
-  revoked = redis.call('ZSCORE', 'revoked:sessions', ARGV[3]) and 1 or 0
+if ARGV[2] ~= '' and redis.call('EXISTS', 'revoked:sessions:ready') == 1 then
+  revoked = redis.call('ZSCORE', 'revoked:sessions', ARGV[2]) and 1 or 0
 end
-if ARGV[7] == '' then return {count, revoked, false, false} end
-redis.call('SELECT', ARGV[5])
-local parts = {}
+if ARGV[4] == '' then return {{count, revoked, false, false}} end
+redis.call('SELECT', {cache_db})
+local parts = {{}}
 for i, k in ipairs(KEYS) do
   local v = redis.call('GET', k)
   if not v then
-    redis.call('SET', k, ARGV[8], 'NX', 'EX', ARGV[9])
+    redis.call('SET', k, ARGV[5], 'NX', 'EX', {version_ttl})
     v = redis.call('GET', k)
   end
   parts[i] = v
 end
 local versions = table.concat(parts, '.')
-return {count, revoked, versions, redis.call('GET', ARGV[6] .. versions .. ARGV[7])}
+return {{count, revoked, versions, redis.call('GET', ARGV[3] .. versions .. ARGV[4])}}
 """
+
+
+def _admit_script(client, limiter_db, cache_db, expiry, version_ttl):
+    return client.register_script(
+        _ADMIT.format(limiter_db=int(limiter_db), cache_db=int(cache_db), expiry=int(expiry),
+                      version_ttl=int(version_ttl))
+    )  # fmt: skip
 
 
 class _State:
@@ -100,9 +110,14 @@ class Admission:
         self.headers_enabled = cfg.get("RATELIMIT_HEADERS_ENABLED", False)
         self.fallback = FixedWindowRateLimiter(MemoryStorage())  # Redis absent or down: per process
         self.redis = make_client(app, LIMITER_DB)
-        self.script = self.redis.register_script(_ADMIT) if self.redis is not None else None
         self.cache: ResponseCache = app.extensions["response_cache"]
         self.revocations = app.extensions["revocations"]
+        cache_db, ttl = self.cache.db, self.cache.version_ttl
+        self.script = (
+            _admit_script(self.redis, LIMITER_DB, cache_db, self.window + 1, ttl)
+            if self.redis is not None
+            else None
+        )
         # CACHE_REDIS_URL on another server (config.py): the lookup is a second script call there.
         self.cache_script: Any = None
         if (
@@ -110,7 +125,7 @@ class Admission:
             and self.cache.redis is not None
             and not same_server(self.redis, self.cache.redis)
         ):
-            self.cache_script = self.cache.redis.register_script(_ADMIT)
+            self.cache_script = _admit_script(self.cache.redis, cache_db, cache_db, 0, ttl)
 
     # --- the one round trip -------------------------------------------------------------------------
 
@@ -130,10 +145,8 @@ class Admission:
             keys, head, tail = lookup if lookup and self.cache_script is None else ((), "", "")
             try:
                 count, revoked, versions, body = self.script(
-                    keys=keys,
-                    args=[counter, self.window + 1, revocation_key, LIMITER_DB, self.cache.db, head, tail,
-                          time.time_ns(), self.cache.version_ttl],
-                )  # fmt: skip
+                    keys=keys, args=[counter, revocation_key, head, tail, time.time_ns()]
+                )
                 self._judge(state, count)
                 if lookup and self.cache_script is not None:
                     versions, body = self._split_lookup(lookup)
@@ -154,11 +167,8 @@ class Admission:
 
     def _split_lookup(self, lookup):
         keys, head, tail = lookup
-        db = self.cache.db
         try:
-            _, _, versions, body = self.cache_script(
-                keys=keys, args=["", 0, "", db, db, head, tail, time.time_ns(), self.cache.version_ttl]
-            )
+            _, _, versions, body = self.cache_script(keys=keys, args=["", "", head, tail, time.time_ns()])
             return versions, body
         except redis.RedisError as exc:
             log.warning("admission: the cache's Redis is unavailable: %s", exc)
