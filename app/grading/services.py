@@ -23,7 +23,7 @@ from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
 from app.grading.models import Assessment, AssessmentType, Grade
-from app.institutions.calendar import school_today
+from app.institutions.calendar import closed_clause, school_today
 from app.institutions.models import DEFAULT_GRADING_SCALE, Institution
 from app.people.models import Student, Teacher
 
@@ -557,14 +557,15 @@ def class_ranking(class_id, term_id) -> dict:
 
 
 def _attendance_totals(student_ids, term: Term) -> dict[int, dict]:
-    rows = db.session.execute(
-        select(AttendanceRecord.student_id, AttendanceRecord.status, func.count())
-        .where(
-            AttendanceRecord.student_id.in_(student_ids),
-            AttendanceRecord.date.between(term.start_date, term.end_date),
-        )
-        .group_by(AttendanceRecord.student_id, AttendanceRecord.status)
-    ).all()
+    """Marks by status over the term's open days (a closed day's marks are not counted)."""
+    Rec = AttendanceRecord
+    stmt = select(Rec.student_id, Rec.status, func.count()).where(
+        Rec.student_id.in_(student_ids), Rec.date.between(term.start_date, term.end_date)
+    )
+    # the closed-day test in the same statement (no "any closure?" lookup first): a class's cards
+    # stay a constant number of queries
+    stmt = stmt.where(~closed_clause(Rec.date, Rec.class_id, Rec.institution_id))
+    rows = db.session.execute(stmt.group_by(Rec.student_id, Rec.status)).all()
     out = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
     for student_id, status, n in rows:
         out[student_id][status] = n
