@@ -7,11 +7,12 @@ import pytest
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.attendance.models import AttendanceSession
+from app.attendance.models import AttendanceCode, AttendanceSession
 from app.audit.models import AuditEntry
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, Payment
 from app.grading.models import Assessment, AssessmentType
+from app.institutions.models import Closure
 from app.jobs.models import Job
 from app.people.models import Guardian, Student, Teacher, User
 from tests.conftest import assert_problem
@@ -38,6 +39,8 @@ MODELS = {
     "payments": Payment,
     "exports": Job,
     "imports": Job,
+    "closures": Closure,
+    "attendance-codes": AttendanceCode,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
