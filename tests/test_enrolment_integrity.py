@@ -4,6 +4,7 @@ and the migration that refuses to hide overlapping rows that already exist."""
 
 import io
 import os
+import textwrap
 from datetime import date, timedelta
 
 import psycopg2
@@ -21,6 +22,7 @@ from app.institutions.calendar import school_today
 from app.people.models import Student
 from config import database_url
 from tests.conftest import assert_problem
+from tests.embedded import run_embedded
 
 
 @pytest.fixture(autouse=True)
@@ -337,3 +339,40 @@ def test_migration_lists_overlapping_rows_and_refuses():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+# --- the embedded default (SQLite: no exclusion constraint, the service keeps the rule) ------------------
+
+EMBEDDED = textwrap.dedent("""
+    import json
+    from flask_migrate import upgrade
+    from app import create_app
+    from app.seed import seed_demo
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        ids = seed_demo("embedded-pass-1")
+    c = app.test_client()
+    tokens = c.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
+                                                "password": "embedded-pass-1"}).get_json()
+    h = {"Authorization": "Bearer " + tokens["access_token"]}
+    sid, start = ids["demo_student_id"], ids["current_term"]["start"].isoformat()
+    clash = c.post("/api/v1/enrolments", headers=h, json={
+        "student_id": sid, "class_id": ids["other_class_id"], "start_date": start, "end_date": start})
+    closed = c.post("/api/v1/closures", headers=h, json={"start_date": start, "end_date": start,
+                                                          "name": "Snow day"})
+    roll = c.put(f"/api/v1/classes/{ids['demo_class_id']}/attendance/{start}", headers=h,
+                 json={"records": [{"student_id": sid, "code": "SICK"}]})
+    print("RESULT " + json.dumps({"clash": clash.status_code, "clash_body": clash.get_json(),
+                                  "closure": closed.status_code, "roll": roll.status_code,
+                                  "roll_body": roll.get_json()}))
+""")
+
+
+@pytest.mark.slow
+def test_the_embedded_default_keeps_the_rules(tmp_path):
+    out = run_embedded(EMBEDDED, tmp_path)
+    assert out["clash"] == 409 and out["clash_body"]["clashing_enrolment"]["start_date"], out
+    assert out["closure"] == 201
+    assert out["roll"] == 422 and "Snow day" in out["roll_body"]["errors"]["date"], out
