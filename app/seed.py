@@ -25,12 +25,12 @@ from sqlalchemy import func, insert, select, text
 
 from app import models as _models  # noqa: F401  (every table registered before we walk the metadata)
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.attendance.models import AttendanceRecord
+from app.attendance.models import DEFAULT_CODES, AttendanceCode, AttendanceRecord
 from app.core.security import hash_password
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, InvoiceLine, Payment
 from app.grading.models import Assessment, AssessmentType, Grade
-from app.institutions.models import DEFAULT_GRADING_SCALE, Institution
+from app.institutions.models import DEFAULT_GRADING_SCALE, Closure, Institution
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 from app.seed_names import FEMALE_FIRST_NAMES, GUARDIAN_RELATIONSHIPS_PRIMARY, LAST_NAMES, MALE_FIRST_NAMES
 
@@ -611,6 +611,43 @@ def _seed_institution(spec, calendar, password_hash):
     roster = {ck: [] for ck in class_keys}
     for i, s in enumerate(students):
         roster[s["_class"]].append(i)
+
+    # -- school calendar: closures, attendance codes ---------------------------------------------------
+    # None falls on a day with seeded marks: half-term in term 1 (no marks), a public holiday in the
+    # current term's future, exam week for one class of the top grade at the end of term 3.
+    (_, t1_start, _), (_, _, t3_end) = calendar["terms"][0], calendar["terms"][2]
+    half_term = t1_start + timedelta(weeks=6)
+    holiday = calendar["today"] + timedelta(days=10)
+    holiday += timedelta(days=max(0, 7 - holiday.weekday()) if holiday.weekday() >= 5 else 0)
+    exams = t3_end - timedelta(days=t3_end.weekday() + 7)
+    closures = [
+        {
+            "class_id": None,
+            "start_date": half_term,
+            "end_date": half_term + timedelta(days=4),
+            "kind": "holiday",
+            "name": "Half-term break",
+        },
+        {
+            "class_id": class_ids[class_keys[-1]],
+            "start_date": exams,
+            "end_date": exams + timedelta(days=4),
+            "kind": "exam",
+            "name": "End-of-year examinations",
+        },
+    ]
+    if holiday <= term_end:
+        closures.append(
+            {
+                "class_id": None,
+                "start_date": holiday,
+                "end_date": holiday,
+                "kind": "holiday",
+                "name": "Public holiday",
+            }
+        )
+    _insert(Closure, [stamp(c) for c in closures])
+    _insert(AttendanceCode, [stamp({"code": c, "label": lbl, "status": st}) for c, lbl, st in DEFAULT_CODES])
 
     # -- attendance: whole-day marks for past school days of the current term ------------------------
     profiles = {

@@ -24,14 +24,14 @@ from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.access.matrix import operations, render
-from app.attendance.models import AttendanceSession
+from app.attendance.models import AttendanceCode, AttendanceSession
 from app.core.auth import ROLES
 from app.core.tenancy import set_current_institution
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, Payment
 from app.grading.models import Assessment, AssessmentType
 from app.institutions.calendar import school_today
-from app.institutions.models import Institution
+from app.institutions.models import Closure, Institution
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, StudentGuardian, Teacher, User
@@ -265,6 +265,18 @@ class World:
             FeeCategory(institution_id=iid, term_id=self.later_term, name="Walk fee", amount_minor=100)
         )
         self.r["fee-categories"] = Records(foreign=self.foreign(FeeCategory, hid)).everyone(fee)
+        closure = _add(
+            Closure(
+                institution_id=iid,
+                start_date=date(2090, 1, 2),
+                end_date=date(2090, 1, 3),
+                kind="holiday",
+                name="Walk closure",
+            )
+        )
+        self.r["closures"] = Records(foreign=self.foreign(Closure, hid)).everyone(closure)
+        code = _add(AttendanceCode(institution_id=iid, code="WALK", label="Walking", status="present"))
+        self.r["attendance-codes"] = Records(foreign=self.foreign(AttendanceCode, hid)).everyone(code)
 
     # --- money, sessions, jobs ----------------------------------------------------------------------
 
@@ -415,6 +427,21 @@ class World:
                 "start_date": later,
             },
             "POST /api/v1/enrolments/{ident}/end": {"end_date": str(self.today)},
+            "PATCH /api/v1/enrolments/{ident}": {"reason": "walk"},
+            "POST /api/v1/enrolments/{ident}/transfer": {"class_id": d["other_class_id"], "date": later},
+            "POST /api/v1/closures": {
+                "start_date": "2090-02-01",
+                "end_date": "2090-02-01",
+                "name": "Walk day",
+            },
+            "PATCH /api/v1/closures/{ident}": {"name": "Walk day renamed"},
+            "POST /api/v1/attendance-codes": {"code": "WALK2", "label": "Walking more", "status": "late"},
+            "PATCH /api/v1/attendance-codes/{ident}": {"label": "Walking renamed"},
+            "PUT /api/v1/students/{ident}/report-card/remarks": {
+                "term_id": d["demo_current_term_id"],
+                "kind": "class_teacher",
+                "text": "Walks well.",
+            },
             "POST /api/v1/students": {"admission_number": "WALK-1", "first_name": "Wal", "last_name": "Ker"},
             "PATCH /api/v1/students/{ident}": {"first_name": "Walker"},
             "POST /api/v1/students/{ident}/guardians": {"guardian_id": self.spare_guardian},

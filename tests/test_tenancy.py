@@ -7,11 +7,12 @@ import pytest
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.attendance.models import AttendanceSession
+from app.attendance.models import AttendanceCode, AttendanceSession
 from app.audit.models import AuditEntry
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, Payment
 from app.grading.models import Assessment, AssessmentType
+from app.institutions.models import Closure
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
@@ -40,6 +41,8 @@ MODELS = {
     "exports": Job,
     "imports": Job,
     "oneroster": OneRosterClient,  # /oneroster/clients/<id>
+    "closures": Closure,
+    "attendance-codes": AttendanceCode,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}

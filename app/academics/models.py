@@ -1,6 +1,7 @@
 from datetime import date
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, UniqueConstraint, func, literal, text
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.models import SoftDeleteMixin, TenantMixin, TimestampMixin
@@ -129,4 +130,13 @@ class Enrolment(TenantMixin, TimestampMixin, db.Model):
         ),
         # roll call on a past date: who was in class X between start and end
         Index("ix_enrolments_class_dates", "class_id", "start_date", "end_date"),
+        # at most one enrolment per student on any date (inclusive bounds; an open end is unbounded);
+        # PostgreSQL only (btree_gist, migration 0004); the embedded default's SQLite has no exclusion
+        # constraints, there app/academics/services.py's clash check is the rule
+        ExcludeConstraint(
+            (text("student_id"), "="),
+            (func.daterange(text("start_date"), text("end_date"), literal("[]")), "&&"),
+            name="ex_enrolments_student_dates",
+            using="gist",
+        ).ddl_if(dialect="postgresql"),
     )

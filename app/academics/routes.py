@@ -13,6 +13,7 @@ from app.academics.schemas import (
     EnrolmentCreate,
     EnrolmentEnd,
     EnrolmentOut,
+    EnrolmentUpdate,
     RosterEntryOut,
     SubjectCreate,
     SubjectOut,
@@ -20,6 +21,8 @@ from app.academics.schemas import (
     TermCreate,
     TermOut,
     TermUpdate,
+    TransferIn,
+    TransferOut,
     YearCreate,
     YearOut,
     YearUpdate,
@@ -75,6 +78,8 @@ CONFLICTS.update(
         "uq_classes_institution_year_grade_section": "This year already has a class with this grade and section.",
         "uq_class_subjects_class_subject": "This subject is already taught in this class.",
         "uq_enrolments_current_student": "The student already has a current enrolment.",
+        "ex_enrolments_student_dates": "The student is already enrolled on some of these dates "
+        "(a student has at most one enrolment on any date).",
     }
 )
 
@@ -199,12 +204,52 @@ for resource in (years, terms, subjects, classes, class_subjects, enrolments):
     out=EnrolmentOut,
     status=201,
     tags=["enrolments"],
+    description="Open-ended (no end_date): a current enrolment that began earlier is closed the day "
+    "before start_date. A student has at most one enrolment on any date: dates shared with another "
+    "enrolment are a 409 whose `clashing_enrolment` names it. Backdating is allowed where it overlaps "
+    "nothing (give end_date to fill a gap in the history).",
 )
 def create_enrolment():
     body = parse_body(EnrolmentCreate)
-    new = services.enrol(body.student_id, body.class_id, body.start_date, body.reason)
+    new = services.enrol(body.student_id, body.class_id, body.start_date, body.reason, body.end_date)
     commit_or_conflict()
     return jsonify(enrolments.serialize(new)), 201
+
+
+@bp.patch("/enrolments/<int:ident>")
+@roles("admin", reach=ENROLMENTS)
+@doc(
+    "Change an enrolment's dates or reason (e.g. backdate its start)",
+    body=EnrolmentUpdate,
+    out=EnrolmentOut,
+    tags=["enrolments"],
+    description="The new dates must overlap no other enrolment of the student (409 naming it).",
+)
+def update_enrolment(ident):
+    enrolment = enrolments.get_or_404(ident)
+    values = parse_body(EnrolmentUpdate).model_dump(exclude_unset=True)
+    services.change_enrolment(enrolment, values)
+    commit_or_conflict()
+    return jsonify(enrolments.serialize(enrolment))
+
+
+@bp.post("/enrolments/<int:ident>/transfer")
+@roles("admin", reach=ENROLMENTS)
+@doc(
+    "Transfer a student to another class on a date: this enrolment ends the day before, a new one starts",
+    body=TransferIn,
+    out=TransferOut,
+    status=201,
+    tags=["enrolments"],
+    description="One operation, one transaction. A second transfer on the same date (the enrolment "
+    "starts that day) or from an enrolment that has already ended is a 409 naming it.",
+)
+def transfer_enrolment(ident):
+    enrolment = enrolments.get_or_404(ident)
+    body = parse_body(TransferIn)
+    ended, started = services.transfer(enrolment, body.class_id, body.date, body.reason)
+    commit_or_conflict()
+    return jsonify({"ended": enrolments.serialize(ended), "started": enrolments.serialize(started)}), 201
 
 
 @bp.post("/enrolments/<int:ident>/end")

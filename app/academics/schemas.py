@@ -1,3 +1,4 @@
+import datetime as dt
 from datetime import date
 
 from pydantic import ConfigDict, Field, model_validator
@@ -119,10 +120,34 @@ class ClassSubjectOut(Out):
     teacher_id: int | None
 
 
-class EnrolmentCreate(Body):
+class EnrolmentCreate(_Dated):
     student_id: int
     class_id: int
-    start_date: date
+    start_date: date = Field(
+        json_schema_extra=rule("the dates overlap no other enrolment of the student (409 naming it)")
+    )
+    # Given: a closed period (backdating into a gap). Absent: open-ended, and a current enrolment that
+    # began earlier is closed the day before (a move).
+    end_date: date | None = None
+    reason: str | None = Field(None, max_length=200)
+
+
+class EnrolmentUpdate(_Dated):
+    start_date: date = Field(
+        None, json_schema_extra=rule("the dates overlap no other enrolment of the student (409 naming it)")
+    )
+    end_date: date | None = None
+    reason: str | None = Field(None, max_length=200)
+
+
+class TransferIn(Body):
+    class_id: int
+    date: dt.date = Field(
+        json_schema_extra=rule(
+            "after the start of the enrolment, which covers it: its last day is the day before, the new "
+            "class's first day is this date"
+        )
+    )
     reason: str | None = Field(None, max_length=200)
 
 
@@ -138,6 +163,11 @@ class EnrolmentOut(Out):
     start_date: date
     end_date: date | None
     reason: str | None
+
+
+class TransferOut(Out):
+    ended: EnrolmentOut
+    started: EnrolmentOut
 
 
 class RosterEntryOut(Out):

@@ -1,12 +1,51 @@
 import datetime as dt
 
-from sqlalchemy import CheckConstraint, Date, DateTime, ForeignKey, Index, SmallInteger, String, func, text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import BigId, TenantMixin, TimestampMixin
 from app.extensions import db
 
 STATUSES = ("present", "absent", "late", "excused")
+
+# The codes a new (demo) school starts with (app/seed.py): code, label, the status it counts as.
+DEFAULT_CODES = (
+    ("P", "Present", "present"),
+    ("L", "Late", "late"),
+    ("A", "Absent, no reason given", "absent"),
+    ("SICK", "Sick", "excused"),
+    ("MED", "Medical appointment", "excused"),
+    ("REL", "Religious observance", "excused"),
+    ("SUSP", "Suspended", "absent"),
+    ("TRIP", "Field trip (school activity)", "present"),
+)
+
+
+class AttendanceCode(TenantMixin, TimestampMixin, db.Model):
+    """A school's own reason for a mark (sick, suspended, field trip), counted as one of STATUSES."""
+
+    __tablename__ = "attendance_codes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20))
+    label: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(10))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('present','absent','late','excused')", name="status"),
+        # natural key, and the roll call's lookup of the codes a roll carries
+        UniqueConstraint("institution_id", "code", name="uq_attendance_codes_institution_code"),
+    )
 
 
 class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
@@ -23,6 +62,8 @@ class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
     status: Mapped[str] = mapped_column(String(10))
     note: Mapped[str | None] = mapped_column(String(500))
     source: Mapped[str] = mapped_column(String(10), default="manual")  # manual, qr, import
+    # the school's reason (app/attendance/models.py AttendanceCode); status is what it counts as
+    code_id: Mapped[int | None] = mapped_column(ForeignKey("attendance_codes.id", ondelete="RESTRICT"))
     marked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     __table_args__ = (
@@ -41,6 +82,8 @@ class AttendanceRecord(TenantMixin, TimestampMixin, db.Model):
         Index("ix_attendance_class_date", "class_id", "date"),
         # GET /attendance/summary and absence alerts: the tenant's marks on a date by status
         Index("ix_attendance_institution_date_status", "institution_id", "date", "status"),
+        # deleting an attendance code: is any mark still carrying it (few marks do)
+        Index("ix_attendance_code_id", "code_id", postgresql_where=text("code_id IS NOT NULL")),
     )
 
 

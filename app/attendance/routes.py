@@ -5,12 +5,15 @@ from sqlalchemy import select
 
 from app.access.rules import CLASSES, STUDENTS, class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
-from app.attendance.models import STATUSES, AttendanceRecord
+from app.attendance.models import STATUSES, AttendanceCode, AttendanceRecord
 from app.attendance.schemas import (
     MAX_PERIOD,
     AbsenteesOut,
     CheckinIn,
     CheckinOut,
+    CodeCreate,
+    CodeOut,
+    CodeUpdate,
     HistoryOut,
     RollIn,
     RollOut,
@@ -24,6 +27,7 @@ from app.attendance.schemas import (
 from app.core.admission import cached
 from app.core.auth import SELF, roles
 from app.core.caching import MEDIUM, scoped
+from app.core.crud import CONFLICTS, Resource
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
@@ -38,6 +42,27 @@ bp = Blueprint("attendance", __name__)
 STAFF = ("admin", "teacher")
 ALL = ("admin", "teacher", "guardian", "student", "accountant")
 
+
+CONFLICTS.update(
+    {"uq_attendance_codes_institution_code": "This school already has an attendance code like this."}
+)
+
+# The school's own attendance codes; a roll may carry one (the status it counts as comes with it).
+# Deleting a code that marks carry is a 409 (ON DELETE RESTRICT); its status cannot be changed.
+codes = Resource(
+    "attendance code",
+    "/attendance-codes",
+    AttendanceCode,
+    CodeOut,
+    ListSpec(
+        AttendanceCode.id,
+        filters={"status": Choice(AttendanceCode.status, STATUSES), "code": AttendanceCode.code},
+        sorts={"code": AttendanceCode.code},
+        default_sort="code",
+    ),
+    create=CodeCreate,
+    update=CodeUpdate,
+).register(bp)
 
 # Query parameters here read an empty value ("?period=") as absent.
 _ID = integer(1, 2**31 - 1)
@@ -129,6 +154,7 @@ HISTORY_SPEC = ListSpec(
     "classes",
     "class_subjects",
     "student_guardians",
+    "closures",
     ttl=MEDIUM,
 )
 @doc(
@@ -211,6 +237,7 @@ def summary():
     "class_subjects",
     "terms",
     "institutions",
+    "closures",
     ttl=MEDIUM,
 )
 @doc(

@@ -4,7 +4,7 @@ import re
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
 from app.core.errors import ValidationFailed
 from app.core.schemas import Body, Field, Out, parse_body, rule
@@ -14,9 +14,24 @@ MAX_PERIOD = 20
 
 
 class RollEntry(Body):
+    model_config = ConfigDict(json_schema_extra=rule("status or code (or both, agreeing)"))
+
     student_id: int
-    status: Status
+    # what the mark counts as; may be left out when `code` is given (the code says it)
+    status: Status | None = None
+    code: str | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        json_schema_extra=rule("one of the school's attendance codes (GET /attendance-codes)"),
+    )
     note: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _status_or_code(self):
+        if self.status is None and self.code is None:
+            raise ValueError("give a status or an attendance code")
+        return self
 
     @field_validator("note")
     @classmethod
@@ -68,6 +83,7 @@ class RollRowOut(Out):
     first_name: str
     last_name: str
     status: Status | None  # null: not marked yet
+    code: str | None  # the school's attendance code, when the mark carries one
     note: str | None
     source: str | None
     marked_by: MarkerOut | None
@@ -90,6 +106,7 @@ class RollCountsOut(Out):
 
 
 class RollOut(Out):
+    closure: str | None  # the closure covering the day for this class (no roll is taken then)
     class_id: int
     date: date
     subject_id: int | None
@@ -110,6 +127,7 @@ class RecordOut(Out):
     period: int
     status: Status
     note: str | None
+    code_id: int | None
     source: str
     marked_by_id: int | None
     marked_at: datetime
@@ -205,3 +223,25 @@ class CheckinOut(Out):
     status: Status
     source: str
     checked_in_at: datetime
+
+
+# --- attendance codes ------------------------------------------------------------------------------------
+
+
+class CodeCreate(Body):
+    code: str = Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_-]+$")
+    label: str = Field(min_length=1, max_length=100)
+    status: Status
+
+
+class CodeUpdate(Body):
+    """The label only: what a code counts as is fixed once marks carry it (create a new code instead)."""
+
+    label: str = Field(None, min_length=1, max_length=100)
+
+
+class CodeOut(Out):
+    id: int
+    code: str
+    label: str
+    status: Status

@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
 from app.access.rules import scope_classes, scope_students
-from app.attendance.models import STATUSES, AttendanceCheckin, AttendanceRecord, AttendanceSession
+from app.attendance.models import (
+    STATUSES,
+    AttendanceCheckin,
+    AttendanceCode,
+    AttendanceRecord,
+    AttendanceSession,
+)
 from app.audit import services as audit
 from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
@@ -26,7 +32,7 @@ from app.core.models import as_utc, utcnow
 from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
-from app.institutions.calendar import school_today
+from app.institutions.calendar import closure_on, describe_closure, open_days_only, school_today
 from app.institutions.models import Institution
 from app.people.models import Student, User
 
@@ -77,12 +83,44 @@ def check_subject(class_id: int, subject_id: int | None, errors: dict):
         errors["subject_id"] = f"subject {subject_id} is not taught in this class"
 
 
-def check_day(day: date, errors: dict):
+def check_day(day: date, errors: dict, class_id: int | None = None):
     today = school_today()
     if day > today:
         errors["date"] = f"{day.isoformat()} is in the future (today is {today.isoformat()})"
     elif not in_a_term(day):
         errors["date"] = f"{day.isoformat()} is outside every term of the school year"
+    elif (closed := closure_on(day, class_id)) is not None:
+        errors["date"] = f"{day.isoformat()} is a closed day: {describe_closure(closed)}; no roll is taken"
+
+
+def resolve_codes(records, errors: dict) -> list[dict]:
+    """The roll's marks as upsert_marks takes them: a code (the school's own, app/attendance/models.py)
+    gives the status it counts as; a status given beside a code must be that one."""
+    wanted = {r.code for r in records if r.code is not None}
+    codes = {}
+    if wanted:
+        codes = {
+            c.code: c
+            for c in db.session.execute(
+                select(AttendanceCode).where(AttendanceCode.code.in_(wanted))
+            ).scalars()
+        }
+    marks = []
+    for i, r in enumerate(records):
+        status, code_id = r.status, None
+        if r.code is not None:
+            code = codes.get(r.code)
+            if code is None:
+                errors[f"records[{i}].code"] = f"{r.code!r} is not one of this school's attendance codes"
+            else:
+                code_id = code.id
+                if status is not None and status != code.status:
+                    errors[f"records[{i}].status"] = (
+                        f"code {code.code} counts as {code.status}; leave status out or send {code.status}"
+                    )
+                status = code.status
+        marks.append({"student_id": r.student_id, "status": status, "note": r.note, "code_id": code_id})
+    return marks
 
 
 def subject_key(subject_id):
@@ -92,7 +130,7 @@ def subject_key(subject_id):
 
 # --- the upsert ------------------------------------------------------------------------------------------
 
-AUDITED = ("status", "note", "class_id", "source")
+AUDITED = ("status", "note", "class_id", "source", "code_id")
 
 
 def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id):
@@ -104,7 +142,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     before = {
         r.student_id: r
         for r in db.session.execute(
-            select(Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source)
+            select(Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source, Rec.code_id)
             .where(Rec.student_id.in_(ids), Rec.date == day, Rec.period == period, subject_key(subject_id))
             .with_for_update()
         ).all()
@@ -120,6 +158,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
             "date": day,
             "status": m["status"],
             "note": m["note"],
+            "code_id": m.get("code_id"),
             "source": source,
             "marked_by_id": marker_id,
             "created_at": now,
@@ -141,6 +180,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         set_={
             "status": new.status,
             "note": new.note,
+            "code_id": new.code_id,
             "class_id": new.class_id,
             "source": new.source,
             "marked_by_id": new.marked_by_id,
@@ -153,6 +193,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
             or_(
                 table.c.status.is_distinct_from(new.status),
                 table.c.note.is_distinct_from(new.note),
+                table.c.code_id.is_distinct_from(new.code_id),
                 table.c.class_id != new.class_id,
             ),
         ),
@@ -164,7 +205,13 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     written = db.session.execute(stmt).all()
 
     after = {
-        m["student_id"]: {"status": m["status"], "note": m["note"], "class_id": class_id, "source": source}
+        m["student_id"]: {
+            "status": m["status"],
+            "note": m["note"],
+            "class_id": class_id,
+            "source": source,
+            "code_id": m.get("code_id"),
+        }
         for m in marks
     }
     entries, created = [], 0
@@ -208,6 +255,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
             User.id,
             User.first_name,
             User.last_name,
+            AttendanceCode.code,
         )
         .select_from(Enrolment)
         .join(Student, Student.id == Enrolment.student_id)
@@ -218,6 +266,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
             ),
         )
         .outerjoin(User, User.id == Rec.marked_by_id)
+        .outerjoin(AttendanceCode, AttendanceCode.id == Rec.code_id)
         .where(
             Enrolment.class_id == class_id,
             Enrolment.start_date <= day,
@@ -227,9 +276,20 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
         .order_by(Student.last_name, Student.first_name, Student.id)
     )
     students, totals = [], dict.fromkeys((*STATUSES, "unmarked"), 0)
-    for sid, adm, first, last, status, note, source, marked_at, uid, ufirst, ulast in db.session.execute(
-        stmt
-    ):
+    for (
+        sid,
+        adm,
+        first,
+        last,
+        status,
+        note,
+        source,
+        marked_at,
+        uid,
+        ufirst,
+        ulast,
+        code,
+    ) in db.session.execute(stmt):
         totals[status or "unmarked"] += 1
         students.append(
             {
@@ -238,6 +298,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
                 "first_name": first,
                 "last_name": last,
                 "status": status,
+                "code": code,
                 "note": note,
                 "source": source,
                 "marked_by": {"id": uid, "name": f"{ufirst} {ulast}"} if uid else None,
@@ -245,7 +306,9 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
             }
         )
     totals["enrolled"] = len(students)
+    closed = closure_on(day, class_id)
     return {
+        "closure": describe_closure(closed) if closed is not None else None,
         "class_id": class_id,
         "date": day,
         "subject_id": subject_id,
@@ -258,8 +321,9 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
 def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
     """The whole roll for a class on a date: validated as a whole, written by one upsert."""
     errors = {}
-    check_day(day, errors)
+    check_day(day, errors, klass.id)
     check_subject(klass.id, body.subject_id, errors)
+    marks = resolve_codes(body.records, errors)
     ids = [r.student_id for r in body.records]
     enrolled = set(db.session.execute(enrolled_on(klass.id, day, ids)).scalars())
     first_at = {}
@@ -278,7 +342,7 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
         day,
         body.subject_id,
         body.period,
-        [r.model_dump() for r in body.records],
+        marks,
         source="manual",
         marker_id=principal.user_id,
     )
@@ -311,9 +375,11 @@ def history_filter(stmt, student_id, frm, to):
 
 
 def history_totals(student_id, frm, to) -> dict:
-    row = db.session.execute(
-        history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)
-    ).one()
+    """Totals over open days only: a mark on a closed day (a strike declared afterwards) is kept in the
+    history but not counted."""
+    stmt = history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)
+    stmt = open_days_only(stmt, Rec.date, Rec.class_id, Rec.institution_id, frm, to)
+    row = db.session.execute(stmt).one()
     totals = {s: int(row[i]) for i, s in enumerate(STATUSES)}
     totals["marked"] = int(row[-1])
     return totals
@@ -328,6 +394,7 @@ def record_out(r: AttendanceRecord) -> dict:
         "period": r.period,
         "status": r.status,
         "note": r.note,
+        "code_id": r.code_id,
         "source": r.source,
         "marked_by_id": r.marked_by_id,
         "marked_at": r.updated_at,
@@ -359,12 +426,17 @@ def daily_summary(day: date, period: int, subject_id, principal, class_id=None) 
         .group_by(Enrolment.class_id)
         .subquery()
     )
-    marks = (
-        select(Rec.class_id, *_status_sums())
-        .where(Rec.date == day, Rec.period == period, subject_key(subject_id))
-        .group_by(Rec.class_id)
-        .subquery()
+    marks = open_days_only(
+        select(Rec.class_id, *_status_sums()).where(
+            Rec.date == day, Rec.period == period, subject_key(subject_id)
+        ),
+        Rec.date,
+        Rec.class_id,
+        Rec.institution_id,
+        day,
+        day,
     )
+    marks = marks.group_by(Rec.class_id).subquery()
     stmt = (
         select(
             SchoolClass.id,
@@ -441,10 +513,18 @@ def chronic_absentees(frm, to, threshold_tenths: int, principal, limit: int, cur
     attended = func.sum(case((Rec.status.in_(ATTENDED), 1), else_=0))
     marked = func.count(Rec.id)
     key = (attended * RATE_SCALE) // marked  # integer division in PostgreSQL and SQLite alike
+    in_range = open_days_only(
+        select(Rec.student_id, *_status_sums(), marked.label("marked"), key.label("rate_key")).where(
+            Rec.date >= frm, Rec.date <= to
+        ),
+        Rec.date,
+        Rec.class_id,
+        Rec.institution_id,
+        frm,
+        to,
+    )
     per_student = (
-        select(Rec.student_id, *_status_sums(), marked.label("marked"), key.label("rate_key"))
-        .where(Rec.date >= frm, Rec.date <= to)
-        .group_by(Rec.student_id)
+        in_range.group_by(Rec.student_id)
         .having(attended * 1000 < threshold_tenths * marked)
         .subquery("per_student")
     )
@@ -546,6 +626,8 @@ def open_session(klass: SchoolClass, body, principal) -> dict:
     errors = {}
     if not in_a_term(day):
         errors["date"] = f"today ({day.isoformat()}) is outside every term of the school year"
+    elif (closed := closure_on(day, klass.id)) is not None:
+        errors["date"] = f"today ({day.isoformat()}) is a closed day: {describe_closure(closed)}"
     check_subject(klass.id, body.subject_id, errors)
     if errors:
         raise ValidationFailed(errors)

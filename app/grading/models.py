@@ -1,7 +1,17 @@
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    UniqueConstraint,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import BigId, TenantMixin, TimestampMixin
@@ -59,4 +69,36 @@ class Grade(TenantMixin, TimestampMixin, db.Model):
         # term results and report cards: a student's grades
         Index("ix_grades_student_id", "student_id"),
         CheckConstraint("score >= 0", name="score_nonnegative"),
+    )
+
+
+REMARK_KINDS = ("subject", "class_teacher", "head")
+
+
+class ReportRemark(TenantMixin, TimestampMixin, db.Model):
+    """What a report card says in words: the subject teacher's comment per subject (kind "subject"),
+    the class teacher's and the head's remarks; one of each per student and term."""
+
+    __tablename__ = "report_card_remarks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="CASCADE"))
+    term_id: Mapped[int] = mapped_column(ForeignKey("terms.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(15))
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(String(2000))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('subject','class_teacher','head')", name="kind"),
+        CheckConstraint("(kind = 'subject') = (subject_id IS NOT NULL)", name="subject_only_for_subject"),
+        # natural key (one remark of a kind per student, term and subject) and the report cards' read:
+        # the remarks of a class's students for one term (student_id IN (...) AND term_id = ?)
+        Index(
+            "uq_report_card_remarks_student_term_kind_subject",
+            "student_id",
+            "term_id",
+            "kind",
+            func.coalesce(literal_column("subject_id"), 0),
+            unique=True,
+        ),
     )

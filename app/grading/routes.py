@@ -35,6 +35,8 @@ from app.grading.schemas import (
     GradesIn,
     GradesPutOut,
     RankingOut,
+    RemarkIn,
+    RemarksSavedOut,
     ReportCardOut,
     TermResultsOut,
 )
@@ -227,6 +229,24 @@ def student_results(ident):
 def student_report_card(ident):
     student_in_scope_or_404(ident, g.principal)
     return jsonify(services.report_card(ident, _term_id()))
+
+
+@bp.put("/students/<int:ident>/report-card/remarks")
+@roles("admin", "teacher", reach=STUDENTS)
+@doc(
+    "Write a report-card remark for a term: a subject comment, the class teacher's or the head's remarks",
+    body=RemarkIn,
+    out=RemarksSavedOut,
+    tags=["students"],
+    description="kind subject: the subject's teacher in the student's class (or an admin); "
+    "class_teacher: the class's homeroom teacher (or an admin); head: an admin. text null removes it.",
+)
+def put_report_remark(ident):
+    student_in_scope_or_404(ident, g.principal)
+    body = parse_body(RemarkIn)
+    out = services.set_remark(ident, body, g.principal)
+    commit_or_conflict()
+    return jsonify(out)
 
 
 @bp.get("/classes/<int:ident>/ranking")

@@ -2,8 +2,9 @@
 
 import datetime as dt
 from decimal import Decimal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from app.core.schemas import Body, Out, decimal_text, rule
 
@@ -168,7 +169,24 @@ class AttendanceTotalsOut(Out):
     total: int
 
 
+class SubjectRemarkOut(Out):
+    subject_id: int
+    subject_name: str
+    text: str
+    author: str | None
+
+
+class RemarksOut(Out):
+    subjects: list[SubjectRemarkOut]  # the subject teachers' comments
+    class_teacher: str | None
+    head: str | None
+
+
 class ReportCardOut(Out):
+    school: str
+    # None while the institution has no logo setting (app/jobs/pdf.py `school_logo` is the hook)
+    logo: str | None
+    remarks: RemarksOut
     student: CardStudentOut
     class_: CardClassOut | None = Field(alias="class")
     term: CardTermOut
@@ -177,3 +195,30 @@ class ReportCardOut(Out):
     position: int | None
     class_size: int | None
     attendance: AttendanceTotalsOut
+
+
+class RemarkIn(Body):
+    model_config = ConfigDict(json_schema_extra=rule("subject_id is given for kind subject, and only for it"))
+
+    term_id: int
+    kind: Literal["subject", "class_teacher", "head"] = Field(
+        json_schema_extra=rule(
+            "subject: the subject's teacher in the student's class (or an admin); class_teacher: the "
+            "class's homeroom teacher (or an admin); head: an admin"
+        )
+    )
+    subject_id: int | None = Field(None, json_schema_extra=rule("required for kind subject, else absent"))
+    # null or absent: the remark is removed
+    text: str | None = Field(None, min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _subject_for_subject(self):
+        if (self.kind == "subject") != (self.subject_id is not None):
+            raise ValueError("subject_id is required for kind subject and only for it")
+        return self
+
+
+class RemarksSavedOut(Out):
+    student_id: int
+    term_id: int
+    remarks: RemarksOut

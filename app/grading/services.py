@@ -23,10 +23,10 @@ from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
-from app.grading.models import Assessment, AssessmentType, Grade
-from app.institutions.calendar import school_today
+from app.grading.models import Assessment, AssessmentType, Grade, ReportRemark
+from app.institutions.calendar import closed_clause, school_today
 from app.institutions.models import DEFAULT_GRADING_SCALE, Institution
-from app.people.models import Student, Teacher
+from app.people.models import Student, Teacher, User
 
 HUNDRED = Decimal(100)
 ONE_DP = Decimal("0.1")
@@ -560,25 +560,31 @@ def class_ranking(class_id, term_id) -> dict:
 
 
 def _attendance_totals(student_ids, term: Term) -> dict[int, dict]:
-    rows = db.session.execute(
-        select(AttendanceRecord.student_id, AttendanceRecord.status, func.count())
-        .where(
-            AttendanceRecord.student_id.in_(student_ids),
-            AttendanceRecord.date.between(term.start_date, term.end_date),
-        )
-        .group_by(AttendanceRecord.student_id, AttendanceRecord.status)
-    ).all()
+    """Marks by status over the term's open days (a closed day's marks are not counted)."""
+    Rec = AttendanceRecord
+    stmt = select(Rec.student_id, Rec.status, func.count()).where(
+        Rec.student_id.in_(student_ids), Rec.date.between(term.start_date, term.end_date)
+    )
+    # the closed-day test in the same statement (no "any closure?" lookup first): a class's cards
+    # stay a constant number of queries
+    stmt = stmt.where(~closed_clause(Rec.date, Rec.class_id, Rec.institution_id))
+    rows = db.session.execute(stmt.group_by(Rec.student_id, Rec.status)).all()
     out = defaultdict(lambda: dict.fromkeys(STATUSES, 0))
     for student_id, status, n in rows:
         out[student_id][status] = n
     return out
 
 
-def _card(student: Student, klass, term: Term, result, letters, position, size, attendance) -> dict:
+def _card(
+    student: Student, klass, term: Term, result, letters, position, size, attendance, inst, remarks
+) -> dict:
     totals = dict(attendance)
     totals["total"] = sum(attendance.values())
     class_id = klass.id if klass is not None else None
     return {
+        "school": inst.name,
+        "logo": None,  # no logo setting yet: app/jobs/pdf.py `school_logo` is where one is drawn
+        "remarks": remarks,
         "student": {
             "id": student.id,
             "first_name": student.first_name,
@@ -611,8 +617,20 @@ def report_cards_for_class(class_id, term_id, only: set[int] | None = None) -> l
     results = term_results_for(ids, term_id)  # the whole class: positions need everyone
     wanted = [s.id for s in students if only is None or s.id in only]
     attendance = _attendance_totals(wanted, term)
+    remarks = remarks_for(wanted, term.id)
     return [
-        _card(s, klass, term, results.get(s.id), letters, pos, len(students), attendance[s.id])
+        _card(
+            s,
+            klass,
+            term,
+            results.get(s.id),
+            letters,
+            pos,
+            len(students),
+            attendance[s.id],
+            inst,
+            remarks[s.id],
+        )
         for pos, s, _avg in rank(students, results)
         if only is None or s.id in only
     ]
@@ -642,5 +660,142 @@ def report_card(student_id, term_id) -> dict:
     letters = Scale(inst.grading_scale)
     result = term_results_for([student_id], term_id).get(student_id)
     return _card(
-        student, None, term, result, letters, None, None, _attendance_totals([student_id], term)[student_id]
+        student,
+        None,
+        term,
+        result,
+        letters,
+        None,
+        None,
+        _attendance_totals([student_id], term)[student_id],
+        inst,
+        remarks_for([student_id], term_id)[student_id],
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report-card remarks: the subject teacher's comment per subject, the class teacher's and the head's
+# ---------------------------------------------------------------------------------------------------
+
+
+def _no_remarks() -> dict:
+    return {"subjects": [], "class_teacher": None, "head": None}
+
+
+def remarks_for(student_ids, term_id) -> dict[int, dict]:
+    """{student id: {"subjects": [...], "class_teacher": text, "head": text}} in one query."""
+    out: dict[int, dict] = defaultdict(_no_remarks)
+    if not student_ids:
+        return out
+    rows = db.session.execute(
+        select(ReportRemark, Subject.name, User.first_name, User.last_name)
+        .outerjoin(Subject, Subject.id == ReportRemark.subject_id)
+        .outerjoin(User, User.id == ReportRemark.author_id)
+        .where(ReportRemark.student_id.in_(student_ids), ReportRemark.term_id == term_id)
+        .order_by(Subject.name, ReportRemark.id)
+    ).all()
+    for remark, subject_name, first, last in rows:
+        card = out[remark.student_id]
+        if remark.kind == "subject":
+            card["subjects"].append(
+                {
+                    "subject_id": remark.subject_id,
+                    "subject_name": subject_name,
+                    "text": remark.text,
+                    "author": f"{first} {last}" if first else None,
+                }
+            )
+        else:
+            card[remark.kind] = remark.text
+    return out
+
+
+def _class_on_roster_day(student_id, term: Term):
+    day = class_day(term, school_today(institution()))
+    return db.session.execute(
+        select(SchoolClass)
+        .join(Enrolment, Enrolment.class_id == SchoolClass.id)
+        .where(
+            Enrolment.student_id == student_id,
+            Enrolment.start_date <= day,
+            or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
+        )
+    ).scalar_one_or_none()
+
+
+def _may_write_remark(p, kind, klass, subject_id) -> bool:
+    if p.role == "admin":
+        return True
+    if p.role != "teacher" or p.teacher_id is None or klass is None or kind == "head":
+        return False
+    if kind == "class_teacher":
+        return klass.homeroom_teacher_id == p.teacher_id
+    taught = db.session.execute(
+        select(ClassSubject.id).where(
+            ClassSubject.class_id == klass.id,
+            ClassSubject.subject_id == subject_id,
+            ClassSubject.teacher_id == p.teacher_id,
+        )
+    ).scalar()
+    return taught is not None
+
+
+WHO_WRITES = {
+    "subject": "the subject's teacher in the student's class or an admin",
+    "class_teacher": "the class teacher (homeroom teacher) of the student's class or an admin",
+    "head": "an admin (the head)",
+}
+
+
+def set_remark(student_id, body, principal) -> dict:
+    """Write (or with text null, remove) one remark of a student's card for a term; audited."""
+    term = term_or_422(body.term_id)
+    if body.subject_id is not None:
+        check_refs({"subject_id": body.subject_id}, {"subject_id": Subject})
+    klass = _class_on_roster_day(student_id, term)
+    if not _may_write_remark(principal, body.kind, klass, body.subject_id):
+        raise Forbidden(f"A {body.kind.replace('_', ' ')} remark is written by {WHO_WRITES[body.kind]}.")
+    found = db.session.execute(
+        select(ReportRemark).where(
+            ReportRemark.student_id == student_id,
+            ReportRemark.term_id == term.id,
+            ReportRemark.kind == body.kind,
+            func.coalesce(ReportRemark.subject_id, 0) == (body.subject_id or 0),
+        )
+    ).scalar_one_or_none()
+    if body.text is None:
+        if found is not None:
+            audit.record("delete", "report_remark", found.id, {"text": [found.text, None]})
+            db.session.delete(found)
+    elif found is None:
+        found = ReportRemark(
+            student_id=student_id,
+            term_id=term.id,
+            kind=body.kind,
+            subject_id=body.subject_id,
+            text=body.text,
+            author_id=principal.user_id,
+        )
+        db.session.add(found)
+        flush_or_conflict()
+        audit.record(
+            "create",
+            "report_remark",
+            found.id,
+            {
+                "student_id": [None, student_id],
+                "term_id": [None, term.id],
+                "kind": [None, body.kind],
+                "subject_id": [None, body.subject_id],
+                "text": [None, body.text],
+            },
+        )
+    elif found.text != body.text:
+        audit.record("update", "report_remark", found.id, {"text": [found.text, body.text]})
+        found.text, found.author_id = body.text, principal.user_id
+    flush_or_conflict()
+    return {
+        "student_id": student_id,
+        "term_id": term.id,
+        "remarks": remarks_for([student_id], term.id)[student_id],
+    }

@@ -1,18 +1,23 @@
-"""The school's calendar: its time zone, its "today", and where its local days begin in UTC.
+"""The school's calendar: its time zone, its "today", where its local days begin in UTC, and the days
+it is closed.
 
 A school works in local days (a Nairobi school's Monday starts before UTC's); timestamps are stored in
 UTC. A school without a zone, with an unknown one, or a host without a tz database counts in UTC.
+
+Closures (holidays, strike days, exam weeks) close the whole school (class_id NULL) or one class: no
+roll is taken on them (app/attendance/services.py) and attendance statistics count only open days, by
+leaving out the marks of closed days (`closed_clause`).
 """
 
 from datetime import UTC, date, datetime, time, tzinfo
 from zoneinfo import ZoneInfo
 
 from flask import g, has_request_context
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 
 from app.core.tenancy import current_institution_id
 from app.extensions import db
-from app.institutions.models import Institution
+from app.institutions.models import Closure, Institution
 
 
 def zone(name: str | None) -> tzinfo:
@@ -59,3 +64,54 @@ def school_today(institution: Institution | None = None) -> date:
 def day_start(day: date, institution: Institution | None = None) -> datetime:
     """Midnight at the start of the school's local `day`, as UTC (date filters mean local days)."""
     return datetime.combine(day, time(), school_zone(institution)).astimezone(UTC)
+
+
+def _covering(day_col, class_col, institution_col=None):
+    cond = [
+        Closure.start_date <= day_col,
+        Closure.end_date >= day_col,
+        or_(Closure.class_id.is_(None), Closure.class_id == class_col),
+    ]
+    if institution_col is not None:
+        cond.append(Closure.institution_id == institution_col)
+    return cond
+
+
+def closure_on(day: date, class_id: int | None) -> Closure | None:
+    """The closure covering `day` for the class (or the whole school), the school-wide one first."""
+    return db.session.execute(
+        select(Closure)
+        .where(*_covering(day, class_id))
+        .order_by(Closure.class_id.is_not(None), Closure.start_date, Closure.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def describe_closure(c: Closure) -> str:
+    span = c.start_date.isoformat() if c.start_date == c.end_date else f"{c.start_date} to {c.end_date}"
+    where = "the whole school" if c.class_id is None else "this class"
+    return f"{c.name} ({c.kind}, {span}, closure {c.id} for {where})"
+
+
+def any_closure_between(frm: date | None, to: date | None) -> bool:
+    """Whether any closure of the caller's school touches [frm, to] (open ends allowed): statistics skip
+    the closed-day test, one cheap lookup, when none does."""
+    stmt = select(Closure.id)
+    if frm is not None:
+        stmt = stmt.where(Closure.end_date >= frm)
+    if to is not None:
+        stmt = stmt.where(Closure.start_date <= to)
+    return db.session.execute(stmt.limit(1)).scalar() is not None
+
+
+def closed_clause(day_col, class_col, institution_col):
+    """SQL: true where a closure of the row's school covers the row's day, for its class or the whole
+    school. `~closed_clause(...)` keeps the marks of open days only."""
+    return exists().where(*_covering(day_col, class_col, institution_col))
+
+
+def open_days_only(stmt, day_col, class_col, institution_col, frm: date | None, to: date | None):
+    """`stmt` restricted to rows on open days; unchanged when no closure touches the range."""
+    if not any_closure_between(frm, to):
+        return stmt
+    return stmt.where(~closed_clause(day_col, class_col, institution_col))

@@ -1,6 +1,7 @@
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from app.core.schemas import Body, Email, Out, rule
 from app.institutions.codes import country_problem, currency_problem, timezone_problem
@@ -79,3 +80,42 @@ class InstitutionOut(Out):
     grading_scale: list
     absence_threshold: int
     country: str | None
+
+
+ClosureKind = Literal["holiday", "strike", "exam", "other"]
+
+
+class _ClosureDates(Body):
+    model_config = ConfigDict(json_schema_extra=rule("end_date not before start_date"))
+
+    @model_validator(mode="after")
+    def _order(self):
+        s, e = getattr(self, "start_date", None), getattr(self, "end_date", None)
+        if s and e and e < s:
+            raise ValueError("end_date must not be before start_date")
+        return self
+
+
+class ClosureCreate(_ClosureDates):
+    # absent or null: the whole school is closed; a class id: that class only (an exam week, a trip)
+    class_id: int | None = None
+    start_date: date
+    end_date: date
+    kind: ClosureKind = "holiday"
+    name: str = Field(min_length=1, max_length=100)
+
+
+class ClosureUpdate(_ClosureDates):
+    start_date: date = None
+    end_date: date = None
+    kind: ClosureKind = None
+    name: str = Field(None, min_length=1, max_length=100)
+
+
+class ClosureOut(Out):
+    id: int
+    class_id: int | None
+    start_date: date
+    end_date: date
+    kind: ClosureKind
+    name: str

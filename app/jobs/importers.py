@@ -6,7 +6,11 @@ uploaded; then (in a task) every row is validated and written in batches, each b
 Students are upserted on (institution, admission number). Rules:
 - columns: admission_number, first_name, last_name (required), date_of_birth (YYYY-MM-DD), gender,
   grade_level (0-20), status (active, graduated, withdrawn), email, class_id (enrol in that class from
-  the import's start date, by default the school's today);
+  the import's start date, by default the school's today), enrolled_from (YYYY-MM-DD: this row's first
+  day in the class instead, e.g. the term's start, so rolls for earlier days can be taken);
+- a student has at most one enrolment on any date (app/academics/services.py): a current enrolment in
+  another class that began earlier is closed the day before; one in the same class that began later is
+  moved back to the earlier day (backdated); any other overlap is a row error naming the enrolment;
 - an empty cell means "no value": a new student gets the default, an existing one keeps what it has;
 - a row with an error is reported (row number, admission number, field: reason) and not written; the
   other rows are. A dry run reports the same without writing anything;
@@ -25,12 +29,14 @@ from datetime import date, timedelta
 from sqlalchemy import select, update
 
 from app.academics.models import Enrolment, SchoolClass
+from app.academics.services import OPEN
 from app.audit import services as audit
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
 from app.core.schemas import HAS_NUL, NUL, _email
 from app.core.upsert import insert_for
 from app.extensions import db
+from app.jobs.schemas import MAX_START_AHEAD_DAYS
 from app.people.models import Student
 
 COLUMNS = (
@@ -43,6 +49,7 @@ COLUMNS = (
     "status",
     "email",
     "class_id",
+    "enrolled_from",
 )
 REQUIRED = ("admission_number", "first_name", "last_name")
 FIELDS = ("first_name", "last_name", "date_of_birth", "gender", "grade_level", "status", "email")
@@ -191,6 +198,21 @@ def validate(row: dict, today: date):
             clean["class_id"] = class_id
         except ValueError:
             errors["class_id"] = "must be a class id (a positive whole number)"
+    if (v := row.get("enrolled_from")) is not None:
+        try:
+            if not DATE_PATTERN.match(v):
+                raise ValueError
+            day = date.fromisoformat(v)
+            if not date(1900, 1, 1) <= day <= today + timedelta(days=MAX_START_AHEAD_DAYS):
+                errors["enrolled_from"] = (
+                    f"must be from 1900 to at most {MAX_START_AHEAD_DAYS} days after today"
+                )
+            elif clean.get("class_id") is None and "class_id" not in errors:
+                errors["enrolled_from"] = "needs a class_id on the same row"
+            else:
+                clean["enrolled_from"] = day
+        except ValueError:
+            errors["enrolled_from"] = "must be a date, YYYY-MM-DD"
     return clean, errors
 
 
@@ -299,7 +321,7 @@ def run_batch(batch, ctx: Context, result):
             }
             updates.append((line, old, values, changes))
         if clean.get("class_id") is not None:
-            enrol.append((line, adm, clean["class_id"]))
+            enrol.append((line, adm, clean["class_id"], clean.get("enrolled_from") or start))
     result["created"] += len(creates)
     result["updated"] += sum(1 for u in updates if u[3])
     result["unchanged"] += sum(1 for u in updates if not u[3])
@@ -307,7 +329,6 @@ def run_batch(batch, ctx: Context, result):
         result["enrolled"] += _enrolments(
             enrol,
             {a: s.id for a, s in existing.items()},
-            start,
             result,
             institution_id,
             actor_id,
@@ -335,7 +356,7 @@ def run_batch(batch, ctx: Context, result):
         if changes
     ]
     audit.record_many(entries)
-    result["enrolled"] += _enrolments(enrol, ids, start, result, institution_id, actor_id, write=True)
+    result["enrolled"] += _enrolments(enrol, ids, result, institution_id, actor_id, write=True)
 
 
 def _plain(value):
@@ -389,66 +410,89 @@ def _upsert(creates, updates, institution_id):
     return dict(db.session.execute(stmt).all())
 
 
-def _enrolments(enrol, ids, start, result, institution_id, actor_id, write):
-    """Put students in the class their row names from `start`, closing a current enrolment elsewhere the
-    day before."""
+def _span(e) -> str:
+    return f"enrolment {e.id} (class {e.class_id}, {e.start_date.isoformat()} to " + (
+        f"{e.end_date.isoformat()})" if e.end_date else f"{OPEN})"
+    )
+
+
+def _enrolments(enrol, ids, result, institution_id, actor_id, write):
+    """Put students in the class their row names from the row's start (enrolled_from, else the import's
+    start date). Per student, at most one enrolment on any date: a current enrolment in another class
+    that began earlier is closed the day before; one in the same class that began later is backdated;
+    any other overlap is refused for that row, naming the enrolment. Counts the rows that enrol."""
     if not enrol:
         return 0
-    student_ids = [ids[adm] for _, adm, _ in enrol if adm in ids]
-    current = {
-        e.student_id: e
-        for e in db.session.execute(
-            select(Enrolment).where(
-                Enrolment.institution_id == institution_id,
-                Enrolment.student_id.in_(student_ids or [-1]),
-                Enrolment.end_date.is_(None),
-            )
-        ).scalars()
-    }
-    moves, new = [], []
-    for line, adm, class_id in enrol:
+    student_ids = [ids[adm] for _, adm, _, _ in enrol if adm in ids]
+    earliest = min(start for *_, start in enrol)
+    # Every enrolment a row could touch: current ones and those ending on or after the earliest start.
+    history: dict[int, list] = {}
+    for e in db.session.execute(
+        select(Enrolment)
+        .where(
+            Enrolment.institution_id == institution_id,
+            Enrolment.student_id.in_(student_ids or [-1]),
+            (Enrolment.end_date.is_(None)) | (Enrolment.end_date >= earliest),
+        )
+        .order_by(Enrolment.start_date)
+    ).scalars():
+        history.setdefault(e.student_id, []).append(e)
+    moves, backdates, new = [], [], []
+    for line, adm, class_id, start in enrol:
         sid = ids.get(adm)
-        cur = current.get(sid) if sid is not None else None
+        rows = history.get(sid, []) if sid is not None else []
+        cur = next((e for e in rows if e.end_date is None), None)
+        if cur is not None and cur.class_id == class_id and cur.start_date <= start:
+            continue  # already there on that day
         if cur is not None and cur.class_id == class_id:
-            continue
-        if cur is not None and cur.start_date >= start:
+            action, others = "backdate", [e for e in rows if e is not cur]
+        elif cur is not None and cur.start_date < start:
+            action, others = "move", [e for e in rows if e is not cur]
+        else:
+            action, others = "new", rows
+        clash = next((e for e in others if e.end_date is None or e.end_date >= start), None)
+        if clash is not None:
             _fail(
                 result,
                 line,
                 adm,
                 {
-                    "class_id": f"the student's current enrolment starts on or after the import's "
-                    f"start date ({start.isoformat()}); change it in the enrolments instead"
+                    "class_id": f"the student is already enrolled on some of these dates: {_span(clash)} "
+                    f"(a student has one enrolment on any date); change it in the enrolments instead"
                 },
             )
             continue
-        if cur is not None:
-            moves.append(cur)
-        new.append((sid, adm, class_id))
+        if action == "backdate":
+            backdates.append((cur, start))
+        else:
+            if action == "move":
+                moves.append((cur, start - timedelta(days=1)))
+            new.append((sid, class_id, start))
     if not write:
-        return len(new)
-    day_before = start - timedelta(days=1)
+        return len(new) + len(backdates)
+    now = utcnow()
     entries = []
-    if moves:
+    for e, value, field in [(e, d, "end_date") for e, d in moves] + [
+        (e, d, "start_date") for e, d in backdates
+    ]:
+        old = getattr(e, field)
         db.session.execute(
             update(Enrolment)
-            .where(Enrolment.id.in_([m.id for m in moves]))
-            .values(end_date=day_before, updated_at=utcnow())
+            .where(Enrolment.id == e.id)
+            .values({field: value, "updated_at": now})
             .execution_options(synchronize_session=False)
         )
-        entries += [
+        entries.append(
             audit.entry(
                 "update",
                 "enrolment",
-                m.id,
-                {"end_date": [None, day_before.isoformat()]},
+                e.id,
+                {field: [old.isoformat() if old else None, value.isoformat()]},
                 institution_id=institution_id,
                 actor_id=actor_id,
             )
-            for m in moves
-        ]
+        )
     if new:
-        now = utcnow()
         table = Enrolment.__table__
         made = db.session.execute(
             table.insert()
@@ -464,10 +508,10 @@ def _enrolments(enrol, ids, start, result, institution_id, actor_id, write):
                         "created_at": now,
                         "updated_at": now,
                     }
-                    for sid, _, class_id in new
+                    for sid, class_id, start in new
                 ]
             )
-            .returning(table.c.id, table.c.student_id, table.c.class_id)
+            .returning(table.c.id, table.c.student_id, table.c.class_id, table.c.start_date)
         ).all()
         entries += [
             audit.entry(
@@ -478,10 +522,10 @@ def _enrolments(enrol, ids, start, result, institution_id, actor_id, write):
                 institution_id=institution_id,
                 actor_id=actor_id,
             )
-            for eid, sid, cid in made
+            for eid, sid, cid, start in made
         ]
     audit.record_many(entries)
-    return len(new)
+    return len(new) + len(backdates)
 
 
 STUDENTS = ImportKind(

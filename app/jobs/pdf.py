@@ -1,16 +1,24 @@
 """PDF exports with reportlab's canvas (no HTML renderer, so nothing is ever fetched from a URL).
 
 Report cards: one page per student, the whole class in one file, from grading's report_cards_for_class
-(a constant number of queries for the class). Class roster: a paginated table. Fee statement: the
-ledger from finance's statement() with its totals.
+(a constant number of queries for the class), with the teachers' comments and remarks. Class roster: a
+paginated table. Fee statement: the ledger from finance's statement() with its totals.
+
+Text is set in DejaVu Sans, shipped with the project (app/jobs/fonts, with its licence) and embedded in
+each PDF (subset): names and comments in Latin, Greek and Cyrillic scripts print as written, where the
+PDF's built-in Helvetica covers Latin-1 only.
 """
 
 import gc
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
-from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.lib.utils import simpleSplit
+from reportlab.pdfbase.pdfmetrics import registerFont, stringWidth
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 from sqlalchemy import select
 
@@ -23,13 +31,20 @@ from app.institutions.models import Institution
 from app.jobs.exporters import class_roster as roster_table
 from app.people.models import Student
 
-FONT, BOLD = "Helvetica", "Helvetica-Bold"
+FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+FONT_DIR = Path(__file__).parent / "fonts"
+
+
+@cache
+def register_fonts():
+    """Register the shipped TTFs with reportlab once per process (at the first PDF, not at import)."""
+    registerFont(TTFont(FONT, str(FONT_DIR / "DejaVuSans.ttf")))
+    registerFont(TTFont(BOLD, str(FONT_DIR / "DejaVuSans-Bold.ttf")))
 
 
 def _fit(text, width, font=FONT, size=9):
-    """Cut text to fit a column; Helvetica covers Latin-1, anything else is replaced, never fatal."""
+    """Cut text to fit a column (a character the font lacks prints as its "missing" box, never fatal)."""
     text = "" if text is None else str(text)
-    text = text.encode("latin-1", "replace").decode("latin-1")
     if stringWidth(text, font, size) <= width:
         return text
     while text and stringWidth(text + "...", font, size) > width:
@@ -44,6 +59,7 @@ def _school():
 
 
 def _canvas(path, title, pagesize=A4):
+    register_fonts()
     c = Canvas(str(path), pagesize=pagesize, pageCompression=1)
     c.setTitle(title)
     c.setAuthor("Schoolhouse")
@@ -126,11 +142,34 @@ def report_cards(p, path, progress=None):
     return total
 
 
+def school_logo(card) -> str | None:
+    """The extension point for a school's logo: a path to an image file, or None. The institution has
+    no logo setting yet (card["logo"] is always None); once it has, return its stored file here and the
+    report card draws it top right."""
+    return card.get("logo")
+
+
+def _paragraph(c, x, y, text, width, new_page, size=10, leading=None):
+    """Wrapped text from y down (words kept whole, long words split); a new page when it runs out."""
+    leading = leading or size * 1.35
+    c.setFont(FONT, size)
+    for line in simpleSplit(text, FONT, size, width):
+        if y < 20 * mm:
+            y = new_page()
+            c.setFont(FONT, size)
+        c.drawString(x, y, line)
+        y -= leading
+    return y
+
+
 def _report_card_page(c, card, school, width, height):
     left, y = 20 * mm, height - 25 * mm
     student, term, klass = card["student"], card["term"], card["class"]
+    logo = school_logo(card)
+    if logo:
+        c.drawImage(logo, width - 45 * mm, height - 35 * mm, 25 * mm, 25 * mm, preserveAspectRatio=True)
     c.setFont(BOLD, 16)
-    c.drawString(left, y, _fit(school, width - 40 * mm, BOLD, 16))
+    c.drawString(left, y, _fit(school, width - (70 if logo else 40) * mm, BOLD, 16))
     y -= 9 * mm
     c.setFont(BOLD, 12)
     c.drawString(
@@ -207,7 +246,47 @@ def _report_card_page(c, card, school, width, height):
         f"Absent {att.get('absent', 0)}   Excused {att.get('excused', 0)}   "
         f"Marked {total}   Rate {rate}",
     )
-    y -= 18 * mm
+    text_width = width - 40 * mm
+
+    def new_page():
+        c.showPage()
+        return height - 25 * mm
+
+    remarks = card.get("remarks") or {}
+    sections = [
+        (
+            f"{r['subject_name']}" + (f" ({r['author']})" if r.get("author") else ""),
+            r["text"],
+        )
+        for r in remarks.get("subjects", [])
+    ]
+    if sections:
+        y -= 10 * mm
+        c.setFont(BOLD, 11)
+        c.drawString(left, y, "Subject teachers' comments")
+        y -= 6 * mm
+        for title, text in sections:
+            if y < 30 * mm:
+                y = new_page()
+            c.setFont(BOLD, 10)
+            c.drawString(left, y, _fit(title, text_width, BOLD, 10))
+            y = _paragraph(c, left + 4 * mm, y - 5 * mm, text, text_width - 4 * mm, new_page) - 2 * mm
+    for label, key in (("Class teacher's remarks", "class_teacher"), ("Head's remarks", "head")):
+        y -= 8 * mm
+        if y < 35 * mm:
+            y = new_page()
+        c.setFont(BOLD, 11)
+        c.drawString(left, y, label)
+        text = remarks.get(key)
+        if text:
+            y = _paragraph(c, left, y - 6 * mm, text, text_width, new_page)
+        else:
+            y -= 8 * mm
+            c.setFont(FONT, 10)
+            c.drawString(left, y, "______________________________________________")
+    y -= 10 * mm
+    if y < 20 * mm:
+        y = new_page()
     c.setFont(FONT, 10)
     c.drawString(left, y, "Class teacher: ______________________")
     c.drawString(left + 95 * mm, y, "Head teacher: ______________________")
