@@ -6,13 +6,29 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import get_config
 
 
+class Schoolhouse(Flask):
+    """Flask, with `ensure_sync` remembered per function: Flask asks `inspect.iscoroutinefunction` of
+    every hook and the view on every request (about ten times; bench/cpu.py --profile), and the answer
+    never changes for a function."""
+
+    def ensure_sync(self, func):
+        known = self.__dict__.setdefault("_sync_funcs", {})
+        try:
+            found = known.get(func)
+            if found is None:
+                found = known[func] = super().ensure_sync(func)
+        except TypeError:  # an unhashable callable: asked each time, as Flask does
+            return super().ensure_sync(func)
+        return found
+
+
 def create_app(config_name=None, **overrides):
 
     config = get_config(config_name)
     for key, value in overrides.items():
         setattr(config, key, value)
     config.validate()
-    app = Flask(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
+    app = Schoolhouse(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
     app.config.from_object(config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
     register_logging(app)

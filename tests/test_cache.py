@@ -1,6 +1,7 @@
 """Response cache: tenant- and caller-safe keys, ETags, and no stale read after an acknowledged write,
 across two app processes."""
 
+import gzip
 import json
 import os
 import socket
@@ -59,6 +60,24 @@ def test_etag_and_304(admin, demo):
     admin.patch(f"/students/{demo['demo_student_id']}", json={"last_name": "Other"})
     changed = admin.get(f"/students/{demo['demo_student_id']}", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_a_hit_carries_the_etag_of_its_body_and_each_encoding_its_own(admin, demo):
+    from app.core.caching import etag_for
+
+    path = f"/classes/{demo['demo_class_id']}/students?limit=200"  # large enough to be compressed
+    miss, hit = admin.get(path), admin.get(path)
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("miss", "hit")
+    assert miss.headers["ETag"] == hit.headers["ETag"] == f'"{etag_for(hit.get_data())}"'
+    assert admin.get(path, headers={"If-None-Match": hit.headers["ETag"]}).status_code == 304
+    gz = admin.get(path, headers={"Accept-Encoding": "gzip"})
+    assert gz.headers["X-Cache"] == "hit" and gz.headers["Content-Encoding"] == "gzip"
+    assert (
+        gz.headers["ETag"] not in (hit.headers["ETag"], "")
+        and gzip.decompress(gz.get_data()) == hit.get_data()
+    )
+    again = admin.get(path, headers={"Accept-Encoding": "gzip", "If-None-Match": gz.headers["ETag"]})
+    assert again.status_code == 304
 
 
 def test_concurrent_misses_compute_once(app, admin, monkeypatch):

@@ -32,7 +32,16 @@ from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
 from app.core.auth import ONEROSTER, OPERATOR, Principal, principal_from_request, security_event, unauthorized
-from app.core.caching import MEDIUM, Dep, ResponseCache, record_outcome, register_reader, version_parts
+from app.core.caching import (
+    ETAG_LEN,
+    MEDIUM,
+    Dep,
+    ResponseCache,
+    etag_for,
+    record_outcome,
+    register_reader,
+    version_parts,
+)
 from app.core.errors import Forbidden
 from app.core.ratelimit import too_many_requests
 from app.core.redisconn import LIMITER_DB, make_client, same_server
@@ -261,10 +270,13 @@ class Admission:
         return None
 
     @staticmethod
-    def _hit(state, status, body):
+    def _hit(state, status, entry):
         state.cache_status = status
         record_outcome(state.namespace, "hit")
-        return current_app.response_class(body, mimetype="application/json")
+        # An entry is the answer's ETag (computed once, when stored) followed by its body.
+        resp = current_app.response_class(entry[ETAG_LEN:], mimetype="application/json")
+        resp.headers.add("ETag", f'"{entry[:ETAG_LEN].decode()}"')
+        return resp
 
     def store_miss(self, response):
         """The `@cached` wrapper's half: keep a 200 answer under the key the lookup missed."""
@@ -274,7 +286,10 @@ class Admission:
         record_outcome(state.namespace, "miss")
         if state.store is not None and response.status_code == 200:
             iid, versions, suffix, ttl = state.store
-            self.cache.store(iid, versions, suffix, response.get_data(), ttl, state.namespace)
+            body = response.get_data()
+            tag = etag_for(body)
+            response.headers["ETag"] = f'"{tag}"'  # app/core/requestctx.py then need not hash it again
+            self.cache.store(iid, versions, suffix, tag.encode() + body, ttl, state.namespace)
 
     def finish(self, response):
         state = g.get("admission")

@@ -356,5 +356,8 @@ def register_caching(app):
         event.listen(Session, "after_commit", _after_commit)
 
 
+ETAG_LEN = 32  # hex characters of etag_for; a cached entry is its answer's ETag followed by the body
+
+
 def etag_for(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    return hashlib.blake2b(body, digest_size=ETAG_LEN // 2).hexdigest()

@@ -67,7 +67,8 @@ def finish_request(response):
             and not response.direct_passthrough
             and response.mimetype == "application/json"
         ):
-            headers["ETag"] = f'"{etag_for(response.get_data())}"'
+            if "ETag" not in headers:  # a cached answer brings the one computed when it was stored
+                headers.add("ETag", f'"{etag_for(response.get_data())}"')
             if "HTTP_IF_NONE_MATCH" in req.environ:  # werkzeug's conditional logic only when asked
                 response.make_conditional(req)
     started = getattr(ctx, "started", None)
