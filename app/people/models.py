@@ -1,6 +1,6 @@
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy import Boolean, CheckConstraint, Date, DateTime, ForeignKey, Index, String, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.models import SoftDeleteMixin, TenantMixin, TimestampMixin
@@ -108,8 +108,11 @@ class Guardian(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     last_name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str | None] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(String(40))
+    # How the school reaches this guardian: email, sms or both (absence alerts, fee reminders, receipts).
+    notify_by: Mapped[str] = mapped_column(String(5), default="email", server_default="email")
 
     __table_args__ = (
+        CheckConstraint("notify_by IN ('email','sms','both')", name="notify_by"),
         # GET /auth/me and guardian access: the guardian row of a login
         Index("ix_guardians_user_id", "user_id", unique=True),
         # GET /guardians?q=: case-insensitive prefix search on last name
