@@ -184,9 +184,7 @@ class StkRequest(TenantMixin, db.Model):
         ),
         # GET /invoices/{id}/mpesa-requests and the access walk: an invoice's pushes
         Index("ix_mpesa_stk_requests_invoice", "invoice_id"),
-        CheckConstraint(
-            "status IN ('pending','paid','failed','cancelled','expired')", name="stk_status"
-        ),
+        CheckConstraint("status IN ('pending','paid','failed','cancelled','expired')", name="stk_status"),
     )
 
 
