@@ -156,9 +156,7 @@ def register_urls(row: MpesaAccount) -> dict:
     except daraja.DarajaError as exc:
         raise upstream_error(exc) from None
     row.urls_registered_at = utcnow()
-    audit.record(
-        "register_urls", "mpesa_account", row.id, {"urls_registered_at": [None, row.urls_registered_at]}
-    )
+    audit.record("register_urls", "mpesa_account", row.id, audit.diff(row, ("urls_registered_at",)))
     return answer
 
 
