@@ -5,8 +5,6 @@ only when a test asks, while the test waits, so the connection is never used by 
 
 import ipaddress
 import json
-import subprocess
-import sys
 import threading
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,7 +27,6 @@ from app.notifications.models import OutboxEmail, OutboxSms
 from app.people.models import Guardian, Student, StudentGuardian
 from tests.conftest import assert_problem
 
-ROOT = Path(__file__).resolve().parents[1]
 UNSCOPED = {"skip_tenant": True}
 SIM_CREDS = {
     "environment": "simulator",
@@ -54,17 +51,8 @@ class Sim:
 
 
 @pytest.fixture(scope="session")
-def daraja_sim():
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "daraja_sim.py"), "--port", "0", "--deliver", "hold"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert "http://" in line, line
-    yield Sim(line.split()[3])
-    proc.terminate()
-    proc.wait(timeout=10)
+def daraja_sim(daraja_sim_url):
+    return Sim(daraja_sim_url)
 
 
 @pytest.fixture(scope="session")
