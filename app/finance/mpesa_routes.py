@@ -56,8 +56,9 @@ def c2b_out(row):
 @bp.get("/mpesa-account")
 @roles("admin", reach=SCHOOL)
 @doc(
-    "The school's M-Pesa (Daraja) account, secrets left out, with its callback URLs",
+    "The school's M-Pesa (Daraja) account, secrets left out, with its callback URLs (404: none is set)",
     out=MpesaAccountOut,
+    errors=(404,),
     tags=["mpesa"],
 )
 def get_account():
@@ -89,7 +90,8 @@ def put_account():
     body=StkPushIn,
     out=StkRequestOut,
     status=201,
-    errors=(502,),
+    errors=(404, 502),
+    description="An invoice the caller cannot reach (another family's, another school's) is a 404.",
     tags=["mpesa"],
 )
 def stk_push():
