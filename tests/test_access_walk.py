@@ -26,9 +26,9 @@ from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolCl
 from app.access.matrix import operations, render
 from app.attendance.models import AttendanceSession
 from app.core.auth import ROLES
+from app.core.crypto import encrypt
 from app.core.tenancy import set_current_institution
 from app.extensions import db
-from app.core.crypto import encrypt
 from app.finance.models import C2bPayment, FeeCategory, Invoice, MpesaAccount, Payment, StkRequest
 from app.grading.models import Assessment, AssessmentType
 from app.institutions.calendar import school_today

@@ -7,7 +7,6 @@ import ipaddress
 import json
 import threading
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 import requests
