@@ -122,7 +122,7 @@ TASK_ROUTES = {
     "tasks.exports.requeue_stale": {"queue": "maintenance"},
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
-    "tasks.payments.*": {"queue": "default"},
+    "tasks.payments.*": {"queue": "maintenance"},
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
@@ -157,7 +157,7 @@ BEAT_SCHEDULE = {
     "mpesa-settle": {
         "task": "tasks.payments.settle_stk_requests",
         "schedule": timedelta(minutes=1),
-        "options": {"queue": "default", "expires": 55},
+        "options": {"queue": "maintenance", "expires": 55},
     },
     "outbox-dispatch": {
         "task": "tasks.notifications.dispatch_outbox",
