@@ -63,6 +63,10 @@ run: $(STAMP)
 	echo
 	$(FLASK) run --host 127.0.0.1 --port $${PORT:-5000}
 
+.PHONY: daraja-sim
+daraja-sim: $(STAMP)  ## the local Daraja (M-Pesa) + Africa's Talking simulator on SIM_PORT (docs/PAYMENTS.md)
+	$(VENV)/bin/python scripts/daraja_sim.py --port $${SIM_PORT:-8089}
+
 clean:
 	rm -rf $(VENV) instance
 

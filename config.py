@@ -4,6 +4,7 @@ Every setting is listed in README.md. Values are read in `__init__`, not at impo
 changes its environment before `create_app()` (tests, CLI) gets what it asked for.
 """
 
+import ipaddress
 import math
 import os
 import secrets
@@ -106,7 +107,13 @@ def origin_list(raw: str | None) -> list[str]:
 
 
 # Celery task modules (tasks/), listed: the worker and the web app import exactly these.
-TASK_MODULES = ["tasks.exports", "tasks.imports", "tasks.maintenance", "tasks.notifications"]
+TASK_MODULES = [
+    "tasks.exports",
+    "tasks.imports",
+    "tasks.maintenance",
+    "tasks.notifications",
+    "tasks.payments",
+]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
 TASK_ROUTES = {
@@ -115,6 +122,7 @@ TASK_ROUTES = {
     "tasks.exports.requeue_stale": {"queue": "maintenance"},
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
+    "tasks.payments.*": {"queue": "maintenance"},
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
@@ -138,6 +146,17 @@ BEAT_SCHEDULE = {
     "jobs-requeue-stale": {
         "task": "tasks.exports.requeue_stale",
         "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 55},
+    },
+    "sms-outbox-dispatch": {
+        "task": "tasks.notifications.dispatch_sms_outbox",
+        "schedule": timedelta(minutes=1),
+        "options": {"queue": "notifications", "expires": 55},
+    },
+    # STK pushes whose callback never came: asked about with the STK query API (MPESA_STK_SETTLE_AFTER).
+    "mpesa-settle": {
+        "task": "tasks.payments.settle_stk_requests",
+        "schedule": timedelta(minutes=1),
         "options": {"queue": "maintenance", "expires": 55},
     },
     "outbox-dispatch": {
@@ -184,6 +203,20 @@ def public_base_url(raw: str | None) -> str | None:
     if scheme not in ("http", "https") or not sep or not host or set(url) & set("?#\\ \"'<>"):
         raise RuntimeError(f"PUBLIC_BASE_URL: {raw!r} is not a base URL like https://school.example.org")
     return url
+
+
+def address_list(raw: str | None) -> list:
+    """MPESA_CALLBACK_ALLOWED_IPS: addresses or networks (CIDR), comma separated; empty: no allow-list."""
+    networks = []
+    for item in (raw or "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise RuntimeError(
+                    f"MPESA_CALLBACK_ALLOWED_IPS: {item.strip()!r} is not an address"
+                ) from None
+    return networks
 
 
 def database_url(url):
@@ -269,6 +302,30 @@ class Config:
         self.OUTBOX_RETRY_MAX_SECONDS = env("OUTBOX_RETRY_MAX_SECONDS", 6 * 3600, int)
         self.OUTBOX_LEASE_SECONDS = env("OUTBOX_LEASE_SECONDS", 600, int)  # "sending" longer = worker lost
         self.OUTBOX_BATCH_SIZE = env("OUTBOX_BATCH_SIZE", 50, int)
+        # SMS (app/notifications/sms.py): an outbox like the e-mail one. `file` writes each message under
+        # SMS_DIR (embedded default, tests); `africastalking` sends through Africa's Talking's HTTP API.
+        self.AT_USERNAME = env("AT_USERNAME")
+        self.AT_API_KEY = env("AT_API_KEY")
+        self.AT_SENDER_ID = env("AT_SENDER_ID")  # registered alphanumeric sender id; unset: AT's default
+        self.AT_BASE_URL = env("AT_BASE_URL", "https://api.africastalking.com").rstrip("/")
+        self.SMS_BACKEND = env("SMS_BACKEND", "africastalking" if self.AT_API_KEY else "file")
+        self.SMS_DIR = env("SMS_DIR", str(Path(self.INSTANCE_DIR) / "sms"))
+        self.SMS_TIMEOUT = env("SMS_TIMEOUT", 10, float)
+        self.SMS_DEFAULT_COUNTRY_CODE = env("SMS_DEFAULT_COUNTRY_CODE", "254")  # for numbers written 07...
+        # The secret in the delivery-report URL given to Africa's Talking; unset: derived from SECRET_KEY.
+        self.SMS_CALLBACK_TOKEN = env("SMS_CALLBACK_TOKEN")
+        # M-Pesa (Daraja), docs/PAYMENTS.md. Each school's credentials are stored encrypted with a key
+        # derived from DATA_ENCRYPTION_KEY (unset: from SECRET_KEY; app/core/crypto.py).
+        self.DATA_ENCRYPTION_KEY = env("DATA_ENCRYPTION_KEY")
+        # The base URL of a school whose environment is "simulator" (scripts/daraja_sim.py).
+        self.MPESA_SIMULATOR_URL = env("MPESA_SIMULATOR_URL", "http://127.0.0.1:8089")
+        # Callbacks accepted only from these addresses (Safaricom publishes its list); empty: any.
+        self.MPESA_CALLBACK_ALLOWED_IPS = address_list(env("MPESA_CALLBACK_ALLOWED_IPS"))
+        self.MPESA_HTTP_TIMEOUT = env("MPESA_HTTP_TIMEOUT", 15, float)  # seconds per Daraja call
+        # A push still pending this many seconds after it was sent is asked about (STK query)...
+        self.MPESA_STK_SETTLE_AFTER = env("MPESA_STK_SETTLE_AFTER", 180, int)
+        # ... and one Daraja still calls "being processed" after this many is marked expired.
+        self.MPESA_STK_EXPIRE_AFTER = env("MPESA_STK_EXPIRE_AFTER", 24 * 3600, int)
         # Scheduled notifications, in each school's own time zone.
         self.ABSENCE_ALERT_HOUR = env(
             "ABSENCE_ALERT_HOUR", 16, int
@@ -459,6 +516,7 @@ class ProductionConfig(Config):
         super().__init__()
         self.HSTS_MAX_AGE = env("HSTS_MAX_AGE", 365 * 24 * 3600, int)
         self.DEMO_PASSWORD = env("DEMO_PASSWORD")  # the published default never guards a production seed
+        self.MPESA_SIMULATOR_URL = env("MPESA_SIMULATOR_URL")  # production: no simulator unless named
         if not self.PUBLIC_BASE_URL_SET:  # only without SMTP (validate): gunicorn's own port
             self.PUBLIC_BASE_URL = f"http://127.0.0.1:{env('PORT', '8000')}"
 

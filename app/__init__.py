@@ -156,11 +156,13 @@ def register_blueprints(app):
     from app.auth.routes import bp as auth_bp
     from app.docs import bp as docs_bp
     from app.docs import index_bp
+    from app.finance.mpesa_routes import bp as mpesa_bp
     from app.finance.routes import bp as finance_bp
     from app.grading.routes import bp as grading_bp
     from app.health.routes import bp as health_bp
     from app.institutions.routes import bp as institutions_bp
     from app.jobs.routes import bp as jobs_bp
+    from app.notifications.routes import bp as notifications_bp
     from app.oneroster.gradebook import bp as oneroster_gradebook_bp
     from app.oneroster.oauth import bp as oneroster_oauth_bp
     from app.oneroster.rostering import bp as oneroster_rostering_bp
@@ -176,6 +178,8 @@ def register_blueprints(app):
         attendance_bp,
         grading_bp,
         finance_bp,
+        mpesa_bp,
+        notifications_bp,
         audit_bp,
         jobs_bp,
         docs_bp,
@@ -208,13 +212,17 @@ def register_errors(app):
 
 
 def register_cli(app):
+    from app.finance.cli import mpesa_cli
     from app.jobs.cli import jobs_cli
+    from app.notifications.cli import sms_cli
     from app.oneroster.cli import oneroster_cli
     from app.operator.cli import operators_cli, schools_cli
     from app.seed import seed_cli
 
     app.cli.add_command(seed_cli)
     app.cli.add_command(jobs_cli)
+    app.cli.add_command(mpesa_cli)
+    app.cli.add_command(sms_cli)
     app.cli.add_command(operators_cli)
     app.cli.add_command(schools_cli)
     app.cli.add_command(oneroster_cli)

@@ -5,11 +5,19 @@ from app.attendance.models import AttendanceCheckin, AttendanceCode, AttendanceR
 from app.audit.models import AuditEntry  # noqa: F401
 from app.auth.models import AccountToken, AuthSession, RefreshToken  # noqa: F401
 from app.core.idempotency_model import IdempotencyRecord  # noqa: F401
-from app.finance.models import FeeCategory, Invoice, InvoiceLine, Payment  # noqa: F401
+from app.finance.models import (  # noqa: F401
+    C2bPayment,
+    FeeCategory,
+    Invoice,
+    InvoiceLine,
+    MpesaAccount,
+    Payment,
+    StkRequest,
+)
 from app.grading.models import Assessment, AssessmentType, Grade, ReportRemark  # noqa: F401
 from app.institutions.models import Closure, Institution  # noqa: F401
 from app.jobs.models import Job, StoredFile  # noqa: F401
-from app.notifications.models import OutboxEmail  # noqa: F401
+from app.notifications.models import OutboxEmail, OutboxSms  # noqa: F401
 from app.oneroster.models import OneRosterClient  # noqa: F401
 from app.operator.models import Operator, OperatorSession  # noqa: F401
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User  # noqa: F401

@@ -12,7 +12,7 @@ from datetime import date
 from celery import shared_task
 
 from app.core.locks import run_locked
-from app.notifications import services
+from app.notifications import services, sms_services
 
 # Lock timeouts: longer than a run may take, short enough that a killed run frees the job soon.
 DISPATCH_LOCK_SECONDS = 300
@@ -61,3 +61,21 @@ def fee_reminders(on_date=None, institution_id=None):
         on_date=day,
         institution_ids=_schools(institution_id),
     )
+
+
+@shared_task(name="tasks.notifications.send_outbox_sms", ignore_result=True)
+def send_outbox_sms(outbox_id):
+    """Send one queued SMS now (enqueued after the commit that created it)."""
+    return sms_services.send_outbox_sms(int(outbox_id))
+
+
+@shared_task(name="tasks.notifications.dispatch_sms_outbox")
+def dispatch_sms_outbox():
+    """Every minute: recover SMS stuck in "sending", then send every due pending one."""
+    return run_locked("dispatch_sms_outbox", DISPATCH_LOCK_SECONDS, sms_services.dispatch_sms_outbox)
+
+
+@shared_task(name="tasks.notifications.payment_receipt", ignore_result=True)
+def payment_receipt(payment_id):
+    """Queue (and send) the receipt of a payment to the student's guardians, by their channel."""
+    return services.queue_payment_receipt(int(payment_id))

@@ -4,6 +4,9 @@ and every test inside a transaction that is rolled back afterwards (outer transa
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -200,3 +203,17 @@ def assert_problem(resp, status, *fields):
     for f in fields:
         assert f in body.get("errors", {}), (f, body)
     return body
+
+
+@pytest.fixture(scope="session")
+def daraja_sim_url():
+    """The local Daraja simulator (scripts/daraja_sim.py) on a free port, callbacks held until asked."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "daraja_sim.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", "--deliver", "hold"], stdout=subprocess.PIPE, text=True
+    )
+    line = proc.stdout.readline()
+    assert "http://" in line, line
+    yield line.split()[3]
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -26,9 +26,10 @@ from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolCl
 from app.access.matrix import operations, render
 from app.attendance.models import AttendanceCode, AttendanceSession
 from app.core.auth import ROLES
+from app.core.crypto import encrypt
 from app.core.tenancy import set_current_institution
 from app.extensions import db
-from app.finance.models import FeeCategory, Invoice, Payment
+from app.finance.models import C2bPayment, FeeCategory, Invoice, MpesaAccount, Payment, StkRequest
 from app.grading.models import Assessment, AssessmentType
 from app.institutions.calendar import school_today
 from app.institutions.models import Closure, Institution
@@ -319,6 +320,7 @@ class World:
         self.r["payments"] = Records(
             outside=dict.fromkeys(family_only, payment(stranger, 2)), foreign=self.foreign(Payment, hid)
         ).everyone(payment(sid, 1))  # also the credit a refund is paid from
+        self._mpesa(iid, hid, family_only)
 
         admin = {"Authorization": f"Bearer {self.tokens['admin']['access_token']}"}
 
@@ -390,6 +392,61 @@ class World:
 
         self.r["oneroster"] = Records(foreign=oneroster_client(hid, 2)).everyone(oneroster_client(iid, 1))
 
+    def _mpesa(self, iid, hid, family_only):
+        """The demo school on the Daraja simulator, a push request per family and school, a paybill
+        payment in suspense per school."""
+        _add(
+            MpesaAccount(
+                institution_id=iid,
+                environment="simulator",
+                shortcode="174379",
+                transaction_type="CustomerPayBillOnline",
+                consumer_key_enc=encrypt("sim-consumer-key"),
+                consumer_secret_enc=encrypt("sim-consumer-secret"),
+                passkey_enc=encrypt("sim-passkey"),
+                callback_token="walk-callback-token",
+            )
+        )
+        now = datetime.now(UTC)
+
+        def push(institution_id, invoice_id, n):
+            student_id = db.session.execute(
+                select(Invoice.student_id).where(Invoice.id == invoice_id), execution_options=UNSCOPED
+            ).scalar_one()
+            return _add(
+                StkRequest(
+                    institution_id=institution_id,
+                    invoice_id=invoice_id,
+                    student_id=student_id,
+                    phone="254712345678",
+                    amount_minor=100,
+                    merchant_request_id=f"walk-{n}",
+                    checkout_request_id=f"ws_CO_walk_{n}",
+                    status="pending",
+                    created_at=now,
+                )
+            )
+
+        invoices = self.r["invoices"]
+        self.r["stk-requests"] = Records(
+            outside=dict.fromkeys(family_only, push(iid, invoices.outside["guardian"], 2)),
+            foreign=push(hid, invoices.foreign, 3),
+        ).everyone(push(iid, invoices.inside["admin"], 1))
+
+        def suspense(institution_id, n):
+            return _add(
+                C2bPayment(
+                    institution_id=institution_id,
+                    trans_id=f"WALKC2B{n}",
+                    amount_minor=100,
+                    bill_ref="NOBODY",
+                    status="suspense",
+                    created_at=now,
+                )
+            )
+
+        self.r["paybill-payments"] = Records(foreign=suspense(hid, 2)).everyone(suspense(iid, 1))
+
     # --- what each operation is sent --------------------------------------------------------------------
 
     def bodies(self):
@@ -447,6 +504,22 @@ class World:
             "POST /api/v1/students/{ident}/guardians": {"guardian_id": self.spare_guardian},
             "POST /api/v1/guardians": {"first_name": "Gwen", "last_name": "Walker"},
             "PATCH /api/v1/guardians/{ident}": {"phone": "+254 700 000001"},
+            "PUT /api/v1/guardians/{ident}/channel": {"notify_by": "sms"},
+            "PUT /api/v1/mpesa-account": {
+                "environment": "simulator",
+                "shortcode": "174379",
+                "consumer_key": "sim-consumer-key",
+                "consumer_secret": "sim-consumer-secret",
+                "passkey": "sim-passkey",
+            },
+            "POST /api/v1/payments/mpesa/stk": {
+                "invoice_id": self.r["invoices"].inside["admin"],
+                "phone": "0712345678",
+                "amount": "1",
+            },
+            "POST /api/v1/paybill-payments/{ident}/assign": {
+                "invoice_id": self.r["invoices"].inside["admin"]
+            },
             "POST /api/v1/teachers": {
                 "employee_number": "WALK-T1",
                 "first_name": "Tom",
@@ -572,6 +645,11 @@ PUBLIC = {
     "GET /api/v1/auth/password/link": 422,  # the e-mailed link's token is the credential: none given
     "POST /api/v1/auth/password/set": 400,  # a token no link carried
     "POST /api/v1/operator/login": 401,  # a school's admin is not an operator
+    # M-Pesa's callbacks and SMS delivery reports: the path's secret token is the credential
+    "POST /api/v1/pay/hooks/{token}/stk": 404,
+    "POST /api/v1/pay/hooks/{token}/validation": 404,
+    "POST /api/v1/pay/hooks/{token}/confirmation": 404,
+    "POST /api/v1/sms/delivery-reports/{token}": 404,
 }
 # Lists whose rows are records of a kind other than the path's first segment.
 ROWS_OF = {"GET /api/v1/classes/{ident}/students": "students"}
@@ -630,6 +708,9 @@ class Walk:
         for name in re.findall(r"\{(\w+)\}", op.path):
             if name == "day":
                 ids[name] = self.world.day
+                continue
+            if name == "token":  # public callbacks: a token no school has
+                ids[name] = "not-a-school-token"
                 continue
             if name == "slug":  # operator views: no school role may call them, whichever school
                 ids[name] = "demo-academy"
@@ -722,7 +803,8 @@ class Walk:
             )
 
 
-def test_every_operation_as_every_role(app, client, demo, redis_client):
+def test_every_operation_as_every_role(app, client, demo, redis_client, daraja_sim_url, monkeypatch):
+    monkeypatch.setitem(app.config, "MPESA_SIMULATOR_URL", daraja_sim_url)  # POST /payments/mpesa/stk
     world = World(client, demo)
     walk = Walk(world, client, redis_client)
     ops = operations(app)

@@ -953,6 +953,16 @@ SAMPLES = {
         "days_overdue": 1,
     },
     "export_ready": export_context(user_name="Liam <O'Brien> & co"),
+    "payment_receipt": {
+        "guardian_name": "G",
+        "student_name": "Liam <O'Brien> & co",
+        "amount_display": "KES 1,500.00",
+        "reference": "QKL1ABC2DE",
+        "method_label": "mobile money",
+        "received_display": "Friday 14 March 2025 09:00",
+        "invoice_number": "INV-1",
+        "outstanding_display": "KES 0.00",
+    },
     "account_invitation": {
         "user_name": "Liam <O'Brien> & co",
         "email": "liam@demo.test",

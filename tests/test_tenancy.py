@@ -10,7 +10,7 @@ from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolCl
 from app.attendance.models import AttendanceCode, AttendanceSession
 from app.audit.models import AuditEntry
 from app.extensions import db
-from app.finance.models import FeeCategory, Invoice, Payment
+from app.finance.models import C2bPayment, FeeCategory, Invoice, Payment, StkRequest
 from app.grading.models import Assessment, AssessmentType
 from app.institutions.models import Closure
 from app.jobs.models import Job
@@ -43,6 +43,8 @@ MODELS = {
     "oneroster": OneRosterClient,  # /oneroster/clients/<id>
     "closures": Closure,
     "attendance-codes": AttendanceCode,
+    "stk-requests": StkRequest,
+    "paybill-payments": C2bPayment,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -76,6 +78,42 @@ def qr_session(demo):
     db.session.add(row)
     db.session.flush()
     return row
+
+
+@pytest.fixture
+def mpesa_rows(demo):
+    """The demo seed has no M-Pesa rows; make a push request and a paybill payment to walk their routes."""
+    from datetime import datetime
+
+    iid = demo["demo_institution_id"]
+    invoice = db.session.execute(
+        select(Invoice).where(Invoice.institution_id == iid).limit(1), execution_options={"skip_tenant": True}
+    ).scalar_one()
+    now = datetime.now(UTC)
+    db.session.add(
+        StkRequest(
+            institution_id=iid,
+            invoice_id=invoice.id,
+            student_id=invoice.student_id,
+            phone="254712345678",
+            amount_minor=100,
+            merchant_request_id="t-1",
+            checkout_request_id="ws_CO_tenancy",
+            status="pending",
+            created_at=now,
+        )
+    )
+    db.session.add(
+        C2bPayment(
+            institution_id=iid,
+            trans_id="TENANCY1",
+            amount_minor=100,
+            bill_ref="X",
+            status="suspense",
+            created_at=now,
+        )
+    )
+    db.session.flush()
 
 
 @pytest.fixture
@@ -121,7 +159,7 @@ def demo_oneroster_client(demo):
 
 
 def test_every_id_route_answers_404_for_another_institution(
-    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client
+    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client, mpesa_rows
 ):
     inst = demo["demo_institution_id"]
     walked = 0

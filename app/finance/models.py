@@ -8,6 +8,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -115,4 +116,111 @@ class Payment(TenantMixin, db.Model):
             sqlite_where=text("reverses_id IS NOT NULL"),
         ),
         CheckConstraint("method IN ('cash','bank','mobile_money','card')", name="method"),
+    )
+
+
+# -- M-Pesa (Daraja): app/finance/mpesa.py ---------------------------------------------------------------
+
+MPESA_ENVIRONMENTS = ("sandbox", "production", "simulator")
+STK_STATUSES = ("pending", "paid", "failed", "cancelled", "expired")
+C2B_STATUSES = ("applied", "suspense", "assigned", "duplicate")
+
+
+class MpesaAccount(TenantMixin, TimestampMixin, db.Model):
+    """A school's Daraja app and shortcode. The secrets are Fernet tokens (app/core/crypto.py)."""
+
+    __tablename__ = "mpesa_accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment: Mapped[str] = mapped_column(String(10))
+    shortcode: Mapped[str] = mapped_column(String(20))
+    transaction_type: Mapped[str] = mapped_column(String(30), default="CustomerPayBillOnline")
+    consumer_key_enc: Mapped[str] = mapped_column(Text)
+    consumer_secret_enc: Mapped[str] = mapped_column(Text)
+    passkey_enc: Mapped[str] = mapped_column(Text)
+    # The secret part of this school's callback paths: Daraja signs nothing, so an unguessable URL
+    # (and the optional source allow-list, MPESA_CALLBACK_ALLOWED_IPS) is what it allows.
+    callback_token: Mapped[str] = mapped_column(String(64))
+    urls_registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # one Daraja account per school (PUT /mpesa/account upserts it)
+        UniqueConstraint("institution_id", name="uq_mpesa_accounts_institution"),
+        # a callback's path names its school: the account by token
+        UniqueConstraint("callback_token", name="uq_mpesa_accounts_callback_token"),
+        CheckConstraint("environment IN ('sandbox','production','simulator')", name="environment"),
+    )
+
+
+class StkRequest(TenantMixin, db.Model):
+    """One STK push: pending until its callback (or the STK query of the settle job) says how it ended."""
+
+    __tablename__ = "mpesa_stk_requests"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))
+    student_id: Mapped[int] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
+    phone: Mapped[str] = mapped_column(String(15))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    merchant_request_id: Mapped[str] = mapped_column(String(64))
+    checkout_request_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    result_code: Mapped[int | None]
+    result_desc: Mapped[str | None] = mapped_column(String(255))
+    receipt_number: Mapped[str | None] = mapped_column(String(30))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="RESTRICT"))
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    settled_by: Mapped[str | None] = mapped_column(String(10))  # callback, query
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # exactly once: a callback finds (and locks) its request by CheckoutRequestID
+        UniqueConstraint(
+            "institution_id", "checkout_request_id", name="uq_mpesa_stk_requests_institution_checkout"
+        ),
+        # the settle job: requests still pending, oldest first
+        Index(
+            "ix_mpesa_stk_requests_pending_created",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # GET /invoices/{id}/mpesa-requests and the access walk: an invoice's pushes
+        Index("ix_mpesa_stk_requests_invoice", "invoice_id"),
+        CheckConstraint("status IN ('pending','paid','failed','cancelled','expired')", name="stk_status"),
+    )
+
+
+class C2bPayment(TenantMixin, db.Model):
+    """A paybill payment (C2B confirmation), recorded once per TransID. Applied to an invoice, or held in
+    suspense until an accountant assigns it."""
+
+    __tablename__ = "mpesa_c2b_payments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    trans_id: Mapped[str] = mapped_column(String(30))
+    trans_type: Mapped[str | None] = mapped_column(String(40))
+    trans_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    bill_ref: Mapped[str] = mapped_column(String(100))
+    msisdn: Mapped[str | None] = mapped_column(String(100))  # Daraja may send it masked or hashed
+    payer_name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(10))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id", ondelete="RESTRICT"))
+    student_id: Mapped[int | None] = mapped_column(ForeignKey("students.id", ondelete="RESTRICT"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id", ondelete="RESTRICT"))
+    assigned_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # exactly once: one row per M-Pesa transaction, however often the confirmation comes
+        UniqueConstraint("institution_id", "trans_id", name="uq_mpesa_c2b_payments_institution_trans"),
+        # GET /mpesa/suspense: the school's unassigned payments, in id order
+        Index(
+            "ix_mpesa_c2b_payments_suspense",
+            "institution_id",
+            "id",
+            postgresql_where=text("status = 'suspense'"),
+            sqlite_where=text("status = 'suspense'"),
+        ),
+        CheckConstraint("status IN ('applied','suspense','assigned','duplicate')", name="c2b_status"),
     )

@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.core.schemas import Body, Out, rule
@@ -254,3 +254,93 @@ class StatementOut(Out):
     total_credits: MoneyOut
     closing_balance: MoneyOut
     entries: list[StatementEntryOut]
+
+
+# -- M-Pesa (app/finance/mpesa.py) ------------------------------------------------------------------------
+
+
+class MpesaAccountIn(Body):
+    environment: Literal["sandbox", "production", "simulator"] = Field(
+        description="Daraja's sandbox, production, or the local simulator (MPESA_SIMULATOR_URL)"
+    )
+    shortcode: str = Field(pattern=r"^[0-9]{5,7}$", description="the paybill (or till) number")
+    transaction_type: Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"] = "CustomerPayBillOnline"
+    consumer_key: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    consumer_secret: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    passkey: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    new_callback_token: bool = Field(
+        False, description="make new callback URLs (register them again: flask mpesa register-urls)"
+    )
+
+
+class MpesaAccountOut(Out):
+    environment: str
+    shortcode: str
+    transaction_type: str
+    consumer_key_hint: str | None = Field(description="the key's last 4 characters; secrets are never shown")
+    credentials_readable: bool = Field(description="false: stored under another DATA_ENCRYPTION_KEY")
+    stk_callback_url: str
+    validation_url: str
+    confirmation_url: str
+    urls_registered_at: datetime | None
+    updated_at: datetime
+
+
+class StkPushIn(Body):
+    invoice_id: int
+    phone: str = Field(
+        min_length=9, max_length=20, description="the payer's M-Pesa number: 0712345678, +254712345678"
+    )
+    amount: PositiveMoney | None = Field(
+        None,
+        description="default: what is outstanding on the invoice",
+        json_schema_extra=rule("whole shillings, at most the invoice's outstanding amount"),
+    )
+
+
+class StkRequestOut(Out):
+    id: int
+    invoice_id: int
+    student_id: int
+    phone: str
+    amount: MoneyOut
+    checkout_request_id: str
+    status: Literal["pending", "paid", "failed", "cancelled", "expired"]
+    result_code: int | None
+    result_desc: str | None
+    receipt_number: str | None
+    payment_id: int | None
+    settled_by: str | None
+    created_at: datetime
+    settled_at: datetime | None
+
+
+class PaybillPaymentOut(Out):
+    id: int
+    trans_id: str
+    trans_time: datetime | None
+    amount: MoneyOut
+    bill_ref: str = Field(description="the account number the payer typed")
+    msisdn: str | None
+    payer_name: str | None
+    status: Literal["applied", "suspense", "assigned", "duplicate"]
+    student_id: int | None
+    invoice_id: int | None
+    payment_id: int | None
+    assigned_at: datetime | None
+    created_at: datetime
+
+
+class AssignIn(Body):
+    invoice_id: int
+
+
+class DarajaAnswer(Out):
+    ResultCode: str | int
+    ResultDesc: str
+
+
+class DarajaCallback(BaseModel):
+    """Whatever Daraja posts (an STK callback's Body.stkCallback, or a C2B validation/confirmation)."""
+
+    model_config = ConfigDict(extra="allow")

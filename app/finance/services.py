@@ -508,6 +508,38 @@ def record_payment(values: dict, principal) -> tuple[Payment, Invoice | None]:
     return payment, invoice
 
 
+def payment_by_reference(reference) -> Payment | None:
+    return db.session.execute(select(Payment).where(Payment.reference == reference)).scalar_one_or_none()
+
+
+def record_received(
+    student_id, invoice_id, amount_minor, reference, received_at=None, *, note=None, recorded_by_id=None
+) -> tuple[Payment, Invoice | None]:
+    """Money a provider reports as received (M-Pesa, app/finance/mpesa.py): the same ledger row, audit
+    rows and invoice update as record_payment, without a caller's body to validate. The caller has
+    checked the reference is free (payment_by_reference) under its own lock."""
+    invoice = _lock_invoice(invoice_id) if invoice_id is not None else None
+    now = utcnow()
+    received = min(as_utc(received_at), now) if received_at is not None else now
+    payment = _append(
+        Payment(
+            student_id=student_id,
+            invoice_id=invoice_id,
+            amount_minor=amount_minor,
+            method="mobile_money",
+            reference=reference,
+            kind="payment",
+            note=note,
+            received_at=received,
+            recorded_by_id=recorded_by_id,
+            created_at=now,
+        )
+    )
+    if invoice is not None:
+        _apply(invoice, payment.amount_minor)
+    return payment, invoice
+
+
 def reverse_payment(payment: Payment, reason: str, reference: str | None, principal):
     """Undo a ledger row with its negative twin; the original stays. Each row is reversed at most once."""
     if payment.kind == "reversal":

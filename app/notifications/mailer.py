@@ -23,6 +23,7 @@ TEMPLATES = (
     "fee_reminder",
     "fee_overdue",
     "export_ready",
+    "payment_receipt",
     "account_invitation",  # app/auth/accounts.py
     "password_reset",
 )

@@ -40,7 +40,7 @@ from datetime import UTC, timedelta
 from decimal import Decimal
 
 from flask import current_app, g
-from sqlalchemy import String, cast, func, literal, or_, select, update
+from sqlalchemy import String, and_, cast, func, literal, or_, select, update
 
 from app.academics.models import Subject
 from app.attendance.models import AttendanceRecord
@@ -49,12 +49,12 @@ from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
 from app.core.upsert import insert_for
 from app.extensions import db
-from app.finance.models import Invoice
+from app.finance.models import Invoice, Payment
 from app.institutions.calendar import zone
 from app.institutions.models import Institution
 from app.jobs.models import Job
-from app.notifications import mailer
-from app.notifications.models import OutboxEmail
+from app.notifications import mailer, sms, sms_services
+from app.notifications.models import OutboxEmail, OutboxSms
 from app.people.models import Guardian, Student, StudentGuardian, User
 
 log = logging.getLogger("schoolhouse.mail")
@@ -488,7 +488,9 @@ def _per_institution(kind, institution_ids, on_date, now, hour_setting, build):
             day = local.date()
         try:
             with institution_scope(inst.id):
-                ids = enqueue_emails(build(inst, day))
+                messages = build(inst, day)
+                ids = enqueue_emails([m for m in messages if m.get("channel", "email") == "email"])
+                sms_ids = sms_services.enqueue_sms([m for m in messages if m.get("channel") == "sms"])
             db.session.commit()
         except Exception as exc:  # one school's bad data must not stop the others
             db.session.rollback()
@@ -497,9 +499,163 @@ def _per_institution(kind, institution_ids, on_date, now, hour_setting, build):
             continue
         report["institutions"] += 1
         report["queued"] += len(ids)
-        if ids:
-            log.info("%s: institution %s, %s: %d message(s) queued", kind, inst.id, day, len(ids))
+        report["queued_sms"] = report.get("queued_sms", 0) + len(sms_ids)
+        if ids or sms_ids:
+            log.info(
+                "%s: institution %s, %s: %d e-mail(s), %d SMS queued",
+                kind,
+                inst.id,
+                day,
+                len(ids),
+                len(sms_ids),
+            )
     return report
+
+
+def _reachable():
+    """A guardian the school can reach by the channel they chose (SMS falls back to e-mail without a
+    phone number, and e-mail to nothing without an address)."""
+    has_email = and_(Guardian.email.is_not(None), Guardian.email != "")
+    has_phone = and_(Guardian.phone.is_not(None), Guardian.phone != "")
+    return or_(has_email, and_(has_phone, Guardian.notify_by.in_(("sms", "both"))))
+
+
+def channels(r, what):
+    """(send e-mail?, E.164 phone or None) for a guardian row with email, phone and notify_by."""
+    phone = sms_services.phone_of(r.phone) if r.notify_by in ("sms", "both") else None
+    wants_email = r.notify_by in ("email", "both") or phone is None
+    if wants_email and not mailer.valid_address(r.email):
+        if r.email:
+            log.warning("%s: guardian %s has an unusable email address", what, r.guardian_id)
+        wants_email = False
+    return wants_email, phone
+
+
+def _short_date(day):
+    return f"{day:%a} {day.day} {day:%b}"
+
+
+def absence_sms(inst, student, day, whole_day, periods):
+    when = (
+        "all day"
+        if whole_day or not periods
+        else ("in period " + ", ".join(str(p["period"]) for p in periods))
+    )
+    phone = f" Call {inst.phone}." if inst.phone else ""
+    return sms.fit(
+        f"{inst.name}: {student} was absent from school {when} on {_short_date(day)}.{phone}",
+        f"{inst.name}: {student} was absent {when} on {_short_date(day)}.",
+        f"{student} was absent on {_short_date(day)}. {inst.name}",
+    )
+
+
+def fee_sms(inst, student, number, outstanding, due_date, today):
+    amount = money(outstanding, inst.currency)
+    if due_date >= today:
+        return sms.fit(
+            f"{inst.name}: fees of {amount} for {student} (invoice {number}) are due on {_short_date(due_date)}.",
+            f"{inst.name}: {amount} due for {student} on {_short_date(due_date)}.",
+            f"Fees {amount} due {_short_date(due_date)}. {inst.name}",
+        )
+    days = (today - due_date).days
+    return sms.fit(
+        f"{inst.name}: fees of {amount} for {student} (invoice {number}) are {days} days overdue.",
+        f"{inst.name}: {amount} overdue for {student}.",
+        f"Fees {amount} overdue. {inst.name}",
+    )
+
+
+def receipt_sms(inst, student, amount, reference, invoice_number, outstanding):
+    rest = (
+        f" Invoice {invoice_number}: {money(outstanding, inst.currency)} still due." if invoice_number else ""
+    )
+    return sms.fit(
+        f"{inst.name}: received {money(amount, inst.currency)} for {student}, ref {reference}.{rest} Thank you.",
+        f"{inst.name}: received {money(amount, inst.currency)} for {student}, ref {reference}.",
+        f"Received {money(amount, inst.currency)}, ref {reference}. {inst.name}",
+    )
+
+
+def queue_payment_receipt(payment_id):
+    """A receipt to each guardian of the payment's student, by their channel (dedupe receipt:{payment}:
+    {guardian}), in its own transaction; sent at once after the commit. Returns the rows queued."""
+    payment = db.session.execute(
+        select(Payment).where(Payment.id == payment_id).execution_options(skip_tenant=True)
+    ).scalar_one_or_none()
+    if payment is None or payment.kind != "payment":
+        return {"email": 0, "sms": 0}
+    with institution_scope(payment.institution_id):
+        inst = _institutions([payment.institution_id])[0]
+        invoice = db.session.get(Invoice, payment.invoice_id) if payment.invoice_id else None
+        rows = db.session.execute(
+            select(
+                Student.first_name,
+                Student.last_name,
+                Guardian.id.label("guardian_id"),
+                Guardian.first_name.label("g_first"),
+                Guardian.last_name.label("g_last"),
+                Guardian.email,
+                Guardian.phone,
+                Guardian.notify_by,
+            )
+            .join(StudentGuardian, StudentGuardian.student_id == Student.id)
+            .join(Guardian, Guardian.id == StudentGuardian.guardian_id)
+            .where(Student.id == payment.student_id, Guardian.deleted_at.is_(None), _reachable())
+            .order_by(Guardian.id)
+        ).all()
+        outstanding = max(invoice.total_minor - invoice.paid_minor, 0) if invoice is not None else 0
+        received = payment.received_at.astimezone(zone(inst.timezone))
+        emails, texts = [], []
+        for r in rows:
+            wants_email, phone = channels(r, "payment receipt")
+            student = _full_name(r.first_name, r.last_name)
+            key = f"receipt:{payment.id}:{r.guardian_id}"
+            if phone:
+                texts.append(
+                    {
+                        "institution_id": inst.id,
+                        "to": phone,
+                        "kind": "payment_receipt",
+                        "dedupe_key": key,
+                        "encoded": receipt_sms(
+                            inst,
+                            student,
+                            payment.amount_minor,
+                            payment.reference,
+                            invoice.number if invoice else None,
+                            outstanding,
+                        ),
+                    }
+                )
+            if wants_email:
+                emails.append(
+                    {
+                        "institution_id": inst.id,
+                        "to": r.email,
+                        "template": "payment_receipt",
+                        "dedupe_key": key,
+                        "subject": f"Payment received for {student}",
+                        "context": {
+                            **_school(inst),
+                            "guardian_name": _full_name(r.g_first, r.g_last),
+                            "student_name": student,
+                            "amount_display": money(payment.amount_minor, inst.currency),
+                            "reference": payment.reference,
+                            "method_label": payment.method.replace("_", " "),
+                            "received_display": f"{_date_display(received.date())} {received:%H:%M}",
+                            "invoice_number": invoice.number if invoice else None,
+                            "outstanding_display": money(outstanding, inst.currency),
+                        },
+                    }
+                )
+        email_ids = enqueue_emails(emails)
+        sms_ids = sms_services.enqueue_sms(texts)
+        for outbox_id in email_ids:
+            send_after_commit(outbox_id)
+        for outbox_id in sms_ids:
+            sms_services.send_after_commit(outbox_id)
+    db.session.commit()
+    return {"email": len(email_ids), "sms": len(sms_ids)}
 
 
 def _school(inst):
@@ -522,6 +678,8 @@ def _absence_messages(inst, day):
         + cast(Guardian.id, String)
     )
     queued = select(T.c.id).where(T.c.institution_id == inst.id, T.c.dedupe_key == key).exists()
+    S = OutboxSms.__table__
+    queued_sms = select(S.c.id).where(S.c.institution_id == inst.id, S.c.dedupe_key == key).exists()
     rows = db.session.execute(
         select(
             AttendanceRecord.student_id,
@@ -534,6 +692,8 @@ def _absence_messages(inst, day):
             Guardian.first_name.label("g_first"),
             Guardian.last_name.label("g_last"),
             Guardian.email,
+            Guardian.phone,
+            Guardian.notify_by,
         )
         .join(Student, Student.id == AttendanceRecord.student_id)
         .join(StudentGuardian, StudentGuardian.student_id == Student.id)
@@ -544,17 +704,14 @@ def _absence_messages(inst, day):
             AttendanceRecord.status == "absent",
             Student.deleted_at.is_(None),
             Guardian.deleted_at.is_(None),
-            Guardian.email.is_not(None),
-            Guardian.email != "",
+            _reachable(),
             ~queued,
+            ~queued_sms,
         )
         .order_by(AttendanceRecord.student_id, Guardian.id, AttendanceRecord.period)
     ).all()
     grouped = {}
     for r in rows:
-        if not mailer.valid_address(r.email):
-            log.warning("absence alert skipped: guardian %s has an unusable email address", r.guardian_id)
-            continue
         key = (r.student_id, r.guardian_id)
         if key not in grouped:
             grouped[key] = {"row": r, "periods": [], "whole_day": False, "notes": []}
@@ -569,6 +726,20 @@ def _absence_messages(inst, day):
     for (student_id, guardian_id), e in grouped.items():
         r = e["row"]
         student = _full_name(r.first_name, r.last_name)
+        wants_email, phone = channels(r, "absence alert")
+        if phone:
+            messages.append(
+                {
+                    "channel": "sms",
+                    "institution_id": inst.id,
+                    "to": phone,
+                    "kind": "absence_alert",
+                    "dedupe_key": _absence_key(student_id, day, guardian_id),
+                    "encoded": absence_sms(inst, student, day, e["whole_day"], e["periods"]),
+                }
+            )
+        if not wants_email:
+            continue
         messages.append(
             {
                 "institution_id": inst.id,
@@ -617,6 +788,8 @@ def _fee_messages(inst, today, days):
             Guardian.first_name.label("g_first"),
             Guardian.last_name.label("g_last"),
             Guardian.email,
+            Guardian.phone,
+            Guardian.notify_by,
         )
         .join(Student, Student.id == Invoice.student_id)
         .join(StudentGuardian, StudentGuardian.student_id == Student.id)
@@ -628,8 +801,7 @@ def _fee_messages(inst, today, days):
             Invoice.total_minor > Invoice.paid_minor,
             Student.deleted_at.is_(None),
             Guardian.deleted_at.is_(None),
-            Guardian.email.is_not(None),
-            Guardian.email != "",
+            _reachable(),
         )
         .order_by(Invoice.id, Guardian.id)
     ).all()
@@ -637,11 +809,25 @@ def _fee_messages(inst, today, days):
     week = f"{iso.year}-W{iso.week:02d}"
     messages = []
     for r in rows:
-        if not mailer.valid_address(r.email):
-            log.warning("fee reminder skipped: guardian %s has an unusable email address", r.guardian_id)
-            continue
+        wants_email, phone = channels(r, "fee reminder")
         student = _full_name(r.first_name, r.last_name)
         outstanding = r.total_minor - r.paid_minor
+        if phone:
+            due = r.due_date >= today
+            messages.append(
+                {
+                    "channel": "sms",
+                    "institution_id": inst.id,
+                    "to": phone,
+                    "kind": "fee_reminder" if due else "fee_overdue",
+                    "dedupe_key": f"fee-due:{r.id}:{r.guardian_id}"
+                    if due
+                    else f"fee-overdue:{r.id}:{week}:{r.guardian_id}",
+                    "encoded": fee_sms(inst, student, r.number, outstanding, r.due_date, today),
+                }
+            )
+        if not wants_email:
+            continue
         context = {
             **_school(inst),
             "guardian_name": _full_name(r.g_first, r.g_last),

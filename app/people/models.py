@@ -1,6 +1,17 @@
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.models import SoftDeleteMixin, TenantMixin, TimestampMixin
@@ -110,10 +121,13 @@ class Guardian(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     last_name: Mapped[str] = mapped_column(String(100))
     email: Mapped[str | None] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(String(40))
+    # How the school reaches this guardian: email, sms or both (absence alerts, fee reminders, receipts).
+    notify_by: Mapped[str] = mapped_column(String(5), default="email", server_default="email")
 
     __table_args__ = (
         # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
         Index("ix_guardians_institution_updated", "institution_id", "updated_at"),
+        CheckConstraint("notify_by IN ('email','sms','both')", name="notify_by"),
         # GET /auth/me and guardian access: the guardian row of a login
         Index("ix_guardians_user_id", "user_id", unique=True),
         # GET /guardians?q=: case-insensitive prefix search on last name

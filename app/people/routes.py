@@ -13,8 +13,9 @@ from app.access.rules import (
     scope_teachers,
     sees_own_family_only,
 )
+from app.audit import services as audit
 from app.core.auth import SCHOOL, roles
-from app.core.crud import CONFLICTS, Resource
+from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import Choice, Filter, ListSpec
 from app.core.queryargs import INTEGER
@@ -25,6 +26,7 @@ from app.people import services
 from app.people.models import Guardian, Student, Teacher, User
 from app.people.schemas import (
     STAFF_ONLY_TEACHER_FIELDS,
+    ChannelIn,
     GuardianCreate,
     GuardianLinkIn,
     GuardianOut,
@@ -186,6 +188,21 @@ def link_guardian(ident):
 def unlink_guardian(ident, guardian_id):
     services.unlink_guardian(students.get_or_404(ident), guardian_id)
     return "", 204
+
+
+@bp.put("/guardians/<int:ident>/channel")
+@roles("admin", "guardian", reach=GUARDIANS)
+@doc(
+    "Choose how the school reaches a guardian (a guardian chooses their own): e-mail, SMS or both",
+    body=ChannelIn,
+    out=GuardianOut,
+    tags=["guardians"],
+)
+def set_guardian_channel(ident):
+    guardian = guardians.get_or_404(ident)
+    audit.apply_update(guardian, parse_body(ChannelIn).model_dump(), "guardian")
+    commit_or_conflict()
+    return jsonify(guardians.serialize(guardian))
 
 
 @bp.post("/users")

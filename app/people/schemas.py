@@ -102,11 +102,16 @@ class GuardianLinkIn(Body):
     is_primary: bool = False
 
 
+Channel = Literal["email", "sms", "both"]
+CHANNEL_HELP = "how the school reaches this guardian: absence alerts, fee reminders, payment receipts"
+
+
 class GuardianCreate(Body):
     first_name: str = Name
     last_name: str = Name
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
+    notify_by: Channel = Field("email", description=CHANNEL_HELP)
 
 
 class GuardianUpdate(Body):
@@ -114,6 +119,11 @@ class GuardianUpdate(Body):
     last_name: str = Field(None, min_length=1, max_length=100)
     email: Email | None = None
     phone: str | None = Field(None, max_length=40)
+    notify_by: Channel = Field(None, description=CHANNEL_HELP)
+
+
+class ChannelIn(Body):
+    notify_by: Channel = Field(description=CHANNEL_HELP)
 
 
 class GuardianOut(Out):
@@ -122,6 +132,7 @@ class GuardianOut(Out):
     last_name: str
     email: str | None
     phone: str | None
+    notify_by: Channel
     user_id: int | None
 
 
