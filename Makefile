@@ -75,7 +75,7 @@ restore-drill: $(STAMP)  ## dump DATABASE_URL (or DUMP=file), restore into a scr
 	@test -n "$$DATABASE_URL" || { echo "make restore-drill: set DATABASE_URL to the PostgreSQL database to drill" >&2; exit 2; }
 	$(VENV)/bin/python scripts/restore_drill.py $(if $(DUMP),--dump $(DUMP))
 
-.PHONY: bench bench-quick bench-workers bench-cpu soak
+.PHONY: bench bench-quick bench-workers bench-cpu bench-instr soak
 soak: $(STAMP)  ## the make-up stack under a school-morning mix for SOAK_MINUTES (60): bench/results/soak.json (bench/soak.py)
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/soak.py
 
@@ -89,6 +89,10 @@ bench-quick: $(STAMP)  ## the same, shorter and smaller (< 5 minutes)
 
 bench-cpu: $(STAMP)  ## CPU µs per request in process, API vs references (bench/cpu.py; --profile CASE)
 	$(VENV)/bin/python bench/cpu.py
+
+bench-instr: $(STAMP)  ## instructions per request (valgrind's callgrind): comparable on a busy machine
+	@command -v valgrind >/dev/null || apt-get install -y valgrind
+	$(VENV)/bin/python bench/cpu.py --instructions
 
 bench-workers: $(STAMP)  ## compare gunicorn worker classes and counts (the choice in gunicorn.conf.py)
 	@command -v wrk >/dev/null || apt-get install -y wrk

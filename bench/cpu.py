@@ -4,8 +4,15 @@ reference apps' equivalents, on the quick scale data.
 Requests go through Flask's test client (the same client overhead on both sides) against real
 PostgreSQL and Redis; time is this process's CPU (`time.process_time`), not wall time, because wall
 time on a shared machine moves far more between identical runs. Each case reports the best of 7
-batches. `--profile CASE` prints a CPU-time cProfile of that case instead. The shares quoted in
-docs/BENCHMARKS.md ("Where the time went") come from this script and from py-spy under `make bench`.
+batches. `--profile CASE` prints a CPU-time cProfile of that case instead (PROF_SORT, PROF_N,
+PROF_FILTER, PROF_CALLERS: pstats' sort key, rows, a regex on the rows, and whose callers to list).
+
+`--instructions` (`make bench-instr`) counts the instructions each case executes per request under
+valgrind's callgrind instead: the same count, to about 1%, whatever else the machine is doing, so a
+change can be compared with the code before it on a busy machine (run it in each tree). It counts
+this process only (not PostgreSQL, Redis or the kernel), so a saved round trip shows in time, not here.
+The shares quoted in docs/BENCHMARKS.md ("Where the time went") come from this script and from py-spy
+under `make bench`.
 """
 
 import argparse
@@ -13,6 +20,8 @@ import cProfile
 import json
 import os
 import pstats
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,10 +44,94 @@ def best_cpu_us(fn, batches=7, per_batch=300):
     return best
 
 
+def make_cases(redis_url):
+    """The cases, on apps made in this process (the environment names the servers)."""
+    import redis
+
+    from app import create_app
+    from bench.refapps import app as ref_app
+
+    api, nocache = create_app(), create_app(RESPONSE_CACHE_ENABLED=False)
+    c, nc, ref = api.test_client(), nocache.test_client(), ref_app.test_client()
+    token = c.post(
+        "/api/v1/auth/login", json={"email": "admin@scale-school.test", "password": B.PASSWORD}
+    ).get_json()["access_token"]
+    h = {"Authorization": f"Bearer {token}"}
+    sid = c.get("/api/v1/students?limit=1", headers=h).get_json()["data"][0]["id"]
+    cid = c.get("/api/v1/classes?limit=1", headers=h).get_json()["data"][0]["id"]
+    redis.Redis.from_url(redis_url).set("bench:ref", c.get(f"/api/v1/students/{sid}", headers=h).data)
+    roster = f"/api/v1/classes/{cid}/students?limit=50"
+    cases = {
+        "ref_redis_bytes": lambda: ref.get("/redis"),
+        "cached_student": lambda: c.get(f"/api/v1/students/{sid}", headers=h),
+        "cached_roster": lambda: c.get(roster, headers=h),
+        "ref_psycopg2_roster": lambda: ref.get(f"/roster/{cid}"),
+        "uncached_roster": lambda: nc.get(roster, headers=h),
+    }
+    for fn in cases.values():
+        assert fn().status_code == 200
+    return cases
+
+
+def ratios(out):
+    out["ratio_cached_read"] = round(
+        out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3
+    )
+    out["ratio_uncached_roster"] = round(out["ref_psycopg2_roster"] / out["uncached_roster"], 3)
+    return out
+
+
+def profile(fn):
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    for _ in range(1000):
+        fn()
+    prof.disable()
+    stats = pstats.Stats(prof).sort_stats(os.environ.get("PROF_SORT", "cumulative"))
+    stats.print_stats(*filter(None, [os.environ.get("PROF_FILTER")]), int(os.environ.get("PROF_N", "40")))
+    if os.environ.get("PROF_CALLERS"):
+        stats.print_callers(os.environ["PROF_CALLERS"])
+
+
+def drive(case, n):
+    """Under callgrind, started with instrumentation off: warm up, count `n` requests, stop counting."""
+    fn = make_cases(os.environ["REDIS_URL"])[case]
+    for _ in range(50):
+        fn()
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+    for _ in range(n):
+        fn()
+    subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+
+
+def instructions(n, names):
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed (apt-get install valgrind)")
+    out = {}
+    for case in names:
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
+             B.PY, __file__, "--drive", case, str(n)],
+            env=os.environ, capture_output=True, text=True, cwd=B.ROOT,
+        )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode or not found:
+            sys.exit(f"callgrind run of {case} failed:\n{p.stderr[-3000:]}")
+        out[case] = round(int(found.group(1)) / n / 1000)  # thousands of instructions per request
+        B.log(f"  {case}: {out[case]:,}k instructions per request")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", help="print a CPU-time profile of this case instead")
+    ap.add_argument("--instructions", action="store_true", help="count instructions per request (callgrind)")
+    ap.add_argument("--requests", type=int, default=200, help="requests counted per case (--instructions)")
+    ap.add_argument("--drive", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.drive:
+        return drive(args.drive[0], int(args.drive[1]))
     services = B.Services()
     try:
         env = B.bench_env(services)
@@ -56,52 +149,22 @@ def main():
             REF_REDIS_KEY="bench:ref",
             REF_ROSTER_SQL=roster_sql,
         )
-        from app import create_app
-        from bench.refapps import app as ref_app
-
-        api, nocache = create_app(), create_app(RESPONSE_CACHE_ENABLED=False)
-        c, nc, ref = api.test_client(), nocache.test_client(), ref_app.test_client()
-        token = c.post(
-            "/api/v1/auth/login", json={"email": "admin@scale-school.test", "password": B.PASSWORD}
-        ).get_json()["access_token"]
-        h = {"Authorization": f"Bearer {token}"}
-        sid = c.get("/api/v1/students?limit=1", headers=h).get_json()["data"][0]["id"]
-        cid = c.get("/api/v1/classes?limit=1", headers=h).get_json()["data"][0]["id"]
-        import redis
-
-        redis.Redis.from_url(env["REDIS_URL"]).set(
-            "bench:ref", c.get(f"/api/v1/students/{sid}", headers=h).data
-        )
-        roster = f"/api/v1/classes/{cid}/students?limit=50"
-        cases = {
-            "ref_redis_bytes": lambda: ref.get("/redis"),
-            "cached_student": lambda: c.get(f"/api/v1/students/{sid}", headers=h),
-            "cached_roster": lambda: c.get(roster, headers=h),
-            "ref_psycopg2_roster": lambda: ref.get(f"/roster/{cid}"),
-            "uncached_roster": lambda: nc.get(roster, headers=h),
-        }
-        for fn in cases.values():
-            assert fn().status_code == 200
-        if args.profile:
-            fn = cases[args.profile]
-            prof = cProfile.Profile(time.process_time)
-            prof.enable()
-            for _ in range(1000):
-                fn()
-            prof.disable()
-            stats = pstats.Stats(prof).sort_stats(os.environ.get("PROF_SORT", "cumulative"))
-            stats.print_stats(
-                *filter(None, [os.environ.get("PROF_FILTER")]), int(os.environ.get("PROF_N", "40"))
+        if args.instructions:
+            names = (
+                "ref_redis_bytes",
+                "cached_student",
+                "cached_roster",
+                "ref_psycopg2_roster",
+                "uncached_roster",
             )
-            if os.environ.get("PROF_CALLERS"):
-                stats.print_callers(os.environ["PROF_CALLERS"])
+            out = ratios(instructions(args.requests, names))
+            out["unit"] = "thousands of instructions per request (callgrind)"
+            print(json.dumps(out, indent=2))
             return
-        out = {name: round(best_cpu_us(fn)) for name, fn in cases.items()}
-        out["ratio_cached_read"] = round(
-            out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3
-        )
-        out["ratio_uncached_roster"] = round(out["ref_psycopg2_roster"] / out["uncached_roster"], 3)
-        print(json.dumps(out, indent=2))
+        cases = make_cases(env["REDIS_URL"])
+        if args.profile:
+            return profile(cases[args.profile])
+        print(json.dumps(ratios({name: round(best_cpu_us(fn)) for name, fn in cases.items()}), indent=2))
     finally:
         services.stop()
 
