@@ -78,7 +78,9 @@ def _accepted(body, location):
     "attendance_summary and attendance_records (csv, xlsx; from, to, optional class_id), "
     "class_roster (csv, xlsx, pdf; class_id), gradebook (csv, xlsx; class_id, term_id), "
     "report_cards (pdf; class_id, term_id), fee_statement (pdf, csv; student_id), "
-    "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins). "
+    "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins), "
+    "oneroster_bulk (zip; no parameters; admins) and oneroster_delta (zip; since, a date-time; admins): "
+    "the OneRoster 1.2 CSV binding (docs/ONEROSTER.md). "
     "At most MAX_RUNNING_EXPORTS queued or running per school (429); more than EXPORT_MAX_ROWS "
     "rows is refused (422). Spreadsheet cells that start with = + - @ tab or CR are prefixed "
     "with ' so they are never run as formulas.",

@@ -1,6 +1,6 @@
 """Export requests (one params model per kind, unknown fields rejected) and job responses."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, PositiveInt, field_validator
@@ -14,11 +14,12 @@ MAX_RANGE_DAYS = 366 * 3
 class ExportIn(Body):
     kind: str = Field(
         description="attendance_register, attendance_summary, attendance_records, class_roster, "
-        "gradebook, report_cards, fee_statement, fee_collection, audit_log",
+        "gradebook, report_cards, fee_statement, fee_collection, audit_log, oneroster_bulk, "
+        "oneroster_delta",
         json_schema_extra=rule("one of these kinds"),
     )
     format: str = Field(
-        description="csv, xlsx or pdf, as the kind allows", json_schema_extra=rule("a format of the kind")
+        description="csv, xlsx, pdf or zip, as the kind allows", json_schema_extra=rule("a format of the kind")
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -82,6 +83,20 @@ class StudentParams(Params):
 
 class RangeParams(_Range):
     pass
+
+
+class OneRosterBulkParams(Params):
+    pass
+
+
+class OneRosterDeltaParams(Params):
+    since: datetime = Field(
+        description="records changed after this moment (ISO 8601; without a zone: UTC)",
+        json_schema_extra=rule("a date-time"),
+    )
+
+    def since_utc(self) -> datetime:
+        return self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
 
 
 class ProgressOut(Out):

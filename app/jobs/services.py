@@ -355,6 +355,8 @@ def write_export(kind, p, scope, fmt, path, progress=None):
 
         return getattr(pdf, kind.pdf)(p, path, progress)
     source = kind.build(p, scope)
+    if fmt == "zip":  # a package of files (the OneRoster CSV binding) writes itself
+        return source.write(path, progress)
     return (write_csv if fmt == "csv" else write_xlsx)(source, path, progress)
 
 
