@@ -19,7 +19,8 @@ class ExportIn(Body):
         json_schema_extra=rule("one of these kinds"),
     )
     format: str = Field(
-        description="csv, xlsx, pdf or zip, as the kind allows", json_schema_extra=rule("a format of the kind")
+        description="csv, xlsx, pdf or zip, as the kind allows",
+        json_schema_extra=rule("a format of the kind"),
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -131,6 +132,8 @@ class ImportOut(Out):
     row_count: int | None
     result: dict | None = Field(
         description="rows, created, updated, unchanged, failed and the failed rows with their reasons; "
+        "oneroster: created and updated per kind of record, skipped, errors as {file, line, field, error}, "
+        "written (false after a dry run or any error); "
         "created_ids (the records created); students: enrolled; teachers and guardians: logins_created, "
         "logins_linked, created_user_ids; guardians: links_created, links_updated"
     )
@@ -161,6 +164,16 @@ class ImportForm(BaseModel):
             "contentMediaType": "text/csv",
             **rule("UTF-8 CSV with the template's header row"),
         },
+    )
+    dry_run: str = Field("", json_schema_extra=FLAG)
+
+
+class OneRosterImportForm(BaseModel):
+    """A OneRoster import's form: the binding's zip, and the dry-run flag."""
+
+    file: bytes = Field(
+        description="The OneRoster 1.2 CSV zip: manifest.csv and the data files",
+        json_schema_extra={"contentMediaType": "application/zip", **rule("a OneRoster 1.2 CSV zip")},
     )
     dry_run: str = Field("", json_schema_extra=FLAG)
 

@@ -30,6 +30,7 @@ from app.extensions import db
 from app.grading import services as grading
 from app.oneroster import gradebook, rostering
 from app.oneroster.common import grade_codes, stamp
+from app.people.models import Guardian, Student, Teacher
 
 FETCH = 5000
 MANIFEST_VERSION = "1.0"
@@ -143,6 +144,23 @@ def _base(row, mode: Mode):
     return [row["sourcedId"], "", ""]
 
 
+def _gone(mode: Mode) -> set:
+    """Bulk: the sourcedIds of deleted people, which a live record may still name (a guardian of a
+    student, the teacher of a class): a bulk file lists live records only, so its references must too."""
+    if mode.delta:
+        return set()
+    iid = current_institution_id()
+    out = set()
+    for prefix, model in (("student", Student), ("teacher", Teacher), ("guardian", Guardian)):
+        out |= {
+            f"{prefix}-{i}"
+            for i in db.session.execute(
+                select(model.id).where(model.institution_id == iid, model.deleted_at.is_not(None))
+            ).scalars()
+        }
+    return out
+
+
 def _org_sid():
     return f"org-{current_institution_id()}"
 
@@ -191,7 +209,7 @@ def _classes(mode):
 
 
 def _users(mode):
-    org = _org_sid()
+    org, gone = _org_sid(), _gone(mode)
     for page in _pages(rostering.USERS, mode):
         agents = rostering.USERS.enrich(page)
         for r in page:
@@ -209,7 +227,7 @@ def _users(mode):
                 r["email"],
                 None,
                 None,
-                _join(agents.get((r["_t"], r["_k"]), [])),
+                _join(a for a in agents.get((r["_t"], r["_k"]), []) if a not in gone),
                 _join(grade_codes(r["grade"])),
                 None,
                 r["sourcedId"],
@@ -233,9 +251,11 @@ def _roles(mode):
 
 
 def _enrollments(mode):
-    org = _org_sid()
+    org, gone = _org_sid(), _gone(mode)
     for page in _pages(rostering.ENROLLMENTS, mode):
         for r in page:
+            if r["user_sid"] in gone:
+                continue
             yield [*_base(r, mode), r["class_sid"], org, r["user_sid"], r["role"],
                    "true" if r["primary"] else "false", r["beginDate"], r["endDate"]]  # fmt: skip
 
