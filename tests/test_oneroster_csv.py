@@ -293,3 +293,18 @@ def test_only_admins_import_oneroster(request, who):
     resp = api.post("/imports/oneroster", data={"file": (io.BytesIO(_zip({})), "x.zip")},
                     content_type="multipart/form-data")  # fmt: skip
     assert_problem(resp, 403)
+
+
+def test_bench_plans_cover_every_filter_and_the_paging_check_reads_every_user(app, demo, monkeypatch):
+    """bench/oneroster_plans.py on a demo school (the lead runs it on the scale data)."""
+    from bench import oneroster_plans  # noqa: PLC0415 - a bench script, loaded for this test only
+
+    monkeypatch.setattr(oneroster_plans, "SCALE_SLUG", "demo-academy")
+    markdown = oneroster_plans.plans_markdown(app)
+    assert "filter=dateLastModified%3E" in markdown and "sort=familyName" in markdown
+    assert "→ 200" in markdown and "→ 400" not in markdown
+    paged = oneroster_plans.page_users(limit=100, app=app)
+    users = db.session.scalar(
+        select(func.count()).select_from(Student).where(Student.institution_id == demo["demo_institution_id"])
+    )
+    assert paged["users"] > users and paged["pages"] == -(-paged["users"] // 100)
