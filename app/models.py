@@ -18,6 +18,6 @@ from app.grading.models import Assessment, AssessmentType, Grade, ReportRemark  
 from app.institutions.models import Closure, Institution  # noqa: F401
 from app.jobs.models import Job, StoredFile  # noqa: F401
 from app.notifications.models import OutboxEmail, OutboxSms  # noqa: F401
-from app.oneroster.models import OneRosterClient  # noqa: F401
+from app.oneroster.models import OneRosterClient, OneRosterSourcedId  # noqa: F401
 from app.operator.models import Operator, OperatorSession  # noqa: F401
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User  # noqa: F401

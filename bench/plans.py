@@ -48,6 +48,37 @@ def capture(client, token, path):
     return resp.status_code, statements
 
 
+def capture_plans(client, token, paths, big_tables=BIG_TABLES, small_rows=SMALL_TABLE_ROWS) -> str:
+    """EXPLAIN ANALYZE of every statement each GET runs, as Markdown, led by a line naming any sequential
+    scan of a large table (also used by bench/oneroster_plans.py)."""
+    out = []
+    seq_scans = []
+    for path in paths:
+        status, statements = capture(client, token, path)
+        out.append(f"#### `GET {path}` → {status}\n")
+        for sql in statements:
+            plan = "\n".join(r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql)))
+            db.session.rollback()
+            for t in big_tables:
+                if f"Seq Scan on {t} " in plan + " ":
+                    seq_scans.append((path, t))
+            out.append("```\n" + plan + "\n```\n")
+    sizes = dict(db.session.execute(text("SELECT relname, n_live_tup FROM pg_stat_user_tables")).all())
+    big = [(p, t) for p, t in seq_scans if sizes.get(t, 0) >= small_rows]
+    small = sorted({f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < small_rows})
+    summary = (
+        f"No sequential scan on a table of {small_rows:,} rows or more in any plan below."
+        if not big
+        else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big)
+    )
+    if small:
+        summary += (
+            " The planner scans these small tables whole, which is cheaper than an index at their "
+            "size: " + ", ".join(small) + "."
+        )
+    return f"{summary}\n\n" + "\n".join(out)
+
+
 def main():
     app = create_app()
     app.config["RESPONSE_CACHE_ENABLED"] = False
@@ -92,36 +123,7 @@ def main():
             f"/api/v1/payments?student_id={stu['id']}",
             f"/api/v1/assessments?term_id={term['id']}&limit=50",
         ]
-        out = []
-        seq_scans = []
-        for path in paths:
-            status, statements = capture(client, token, path)
-            out.append(f"#### `GET {path}` → {status}\n")
-            for sql in statements:
-                plan = "\n".join(
-                    r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql))
-                )
-                db.session.rollback()
-                for t in BIG_TABLES:
-                    if f"Seq Scan on {t} " in plan + " ":
-                        seq_scans.append((path, t))
-                out.append("```\n" + plan + "\n```\n")
-        sizes = dict(db.session.execute(text("SELECT relname, n_live_tup FROM pg_stat_user_tables")).all())
-        big = [(p, t) for p, t in seq_scans if sizes.get(t, 0) >= SMALL_TABLE_ROWS]
-        small = sorted(
-            {f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < SMALL_TABLE_ROWS}
-        )
-        summary = (
-            "No sequential scan on a table of 10,000 rows or more in any plan below."
-            if not big
-            else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big)
-        )
-        if small:
-            summary += (
-                " The planner scans these small tables whole, which is cheaper than an index at their "
-                "size: " + ", ".join(small) + "."
-            )
-        print(f"{summary}\n\n" + "\n".join(out))
+        print(capture_plans(client, token, paths))
 
 
 if __name__ == "__main__":

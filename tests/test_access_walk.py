@@ -17,6 +17,7 @@ counts, is emptied after every write), so each sees the same school.
 
 import io
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -612,6 +613,10 @@ class World:
                 },
                 "content_type": "multipart/form-data",
             },
+            "POST /api/v1/imports/oneroster": lambda: {
+                "data": {"file": (io.BytesIO(_oneroster_zip()), "roster.zip")},
+                "content_type": "multipart/form-data",
+            },
             "PATCH /api/v1/institution": {"phone": "+254 20 000 0000"},
             "POST /api/v1/auth/password": {
                 "current_password": PASSWORD,
@@ -835,3 +840,16 @@ def test_docs_access_md_is_made_from_the_declarations(app):
     with open("docs/ACCESS.md", encoding="utf-8") as fh:
         written = fh.read()
     assert written == render(app), "docs/ACCESS.md is stale: python scripts/access_matrix.py > docs/ACCESS.md"
+
+
+def _oneroster_zip():
+    """A one-student OneRoster CSV zip (app/oneroster/csvimport.py)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.csv", "propertyName,value\nmanifest.version,1.0\noneroster.version,1.2\n")
+        zf.writestr(
+            "users.csv",
+            "sourcedId,status,dateLastModified,enabledUser,username,userIds,givenName,familyName,role\n"
+            "walk-s1,,,true,walk,,Wal,Ker,student\n",
+        )
+    return buf.getvalue()

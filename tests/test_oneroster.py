@@ -343,3 +343,13 @@ def test_every_oneroster_operation_is_declared_and_refuses_school_roles(app, cli
                 resp = client.open(path, method=method, headers={"Authorization": f"Bearer {tok}"})
                 assert resp.status_code == 403, (rule.rule, role)
                 assert resp.get_json()["imsx_codeMajor"] == "failure"
+
+
+def test_boolean_and_decimal_filters(demo_or):
+    # found by bench/oneroster_plans.py: a boolean filter answered 500, a decimal score 400
+    enabled = demo_or.get(f"{R}/users?filter=enabledUser='true'&limit=5")
+    assert enabled.status_code == 200 and enabled.get_json()["users"]
+    ordered = demo_or.get(f"{R}/users?filter=enabledUser>'true'")
+    assert ordered.status_code == 400 and ordered.get_json()["imsx_codeMajor"] == "failure"
+    scores = demo_or.get(f"{G}/results?filter=score>='0.5'&limit=5")
+    assert scores.status_code == 200 and all(r["score"] >= 0.5 for r in scores.get_json()["results"])

@@ -39,6 +39,7 @@ from app.grading.models import Assessment, Grade
 from app.institutions.calendar import day_start, school_today
 from app.jobs import schemas as params
 from app.jobs.xlsx import DATE, DATETIME, MAX_CHARS, MONEY, XlsxStream
+from app.oneroster import csvexport
 from app.people.models import Guardian, Student, StudentGuardian, User
 
 BOM = "\ufeff".encode()  # Excel opens UTF-8 CSV correctly only with it
@@ -665,6 +666,16 @@ def fee_statement(p, scope=None):
     return grid
 
 
+def oneroster_bulk(p, scope=None):
+    """The OneRoster 1.2 CSV binding's zip, bulk: the school's active roster and gradebook."""
+    return csvexport.package(csvexport.Mode(delta=False))
+
+
+def oneroster_delta(p, scope=None):
+    """The same zip, delta: what changed after `since` (tobedeleted records too)."""
+    return csvexport.package(csvexport.Mode(delta=True, since=p.since_utc()))
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -735,6 +746,9 @@ def _kinds():
             ),
             Kind("fee_collection", ("csv", "xlsx"), fees, params.RangeParams, fee_collection),
             Kind("audit_log", ("csv", "xlsx"), ("admin",), params.RangeParams, audit_log),
+            # Personal data of the whole school (demographics included): admins only.
+            Kind("oneroster_bulk", ("zip",), ("admin",), params.OneRosterBulkParams, oneroster_bulk),
+            Kind("oneroster_delta", ("zip",), ("admin",), params.OneRosterDeltaParams, oneroster_delta),
         )
     }
 

@@ -22,6 +22,7 @@ from app.jobs.schemas import (
     ExportOut,
     ImportForm,
     ImportOut,
+    OneRosterImportForm,
     StudentImportForm,
 )
 from app.jobs.storage import CONTENT_TYPES
@@ -78,7 +79,9 @@ def _accepted(body, location):
     "attendance_summary and attendance_records (csv, xlsx; from, to, optional class_id), "
     "class_roster (csv, xlsx, pdf; class_id), gradebook (csv, xlsx; class_id, term_id), "
     "report_cards (pdf; class_id, term_id), fee_statement (pdf, csv; student_id), "
-    "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins). "
+    "fee_collection (csv, xlsx; from, to), audit_log (csv, xlsx; from, to; admins), "
+    "oneroster_bulk (zip; no parameters; admins) and oneroster_delta (zip; since, a date-time; admins): "
+    "the OneRoster 1.2 CSV binding (docs/ONEROSTER.md). "
     "At most MAX_RUNNING_EXPORTS queued or running per school (429); more than EXPORT_MAX_ROWS "
     "rows is refused (422). Spreadsheet cells that start with = + - @ tab or CR are prefixed "
     "with ' so they are never run as formulas.",
@@ -257,6 +260,30 @@ def import_guardians():
 @doc("An empty guardian import file with the columns it accepts", out=CSV, tags=["imports"])
 def import_guardians_template():
     return _template("guardians")
+
+
+@bp.post("/imports/oneroster")
+@roles("admin", reach=SCHOOL)
+@doc(
+    "Import a school's roster from a OneRoster 1.2 CSV zip (multipart/form-data field `file`, at most "
+    "IMPORT_MAX_BYTES); `dry_run=true` only reports what would happen. 202 with the job to poll",
+    body=OneRosterImportForm,
+    media="multipart/form-data",
+    out=ImportOut,
+    status=202,
+    tags=["imports"],
+    query=IMPORT_ARGS,
+    description="The zip of the OneRoster 1.2 CSV binding (manifest.csv, academicSessions.csv, courses.csv, "
+    "classes.csv, users.csv, roles.csv, demographics.csv, enrollments.csv; other files are read for "
+    "nothing), as another system or a Schoolhouse oneroster_bulk / oneroster_delta export writes it. "
+    "Academic years and terms, subjects, classes and the subjects taught in them, students, teachers, "
+    "guardians (linked to their children by agentSourcedIds) and enrolments are created, or updated when "
+    "an earlier import made them (matched by sourcedId). All or nothing: every problem is reported in "
+    "the job's result as {file, line, field, error} and then nothing is written. docs/ONEROSTER.md "
+    "gives the mapping.",
+)
+def import_oneroster():
+    return _import("oneroster")
 
 
 @bp.get("/imports/<int:ident>")

@@ -1,6 +1,6 @@
 """Export requests (one params model per kind, unknown fields rejected) and job responses."""
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, PositiveInt, field_validator
@@ -14,11 +14,13 @@ MAX_RANGE_DAYS = 366 * 3
 class ExportIn(Body):
     kind: str = Field(
         description="attendance_register, attendance_summary, attendance_records, class_roster, "
-        "gradebook, report_cards, fee_statement, fee_collection, audit_log",
+        "gradebook, report_cards, fee_statement, fee_collection, audit_log, oneroster_bulk, "
+        "oneroster_delta",
         json_schema_extra=rule("one of these kinds"),
     )
     format: str = Field(
-        description="csv, xlsx or pdf, as the kind allows", json_schema_extra=rule("a format of the kind")
+        description="csv, xlsx, pdf or zip, as the kind allows",
+        json_schema_extra=rule("a format of the kind"),
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
@@ -84,6 +86,20 @@ class RangeParams(_Range):
     pass
 
 
+class OneRosterBulkParams(Params):
+    pass
+
+
+class OneRosterDeltaParams(Params):
+    since: datetime = Field(
+        description="records changed after this moment (ISO 8601; without a zone: UTC)",
+        json_schema_extra=rule("a date-time"),
+    )
+
+    def since_utc(self) -> datetime:
+        return self.since if self.since.tzinfo else self.since.replace(tzinfo=UTC)
+
+
 class ProgressOut(Out):
     percent: int
     rows_done: int
@@ -116,6 +132,8 @@ class ImportOut(Out):
     row_count: int | None
     result: dict | None = Field(
         description="rows, created, updated, unchanged, failed and the failed rows with their reasons; "
+        "oneroster: created and updated per kind of record, skipped, errors as {file, line, field, error}, "
+        "written (false after a dry run or any error); "
         "created_ids (the records created); students: enrolled; teachers and guardians: logins_created, "
         "logins_linked, created_user_ids; guardians: links_created, links_updated"
     )
@@ -146,6 +164,16 @@ class ImportForm(BaseModel):
             "contentMediaType": "text/csv",
             **rule("UTF-8 CSV with the template's header row"),
         },
+    )
+    dry_run: str = Field("", json_schema_extra=FLAG)
+
+
+class OneRosterImportForm(BaseModel):
+    """A OneRoster import's form: the binding's zip, and the dry-run flag."""
+
+    file: bytes = Field(
+        description="The OneRoster 1.2 CSV zip: manifest.csv and the data files",
+        json_schema_extra={"contentMediaType": "application/zip", **rule("a OneRoster 1.2 CSV zip")},
     )
     dry_run: str = Field("", json_schema_extra=FLAG)
 

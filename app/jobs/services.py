@@ -36,6 +36,7 @@ from app.jobs.models import Job, StoredFile
 from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, running_job
 from app.jobs.schemas import MAX_START_AHEAD_DAYS
 from app.notifications.services import notify_export_ready
+from app.oneroster import csvimport
 from app.people.models import Student
 
 log = logging.getLogger("schoolhouse.jobs")
@@ -44,6 +45,9 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 # One import task runs every kind (the job row names it); its name is older than the other kinds.
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
 IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
+ONEROSTER_IMPORT = (
+    "oneroster"  # a OneRoster CSV zip (app/oneroster/csvimport.py): its own run, all or nothing
+)
 
 
 # --- serialisation ---------------------------------------------------------------------------------
@@ -355,6 +359,8 @@ def write_export(kind, p, scope, fmt, path, progress=None):
 
         return getattr(pdf, kind.pdf)(p, path, progress)
     source = kind.build(p, scope)
+    if fmt == "zip":  # a package of files (the OneRoster CSV binding) writes itself
+        return source.write(path, progress)
     return (write_csv if fmt == "csv" else write_xlsx)(source, path, progress)
 
 
@@ -460,13 +466,17 @@ def _start_date(raw):
 
 
 def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None) -> Job:
-    kind = IMPORTS[kind_name]
+    oneroster = kind_name == ONEROSTER_IMPORT
+    kind = None if oneroster else IMPORTS[kind_name]
     dry_run = _flag(dry_run_raw, "dry_run")
     params = {}
-    if kind.enrols:
+    if kind is not None and kind.enrols:
         params["start_date"] = _start_date(start_date_raw).isoformat()
     if upload is None or not upload.filename:
-        raise ValidationFailed({"file": "is required: send the CSV as the multipart/form-data field 'file'"})
+        what = "zip" if oneroster else "CSV"
+        raise ValidationFailed(
+            {"file": f"is required: send the {what} as the multipart/form-data field 'file'"}
+        )
     limit = current_app.config["IMPORT_MAX_BYTES"]
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
@@ -475,16 +485,23 @@ def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None
             f"The file is larger than {limit:,} bytes; split it into smaller files.",
             errors={"file": f"must be at most {limit:,} bytes"},
         )
-    importers.check_header(data, kind.columns, kind.required)
-    _, rows = importers.read_rows(data)
-    if not rows:
-        raise ValidationFailed({"file": "has no data rows below the header"})
+    if oneroster:
+        count = csvimport.count_rows(data, limit)
+        if not count:
+            raise ValidationFailed({"file": "has no rows in the files Schoolhouse imports (users.csv, ...)"})
+    else:
+        importers.check_header(data, kind.columns, kind.required)
+        _, rows = importers.read_rows(data)
+        if not rows:
+            raise ValidationFailed({"file": "has no data rows below the header"})
+        count = len(rows)
     iid = current_institution_id()
     now = utcnow()
-    path = storage.job_dir(iid, "uploads") / f"{uuid.uuid4().hex}.csv"
+    ext = "zip" if oneroster else "csv"
+    path = storage.job_dir(iid, "uploads") / f"{uuid.uuid4().hex}.{ext}"
     path.write_bytes(data)
     name = (
-        (upload.filename or f"{kind.name}.csv")
+        (upload.filename or f"{kind_name}.{ext}")
         .replace("/", "_")
         .replace("\\", "_")
         .replace("\x00", "")[-200:]
@@ -492,7 +509,7 @@ def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None
     stored = StoredFile(
         path=storage.relative(path),
         filename=name,
-        content_type="text/csv",
+        content_type="application/zip" if oneroster else "text/csv",
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         created_by_id=principal.user_id,
@@ -503,12 +520,12 @@ def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None
     db.session.flush()
     job = Job(
         job_type="import",
-        kind=kind.name,
-        format="csv",
+        kind=kind_name,
+        format=ext,
         params={"filename": name, **params},
         dry_run=dry_run,
         status="queued",
-        row_count=len(rows),
+        row_count=count,
         input_file_id=stored.id,
         requested_by_id=principal.user_id,
         attempts=0,
@@ -524,10 +541,10 @@ def create_import(kind_name, upload, dry_run_raw, principal, start_date_raw=None
         "import",
         job.id,
         {
-            "kind": [None, kind.name],
+            "kind": [None, kind_name],
             "dry_run": [None, dry_run],
             "filename": [None, name],
-            "rows": [None, len(rows)],
+            "rows": [None, count],
             **{k: [None, v] for k, v in params.items()},
         },
     )
@@ -550,7 +567,6 @@ def run_import(job_id):
         if run is None:
             return None
         job = run.job
-        kind = IMPORTS[job.kind]
         stored = db.session.execute(
             select(StoredFile).where(StoredFile.id == job.input_file_id)
         ).scalar_one_or_none()
@@ -558,6 +574,9 @@ def run_import(job_id):
         if path is None or not path.exists():
             mark_failed(job.id, "The uploaded file is no longer available; upload it again.")
             return None
+        if job.kind == ONEROSTER_IMPORT:
+            return _run_oneroster_import(run, path)
+        kind = IMPORTS[job.kind]
         today = school_today()  # the school's own "today"
         start = (job.params or {}).get("start_date")
         ctx = importers.Context(
@@ -607,6 +626,28 @@ def run_import(job_id):
         db.session.commit()
         log.info("job %s: %s import done: %s", job_id, kind.name, _summary(result))
         return _summary(result)
+
+
+def _run_oneroster_import(run, path):
+    """All or nothing (app/oneroster/csvimport.py): any row error, or a dry run, writes nothing."""
+    job = run.job
+    result = csvimport.run(
+        path.read_bytes(),
+        current_app.config["IMPORT_MAX_BYTES"],
+        job.institution_id,
+        job.requested_by_id,
+        school_today(),
+        job.dry_run,
+    )
+    if not result["written"]:
+        db.session.rollback()
+    total = result["rows"]
+    if not finish(run, result=result, rows_done=total, row_count=total):
+        db.session.rollback()
+        return None
+    db.session.commit()
+    log.info("job %s: oneroster import done: %s", job.id, _summary(result))
+    return _summary(result)
 
 
 def _save_batch(run, done, total, result):

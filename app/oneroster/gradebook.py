@@ -200,7 +200,7 @@ def _result_out(row, _):
 
 RESULTS = Collection(
     "results", "result", _results_stmt,
-    {**BASE, "score": Field("score", "int"), "lineItem.sourcedId": Field("line_item_sid"),
+    {**BASE, "score": Field("score", "number"), "lineItem.sourcedId": Field("line_item_sid"),
      "student.sourcedId": Field("student_sid"), "class.sourcedId": Field("class_sid")},
     _result_out,
     record_fields=("sourcedId", "status", "dateLastModified", "lineItem", "student", "class", "scoreStatus",

@@ -29,3 +29,21 @@ class OneRosterClient(TenantMixin, db.Model):
         # GET /oneroster/clients: a school's clients
         Index("ix_oneroster_clients_institution", "institution_id", "id"),
     )
+
+
+class OneRosterSourcedId(TenantMixin, db.Model):
+    """The sourcedId a record had in a OneRoster CSV zip imported into this school (app/oneroster/
+    csvimport.py): importing the same file again, or a newer one from the same system, updates the
+    record it made instead of making a second one."""
+
+    __tablename__ = "oneroster_sourced_ids"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity: Mapped[str] = mapped_column(String(20))  # year, term, subject, class, section, student, ...
+    sourced_id: Mapped[str] = mapped_column(String(255))
+    local_id: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # upsert by sourcedId: the local record an imported sourcedId names, per school and kind of record
+        Index("uq_oneroster_sourced_ids_key", "institution_id", "entity", "sourced_id", unique=True),
+    )

@@ -8,9 +8,11 @@ gradebook.py), so a predicate is SQL, never a scan in Python. Errors answer the 
 imsx_StatusInfo (imsx_codeMajor failure, severity error, a code minor naming the problem).
 """
 
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,7 +95,7 @@ _JOIN = re.compile(r"(AND|OR)\s", re.I)
 @dataclass(frozen=True)
 class Field:
     column: Any
-    kind: str = "str"  # str, date, datetime, int, bool
+    kind: str = "str"  # str, date, datetime, int, number, bool
 
 
 def _value(f: Field, raw: str, name: str):
@@ -105,11 +107,16 @@ def _value(f: Field, raw: str, name: str):
             return date.fromisoformat(raw[:10])
         if f.kind == "int":
             return int(raw)
+        if f.kind == "number":
+            number = Decimal(raw)
+            if not number.is_finite():
+                raise ValueError(raw)
+            return number
         if f.kind == "bool":
             if raw not in ("true", "false"):
                 raise ValueError(raw)
             return raw == "true"
-    except ValueError:
+    except (ValueError, InvalidOperation):
         raise OneRosterError(
             400, f"filter: {name} needs a {f.kind} value, not {raw!r}", "invalid_filter_field"
         ) from None
@@ -135,14 +142,18 @@ def _predicate(f: Field, op: str, value, name):
             "<": col < value,
             "<=": col < nxt,
         }[op]
+    if f.kind == "bool" and op not in ("=", "!="):
+        # true/false have no order (and SQL's comparison of a boolean with > is refused outright)
+        raise OneRosterError(400, f"filter: {name} takes = or != only", "invalid_filter_field")
+    # built for the one operator asked: comparing a boolean column with < raises at construction
     return {
-        "=": col == value,
-        "!=": col != value,
-        ">": col > value,
-        ">=": col >= value,
-        "<": col < value,
-        "<=": col <= value,
-    }[op]
+        "=": operator.eq,
+        "!=": operator.ne,
+        ">": operator.gt,
+        ">=": operator.ge,
+        "<": operator.lt,
+        "<=": operator.le,
+    }[op](col, value)
 
 
 def parse_filter(text: str, fields: dict[str, Field]):
