@@ -272,8 +272,29 @@ def main():
             capture_output=True,
             text=True,
         ).stdout
+        # OneRoster 1.2 (issue 15): the plans of every filter and sort, on the same data.
+        oneroster_plans = subprocess.run(
+            [PY, str(ROOT / "bench" / "oneroster_plans.py")],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         st = start_stack(env, services, servers)
         api, nocache, ref, token = st["api"], st["nocache"], st["ref"], st["token"]
+        # ... and a client paging through every user, limit=1000, against the served API.
+        paging = json.loads(
+            subprocess.run(
+                [PY, str(ROOT / "bench" / "oneroster_plans.py"), "--paging", "--base-url", api.url],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        log(f"  OneRoster: {paging['users']:,} users in {paging['pages']} pages, {paging['seconds']} s")
         classes, students_page, sid, cid, term = (
             st[k] for k in ("classes", "students", "sid", "cid", "term")
         )
@@ -468,6 +489,7 @@ def main():
             "ratios": ratios,
             "cache_hit_ratio": hit_ratio,
             "cache_hit_counts": hit_counts,
+            "oneroster_paging": paging,
             "ramp": [
                 {f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results
             ],
@@ -496,7 +518,7 @@ def main():
             out["exports"] = json.loads(extra.read_text())
         (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
         (ROOT / "bench" / "results" / "latest.json").write_text(json.dumps(out, indent=2) + "\n")
-        write_markdown(out, plans)
+        write_markdown(out, plans, oneroster_plans)
         print(table(out))
         log(f"done in {round(time.time() - started)} s")
     finally:
@@ -647,8 +669,15 @@ def table(out):
     return "\n".join(rows)
 
 
-def write_markdown(out, plans):
+def write_markdown(out, plans, oneroster_plans=""):
     s = out["setup"]
+    paging = out.get("oneroster_paging")
+    if paging:
+        oneroster_plans = (
+            f"A OneRoster client paged through every user of the scale school (`/users?limit=1000`, "
+            f'`Link: rel="next"`, against the served API): {paging["users"]:,} users in {paging["pages"]} '
+            f"pages, {paging['seconds']} s.\n\n{oneroster_plans}"
+        )
     replace_block(
         "bench",
         f"Measured with `{s['command']}` on {s['date']} ({s['cpus']} cores; gunicorn "
@@ -659,7 +688,8 @@ def write_markdown(out, plans):
         f"{s['seconds_per_scenario'] // s['rounds']} s each (req/s over all rounds, p50/p99 the "
         f"median of the rounds); the other scenarios ran {s['seconds_per_scenario']} s each after a "
         f"warm-up. Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
-        f"### Query plans on the scale data\n\n{plans}\n",
+        f"### Query plans on the scale data\n\n{plans}\n"
+        + (f"\n### OneRoster 1.2 on the scale data\n\n{oneroster_plans}\n" if oneroster_plans else ""),
     )
 
 
