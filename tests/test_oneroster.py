@@ -266,6 +266,7 @@ def test_line_item_and_results_written_through_the_gradebook_show_natively(demo_
 def test_report_card_counts_a_result_written_through_oneroster(demo_or, admin, demo):
     sid_, term_id = demo["demo_student_id"], demo["demo_current_term_id"]
     before = admin.get(f"/students/{sid_}/results?term_id={term_id}").get_json()
+    card_before = admin.get(f"/students/{sid_}/report-card?term_id={term_id}").get_json()
     section = f"section-{demo['demo_class_subject_id']}"
     term = f"term-{term_id}"
     start = demo_or.get(f"{R}/academicSessions/{term}").get_json()["academicSession"]["startDate"]
@@ -280,6 +281,9 @@ def test_report_card_counts_a_result_written_through_oneroster(demo_or, admin, d
     )
     after = admin.get(f"/students/{sid_}/results?term_id={term_id}").get_json()
     assert after != before  # the zero moved the student's term results
+    card = admin.get(f"/students/{sid_}/report-card?term_id={term_id}").get_json()
+    assert card["subjects"] != card_before["subjects"]  # ... and the report card the school hands out
+    assert card["overall"] != card_before["overall"]
 
 
 def test_scopes_gate_every_operation(client, admin, demo):
