@@ -136,12 +136,41 @@ def identifiers(subject_type, person) -> tuple[set, set]:
         if user is not None:
             names.append((user.first_name, user.last_name))
             emails.append(user.email)
+    history = _earlier_values(subject_type, person)
+    emails += history.get("email", [])
+    if subject_type == "guardian":
+        for phone in history.get("phone", []):
+            strong |= _phones(phone)
+    names += list(zip(history.get("first_name", []), history.get("last_name", []), strict=False))
+    weak |= set(history.get("first_name", [])) | set(history.get("last_name", []))
     for first, last in names:
         if first and last:
             strong |= {f"{first} {last}", f"{last} {first}", f"{last}, {first}"}
         weak |= {n for n in (first, last) if n and len(n) > 1}
     strong |= {e for e in emails if e}
     return {s for s in strong if s}, {w for w in weak if w} - strong
+
+
+def _earlier_values(subject_type, person) -> dict[str, list[str]]:
+    """Names, e-mails and phone numbers the person had before (the audit log's diffs about them): they
+    identify the person too, in the messages and payments of that time."""
+    entries = [(subject_type, person.id)]
+    if person.user_id is not None:
+        entries.append(("user", person.user_id))
+    t = db.metadata.tables["audit_log"]
+    rows = db.session.execute(
+        select(t.c.changes).where(
+            t.c.institution_id == person.institution_id,
+            or_(*(and_(t.c.entity_type == e, t.c.entity_id == str(i)) for e, i in entries)),
+        )
+    ).scalars()
+    out: dict[str, list[str]] = defaultdict(list)
+    for changes in rows:
+        for key in ("first_name", "last_name", "email", "phone"):
+            for value in (changes or {}).get(key) or ():
+                if isinstance(value, str) and value and value not in out[key]:
+                    out[key].append(value)
+    return out
 
 
 def _text_columns(table):
