@@ -82,6 +82,7 @@ def guardian_subject_access(ident):
     description=ERASE,
 )
 def erase_student(ident):
+    services.person_or_404("student", ident)  # another school's person: 404 before the body is read
     parse_body(ErasureIn)
     return jsonify(services.erase("student", ident, g.principal))
 
@@ -96,6 +97,7 @@ def erase_student(ident):
     description=ERASE,
 )
 def erase_guardian(ident):
+    services.person_or_404("guardian", ident)  # another school's person: 404 before the body is read
     parse_body(ErasureIn)
     return jsonify(services.erase("guardian", ident, g.principal))
 
