@@ -4,6 +4,7 @@ deletes old rows only; staff reads of sensitive records are listed for the admin
 
 import io
 import json
+import textwrap
 import zipfile
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from app.notifications.models import OutboxEmail, OutboxSms
 from app.people.models import Guardian, User
 from app.privacy import services
 from tests.conftest import PASSWORD, Api, assert_problem, login
+from tests.embedded import run_embedded
 
 FIRST, LAST = "Quillonia", "Vexmarrow"
 EMAIL = "quillonia.vexmarrow@family.test"
@@ -414,3 +416,45 @@ def test_privacy_operations_are_for_the_schools_admin_only(
     assert_problem(hillside_admin.post(f"/students/{sid}/subject-access"), 404)
     assert_problem(admin.post(f"/guardians/{gid}/erasure", json={}), 422, "confirm")
     assert ok(admin.get(f"/guardians/{gid}"))["first_name"] != "Erased"  # nothing half-done
+
+
+EMBEDDED = textwrap.dedent("""
+    import io, json, zipfile
+    from flask_migrate import upgrade
+    from app import create_app
+    from app.seed import seed_demo
+    from app.privacy import services
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        demo = seed_demo("embedded-pass-1")
+    c = app.test_client()
+    tokens = c.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
+                                                "password": "embedded-pass-1"}).get_json()
+    h = {"Authorization": "Bearer " + tokens["access_token"]}
+    sid, gid = demo["demo_student_id"], demo["demo_guardian_id"]
+    out = {}
+    job = c.post(f"/api/v1/students/{sid}/subject-access", headers=h)
+    job = c.get(job.headers["Location"], headers=h).get_json()
+    out["job"] = job["status"]
+    names = zipfile.ZipFile(io.BytesIO(c.get(job["download_url"]).data)).namelist()
+    out["pdfs"] = len([n for n in names if n.endswith(".pdf")])
+    out["read"] = c.get(f"/api/v1/guardians/{gid}", headers=h).status_code
+    out["disclosures"] = len(c.get(f"/api/v1/students/{sid}/disclosures", headers=h).get_json()["data"])
+    first = c.post(f"/api/v1/guardians/{gid}/erasure", json={"confirm": True}, headers=h).get_json()
+    again = c.post(f"/api/v1/guardians/{gid}/erasure", json={"confirm": True}, headers=h).get_json()
+    out["erased"] = [first["already_erased"], again["already_erased"]]
+    with app.app_context():
+        out["retention"] = sorted(services.apply_retention())
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_privacy_works_on_the_embedded_default(tmp_path):
+    out = run_embedded(EMBEDDED, tmp_path)
+    assert out["job"] == "done" and out["pdfs"] >= 1
+    assert out["read"] == 200 and out["disclosures"] >= 1
+    assert out["erased"] == [False, True]
+    assert "audit_log" in out["retention"]

@@ -388,7 +388,7 @@ def run_subject_access(job_id):
             institution_id=job.institution_id,
             path=storage.relative(final),
             filename=name,
-            content_type="application/zip",
+            content_type=storage.CONTENT_TYPES["zip"],
             size_bytes=size,
             sha256=sha,
             created_by_id=job.requested_by_id,
