@@ -537,7 +537,7 @@ def _scrub_tables(subject_type, person, refs, scrub, strong) -> dict[str, int]:
     return changed
 
 
-def _close_outbox(strong):
+def _close_outbox(strong, iid):
     """Messages to the person's address or number: nothing of them is kept, none is sent any more."""
     emails = {s.lower() for s in strong if "@" in s}
     phones = {s for s in strong if re.fullmatch(r"\+?\d{7,}", s)}
@@ -545,26 +545,34 @@ def _close_outbox(strong):
     if emails:
         counts["email_outbox"] = db.session.execute(
             update(OutboxEmail)
-            .where(func.lower(OutboxEmail.to_address).in_(emails))
+            .where(OutboxEmail.institution_id == iid, func.lower(OutboxEmail.to_address).in_(emails))
             .values(to_address="erased@erased.invalid", subject=PLACEHOLDER, context={})
             .execution_options(synchronize_session=False)
         ).rowcount
         db.session.execute(
             update(OutboxEmail)
-            .where(OutboxEmail.to_address == "erased@erased.invalid", OutboxEmail.status.in_(("pending",)))
+            .where(
+                OutboxEmail.institution_id == iid,
+                OutboxEmail.to_address == "erased@erased.invalid",
+                OutboxEmail.status == "pending",
+            )
             .values(status="failed", last_error="recipient erased")
             .execution_options(synchronize_session=False)
         )
     if phones:
         counts["sms_outbox"] = db.session.execute(
             update(OutboxSms)
-            .where(OutboxSms.to_number.in_(phones))
+            .where(OutboxSms.institution_id == iid, OutboxSms.to_number.in_(phones))
             .values(to_number="erased", body=PLACEHOLDER)
             .execution_options(synchronize_session=False)
         ).rowcount
         db.session.execute(
             update(OutboxSms)
-            .where(OutboxSms.to_number == "erased", OutboxSms.status == "pending")
+            .where(
+                OutboxSms.institution_id == iid,
+                OutboxSms.to_number == "erased",
+                OutboxSms.status == "pending",
+            )
             .values(status="failed", last_error="recipient erased")
             .execution_options(synchronize_session=False)
         )
@@ -637,7 +645,7 @@ def erase(subject_type, ident, principal) -> dict:
     refs = _refs(subject_type, person)
     strong, weak = identifiers(subject_type, person)
     _allow_audit_changes()
-    outbox = _close_outbox(strong)
+    outbox = _close_outbox(strong, person.institution_id)
     changed = _scrub_tables(subject_type, person, refs, _Scrubber(strong, weak), strong)
     for name, n in outbox.items():
         changed[name] = max(changed.get(name, 0), n)
