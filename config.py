@@ -113,6 +113,7 @@ TASK_MODULES = [
     "tasks.maintenance",
     "tasks.notifications",
     "tasks.payments",
+    "tasks.privacy",
 ]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
@@ -123,6 +124,8 @@ TASK_ROUTES = {
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
     "tasks.payments.*": {"queue": "maintenance"},
+    "tasks.privacy.run_subject_access": {"queue": "exports"},
+    "tasks.privacy.*": {"queue": "maintenance"},
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
@@ -188,6 +191,11 @@ BEAT_SCHEDULE = {
         "task": "tasks.maintenance.cleanup_expired_exports",
         "schedule": crontab(minute=20),
         "options": {"queue": "maintenance", "expires": 3000},
+    },
+    "privacy-retention": {  # app.privacy.services.apply_retention (RETENTION_* settings), under a lock
+        "task": "tasks.privacy.apply_retention",
+        "schedule": crontab(hour=2, minute=40),  # nightly, before index maintenance
+        "options": {"queue": "maintenance", "expires": 3 * 3600},
     },
 }
 
@@ -366,6 +374,13 @@ class Config:
         self.JOB_REQUEUE_AFTER = env(
             "JOB_REQUEUE_AFTER", 120, int
         )  # seconds without progress before re-enqueue
+        # Privacy (app/privacy): how long records are kept, in days (the nightly retention job deletes
+        # older ones). Export files (and uploads) are also removed at their expiry (EXPORT_TTL).
+        self.RETENTION_AUDIT_DAYS = env("RETENTION_AUDIT_DAYS", 730, int)
+        self.RETENTION_OUTBOX_DAYS = env("RETENTION_OUTBOX_DAYS", 90, int)  # e-mail and SMS, sent or failed
+        self.RETENTION_JOB_DAYS = env("RETENTION_JOB_DAYS", 90, int)  # finished export and import jobs
+        self.RETENTION_IDEMPOTENCY_DAYS = env("RETENTION_IDEMPOTENCY_DAYS", 7, int)
+        self.RETENTION_EXPORT_FILE_DAYS = env("RETENTION_EXPORT_FILE_DAYS", 7, int)  # any stored file
         self.CELERY = self.celery_settings()
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)

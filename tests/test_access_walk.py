@@ -506,6 +506,8 @@ class World:
             "POST /api/v1/guardians": {"first_name": "Gwen", "last_name": "Walker"},
             "PATCH /api/v1/guardians/{ident}": {"phone": "+254 700 000001"},
             "PUT /api/v1/guardians/{ident}/channel": {"notify_by": "sms"},
+            "POST /api/v1/students/{ident}/erasure": {"confirm": True},
+            "POST /api/v1/guardians/{ident}/erasure": {"confirm": True},
             "PUT /api/v1/mpesa-account": {
                 "environment": "simulator",
                 "shortcode": "174379",

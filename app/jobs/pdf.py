@@ -142,6 +142,21 @@ def report_cards(p, path, progress=None):
     return total
 
 
+def report_card_document(cards, path):
+    """Given report cards (grading's report_card), one page each: a student's own cards, for the
+    subject-access export (app/privacy/services.py)."""
+    school, _ = _school()
+    width, height = A4
+    c = _canvas(path, "Report card")
+    generated = _generated()
+    for n, card in enumerate(cards, 1):
+        _report_card_page(c, card, school, width, height)
+        _footer(c, width, f"{school} - report card {n} of {len(cards)} - generated {generated}")
+        c.showPage()
+    c.save()
+    return len(cards)
+
+
 def school_logo(card) -> str | None:
     """The extension point for a school's logo: a path to an image file, or None. The institution has
     no logo setting yet (card["logo"] is always None); once it has, return its stored file here and the

@@ -44,6 +44,8 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 # The tasks that run a job (tasks/exports.py, tasks/imports.py), sent by name: tasks import services.
 # One import task runs every kind (the job row names it); its name is older than the other kinds.
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
+# A subject-access export (app/privacy) is an export job with its own task: the sweeper sends it there.
+SUBJECT_ACCESS, SUBJECT_ACCESS_TASK = "subject_access", "tasks.privacy.run_subject_access"
 IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
 ONEROSTER_IMPORT = (
     "oneroster"  # a OneRoster CSV zip (app/oneroster/csvimport.py): its own run, all or nothing
@@ -730,6 +732,12 @@ def remove_expired_exports(now=None, batch=500) -> dict:
     return counts
 
 
+def _task_of(job):
+    if job.job_type == "import":
+        return IMPORT_TASK
+    return SUBJECT_ACCESS_TASK if job.kind == SUBJECT_ACCESS else EXPORT_TASK
+
+
 def requeue_stale_jobs(older_than=None) -> list:
     """Queued or running jobs with no progress for JOB_REQUEUE_AFTER seconds and nobody holding their
     lock are sent again: a message lost with a Redis restart, or a publish that failed while Redis was
@@ -738,13 +746,13 @@ def requeue_stale_jobs(older_than=None) -> list:
     seconds = current_app.config["JOB_REQUEUE_AFTER"] if older_than is None else older_than
     now = utcnow()
     stale = db.session.execute(
-        select(Job.id, Job.job_type)
+        select(Job.id, Job.job_type, Job.kind)
         .where(Job.status.in_(ACTIVE), Job.updated_at <= now - timedelta(seconds=seconds))
         .order_by(Job.id)
         .limit(500),
         execution_options={"skip_tenant": True},
     ).all()
-    sent = [(j.id, j.job_type) for j in stale if not job_lock(j.id).held_by_anyone()]
+    sent = [(j.id, _task_of(j)) for j in stale if not job_lock(j.id).held_by_anyone()]
     if not sent:
         db.session.rollback()
         return []
@@ -755,8 +763,8 @@ def requeue_stale_jobs(older_than=None) -> list:
         .values(updated_at=now)
         .execution_options(synchronize_session=False, skip_tenant=True)
     )
-    for ident, job_type in sent:
-        enqueue_after_commit(EXPORT_TASK if job_type == "export" else IMPORT_TASK, ident)
+    for ident, task in sent:
+        enqueue_after_commit(task, ident)
     db.session.commit()
     log.warning("re-enqueued stale jobs: %s", [i for i, _ in sent])
     return [i for i, _ in sent]

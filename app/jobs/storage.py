@@ -12,7 +12,7 @@ CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
-    "zip": "application/zip",  # the OneRoster CSV binding (app/oneroster/csvexport.py)
+    "zip": "application/zip",  # the OneRoster CSV binding (app/oneroster/csvexport.py), subject-access exports
 }
 
 
