@@ -417,7 +417,7 @@ def run_subject_access(job_id):
 
 
 def _allow_audit_changes():
-    """The audit log's trigger lets this transaction change or delete rows (migration 0007_privacy)."""
+    """The audit log's trigger lets this transaction change or delete rows (migration 0008_privacy)."""
     if db.session.connection().dialect.name == "postgresql":
         db.session.execute(select(func.set_config("schoolhouse.audit_maintenance", "on", True)))
 
