@@ -192,6 +192,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=20),
         "options": {"queue": "maintenance", "expires": 3000},
     },
+    "privacy-disclosures": {  # app.privacy.services.flush_disclosures: the read log into its table
+        "task": "tasks.privacy.flush_disclosures",
+        "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 50},
+    },
     "privacy-retention": {  # app.privacy.services.apply_retention (RETENTION_* settings), under a lock
         "task": "tasks.privacy.apply_retention",
         "schedule": crontab(hour=2, minute=40),  # nightly, before index maintenance

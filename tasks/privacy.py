@@ -35,3 +35,9 @@ def apply_retention():
     """Nightly: delete audit entries, outbox messages, job rows, idempotency keys and files older than
     their RETENTION_* setting."""
     return run_locked("privacy_retention", RETENTION_LOCK_SECONDS, services.apply_retention)
+
+
+@shared_task(name="tasks.privacy.flush_disclosures", soft_time_limit=300, time_limit=360)
+def flush_disclosures():
+    """Every minute: the reads of sensitive records Redis holds, into the record of disclosures."""
+    return services.flush_disclosures()

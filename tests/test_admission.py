@@ -65,3 +65,18 @@ def test_an_ended_session_is_refused_before_the_cache_answers(as_user, demo):
     assert api.post("/auth/logout").status_code == 204
     resp = api.get(path)
     assert resp.status_code == 401 and b"first_name" not in resp.data
+
+
+def test_a_logged_read_costs_no_extra_round_trip_and_is_listed(admin, teacher, demo, redis_commands):
+    # A teacher's read of a student's record (with the guardians' contacts) is a disclosure
+    # (app/privacy): logged in admission's one round trip, for a cache hit too, then listed.
+    path = f"/students/{demo['demo_student_id']}"
+    teacher.get(path)
+    redis_commands.reset()
+    hit = teacher.get(path)
+    assert hit.status_code == 200 and hit.headers["X-Cache"] == "hit"
+    assert redis_commands.calls() == ["evalsha"]
+    reads = admin.get(f"{path}/disclosures").get_json()["data"]
+    mine = [r for r in reads if r["actor_id"] == demo["demo_user_ids"]["teacher"]]
+    assert [r["record"] for r in mine] == ["student_guardians", "student_guardians"]
+    assert admin.get(f"{path}/disclosures").get_json()["data"] == reads  # moved once, not twice

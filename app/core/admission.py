@@ -54,7 +54,8 @@ PER_USER_ROLES = frozenset({"teacher", "guardian", "student"})  # their cached r
 # KEYS = the cache version keys the view reads (app/core/caching.py; none when there is no lookup).
 # ARGV[1] = API-tier counter key ('' = not counted), ARGV[2] = the session id ('' = none; revoked sessions
 # are members of revoked:sessions, app/core/revocation.py), ARGV[3] = entry key head, ARGV[4] = entry key
-# tail ('' = no lookup), ARGV[5] = now (ns; the app's clock, as app/core/caching.py bumps). What is fixed
+# tail ('' = no lookup), ARGV[5] = now (ns; the app's clock, as app/core/caching.py bumps), ARGV[6] = an
+# entry for the read log ('' = none; see READ_LOG_KEY). What is fixed
 # per app (the two dbs, the counter's expiry, a new version key's TTL) is written into the script's text
 # once (`_admit_script`): fewer arguments to pack and send on every request.
 # Counters and revocations live in the limiter db, which is never flushed as a cache; entries in the
@@ -73,6 +74,7 @@ local revoked = -1
 if ARGV[2] ~= '' and redis.call('EXISTS', 'revoked:sessions:ready') == 1 then
   revoked = redis.call('ZSCORE', 'revoked:sessions', ARGV[2]) and 1 or 0
 end
+if ARGV[6] ~= '' and revoked ~= 1 then redis.call('RPUSH', '{read_log_key}', ARGV[6]) end
 if ARGV[4] == '' then return {{count, revoked, false, false}} end
 redis.call('SELECT', {cache_db})
 local parts = {{}}
@@ -89,10 +91,19 @@ return {{count, revoked, versions, redis.call('GET', ARGV[3] .. versions .. ARGV
 """
 
 
+# The read log: a domain that must record who read what (app/privacy: the record of disclosures) names
+# the endpoints and, per read, an entry (`register_read_log`). Admission appends the entry to this list
+# (limiter db: no TTL, never evicted, never flushed as a cache) in the same round trip, for an answer from
+# the cache too, and the domain moves the list into its table (`drain_read_log`). Without Redis (or when
+# it fails) the domain's sink stores the entry at once. A read refused for its role is not logged; a read
+# of a record that turns out not to exist is (it was asked for).
+READ_LOG_KEY = "reads:pending"
+
+
 def _admit_script(client, limiter_db, cache_db, expiry, version_ttl):
     return client.register_script(
         _ADMIT.format(limiter_db=int(limiter_db), cache_db=int(cache_db), expiry=int(expiry),
-                      version_ttl=int(version_ttl))
+                      version_ttl=int(version_ttl), read_log_key=READ_LOG_KEY)
     )  # fmt: skip
 
 
@@ -121,6 +132,7 @@ class Admission:
         self.redis = make_client(app, LIMITER_DB)
         self.cache: ResponseCache = app.extensions["response_cache"]
         self.revocations = app.extensions["revocations"]
+        self.read_logs = app.extensions.setdefault("read_logs", {})  # register_read_log fills it
         cache_db, ttl = self.cache.db, self.cache.version_ttl
         self.script = (
             _admit_script(self.redis, LIMITER_DB, cache_db, self.window + 1, ttl)
@@ -145,7 +157,7 @@ class Admission:
         state.who, state.window_end = who, (slot + 1) * self.window
         return f"sh-rl:api:{who}:{slot}"
 
-    def _run(self, state, who, session_id, lookup):
+    def _run(self, state, who, session_id, lookup, entry=""):
         """(revoked, versions, body): revoked is None when Redis could not tell; versions is None when
         the cache could not be asked (no lookup, or Redis down)."""
         counter = self._counter(state, who)
@@ -154,7 +166,7 @@ class Admission:
             keys, head, tail = lookup if lookup and self.cache_script is None else ((), "", "")
             try:
                 count, revoked, versions, body = self.script(
-                    keys=keys, args=[counter, revocation_key, head, tail, time.time_ns()]
+                    keys=keys, args=[counter, revocation_key, head, tail, time.time_ns(), entry]
                 )
                 self._judge(state, count)
                 if lookup and self.cache_script is not None:
@@ -167,6 +179,8 @@ class Admission:
             except redis.RedisError as exc:
                 log.warning("admission: Redis unavailable, counting in process: %s", exc)
                 self.revocations.redis_failed()
+        if entry:
+            self.read_logs[SINK]([entry])
         if counter:
             self._count_in_process(state)
         if lookup and self.cache.redis is None:  # the embedded default: the in-process cache
@@ -235,17 +249,22 @@ class Admission:
             lookup = self._lookup_args(principal, view)
         # Operators (app/operator) are numbered apart from users: their own API-tier counters.
         who = None if exempt else principal.counter_key
-        revoked, versions, body = self._run(state, who, principal.session_id, lookup)
+        allowed = getattr(view, "allowed_roles", None)
+        if allowed is None and principal.role in (OPERATOR, ONEROSTER):
+            allowed = ()  # no school view is open to the operator or a client, only those naming its role
+        permitted = allowed is None or principal.role in allowed
+        entry = ""
+        log_read = self.read_logs.get(request.endpoint) if self.read_logs else None
+        if log_read is not None and permitted:
+            entry = log_read(principal, request.view_args or {}) or ""
+        revoked, versions, body = self._run(state, who, principal.session_id, lookup, entry)
         if revoked is None:  # Redis could not tell: the store asks the database (and rebuilds the copy)
             revoked = self.revocations.is_revoked(principal.session_id)
         elif not revoked:  # unless a revocation Redis missed is on record (app/core/revocation.py)
             revoked = not self.revocations.confirm_live(principal.session_id)
         if revoked:
             raise session_ended()
-        allowed = getattr(view, "allowed_roles", None)
-        if allowed is None and principal.role in (OPERATOR, ONEROSTER):
-            allowed = ()  # no school view is open to the operator or a client, only those naming its role
-        if allowed is not None and principal.role not in allowed:
+        if not permitted:
             security_event("access_denied", detail={"path": request.path, "role": principal.role})
             raise Forbidden()
         if lookup is None:
@@ -355,6 +374,30 @@ def cached(*reads, ttl=MEDIUM, namespace=None):
         return wrapper
 
     return deco
+
+
+SINK = "__sink__"
+
+
+def register_read_log(app, endpoints, sink):
+    """Log reads of `endpoints` ({endpoint: entry(principal, view_args) -> str or None}); `sink(entries)`
+    stores entries when Redis cannot take them. Called by a domain when its blueprint is registered."""
+    logs = app.extensions.setdefault("read_logs", {})
+    logs.update(endpoints)
+    logs[SINK] = sink
+
+
+def drain_read_log(client, store, batch=1000) -> int:
+    """Move the read log into the domain's table: `store(entries)` commits each batch before it leaves
+    the list, so a failure stores nothing twice and loses nothing. Run by one process at a time."""
+    moved = 0
+    while True:
+        entries = client.lrange(READ_LOG_KEY, 0, batch - 1)
+        if not entries:
+            return moved
+        store(entries)
+        client.ltrim(READ_LOG_KEY, len(entries), -1)
+        moved += len(entries)
 
 
 def register_admission(app):

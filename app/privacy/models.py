@@ -12,7 +12,7 @@ from app.extensions import db
 
 class Disclosure(TenantMixin, db.Model):
     """One staff read of a student's sensitive records (the student with their guardians' contacts, or a
-    guardian's contacts). One insert per read, also when the answer came from the cache."""
+    guardian's contacts). Every such read, also when the answer came from the cache (docs/PRIVACY.md)."""
 
     __tablename__ = "disclosures"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -3,6 +3,7 @@
 from flask import Blueprint, g, jsonify, url_for
 
 from app.access.rules import GUARDIANS, STUDENTS
+from app.core.admission import register_read_log
 from app.core.auth import roles
 from app.core.openapi import doc
 from app.core.pagination import ListSpec, list_response
@@ -19,8 +20,9 @@ bp = Blueprint("privacy", __name__)
 
 @bp.record_once
 def _disclosures(state):
-    # Staff reads of sensitive records are recorded after the answer, cached or not (services).
-    state.app.after_request(services.record_disclosure)
+    # Staff reads of sensitive records go to the read log in admission's one round trip, for an answer
+    # from the cache too (app/core/admission.py); the beat job and the list move them into the table.
+    register_read_log(state.app, services.READ_ENTRIES, services.store_read_entries)
 
 
 DISCLOSURES = ListSpec(Disclosure.id, default_sort="-id")

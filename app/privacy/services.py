@@ -12,22 +12,26 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
 import zipfile
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from flask import current_app, g, request
+from flask import current_app, g
 from sqlalchemy import JSON, String, Text, and_, cast, delete, false, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.academics.models import Enrolment, Term
 from app.audit import services as audit
 from app.auth.services import revoke_user_sessions
+from app.core.admission import drain_read_log
 from app.core.background import enqueue_after_commit
 from app.core.errors import NotFound
+from app.core.locks import periodic_lock
 from app.core.models import utcnow
+from app.core.redisconn import LIMITER_DB, make_client
 from app.extensions import db
 from app.grading import services as grading
 from app.institutions.calendar import school_today
@@ -789,41 +793,68 @@ SENSITIVE_READS = {
 }
 
 
-def record_disclosure(response):
-    """after_request: one insert for a staff read of a sensitive record. An after_request hook runs for
-    an answer from the cache too (admission answers a hit before the view runs, app/core/admission.py),
-    so the cache stays and no read goes unrecorded."""
-    what = SENSITIVE_READS.get(request.endpoint or "")
-    if what is None or request.method != "GET" or response.status_code not in (200, 304):
-        return response
-    p = g.get("principal")
-    if p is None or p.role not in STAFF or p.institution_id is None:
-        return response
-    kind, record = what
-    ident = (request.view_args or {}).get("ident")
-    try:
-        db.session.execute(
-            insert(Disclosure).values(
-                institution_id=p.institution_id,
-                actor_id=p.user_id,
-                actor_role=p.role,
-                student_id=ident if kind == "student" else None,
-                guardian_id=ident if kind == "guardian" else None,
-                record=record,
-                request_id=g.get("request_id"),
-                created_at=utcnow(),
-            )
+def read_entry(kind, record):
+    """The read log's entry for a staff read of a sensitive record (app/core/admission.py appends it in
+    the request's one Redis round trip, for an answer from the cache too): a compact JSON line."""
+
+    def entry(principal, view_args):
+        if principal.role not in STAFF or principal.institution_id is None:
+            return None
+        ident = view_args.get("ident")
+        return json.dumps(
+            [principal.institution_id, principal.user_id, principal.role, kind, ident, record,
+             g.get("request_id"), utcnow().isoformat()],
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    return entry
+
+
+READ_ENTRIES = {endpoint: read_entry(kind, record) for endpoint, (kind, record) in SENSITIVE_READS.items()}
+
+
+def store_read_entries(entries):
+    """Read-log entries into the disclosures table, in one statement and one commit."""
+    rows = []
+    for raw in entries:
+        iid, actor, role, kind, ident, record, request_id, at = json.loads(raw)
+        rows.append(
+            {
+                "institution_id": iid,
+                "actor_id": actor,
+                "actor_role": role,
+                "student_id": ident if kind == "student" else None,
+                "guardian_id": ident if kind == "guardian" else None,
+                "record": record,
+                "request_id": request_id,
+                "created_at": datetime.fromisoformat(at),
+            }
         )
+    if rows:
+        db.session.execute(insert(Disclosure), rows)
         db.session.commit()
-    except Exception:  # noqa: BLE001 - the read was answered; a lost record is logged loudly
-        db.session.rollback()
-        log.exception("could not record a disclosure: %s %s by user %s", request.path, ident, p.user_id)
-    return response
+
+
+def flush_disclosures(wait_s=0.0) -> int:
+    """Move the reads Redis holds into the disclosures table, under a lock (one mover at a time); with
+    wait_s, wait that long for a mover already at work (the list endpoint: its answer is then complete)."""
+    client = make_client(current_app, LIMITER_DB)
+    if client is None:
+        return 0  # no Redis: every read was stored as it happened
+    deadline = time.monotonic() + wait_s
+    while True:
+        with periodic_lock("privacy_disclosures", 120) as acquired:
+            if acquired:
+                return drain_read_log(client, store_read_entries)
+        if time.monotonic() >= deadline:
+            return 0
+        time.sleep(0.05)
 
 
 def disclosures_of(student_id):
     """GET /students/{id}/disclosures: reads of the student's record and of their guardians' contacts."""
     person_or_404("student", student_id)
+    flush_disclosures(wait_s=2.0)
     guardians = select(StudentGuardian.guardian_id).where(StudentGuardian.student_id == student_id)
     return select(Disclosure).where(
         or_(Disclosure.student_id == student_id, Disclosure.guardian_id.in_(guardians.scalar_subquery()))
