@@ -113,6 +113,7 @@ TASK_MODULES = [
     "tasks.maintenance",
     "tasks.notifications",
     "tasks.payments",
+    "tasks.rollover",
 ]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
@@ -123,6 +124,7 @@ TASK_ROUTES = {
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
     "tasks.payments.*": {"queue": "maintenance"},
+    "tasks.rollover.*": {"queue": "default"},
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the

@@ -169,6 +169,7 @@ def register_blueprints(app):
     from app.oneroster.routes import bp as oneroster_bp
     from app.operator.routes import bp as operator_bp
     from app.people.routes import bp as people_bp
+    from app.rollover.routes import bp as rollover_bp
 
     for bp in (
         auth_bp,
@@ -186,6 +187,7 @@ def register_blueprints(app):
         accounts_bp,
         operator_bp,
         oneroster_bp,
+        rollover_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint

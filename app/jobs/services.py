@@ -43,6 +43,8 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 # The tasks that run a job (tasks/exports.py, tasks/imports.py), sent by name: tasks import services.
 # One import task runs every kind (the job row names it); its name is older than the other kinds.
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
+# Every job type's task, for the stale-job sweep (rollover jobs: app/rollover/services.py).
+JOB_TASKS = {"export": EXPORT_TASK, "import": IMPORT_TASK, "rollover": "tasks.rollover.run_rollover"}
 IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
 
 
@@ -715,7 +717,7 @@ def requeue_stale_jobs(older_than=None) -> list:
         .execution_options(synchronize_session=False, skip_tenant=True)
     )
     for ident, job_type in sent:
-        enqueue_after_commit(EXPORT_TASK if job_type == "export" else IMPORT_TASK, ident)
+        enqueue_after_commit(JOB_TASKS[job_type], ident)
     db.session.commit()
     log.warning("re-enqueued stale jobs: %s", [i for i, _ in sent])
     return [i for i, _ in sent]
