@@ -12,6 +12,7 @@ from app.finance.models import FeeCategory, Invoice, InvoiceLine
 from app.people.models import Student, User
 from app.rollover.services import next_name
 from tests.conftest import PASSWORD, assert_problem
+from tests.embedded import run_embedded
 from tests.worker_support import Worker, poll
 
 UNSCOPED = {"skip_tenant": True}
@@ -346,3 +347,41 @@ def test_rollover_through_a_real_worker(committed_school, worker_app, committing
     # leave the committed school as it was for the module's other tests
     undone = api.post(f"/academic-years/{year}/rollover/undo")
     assert undone.status_code == 200, undone.get_data(as_text=True)
+
+
+EMBEDDED = """
+import json
+from flask_migrate import upgrade
+from app import create_app
+from app.seed import seed_demo
+app = create_app()
+with app.app_context():
+    upgrade()
+    ids = seed_demo("embedded-pass-1")
+c = app.test_client()
+token = c.post("/api/v1/auth/login", json={"email": "admin@demo-academy.test",
+                                           "password": "embedded-pass-1"}).get_json()["access_token"]
+h = {"Authorization": "Bearer " + token}
+url = f"/api/v1/academic-years/{ids['demo_academic_year_id']}/rollover"
+out = {}
+preview = c.post(url, json={"dry_run": True}, headers=h).get_json()["preview"]
+out["preview"] = [preview["students"], preview["graduating"], preview["carried_balances"]["students"]]
+first = c.post(url, json={}, headers=h)
+out["apply"] = first.status_code
+ro = c.get(url, headers=h).get_json()
+out["status"] = [ro["status"], ro["job"]["status"], ro["summary"]["promoted"], ro["summary"]["graduated"],
+                 ro["summary"]["carried_balances"]["students"]]
+out["again"] = c.post(url, json={}, headers=h).get_json()["created"]
+undo = c.post(url + "/undo", headers=h)
+out["undo"] = [undo.status_code, undo.get_json()["status"]]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_the_embedded_default_rolls_over_and_back(tmp_path):
+    out = run_embedded(EMBEDDED, tmp_path)
+    students, graduating, owing = out["preview"]
+    assert out["apply"] == 202 and out["again"] is False, out
+    assert out["status"] == ["applied", "done", students - graduating, graduating, owing], out
+    assert out["undo"] == [200, "undone"], out

@@ -760,6 +760,13 @@ def apply(ro: Rollover, progress=lambda step: None) -> dict:
                 .all()
             )
     if ended_users:
+        # as people.services.end_access does for one person, for every leaver at once
+        audit.record_many(
+            [
+                audit.entry("update", "user", u, {"is_active": [True, False]}, actor_id=ro.requested_by_id)
+                for u in ended_users
+            ]
+        )
         sessions = (
             db.session.execute(
                 select(AuthSession.id).where(
