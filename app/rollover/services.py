@@ -126,6 +126,8 @@ def _new_year(source: AcademicYear, source_terms, given: dict | None) -> tuple[d
     name = given.get("name") or next_name(source.name)
     if name == source.name:
         errors["new_year.name"] = f"is required: '{source.name}' has no year number to count up"
+    elif len(name) > 40:
+        errors["new_year.name"] = f"is required: '{name}' would be longer than 40 characters"
     start = given.get("start_date") or shift_year(source.start_date)
     end = given.get("end_date") or shift_year(source.end_date)
     if given.get("terms"):
