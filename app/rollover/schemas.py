@@ -2,25 +2,30 @@ import datetime as dt
 from datetime import date
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from app.core.schemas import Body, Out, rule
 
 
 class NewTermIn(Body):
-    model_config = ConfigDict(json_schema_extra=rule("end_date not before start_date"))
+    # checked with the year (app/rollover/services.py), so a 422 names the term by its place
+    model_config = ConfigDict(
+        json_schema_extra=rule(
+            "end_date not before start_date; inside the new year; overlapping no other term"
+        )
+    )
     name: str = Field(min_length=1, max_length=40)
     start_date: date
     end_date: date
 
-    @model_validator(mode="after")
-    def _order(self):
-        if self.end_date < self.start_date:
-            raise ValueError("end_date must not be before start_date")
-        return self
-
 
 class NewYearIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra=rule(
+            "name not taken by another year of the school (and at most 40 characters once counted up); "
+            "start_date after the source year's end; end_date not before start_date"
+        )
+    )
     name: str = Field(
         None,
         min_length=1,
@@ -40,7 +45,9 @@ class NewYearIn(Body):
 
 class OverrideIn(Body):
     student_id: int = Field(json_schema_extra=rule("a student enrolled in a class of the source year"))
-    action: Literal["promote", "repeat", "graduate", "withdraw"]
+    action: Literal["promote", "repeat", "graduate", "withdraw"] = Field(
+        json_schema_extra=rule("promote: the year has a class of the student's grade + 1")
+    )
 
 
 class RolloverIn(Body):

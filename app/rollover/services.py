@@ -169,7 +169,9 @@ def _new_year(source: AcademicYear, source_terms, given: dict | None) -> tuple[d
         errors["new_year.terms"] = "term names must differ"
     ordered = sorted(terms, key=lambda t: t["start_date"])
     for i, t in enumerate(ordered):
-        if t["end_date"] < t["start_date"] or t["start_date"] < start or t["end_date"] > end:
+        if t["end_date"] < t["start_date"]:
+            errors[f"new_year.terms[{terms.index(t)}]"] = "end_date must not be before start_date"
+        elif t["start_date"] < start or t["end_date"] > end:
             errors[f"new_year.terms[{terms.index(t)}]"] = (
                 f"must lie within the new year ({start.isoformat()} to {end.isoformat()})"
             )
