@@ -114,6 +114,7 @@ TASK_MODULES = [
     "tasks.notifications",
     "tasks.payments",
     "tasks.privacy",
+    "tasks.rollover",
 ]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
@@ -126,6 +127,7 @@ TASK_ROUTES = {
     "tasks.payments.*": {"queue": "maintenance"},
     "tasks.privacy.run_subject_access": {"queue": "exports"},
     "tasks.privacy.*": {"queue": "maintenance"},
+    "tasks.rollover.*": {"queue": "default"},
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the

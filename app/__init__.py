@@ -170,6 +170,7 @@ def register_blueprints(app):
     from app.operator.routes import bp as operator_bp
     from app.people.routes import bp as people_bp
     from app.privacy.routes import bp as privacy_bp
+    from app.rollover.routes import bp as rollover_bp
 
     for bp in (
         auth_bp,
@@ -188,6 +189,7 @@ def register_blueprints(app):
         operator_bp,
         oneroster_bp,
         privacy_bp,
+        rollover_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint

@@ -37,6 +37,7 @@ from app.institutions.models import Closure, Institution
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, StudentGuardian, Teacher, User
+from app.rollover.models import Rollover
 from tests.conftest import PASSWORD, login
 
 UNSCOPED = {"skip_tenant": True}
@@ -185,6 +186,9 @@ class World:
             )
         )
         self.r["academic-years"] = Records(foreign=self.foreign(AcademicYear, hid)).everyone(year)
+        # an applied rollover of that (empty) year: GET .../rollover finds it, a second apply and the
+        # undo have it to act on (app/rollover)
+        _add(Rollover(institution_id=iid, source_year_id=year, status="applied", request={}, created_ids={}))
         self.later_term = _one(
             select(Term.id)
             .where(Term.institution_id == iid, Term.id != d["demo_current_term_id"])
@@ -461,6 +465,7 @@ class World:
                 "end_date": "2091-12-31",
             },
             "PATCH /api/v1/academic-years/{ident}": {"name": "Walk 2090 renamed"},
+            "POST /api/v1/academic-years/{ident}/rollover": {"dry_run": True},
             "POST /api/v1/terms": {
                 "academic_year_id": d["demo_academic_year_id"],
                 "name": "Walk term 2",

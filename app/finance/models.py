@@ -2,6 +2,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -31,6 +33,9 @@ class FeeCategory(TenantMixin, TimestampMixin, db.Model):
     grade_level: Mapped[int | None]  # applies to one grade level, or
     class_id: Mapped[int | None] = mapped_column(ForeignKey("classes.id", ondelete="RESTRICT"))  # one class
     due_date: Mapped[date | None] = mapped_column(Date)
+    # A year-end rollover's balance carried forward or brought forward (app/rollover/services.py): its
+    # lines carry each student's own amount, and invoice generation never bills it.
+    carried_balance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         # invoice generation and GET /fee-categories?term_id=: the categories of a term

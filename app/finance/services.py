@@ -236,7 +236,15 @@ def generate_invoices(term_id, *, class_id=None, grade_level=None) -> dict:
         )
         .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
         .join(Student, Student.id == Enrolment.student_id)
-        .join(FeeCategory, and_(FeeCategory.term_id == term_id, FeeCategory.institution_id == iid, applies))
+        .join(
+            FeeCategory,
+            and_(
+                FeeCategory.term_id == term_id,
+                FeeCategory.institution_id == iid,
+                FeeCategory.carried_balance.is_(False),  # a rollover's balance lines (app/rollover)
+                applies,
+            ),
+        )
         .where(
             Enrolment.institution_id == iid,
             Enrolment.class_id.in_(class_ids),

@@ -46,6 +46,8 @@ SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes th
 EXPORT_TASK, IMPORT_TASK = "tasks.exports.run_export", "tasks.imports.run_student_import"
 # A subject-access export (app/privacy) is an export job with its own task: the sweeper sends it there.
 SUBJECT_ACCESS, SUBJECT_ACCESS_TASK = "subject_access", "tasks.privacy.run_subject_access"
+# Every job type's task, for the stale-job sweep (rollover jobs: app/rollover/services.py).
+JOB_TASKS = {"export": EXPORT_TASK, "import": IMPORT_TASK, "rollover": "tasks.rollover.run_rollover"}
 IMPORTS = {k.name: k for k in (importers.STUDENTS, people_import.TEACHERS, people_import.GUARDIANS)}
 ONEROSTER_IMPORT = (
     "oneroster"  # a OneRoster CSV zip (app/oneroster/csvimport.py): its own run, all or nothing
@@ -733,9 +735,9 @@ def remove_expired_exports(now=None, batch=500) -> dict:
 
 
 def _task_of(job):
-    if job.job_type == "import":
-        return IMPORT_TASK
-    return SUBJECT_ACCESS_TASK if job.kind == SUBJECT_ACCESS else EXPORT_TASK
+    if job.job_type == "export" and job.kind == SUBJECT_ACCESS:
+        return SUBJECT_ACCESS_TASK
+    return JOB_TASKS[job.job_type]
 
 
 def requeue_stale_jobs(older_than=None) -> list:
