@@ -106,7 +106,7 @@ def origin_list(raw: str | None) -> list[str]:
 
 
 # Celery task modules (tasks/), listed: the worker and the web app import exactly these.
-TASK_MODULES = ["tasks.exports", "tasks.imports", "tasks.maintenance", "tasks.notifications"]
+TASK_MODULES = ["tasks.exports", "tasks.imports", "tasks.maintenance", "tasks.notifications", "tasks.uploads"]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
 TASK_ROUTES = {
@@ -115,6 +115,7 @@ TASK_ROUTES = {
     "tasks.exports.requeue_stale": {"queue": "maintenance"},
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
+    "tasks.uploads.*": {"queue": "default"},  # thumbnails: short, and not to wait behind an export
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
@@ -309,6 +310,14 @@ class Config:
         self.JOB_REQUEUE_AFTER = env(
             "JOB_REQUEUE_AFTER", 120, int
         )  # seconds without progress before re-enqueue
+        # Photos, logos and documents (app/uploads, docs/UPLOADS.md). Web and workers share UPLOAD_DIR.
+        self.UPLOAD_STORAGE = env("UPLOAD_STORAGE", "directory")  # the backend (app/uploads/storage.py)
+        self.UPLOAD_DIR = env("UPLOAD_DIR", str(Path(self.INSTANCE_DIR) / "uploads"))
+        self.UPLOAD_MAX_BYTES = env("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, int)  # documents and logos
+        self.PHOTO_MAX_BYTES = env("PHOTO_MAX_BYTES", 15 * 1024 * 1024, int)  # student and staff photos
+        self.UPLOAD_IMAGE_MAX_SIDE = env("UPLOAD_IMAGE_MAX_SIDE", 2048, int)  # pixels; larger is downscaled
+        self.THUMBNAIL_SIDE = env("THUMBNAIL_SIDE", 256, int)  # pixels, the WebP thumbnails
+        self.UPLOAD_LINK_TTL = env("UPLOAD_LINK_TTL", 3600, int)  # seconds a signed file link is valid
         self.CELERY = self.celery_settings()
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)

@@ -6,10 +6,12 @@ ledger from finance's statement() with its totals.
 """
 
 import gc
+import io
 from datetime import UTC, datetime
 
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
+from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from sqlalchemy import select
@@ -22,6 +24,7 @@ from app.grading.services import report_cards_for_class
 from app.institutions.models import Institution
 from app.jobs.exporters import class_roster as roster_table
 from app.people.models import Student
+from app.uploads.services import logo_bytes
 
 FONT, BOLD = "Helvetica", "Helvetica-Bold"
 
@@ -41,6 +44,29 @@ def _school():
     return db.session.execute(
         select(Institution.name, Institution.currency).where(Institution.id == current_institution_id())
     ).one()
+
+
+LOGO_HEIGHT, LOGO_MAX_WIDTH = 18 * mm, 45 * mm
+
+
+def _logo():
+    """The school's logo (uploaded by an admin: app/uploads), read once per document; None without one."""
+    data = logo_bytes(current_institution_id())
+    if data is None:
+        return None
+    reader = ImageReader(io.BytesIO(data))
+    w, h = reader.getSize()
+    scale = min(LOGO_HEIGHT / h, LOGO_MAX_WIDTH / w)
+    return reader, w * scale, h * scale
+
+
+def _draw_logo(c, logo, right, top):
+    """The logo in the header's top right corner; returns the width it takes (0 without one)."""
+    if logo is None:
+        return 0
+    reader, w, h = logo
+    c.drawImage(reader, right - w, top - h, width=w, height=h, mask="auto")
+    return w + 5 * mm
 
 
 def _canvas(path, title, pagesize=A4):
@@ -112,8 +138,9 @@ def report_cards(p, path, progress=None):
     width, height = A4
     c = _canvas(path, "Report cards")
     generated = _generated()
+    logo = _logo()
     for n in range(1, total + 1):
-        _report_card_page(c, cards.pop(), school, width, height)
+        _report_card_page(c, cards.pop(), school, width, height, logo)
         _footer(c, width, f"{school} - report card {n} of {total} - generated {generated}")
         c.showPage()
         if progress:
@@ -126,11 +153,12 @@ def report_cards(p, path, progress=None):
     return total
 
 
-def _report_card_page(c, card, school, width, height):
+def _report_card_page(c, card, school, width, height, logo=None):
     left, y = 20 * mm, height - 25 * mm
     student, term, klass = card["student"], card["term"], card["class"]
+    beside_logo = _draw_logo(c, logo, width - 20 * mm, height - 12 * mm)
     c.setFont(BOLD, 16)
-    c.drawString(left, y, _fit(school, width - 40 * mm, BOLD, 16))
+    c.drawString(left, y, _fit(school, width - 40 * mm - beside_logo, BOLD, 16))
     y -= 9 * mm
     c.setFont(BOLD, 12)
     c.drawString(
