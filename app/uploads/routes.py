@@ -192,7 +192,12 @@ def put_logo():
 
 @bp.get("/institution/logo")
 @roles(*ROLES, reach=SCHOOL)
-@doc("The school's logo: its record, with a signed link", out=UploadOut, tags=["uploads"])
+@doc(
+    "The school's logo: its record, with a signed link (404 without one)",
+    out=UploadOut,
+    tags=["uploads"],
+    errors=(404,),
+)
 def get_logo():
     iid = current_institution_id()
     return _out(services.one_of("institution", iid, LOGO, "logo"))
@@ -200,7 +205,7 @@ def get_logo():
 
 @bp.delete("/institution/logo")
 @roles("admin", reach=SCHOOL)
-@doc("Remove the school's logo", status=204, tags=["uploads"])
+@doc("Remove the school's logo", status=204, tags=["uploads"], errors=(404,))
 def delete_logo():
     services.delete_upload(services.one_of("institution", current_institution_id(), LOGO, "logo"))
     return "", 204
