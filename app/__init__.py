@@ -198,12 +198,14 @@ def register_cli(app):
     from app.oneroster.cli import oneroster_cli
     from app.operator.cli import operators_cli, schools_cli
     from app.seed import seed_cli
+    from app.uploads.cli import uploads_cli
 
     app.cli.add_command(seed_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(operators_cli)
     app.cli.add_command(schools_cli)
     app.cli.add_command(oneroster_cli)
+    app.cli.add_command(uploads_cli)
 
 
 def register_celery(app):

@@ -355,8 +355,10 @@ def test_the_logo_is_kept_with_its_transparency_and_printed_on_report_cards(
 # --- deleting a person ---------------------------------------------------------------------------------
 
 
-def test_a_deleted_students_thumbnails_are_erased_and_files_no_longer_served(admin, client, demo, upload_dir):
-    sid = demo["demo_student_id"]
+def test_a_deleted_students_thumbnails_are_erased_and_files_no_longer_served(
+    admin, client, demo, upload_dir, app
+):
+    sid, tid = demo["demo_student_id"], demo["demo_teacher_id"]
     photo = send(admin, f"/students/{sid}/photo", jpeg((800, 600))).get_json()
     services.make_thumbnail(photo["id"])
     photo = admin.get(f"/students/{sid}/photo").get_json()
@@ -368,8 +370,13 @@ def test_a_deleted_students_thumbnails_are_erased_and_files_no_longer_served(adm
     row = db.session.get(Upload, photo["id"])
     assert row.thumbnail_status == "erased" and row.thumbnail_key is None
     assert len([p for p in upload_dir.rglob("*") if p.is_file()]) == 1
-    # the explicit erase removes the rest
-    assert services.erase_person_files("student", sid, demo["demo_institution_id"]) == 1
+    # the explicit erase removes the rest (refused for a person not deleted)
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["uploads", "erase", "--school", "demo-academy", "--teacher", str(tid)])
+    assert refused.exit_code != 0 and "not deleted" in refused.output
+    done = runner.invoke(args=["uploads", "erase", "--school", "demo-academy", "--student", str(sid)])
+    assert done.exit_code == 0, done.output
+    assert '"erased": 1' in done.output
     assert not [p for p in upload_dir.rglob("*") if p.is_file()]
     assert db.session.get(Upload, photo["id"]) is None
 
