@@ -166,6 +166,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=30),  # nightly, when traffic is lowest
         "options": {"queue": "maintenance", "expires": 3 * 3600},
     },
+    "uploads-thumbnails-pending": {  # app.uploads.services.resend_pending_thumbnails
+        "task": "tasks.uploads.resend_pending_thumbnails",
+        "schedule": timedelta(minutes=5),
+        "options": {"queue": "default", "expires": 290},
+    },
     "exports-cleanup-expired": {  # app.jobs.services.remove_expired_exports, under a lock
         "task": "tasks.maintenance.cleanup_expired_exports",
         "schedule": crontab(minute=20),

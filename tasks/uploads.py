@@ -15,3 +15,9 @@ def make_thumbnail(upload_id):
 def erase_thumbnails(owner_type, owner_id):
     """A deleted person's thumbnails removed (docs/UPLOADS.md); safe to run twice."""
     return services.erase_thumbnails(owner_type, int(owner_id))
+
+
+@shared_task(name="tasks.uploads.resend_pending_thumbnails")
+def resend_pending_thumbnails():
+    """Beat: thumbnails whose message was lost are sent again."""
+    return services.resend_pending_thumbnails()

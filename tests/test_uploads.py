@@ -4,6 +4,7 @@ headers, reach (another school, another family), the logo on report cards, and d
 
 import io
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -315,6 +316,17 @@ def test_signed_links_expire_and_refuse_tampering(admin, client, demo, app, monk
     monkeypatch.setitem(app.config, "UPLOAD_LINK_TTL", 3600)
     monkeypatch.setitem(app.config, "SECRET_KEY", "another-key-entirely-0123456789abcdef")
     assert_problem(client.get(path), 403)
+
+
+def test_thumbnails_whose_message_was_lost_are_sent_again(admin, demo):
+    photo = send(admin, f"/students/{demo['demo_student_id']}/photo", jpeg((800, 600))).get_json()
+    assert services.resend_pending_thumbnails() == 0  # just uploaded: its message is on its way
+    row = db.session.get(Upload, photo["id"])
+    row.created_at = row.created_at - timedelta(minutes=10)
+    db.session.commit()
+    assert services.resend_pending_thumbnails() == 1
+    services.make_thumbnail(photo["id"])
+    assert services.resend_pending_thumbnails() == 0
 
 
 # --- teachers, the logo --------------------------------------------------------------------------------

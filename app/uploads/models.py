@@ -52,4 +52,11 @@ class Upload(TenantMixin, db.Model):
             postgresql_where=text(ONE_PER_OWNER),
             sqlite_where=text(ONE_PER_OWNER),
         ),
+        # the beat sweep: images whose thumbnail is still pending (a lost message)
+        Index(
+            "ix_uploads_thumbnail_pending",
+            "created_at",
+            postgresql_where=text("thumbnail_status = 'pending'"),
+            sqlite_where=text("thumbnail_status = 'pending'"),
+        ),
     )

@@ -103,7 +103,7 @@ def _read(upload, limit: int, accepted: tuple, keep_alpha=False) -> images.Store
 
 
 def _filename(upload, stored: images.Stored) -> str:
-    name = (upload.filename or "file").replace("/", "_").replace("\\", "_").replace("\x00", "")
+    name = "".join(ch if ch >= " " and ch not in "/\\\x7f" else "_" for ch in upload.filename or "file")
     stem = name.rsplit(".", 1)[0][:200] or "file"
     return f"{stem}.{stored.extension}"  # the name says what the kept bytes are (a PNG sent is a JPEG kept)
 
@@ -345,6 +345,25 @@ def make_thumbnail(upload_id) -> str | None:
         store.delete(key)
         return None
     return "done"
+
+
+def resend_pending_thumbnails(older_than_s=120) -> int:
+    """Beat: send the thumbnail task again for images still pending a while after their upload (the
+    message was lost: a Redis restart, a publish while it was down). The task is safe to run twice."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    ids = list(
+        db.session.execute(
+            select(Upload.id)
+            .where(Upload.thumbnail_status == "pending", Upload.created_at < cutoff)
+            .order_by(Upload.created_at)
+            .limit(1000),
+            execution_options={"skip_tenant": True},
+        ).scalars()
+    )
+    db.session.commit()  # nothing written: ends the read, so each task is sent now
+    for upload_id in ids:
+        enqueue_after_commit(THUMBNAIL_TASK, upload_id)
+    return len(ids)
 
 
 # --- a person deleted ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ branch_labels = None
 depends_on = None
 
 ONE_PER_OWNER = "kind IN ('photo', 'logo')"
+PENDING = "thumbnail_status = 'pending'"
 
 
 def upgrade():
@@ -61,10 +62,19 @@ def upgrade():
             postgresql_where=sa.text(ONE_PER_OWNER),
             sqlite_where=sa.text(ONE_PER_OWNER),
         )
+        # the beat sweep: images whose thumbnail is still pending (a lost message)
+        batch_op.create_index(
+            "ix_uploads_thumbnail_pending",
+            ["created_at"],
+            unique=False,
+            postgresql_where=sa.text(PENDING),
+            sqlite_where=sa.text(PENDING),
+        )
 
 
 def downgrade():
     with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.drop_index("ix_uploads_thumbnail_pending")
         batch_op.drop_index("uq_uploads_one_per_owner")
         batch_op.drop_index("ix_uploads_owner")
     op.drop_table("uploads")
