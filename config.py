@@ -115,6 +115,7 @@ TASK_ROUTES = {
     "tasks.exports.requeue_stale": {"queue": "maintenance"},
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
+    "tasks.uploads.resend_pending_thumbnails": {"queue": "maintenance"},
     "tasks.uploads.*": {"queue": "default"},  # thumbnails: short, and not to wait behind an export
 }
 
@@ -169,7 +170,7 @@ BEAT_SCHEDULE = {
     "uploads-thumbnails-pending": {  # app.uploads.services.resend_pending_thumbnails
         "task": "tasks.uploads.resend_pending_thumbnails",
         "schedule": timedelta(minutes=5),
-        "options": {"queue": "default", "expires": 290},
+        "options": {"queue": "maintenance", "expires": 290},
     },
     "exports-cleanup-expired": {  # app.jobs.services.remove_expired_exports, under a lock
         "task": "tasks.maintenance.cleanup_expired_exports",

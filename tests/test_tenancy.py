@@ -15,6 +15,7 @@ from app.grading.models import Assessment, AssessmentType
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
+from app.uploads.models import Upload
 from tests.conftest import assert_problem
 
 # First path segment -> the model whose ids the route takes. A new route with an id must be added here,
@@ -40,6 +41,8 @@ MODELS = {
     "exports": Job,
     "imports": Job,
     "oneroster": OneRosterClient,  # /oneroster/clients/<id>
+    "documents": Upload,
+    "files": Upload,  # the signed file link: without its token, 404 like a missing file
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -117,8 +120,29 @@ def demo_oneroster_client(demo):
     return row
 
 
+@pytest.fixture
+def demo_document(demo):
+    """The demo seed has no uploads; make a document so /documents/<id> and /files/<id> are walked."""
+    row = Upload(
+        institution_id=demo["demo_institution_id"],
+        owner_type="student",
+        owner_id=demo["demo_student_id"],
+        kind="birth_certificate",
+        filename="walk.pdf",
+        content_type="application/pdf",
+        size_bytes=1,
+        sha256="0" * 64,
+        storage_key="walk.pdf",
+        thumbnail_status="none",
+        created_at=datetime.now(UTC),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
 def test_every_id_route_answers_404_for_another_institution(
-    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client
+    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client, demo_document
 ):
     inst = demo["demo_institution_id"]
     walked = 0
