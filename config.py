@@ -115,6 +115,7 @@ TASK_MODULES = [
     "tasks.payments",
     "tasks.privacy",
     "tasks.rollover",
+    "tasks.uploads",
 ]
 
 # Queues, by task name. A worker consumes `default,exports,notifications,maintenance` (Procfile).
@@ -128,6 +129,8 @@ TASK_ROUTES = {
     "tasks.privacy.run_subject_access": {"queue": "exports"},
     "tasks.privacy.*": {"queue": "maintenance"},
     "tasks.rollover.*": {"queue": "default"},
+    "tasks.uploads.resend_pending_thumbnails": {"queue": "maintenance"},
+    "tasks.uploads.*": {"queue": "default"},  # thumbnails: short, and not to wait behind an export
 }
 
 # The beat schedule. Run exactly ONE beat process per deployment (`celery -A celery_worker beat`, the
@@ -188,6 +191,11 @@ BEAT_SCHEDULE = {
         "task": "tasks.maintenance.index_maintenance",
         "schedule": crontab(hour=3, minute=30),  # nightly, when traffic is lowest
         "options": {"queue": "maintenance", "expires": 3 * 3600},
+    },
+    "uploads-thumbnails-pending": {  # app.uploads.services.resend_pending_thumbnails
+        "task": "tasks.uploads.resend_pending_thumbnails",
+        "schedule": timedelta(minutes=5),
+        "options": {"queue": "maintenance", "expires": 290},
     },
     "exports-cleanup-expired": {  # app.jobs.services.remove_expired_exports, under a lock
         "task": "tasks.maintenance.cleanup_expired_exports",
@@ -388,6 +396,14 @@ class Config:
         self.RETENTION_JOB_DAYS = env("RETENTION_JOB_DAYS", 90, int)  # finished export and import jobs
         self.RETENTION_IDEMPOTENCY_DAYS = env("RETENTION_IDEMPOTENCY_DAYS", 7, int)
         self.RETENTION_EXPORT_FILE_DAYS = env("RETENTION_EXPORT_FILE_DAYS", 7, int)  # any stored file
+        # Photos, logos and documents (app/uploads, docs/UPLOADS.md). Web and workers share UPLOAD_DIR.
+        self.UPLOAD_STORAGE = env("UPLOAD_STORAGE", "directory")  # the backend (app/uploads/storage.py)
+        self.UPLOAD_DIR = env("UPLOAD_DIR", str(Path(self.INSTANCE_DIR) / "uploads"))
+        self.UPLOAD_MAX_BYTES = env("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, int)  # documents and logos
+        self.PHOTO_MAX_BYTES = env("PHOTO_MAX_BYTES", 15 * 1024 * 1024, int)  # student and staff photos
+        self.UPLOAD_IMAGE_MAX_SIDE = env("UPLOAD_IMAGE_MAX_SIDE", 2048, int)  # pixels; larger is downscaled
+        self.THUMBNAIL_SIDE = env("THUMBNAIL_SIDE", 256, int)  # pixels, the WebP thumbnails
+        self.UPLOAD_LINK_TTL = env("UPLOAD_LINK_TTL", 3600, int)  # seconds a signed file link is valid
         self.CELERY = self.celery_settings()
         # Requests
         self.MAX_CONTENT_LENGTH = env("MAX_CONTENT_LENGTH", 5 * 1024 * 1024, int)

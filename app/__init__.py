@@ -171,6 +171,7 @@ def register_blueprints(app):
     from app.people.routes import bp as people_bp
     from app.privacy.routes import bp as privacy_bp
     from app.rollover.routes import bp as rollover_bp
+    from app.uploads.routes import bp as uploads_bp
 
     for bp in (
         auth_bp,
@@ -190,6 +191,7 @@ def register_blueprints(app):
         oneroster_bp,
         privacy_bp,
         rollover_bp,
+        uploads_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint
@@ -222,6 +224,7 @@ def register_cli(app):
     from app.oneroster.cli import oneroster_cli
     from app.operator.cli import operators_cli, schools_cli
     from app.seed import seed_cli
+    from app.uploads.cli import uploads_cli
 
     app.cli.add_command(seed_cli)
     app.cli.add_command(jobs_cli)
@@ -230,6 +233,7 @@ def register_cli(app):
     app.cli.add_command(operators_cli)
     app.cli.add_command(schools_cli)
     app.cli.add_command(oneroster_cli)
+    app.cli.add_command(uploads_cli)
 
 
 def register_celery(app):

@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from PIL import Image
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
@@ -38,6 +39,7 @@ from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, StudentGuardian, Teacher, User
 from app.rollover.models import Rollover
+from app.uploads.models import Upload
 from tests.conftest import PASSWORD, login
 
 UNSCOPED = {"skip_tenant": True}
@@ -397,6 +399,39 @@ class World:
 
         self.r["oneroster"] = Records(foreign=oneroster_client(hid, 2)).everyone(oneroster_client(iid, 1))
 
+        def upload(owner_type, owner_id, kind, institution_id=iid):
+            # rows only: the views the walk calls read records, and the files' links find no file
+            return _add(
+                Upload(
+                    institution_id=institution_id,
+                    owner_type=owner_type,
+                    owner_id=owner_id,
+                    kind=kind,
+                    filename="walk.pdf",
+                    content_type="application/pdf",
+                    size_bytes=1,
+                    sha256="0" * 64,
+                    storage_key=f"{institution_id}/walk-{owner_type}-{owner_id}-{kind}.pdf",
+                    thumbnail_status="none",
+                    created_at=now,
+                )
+            )
+
+        upload("student", sid, "photo")
+        upload("teacher", d["demo_teacher_id"], "photo")
+        upload("institution", iid, "logo")
+        outsider = self.r["students"].outside["teacher"]
+        mine = upload("student", sid, "birth_certificate")
+        self.r["documents"] = Records(
+            outside={
+                "teacher": upload("student", outsider, "medical_form"),
+                "guardian": upload("student", stranger, "medical_form"),
+                "student": upload("student", stranger, "other"),
+            },
+            foreign=upload("student", d["hillside_student_id"], "other", hid),
+        ).everyone(mine)
+        self.r["files"] = Records(foreign=self.r["documents"].foreign).everyone(mine)
+
     def _mpesa(self, iid, hid, family_only):
         """The demo school on the Daraja simulator, a push request per family and school, a paybill
         payment in suspense per school."""
@@ -624,6 +659,12 @@ class World:
                 "data": {"file": (io.BytesIO(_oneroster_zip()), "roster.zip")},
                 "content_type": "multipart/form-data",
             },
+            "PUT /api/v1/students/{ident}/photo": lambda: _multipart(_tiny_jpeg(), "photo.jpg"),
+            "PUT /api/v1/teachers/{ident}/photo": lambda: _multipart(_tiny_jpeg(), "photo.jpg"),
+            "PUT /api/v1/institution/logo": lambda: _multipart(_tiny_jpeg(), "logo.jpg"),
+            "POST /api/v1/students/{ident}/documents": lambda: _multipart(
+                b"%PDF-1.4\ntrailer<<>>\n%%EOF\n", "letter.pdf", kind="transfer_letter"
+            ),
             "PATCH /api/v1/institution": {"phone": "+254 20 000 0000"},
             "POST /api/v1/auth/password": {
                 "current_password": PASSWORD,
@@ -648,11 +689,22 @@ class World:
         }
 
 
+def _tiny_jpeg():
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "teal").save(out, "JPEG")
+    return out.getvalue()
+
+
+def _multipart(data, filename, **fields):
+    return {"data": {"file": (io.BytesIO(data), filename), **fields}, "content_type": "multipart/form-data"}
+
+
 # What public operations answer without a token ("2xx" or a status).
 PUBLIC = {
     "POST /api/v1/auth/login": "2xx",
     "POST /api/v1/auth/refresh": "2xx",
     "GET /api/v1/exports/{ident}/download": 404,  # without its signed link an export is not found
+    "GET /api/v1/files/{ident}": 404,  # likewise a photo or document
     "POST /api/v1/auth/password/forgot": "2xx",  # answers alike for every address
     "GET /api/v1/auth/password/link": 422,  # the e-mailed link's token is the credential: none given
     "POST /api/v1/auth/password/set": 400,  # a token no link carried

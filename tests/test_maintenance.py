@@ -26,6 +26,7 @@ from tasks import maintenance as maintenance_tasks
 from tasks import notifications as notification_tasks
 from tasks import payments as payment_tasks
 from tasks import privacy as privacy_tasks
+from tasks import uploads as upload_tasks
 
 MB = 1024 * 1024
 
@@ -139,7 +140,14 @@ def test_with_redis_unreachable_a_run_is_skipped_not_doubled(app):
 def test_beat_schedule_names_our_tasks_with_their_queues():
     tasks = {
         t.name: t
-        for mod in (notification_tasks, maintenance_tasks, export_tasks, payment_tasks, privacy_tasks)
+        for mod in (
+            notification_tasks,
+            maintenance_tasks,
+            export_tasks,
+            payment_tasks,
+            privacy_tasks,
+            upload_tasks,
+        )
         for t in vars(mod).values()
         if hasattr(t, "delay")
     }

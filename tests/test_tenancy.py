@@ -16,6 +16,7 @@ from app.institutions.models import Closure
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
+from app.uploads.models import Upload
 from tests.conftest import assert_problem
 
 # First path segment -> the model whose ids the route takes. A new route with an id must be added here,
@@ -45,6 +46,8 @@ MODELS = {
     "attendance-codes": AttendanceCode,
     "stk-requests": StkRequest,
     "paybill-payments": C2bPayment,
+    "documents": Upload,
+    "files": Upload,  # the signed file link: without its token, 404 like a missing file
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -158,8 +161,29 @@ def demo_oneroster_client(demo):
     return row
 
 
+@pytest.fixture
+def demo_document(demo):
+    """The demo seed has no uploads; make a document so /documents/<id> and /files/<id> are walked."""
+    row = Upload(
+        institution_id=demo["demo_institution_id"],
+        owner_type="student",
+        owner_id=demo["demo_student_id"],
+        kind="birth_certificate",
+        filename="walk.pdf",
+        content_type="application/pdf",
+        size_bytes=1,
+        sha256="0" * 64,
+        storage_key="walk.pdf",
+        thumbnail_status="none",
+        created_at=datetime.now(UTC),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
 def test_every_id_route_answers_404_for_another_institution(
-    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client, mpesa_rows
+    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client, mpesa_rows, demo_document
 ):
     inst = demo["demo_institution_id"]
     walked = 0

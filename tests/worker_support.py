@@ -266,6 +266,7 @@ def worker_env(broker_server, export_dir):
         APP_ENV="testing",
         TEST_REDIS_URL=broker_server.url(0),
         EXPORT_DIR=str(export_dir),
+        UPLOAD_DIR=str(Path(export_dir).parent / "uploads"),  # shared by the web app and the workers
         CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY),
         CELERY_RESTORE_INTERVAL="1",
         JOB_REQUEUE_AFTER="1",
@@ -282,7 +283,7 @@ def worker_app(app, broker, tmp_path, monkeypatch):
     from app import create_app  # noqa: PLC0415
 
     for key, value in worker_env(broker, tmp_path / "exports").items():
-        if key.startswith(("TEST_REDIS", "CELERY_", "JOB_", "EXPORT_")):
+        if key.startswith(("TEST_REDIS", "CELERY_", "JOB_", "EXPORT_", "UPLOAD_")):
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("CELERY_ALWAYS_EAGER", "false")
     second = create_app("testing", RATELIMIT_SENSITIVE="1000 per hour", RATELIMIT_API="100000 per hour")

@@ -262,5 +262,12 @@ TEACHERS = _reach(
 )
 # Writing marks: the teacher of the class subject only (a homeroom teacher reads them: 403 on a write).
 SUBJECTS_TAUGHT = _reach("subjects taught", "class subjects taught", "none", "none")
+# A student's documents (app/uploads): seen by whoever reaches the student; students do not list their own.
+DOCUMENTS = _reach(
+    "student documents",
+    "documents of students enrolled in classes taught or led",
+    "own children's documents",
+    "none",
+)
 # Exports and imports: each caller sees the jobs they asked for, admins every job of the school.
 OWN_REQUESTS = Reach("own requests", {**dict.fromkeys(ROLES, "own requests"), "admin": WHOLE_SCHOOL})

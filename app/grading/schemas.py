@@ -184,7 +184,7 @@ class RemarksOut(Out):
 
 class ReportCardOut(Out):
     school: str
-    # None while the institution has no logo setting (app/jobs/pdf.py `school_logo` is the hook)
+    # Always None: the logo is served at GET /institution/logo and drawn on the PDF (app/jobs/pdf.py)
     logo: str | None
     remarks: RemarksOut
     student: CardStudentOut

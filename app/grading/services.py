@@ -583,7 +583,7 @@ def _card(
     class_id = klass.id if klass is not None else None
     return {
         "school": inst.name,
-        "logo": None,  # no logo setting yet: app/jobs/pdf.py `school_logo` is where one is drawn
+        "logo": None,  # kept for clients: the logo is served at GET /institution/logo, drawn on the PDF (app/jobs/pdf.py)
         "remarks": remarks,
         "student": {
             "id": student.id,

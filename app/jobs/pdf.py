@@ -10,13 +10,14 @@ PDF's built-in Helvetica covers Latin-1 only.
 """
 
 import gc
+import io
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
-from reportlab.lib.utils import simpleSplit
+from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfbase.pdfmetrics import registerFont, stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
@@ -30,6 +31,7 @@ from app.grading.services import report_cards_for_class
 from app.institutions.models import Institution
 from app.jobs.exporters import class_roster as roster_table
 from app.people.models import Student
+from app.uploads.services import logo_bytes
 
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
 FONT_DIR = Path(__file__).parent / "fonts"
@@ -56,6 +58,29 @@ def _school():
     return db.session.execute(
         select(Institution.name, Institution.currency).where(Institution.id == current_institution_id())
     ).one()
+
+
+LOGO_HEIGHT, LOGO_MAX_WIDTH = 18 * mm, 45 * mm
+
+
+def _logo():
+    """The school's logo (uploaded by an admin: app/uploads), read once per document; None without one."""
+    data = logo_bytes(current_institution_id())
+    if data is None:
+        return None
+    reader = ImageReader(io.BytesIO(data))
+    w, h = reader.getSize()
+    scale = min(LOGO_HEIGHT / h, LOGO_MAX_WIDTH / w)
+    return reader, w * scale, h * scale
+
+
+def _draw_logo(c, logo, right, top):
+    """The logo in the header's top right corner; returns the width it takes (0 without one)."""
+    if logo is None:
+        return 0
+    reader, w, h = logo
+    c.drawImage(reader, right - w, top - h, width=w, height=h, mask="auto")
+    return w + 5 * mm
 
 
 def _canvas(path, title, pagesize=A4):
@@ -128,8 +153,9 @@ def report_cards(p, path, progress=None):
     width, height = A4
     c = _canvas(path, "Report cards")
     generated = _generated()
+    logo = _logo()
     for n in range(1, total + 1):
-        _report_card_page(c, cards.pop(), school, width, height)
+        _report_card_page(c, cards.pop(), school, width, height, logo)
         _footer(c, width, f"{school} - report card {n} of {total} - generated {generated}")
         c.showPage()
         if progress:
@@ -149,19 +175,13 @@ def report_card_document(cards, path):
     width, height = A4
     c = _canvas(path, "Report card")
     generated = _generated()
+    logo = _logo()
     for n, card in enumerate(cards, 1):
-        _report_card_page(c, card, school, width, height)
+        _report_card_page(c, card, school, width, height, logo)
         _footer(c, width, f"{school} - report card {n} of {len(cards)} - generated {generated}")
         c.showPage()
     c.save()
     return len(cards)
-
-
-def school_logo(card) -> str | None:
-    """The extension point for a school's logo: a path to an image file, or None. The institution has
-    no logo setting yet (card["logo"] is always None); once it has, return its stored file here and the
-    report card draws it top right."""
-    return card.get("logo")
 
 
 def _paragraph(c, x, y, text, width, new_page, size=10, leading=None):
@@ -177,14 +197,12 @@ def _paragraph(c, x, y, text, width, new_page, size=10, leading=None):
     return y
 
 
-def _report_card_page(c, card, school, width, height):
+def _report_card_page(c, card, school, width, height, logo=None):
     left, y = 20 * mm, height - 25 * mm
     student, term, klass = card["student"], card["term"], card["class"]
-    logo = school_logo(card)
-    if logo:
-        c.drawImage(logo, width - 45 * mm, height - 35 * mm, 25 * mm, 25 * mm, preserveAspectRatio=True)
+    beside_logo = _draw_logo(c, logo, width - 20 * mm, height - 12 * mm)
     c.setFont(BOLD, 16)
-    c.drawString(left, y, _fit(school, width - (70 if logo else 40) * mm, BOLD, 16))
+    c.drawString(left, y, _fit(school, width - 40 * mm - beside_logo, BOLD, 16))
     y -= 9 * mm
     c.setFont(BOLD, 12)
     c.drawString(

@@ -44,6 +44,7 @@ from app.people.schemas import (
     UserOut,
     UserUpdate,
 )
+from app.uploads import services as uploads
 
 bp = Blueprint("people", __name__)
 
@@ -62,6 +63,17 @@ CONFLICTS.update(
         "uq_users_email_lower": "A user with this e-mail address already exists.",
     }
 )
+
+
+def _deleted(owner_type):
+    """A deleted student or teacher: their login ends, and their photo's and documents' thumbnails are
+    erased after the commit; the originals are kept, no longer served (docs/UPLOADS.md)."""
+
+    def on_delete(person):
+        services.end_access(person)
+        uploads.on_person_deleted(owner_type, person)
+
+    return on_delete
 
 
 def _in_class(stmt, class_id):
@@ -99,7 +111,7 @@ students = Resource(
     reach=STUDENTS,
     detail=lambda student: {"guardians": services.guardians_of(student.id)},
     detail_out=StudentDetailOut,
-    on_delete=services.end_access,
+    on_delete=_deleted("student"),
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
 )
 
@@ -149,7 +161,7 @@ teachers = Resource(
     scope=scope_teachers,
     reach=TEACHERS,
     serialize=teacher_out,
-    on_delete=services.end_access,
+    on_delete=_deleted("teacher"),
     cache_tables=("class_subjects", "classes", "enrolments", "student_guardians", "students", "guardians"),
 )
 
