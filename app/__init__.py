@@ -151,6 +151,7 @@ def register_blueprints(app):
     from app.oneroster.routes import bp as oneroster_bp
     from app.operator.routes import bp as operator_bp
     from app.people.routes import bp as people_bp
+    from app.timetable.routes import bp as timetable_bp
 
     for bp in (
         auth_bp,
@@ -166,6 +167,7 @@ def register_blueprints(app):
         accounts_bp,
         operator_bp,
         oneroster_bp,
+        timetable_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint

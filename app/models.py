@@ -13,3 +13,4 @@ from app.notifications.models import OutboxEmail  # noqa: F401
 from app.oneroster.models import OneRosterClient  # noqa: F401
 from app.operator.models import Operator, OperatorSession  # noqa: F401
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User  # noqa: F401
+from app.timetable.models import Lesson, Period, Room  # noqa: F401

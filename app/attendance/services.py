@@ -29,6 +29,7 @@ from app.extensions import db
 from app.institutions.calendar import school_today
 from app.institutions.models import Institution
 from app.people.models import Student, User
+from app.timetable.services import check_roll_period
 
 Rec = AttendanceRecord
 QR_SALT = "attendance-qr"
@@ -260,6 +261,7 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
     errors = {}
     check_day(day, errors)
     check_subject(klass.id, body.subject_id, errors)
+    check_roll_period(klass.id, day, body.period, body.subject_id, errors)  # the lesson it is for
     ids = [r.student_id for r in body.records]
     enrolled = set(db.session.execute(enrolled_on(klass.id, day, ids)).scalars())
     first_at = {}

@@ -19,10 +19,11 @@ TYPE_BASE = "https://schoolhouse.dev/problems/"
 class ApiError(Exception):
     """Raised by services and views; rendered as a problem response."""
 
-    def __init__(self, status, detail, *, title=None, errors=None, type_=None, headers=None):
+    def __init__(self, status, detail, *, title=None, errors=None, type_=None, headers=None, extra=None):
         super().__init__(detail)
         self.status, self.detail, self.title = status, detail, title
         self.errors, self.type, self.headers = errors, type_, headers or {}
+        self.extra = extra  # RFC 9457 extension members (e.g. the lessons a double booking names)
 
 
 class NotFound(ApiError):
@@ -43,8 +44,8 @@ class ValidationFailed(ApiError):
 
 
 class Conflict(ApiError):
-    def __init__(self, detail, errors=None):
-        super().__init__(409, detail, errors=errors, type_="conflict")
+    def __init__(self, detail, errors=None, extra=None):
+        super().__init__(409, detail, errors=errors, type_="conflict", extra=extra)
 
 
 class Forbidden(ApiError):
@@ -70,8 +71,9 @@ TITLES = {
 }
 
 
-def problem(status, detail, *, title=None, errors=None, type_=None, headers=None):
+def problem(status, detail, *, title=None, errors=None, type_=None, headers=None, extra=None):
     body = {
+        **(extra or {}),
         "type": TYPE_BASE + (type_ or str(status)),
         "title": title or TITLES.get(status, "Error"),
         "status": status,
@@ -91,7 +93,9 @@ def problem(status, detail, *, title=None, errors=None, type_=None, headers=None
 def _api_error(e: ApiError):
     if e.status == 429:
         _audit_rate_limit()
-    return problem(e.status, e.detail, title=e.title, errors=e.errors, type_=e.type, headers=e.headers)
+    return problem(
+        e.status, e.detail, title=e.title, errors=e.errors, type_=e.type, headers=e.headers, extra=e.extra
+    )
 
 
 def _http_error(e: HTTPException):

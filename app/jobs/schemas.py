@@ -14,7 +14,8 @@ MAX_RANGE_DAYS = 366 * 3
 class ExportIn(Body):
     kind: str = Field(
         description="attendance_register, attendance_summary, attendance_records, class_roster, "
-        "gradebook, report_cards, fee_statement, fee_collection, audit_log",
+        "gradebook, report_cards, fee_statement, fee_collection, audit_log, timetable_class, "
+        "timetable_teacher",
         json_schema_extra=rule("one of these kinds"),
     )
     format: str = Field(
@@ -74,6 +75,16 @@ class ClassParams(Params):
 class ClassTermParams(Params):
     class_id: PositiveInt
     term_id: PositiveInt
+
+
+class TimetableClassParams(Params):
+    class_id: PositiveInt
+    week_of: date | None = Field(None, description="a day of the week shown; default: the school's today")
+
+
+class TimetableTeacherParams(Params):
+    teacher_id: PositiveInt
+    week_of: date | None = Field(None, description="a day of the week shown; default: the school's today")
 
 
 class StudentParams(Params):
