@@ -10,6 +10,7 @@ period (the seed has none there).
 import base64
 import io
 import re
+import textwrap
 import threading
 import zlib
 from datetime import date, timedelta
@@ -23,6 +24,7 @@ from app.academics.models import AcademicYear, ClassSubject, Enrolment
 from app.extensions import db
 from app.timetable.models import Lesson, Period
 from tests.conftest import assert_problem
+from tests.embedded import run_embedded
 
 UNSCOPED = {"skip_tenant": True}
 TODAY = date.today()
@@ -651,3 +653,50 @@ def test_timetable_exports_per_class_and_teacher(admin, teacher, client, demo):
     assert_problem(
         export(admin, "timetable_class", "csv", expect=422, class_id=demo["demo_class_id"]), 422, "format"
     )
+
+
+# --- the embedded default (SQLite) -------------------------------------------------------------------------
+
+SQLITE_SCRIPT = textwrap.dedent("""
+    import json
+    from datetime import date, timedelta
+    from flask_migrate import upgrade
+    from app import create_app
+    from app.seed import seed_demo
+
+    app = create_app()
+    app.extensions["celery"].conf.task_always_eager = True
+    with app.app_context():
+        upgrade()
+        ids = seed_demo("embedded-pass-1")
+    c = app.test_client()
+    def login(email):
+        t = c.post("/api/v1/auth/login", json={"email": email, "password": "embedded-pass-1"}).get_json()
+        return {"Authorization": "Bearer " + t["access_token"]}
+    admin, teacher = login("admin@demo-academy.test"), login("teacher@demo-academy.test")
+    period = c.post("/api/v1/periods", headers=admin, json={"weekday": 6, "number": 1, "name": "Sunday 1",
+                                                            "starts_at": "09:00", "ends_at": "09:40"}).get_json()
+    cs = c.get(f"/api/v1/class-subjects?class_id={ids['demo_class_id']}&teacher_id={ids['demo_teacher_id']}",
+               headers=admin).get_json()["data"][0]
+    other = c.get(f"/api/v1/class-subjects?class_id={ids['other_class_id']}", headers=admin).get_json()["data"][0]
+    first = c.post("/api/v1/lessons", headers=admin, json={"class_subject_id": cs["id"], "period_id": period["id"]})
+    clash = c.post("/api/v1/lessons", headers=admin, json={"class_subject_id": other["id"], "period_id": period["id"],
+                                                            "teacher_id": ids["demo_teacher_id"]})
+    today = date.today()
+    monday = today - timedelta(days=today.weekday() + 7)
+    day = c.get(f"/api/v1/me/timetable?date={monday}", headers=teacher).get_json()
+    export = c.post("/api/v1/exports", headers=admin, json={"kind": "timetable_class", "format": "xlsx",
+                                                            "params": {"class_id": ids["demo_class_id"]}})
+    job = c.get(export.headers["Location"], headers=admin).get_json()
+    print("RESULT " + json.dumps({"first": first.status_code, "clash": clash.status_code,
+                                  "clash_ids": [x["lesson_id"] for x in clash.get_json()["clashes"]],
+                                  "first_id": first.get_json()["id"],
+                                  "lessons": len(day["timetables"][0]["lessons"]), "export": job["status"]}))
+""")
+
+
+@pytest.mark.slow  # starts a subprocess
+def test_the_timetable_works_on_the_embedded_sqlite_default(tmp_path):
+    out = run_embedded(SQLITE_SCRIPT, tmp_path)
+    assert out["first"] == 201 and out["clash"] == 409 and out["clash_ids"] == [out["first_id"]]
+    assert out["lessons"] > 0 and out["export"] == "done"
