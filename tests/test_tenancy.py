@@ -15,6 +15,7 @@ from app.grading.models import Assessment, AssessmentType
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
+from app.timetable.models import Lesson, Period, Room
 from tests.conftest import assert_problem
 
 # First path segment -> the model whose ids the route takes. A new route with an id must be added here,
@@ -40,6 +41,9 @@ MODELS = {
     "exports": Job,
     "imports": Job,
     "oneroster": OneRosterClient,  # /oneroster/clients/<id>
+    "periods": Period,
+    "rooms": Room,
+    "lessons": Lesson,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}

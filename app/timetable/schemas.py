@@ -2,7 +2,7 @@
 
 from datetime import date, time
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from app.core.schemas import Body, Out, rule
 from app.timetable.models import MAX_PERIOD
@@ -118,13 +118,6 @@ class LessonUpdate(Body):
     period_id: int = None
     start_date: date = Field(None, json_schema_extra=rule("in the class's year"))
     end_date: date = Field(None, json_schema_extra=rule("in the class's year"))
-
-    @field_validator("teacher_id", "period_id", "start_date", "end_date")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:
-            raise ValueError("must not be null")
-        return value
 
     @model_validator(mode="after")
     def _order(self):
