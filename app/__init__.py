@@ -171,6 +171,7 @@ def register_blueprints(app):
     from app.people.routes import bp as people_bp
     from app.privacy.routes import bp as privacy_bp
     from app.rollover.routes import bp as rollover_bp
+    from app.timetable.routes import bp as timetable_bp
     from app.uploads.routes import bp as uploads_bp
 
     for bp in (
@@ -192,6 +193,7 @@ def register_blueprints(app):
         privacy_bp,
         rollover_bp,
         uploads_bp,
+        timetable_bp,
     ):
         app.register_blueprint(bp, url_prefix="/api/v1")
     # OneRoster 1.2 (app/oneroster): the paths its binding fixes, and the OAuth token endpoint

@@ -23,4 +23,5 @@ from app.operator.models import Operator, OperatorSession  # noqa: F401
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User  # noqa: F401
 from app.privacy.models import Disclosure, Erasure  # noqa: F401
 from app.rollover.models import Rollover  # noqa: F401
+from app.timetable.models import Lesson, Period, Room  # noqa: F401
 from app.uploads.models import Upload  # noqa: F401

@@ -16,6 +16,7 @@ import re
 import time
 import unicodedata
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from decimal import Decimal
 
 import click
@@ -33,6 +34,7 @@ from app.grading.models import Assessment, AssessmentType, Grade
 from app.institutions.models import DEFAULT_GRADING_SCALE, Closure, Institution
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 from app.seed_names import FEMALE_FIRST_NAMES, GUARDIAN_RELATIONSHIPS_PRIMARY, LAST_NAMES, MALE_FIRST_NAMES
+from app.timetable.models import Lesson, Period, Room
 
 seed_cli = AppGroup("seed", help="Load demo data (any database) or scale data (PostgreSQL only).")
 
@@ -84,6 +86,18 @@ DEMO_SPECS = [
         ],
         "payment_methods": [("mobile_money", 55), ("bank", 25), ("cash", 12), ("card", 8)],
         "logins": ["admin", "teacher", "guardian", "student", "accountant"],
+        # the bell schedule, Monday to Friday: 40-minute lessons, a break after the third, lunch after the sixth
+        "periods": [
+            ("08:00", "08:40"),
+            ("08:40", "09:20"),
+            ("09:20", "10:00"),
+            ("10:30", "11:10"),
+            ("11:10", "11:50"),
+            ("11:50", "12:30"),
+            ("14:00", "14:40"),
+            ("14:40", "15:20"),
+            ("15:20", "16:00"),
+        ],
     },
     {
         "key": "hillside",
@@ -123,6 +137,15 @@ DEMO_SPECS = [
         ],
         "payment_methods": [("card", 45), ("bank", 40), ("cash", 10), ("mobile_money", 5)],
         "logins": ["admin", "teacher"],
+        "periods": [
+            ("08:15", "09:00"),
+            ("09:05", "09:50"),
+            ("09:55", "10:40"),
+            ("10:45", "11:30"),
+            ("12:15", "13:00"),
+            ("13:05", "13:50"),
+            ("13:55", "14:40"),
+        ],
     },
 ]
 
@@ -574,6 +597,12 @@ def _seed_institution(spec, calendar, password_hash):
         )
     )
 
+    counts.update(
+        _seed_timetable(
+            spec, calendar, stamp, class_keys, class_ids, subject_ids, cs_ids, cs_teacher, teacher_ids
+        )
+    )
+
     student_ids = _insert_ids(
         Student, [stamp({k: v for k, v in s.items() if not k.startswith("_")}) for s in students]
     )
@@ -959,6 +988,81 @@ def _seed_institution(spec, calendar, password_hash):
         out["sibling_student_id"] = student_ids[sibling_student]
         out["sibling_class_id"] = class_ids[spec["sibling_class"]]
     return out
+
+
+def _clock(text_value):
+    hours, minutes = text_value.split(":")
+    return dt_time(int(hours), int(minutes))
+
+
+def _seed_timetable(
+    spec, calendar, stamp, class_keys, class_ids, subject_ids, cs_ids, cs_teacher, teacher_ids
+):
+    """The bell schedule (Monday to Friday), a room per class and a clash-free week of lessons for the
+    whole year. In period p of weekday d the i-th class of a grade band takes subject (i + p + d) mod the
+    number of subjects: the classes of one band (which share one teacher per subject) never take the same
+    subject at once, and classes of different bands have different teachers, so no teacher, room or class
+    is booked twice (tests/test_timetable.py checks it)."""
+    n_subjects = len(spec["subjects"])
+    band_of = {ck: cs_teacher[(ck, 0)] for ck in class_keys}  # the band's Mathematics teacher names it
+    position = {}
+    for ck in class_keys:
+        position[ck] = sum(1 for other in position if band_of[other] == band_of[ck])
+    assert max(position.values()) < n_subjects, "a band has more classes than subjects: lessons would clash"
+    period_keys = [(d, n) for d in range(5) for n in range(1, len(spec["periods"]) + 1)]
+    period_ids = dict(
+        zip(
+            period_keys,
+            _insert_ids(
+                Period,
+                [
+                    stamp(
+                        {
+                            "weekday": d,
+                            "number": n,
+                            "name": f"Period {n}",
+                            "starts_at": _clock(spec["periods"][n - 1][0]),
+                            "ends_at": _clock(spec["periods"][n - 1][1]),
+                        }
+                    )
+                    for d, n in period_keys
+                ],
+            ),
+        )
+    )
+    room_ids = dict(
+        zip(
+            class_keys,
+            _insert_ids(
+                Room,
+                [
+                    stamp({"name": f"Room {g}{s}", "capacity": spec["students_per_class"] + 5})
+                    for g, s in class_keys
+                ],
+            ),
+        )
+    )
+    lessons = []
+    for ck in class_keys:
+        for d, n in period_keys:
+            s_idx = (position[ck] + n - 1 + d) % n_subjects
+            lessons.append(
+                stamp(
+                    {
+                        "class_subject_id": cs_ids[(ck, s_idx)],
+                        "class_id": class_ids[ck],
+                        "subject_id": subject_ids[s_idx],
+                        "teacher_id": teacher_ids[cs_teacher[(ck, s_idx)]],
+                        "room_id": room_ids[ck],
+                        "period_id": period_ids[(d, n)],
+                        "weekday": d,
+                        "start_date": calendar["year_start"],
+                        "end_date": calendar["year_end"],
+                    }
+                )
+            )
+    _insert(Lesson, lessons)
+    return {"periods": len(period_ids), "rooms": len(room_ids), "lessons": len(lessons)}
 
 
 def seed_demo(password, *, today=None, commit=True):

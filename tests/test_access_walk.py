@@ -19,7 +19,7 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from PIL import Image
 from sqlalchemy import select
@@ -39,6 +39,7 @@ from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, StudentGuardian, Teacher, User
 from app.rollover.models import Rollover
+from app.timetable.models import Lesson, Period, Room
 from app.uploads.models import Upload
 from tests.conftest import PASSWORD, login
 
@@ -285,6 +286,51 @@ class World:
         self.r["closures"] = Records(foreign=self.foreign(Closure, hid)).everyone(closure)
         code = _add(AttendanceCode(institution_id=iid, code="WALK", label="Walking", status="present"))
         self.r["attendance-codes"] = Records(foreign=self.foreign(AttendanceCode, hid)).everyone(code)
+        self._timetable(iid, hid, class_subject)
+
+    def _timetable(self, iid, hid, class_subject):
+        """Two Sunday periods the seed leaves free: a lesson of the demo class in the first, and the
+        second for the lesson a POST adds; a room no lesson uses."""
+        d = self.demo
+
+        def period(number, hour):
+            return _add(
+                Period(
+                    institution_id=iid,
+                    weekday=6,
+                    number=number,
+                    name=f"Walk {number}",
+                    starts_at=time(hour, 0),
+                    ends_at=time(hour, 40),
+                )
+            )
+
+        first = period(1, 9)
+        self.free_period = period(2, 10)
+        self.r["periods"] = Records(foreign=self.foreign(Period, hid)).everyone(self.free_period)
+        self.r["rooms"] = Records(foreign=self.foreign(Room, hid)).everyone(
+            _add(Room(institution_id=iid, name="Walk room"))
+        )
+        year = db.session.get(AcademicYear, d["demo_academic_year_id"])
+        lesson = _add(
+            Lesson(
+                institution_id=iid,
+                class_subject_id=class_subject,
+                class_id=d["demo_class_id"],
+                subject_id=db.session.get(ClassSubject, class_subject).subject_id,
+                teacher_id=d["demo_teacher_id"],
+                period_id=first,
+                weekday=6,
+                start_date=year.start_date,
+                end_date=year.end_date,
+            )
+        )
+        self.walk_class_subject = class_subject
+        # a lesson of a class none of the demo family is in
+        elsewhere = _one(select(Lesson.id).where(Lesson.class_id == d["other_class_id"]).order_by(Lesson.id))
+        self.r["lessons"] = Records(
+            outside={"guardian": elsewhere, "student": elsewhere}, foreign=self.foreign(Lesson, hid)
+        ).everyone(lesson)
 
     # --- money, sessions, jobs ----------------------------------------------------------------------
 
@@ -619,6 +665,21 @@ class World:
                 "method": "cash",
                 "reference": "WALK-REF",
             },
+            "POST /api/v1/periods": {
+                "weekday": 6,
+                "number": 3,
+                "name": "Walk 3",
+                "starts_at": "11:00",
+                "ends_at": "11:40",
+            },
+            "PATCH /api/v1/periods/{ident}": {"name": "Walk renamed"},
+            "POST /api/v1/rooms": {"name": "Walk room 2"},
+            "PATCH /api/v1/rooms/{ident}": {"capacity": 12},
+            "POST /api/v1/lessons": {
+                "class_subject_id": self.walk_class_subject,
+                "period_id": self.free_period,
+            },
+            "PATCH /api/v1/lessons/{ident}": {"room_id": None},
             "PUT /api/v1/classes/{ident}/attendance/{day}": {
                 "records": [{"student_id": student, "status": "present"}]
             },

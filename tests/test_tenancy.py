@@ -16,6 +16,7 @@ from app.institutions.models import Closure
 from app.jobs.models import Job
 from app.oneroster.models import OneRosterClient
 from app.people.models import Guardian, Student, Teacher, User
+from app.timetable.models import Lesson, Period, Room
 from app.uploads.models import Upload
 from tests.conftest import assert_problem
 
@@ -48,6 +49,9 @@ MODELS = {
     "paybill-payments": C2bPayment,
     "documents": Upload,
     "files": Upload,  # the signed file link: without its token, 404 like a missing file
+    "periods": Period,
+    "rooms": Room,
+    "lessons": Lesson,
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}

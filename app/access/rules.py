@@ -176,6 +176,16 @@ def scope_enrolments(stmt, p):
     return _nothing(stmt)
 
 
+def scope_timetable(stmt, p, column):
+    """Lessons: staff see the school's whole timetable (a teacher finds colleagues and free rooms);
+    guardians and students the lessons of their (children's) classes today. `column`: the class id."""
+    if sees_whole_school(p) or p.role == "teacher":
+        return stmt
+    if sees_own_family_only(p):
+        return stmt.where(column.in_(own_class_ids(p)))
+    return _nothing(stmt)
+
+
 def scope_guardians(stmt, p):
     if sees_whole_school(p):
         return stmt
@@ -259,6 +269,12 @@ TEACHERS = _reach(
     WHOLE_SCHOOL,
     "own children's teachers, without contact details",
     "own teachers, without contact details",
+)
+TIMETABLE = _reach("timetable", WHOLE_SCHOOL, "own children's classes' lessons", "own class's lessons")
+# GET /me/timetable: the caller's own day, whoever they are.
+MY_TIMETABLE = Reach(
+    "own timetable",
+    {"teacher": "own lessons", "guardian": "own children's lessons", "student": "own class's lessons"},
 )
 # Writing marks: the teacher of the class subject only (a homeroom teacher reads them: 403 on a write).
 SUBJECTS_TAUGHT = _reach("subjects taught", "class subjects taught", "none", "none")

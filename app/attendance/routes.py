@@ -115,7 +115,11 @@ def get_roll(ident, day):
     tags=["attendance"],
     query=NO_ARGS,
     path={"day": DATE.schema},
-    rules={"date": "in a term, not in the future", "subject_id": "a subject taught in the class"},
+    rules={
+        "date": "in a term, not in the future",
+        "subject_id": "a subject taught in the class (with a period: that lesson's subject)",
+        "period": "where the bell schedule has periods that weekday: one the class has a lesson in",
+    },
     idempotent=True,
     description="Idempotent: a resent roll changes nothing (counts show it). Honours Idempotency-Key. "
     "Every student must be enrolled in the class on that date; the date must be in a term "

@@ -35,6 +35,7 @@ from app.extensions import db
 from app.institutions.calendar import closure_on, describe_closure, open_days_only, school_today
 from app.institutions.models import Institution
 from app.people.models import Student, User
+from app.timetable.services import check_roll_period
 
 Rec = AttendanceRecord
 QR_SALT = "attendance-qr"
@@ -324,6 +325,7 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
     check_day(day, errors, klass.id)
     check_subject(klass.id, body.subject_id, errors)
     marks = resolve_codes(body.records, errors)
+    check_roll_period(klass.id, day, body.period, body.subject_id, errors)  # the lesson it is for
     ids = [r.student_id for r in body.records]
     enrolled = set(db.session.execute(enrolled_on(klass.id, day, ids)).scalars())
     first_at = {}

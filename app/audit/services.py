@@ -1,7 +1,7 @@
 """The audit trail: written in the same transaction as the change it describes."""
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 
 from flask import g, has_request_context, request
@@ -21,7 +21,7 @@ log = logging.getLogger("schoolhouse.audit")
 def _plain(v):
     if isinstance(v, datetime):
         return iso_utc(v)  # kept as text and sent as it is: written like every answer's datetimes
-    if isinstance(v, date):
+    if isinstance(v, (date, time)):  # a time: a period's bell (app/timetable)
         return v.isoformat()
     if isinstance(v, Decimal):
         return str(v)

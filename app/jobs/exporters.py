@@ -40,7 +40,9 @@ from app.institutions.calendar import day_start, school_today
 from app.jobs import schemas as params
 from app.jobs.xlsx import DATE, DATETIME, MAX_CHARS, MONEY, XlsxStream
 from app.oneroster import csvexport
-from app.people.models import Guardian, Student, StudentGuardian, User
+from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
+from app.timetable.models import WEEKDAYS
+from app.timetable.services import week_grid
 
 BOM = "\ufeff".encode()  # Excel opens UTF-8 CSV correctly only with it
 FETCH = 5000  # rows per server-side cursor fetch
@@ -676,6 +678,44 @@ def oneroster_delta(p, scope=None):
     return csvexport.package(csvexport.Mode(delta=True, since=p.since_utc()))
 
 
+def _timetable(p, who: str, heading: str, cell):
+    """A week's timetable (the week holding p.week_of, default today): one row per period, one column
+    per weekday of the bell schedule, each cell the lesson of that day (`cell` writes it)."""
+    day = p.week_of or school_today()
+    weekdays, rows = week_grid(day, **{who: getattr(p, who)})
+    headers = ["Period", "Time", *[WEEKDAYS[w] for w in weekdays]]
+
+    def make_rows():
+        for number, times, cells in rows:
+            yield (str(number), times, *[cell(cells[w]) if cells[w] else None for w in weekdays])
+
+    grid = Grid(heading, headers, ["text"] * len(headers), make_rows, len(rows))
+    grid.week = day - timedelta(days=day.weekday())
+    return grid
+
+
+def timetable_class(p, scope=None):
+    name = db.session.execute(select(SchoolClass.name).where(SchoolClass.id == p.class_id)).scalar_one()
+    return _timetable(
+        p,
+        "class_id",
+        f"Timetable {name}",
+        lambda s: f"{s.subject_name}, {s.teacher_name}" + (f", {s.room_name}" if s.room_name else ""),
+    )
+
+
+def timetable_teacher(p, scope=None):
+    first, last = db.session.execute(
+        select(Teacher.first_name, Teacher.last_name).where(Teacher.id == p.teacher_id)
+    ).one()
+    return _timetable(
+        p,
+        "teacher_id",
+        f"Timetable {first} {last}",
+        lambda s: f"{s.class_name} {s.subject_name}" + (f", {s.room_name}" if s.room_name else ""),
+    )
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -749,6 +789,23 @@ def _kinds():
             # Personal data of the whole school (demographics included): admins only.
             Kind("oneroster_bulk", ("zip",), ("admin",), params.OneRosterBulkParams, oneroster_bulk),
             Kind("oneroster_delta", ("zip",), ("admin",), params.OneRosterDeltaParams, oneroster_delta),
+            Kind(
+                "timetable_class",
+                ("xlsx", "pdf"),
+                staff,
+                params.TimetableClassParams,
+                timetable_class,
+                pdf="timetable",
+                class_scoped=True,
+            ),
+            Kind(
+                "timetable_teacher",
+                ("xlsx", "pdf"),
+                staff,
+                params.TimetableTeacherParams,
+                timetable_teacher,
+                pdf="timetable",
+            ),
         )
     }
 

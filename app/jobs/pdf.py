@@ -29,6 +29,7 @@ from app.extensions import db
 from app.finance.services import statement
 from app.grading.services import report_cards_for_class
 from app.institutions.models import Institution
+from app.jobs.exporters import KINDS
 from app.jobs.exporters import class_roster as roster_table
 from app.people.models import Student
 from app.uploads.services import logo_bytes
@@ -449,3 +450,52 @@ def fee_statement(p, path, progress=None):
     if progress:
         progress(len(rows), len(rows))
     return len(rows)
+
+
+def timetable(p, path, progress=None):
+    """A week's timetable of a class or a teacher on one landscape page: periods down, weekdays across,
+    each lesson in two lines (what, then who and where)."""
+    grid = KINDS["timetable_class" if hasattr(p, "class_id") else "timetable_teacher"].build(p)
+    school, _ = _school()
+    width, height = landscape(A4)
+    c = _canvas(path, grid.title, landscape(A4))
+    left, top = 15 * mm, height - 18 * mm
+    c.setFont(BOLD, 14)
+    c.drawString(left, top, _fit(f"{school} - {grid.title}", width - 30 * mm, BOLD, 14))
+    c.setFont(FONT, 9)
+    c.drawString(left, top - 6 * mm, f"Week of {grid.week.isoformat()}")
+    days = grid.headers[2:]
+    first = [18 * mm, 26 * mm]
+    day_width = (width - 30 * mm - sum(first)) / max(len(days), 1)
+    widths = first + [day_width] * len(days)
+    rows = list(grid.rows())
+    row_height = min(16 * mm, (top - 20 * mm - 20 * mm) / max(len(rows), 1))
+    y = top - 16 * mm
+    c.setFont(BOLD, 9)
+    x = left
+    for title, w in zip(grid.headers, widths):
+        c.drawString(x + 2, y, _fit(title, w - 4, BOLD, 9))
+        x += w
+    y -= 3 * mm
+    for row in rows:
+        c.line(left, y, left + sum(widths), y)
+        x = left
+        for i, (value, w) in enumerate(zip(row, widths)):
+            # a lesson's text is "what, who[, where]": the first part on the first line
+            what, _, rest = (value or "").partition(", ")
+            font = BOLD if i < 2 else FONT
+            c.setFont(font, 8)
+            c.drawString(x + 2, y - 4 * mm, _fit(what, w - 4, font, 8))
+            if rest:
+                c.setFont(FONT, 7)
+                c.drawString(x + 2, y - 8 * mm, _fit(rest, w - 4, FONT, 7))
+            x += w
+        y -= row_height
+    c.line(left, y, left + sum(widths), y)
+    _footer(c, width, f"{school} - {grid.title} - generated {_generated()}")
+    c.showPage()
+    c.save()
+    lessons = sum(1 for row in rows for value in row[2:] if value)
+    if progress:
+        progress(lessons, lessons)
+    return lessons

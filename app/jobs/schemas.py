@@ -15,7 +15,7 @@ class ExportIn(Body):
     kind: str = Field(
         description="attendance_register, attendance_summary, attendance_records, class_roster, "
         "gradebook, report_cards, fee_statement, fee_collection, audit_log, oneroster_bulk, "
-        "oneroster_delta",
+        "oneroster_delta, timetable_class, timetable_teacher",
         json_schema_extra=rule("one of these kinds"),
     )
     format: str = Field(
@@ -76,6 +76,16 @@ class ClassParams(Params):
 class ClassTermParams(Params):
     class_id: PositiveInt
     term_id: PositiveInt
+
+
+class TimetableClassParams(Params):
+    class_id: PositiveInt
+    week_of: date | None = Field(None, description="a day of the week shown; default: the school's today")
+
+
+class TimetableTeacherParams(Params):
+    teacher_id: PositiveInt
+    week_of: date | None = Field(None, description="a day of the week shown; default: the school's today")
 
 
 class StudentParams(Params):

@@ -37,7 +37,7 @@ from app.jobs.runner import ACTIVE, LockLost, finish, job_lock, mark_failed, run
 from app.jobs.schemas import MAX_START_AHEAD_DAYS
 from app.notifications.services import notify_export_ready
 from app.oneroster import csvimport
-from app.people.models import Student
+from app.people.models import Student, Teacher
 
 log = logging.getLogger("schoolhouse.jobs")
 SCOPE_KEY = "_scope_class_ids"  # stored with a teacher's params: the classes they may export
@@ -231,6 +231,15 @@ def _check_scope(kind, p, principal):
         ).scalar()
         if found is None:
             raise NotFound("student")
+    teacher_id = getattr(p, "teacher_id", None)
+    if teacher_id is not None and (
+        (principal.role == "teacher" and teacher_id != principal.teacher_id)
+        or db.session.execute(
+            select(Teacher.id).where(Teacher.id == teacher_id, Teacher.deleted_at.is_(None))
+        ).scalar()
+        is None
+    ):
+        raise NotFound("teacher")  # a teacher exports their own timetable, an admin anyone's
     if kind.class_scoped and principal.role == "teacher" and getattr(p, "class_id", None) is None:
         return teacher_class_ids(principal.teacher_id or -1)
     return None
