@@ -682,6 +682,24 @@ def table(out):
         rows += [f"| {k} | {'met' if v else 'NOT met'} |" for k, v in ex["checks"].items()]
         rows.append(f"| CSV / COPY rows/s | {ex['ratios']['csv_vs_copy']} |")
         rows.append(f"| XLSX / XlsxWriter constant_memory rows/s | {ex['ratios']['xlsx_vs_xlsxwriter']} |")
+    ro = out.get("rollover")
+    if ro:
+        rows += [
+            "",
+            "| year-end rollover (bench/rollover_bench.py, rolled back) | students | preview s | apply s | target |",
+            "|---|---:|---:|---:|---|",
+            f"| the scale school into its next year | {ro['students']:,} | {ro['preview_seconds']} | "
+            f"{ro['apply_seconds']} | < {ro['target_seconds']} s: {'met' if ro['ok'] else 'NOT met'} |",
+        ]
+    an = out.get("announcements")
+    if an:
+        rows += [
+            "",
+            "| announcement fan-out (bench/announce_bench.py) | recipients | seconds | target |",
+            "|---|---:|---:|---|",
+            f"| one announcement to the whole scale school | {an['recipients']:,} | {an['seconds']} | "
+            f"< {an.get('target_seconds', 60)} s: {'met' if an['seconds'] < an.get('target_seconds', 60) else 'NOT met'} |",
+        ]
     return "\n".join(rows)
 
 
