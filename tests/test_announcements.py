@@ -289,6 +289,7 @@ def test_a_real_worker_fans_an_announcement_out_and_sends_it(
                         "first_name": "Sam",
                         "last_name": "Sms",
                         "phone": "0711 000 333",
+                        "email": None,
                         "notify_by": "sms",
                     },
                     {
@@ -296,6 +297,7 @@ def test_a_real_worker_fans_an_announcement_out_and_sends_it(
                         "first_name": "Em",
                         "last_name": "Mail",
                         "email": f"em@{committed_school['slug']}.test",
+                        "phone": None,
                         "notify_by": "email",
                     },
                 ],

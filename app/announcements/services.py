@@ -98,8 +98,8 @@ def post_announcement(p: Principal, data: dict) -> Announcement:
         announcement.id,
         {"audience": [None, announcement.audience], "title": [None, announcement.title]},
     )
+    enqueue_after_commit(DELIVER_TASK, announcement.id)  # sent by this commit, never after a rollback
     db.session.commit()
-    enqueue_after_commit(DELIVER_TASK, announcement.id)
     return announcement
 
 
