@@ -52,6 +52,12 @@ def staff_out(announcement, read_count) -> dict:
     body=AnnouncementIn,
     out=AnnouncementOut,
     status=201,
+    errors=(404,),  # class_id out of the caller's reach (a teacher's own classes) or of another school
+    rules={
+        "class_id": "given for audience class or guardians, absent otherwise; a class of the school "
+        "(for a teacher: one they teach or lead)",
+        "grade_level": "given for audience grade (a grade some class of the school is in), absent otherwise",
+    },
     tags=["announcements"],
 )
 def post_announcement():
