@@ -262,8 +262,9 @@ def _messages(a: Announcement, inst, added) -> tuple[list[dict], list[dict]]:
     return emails, texts
 
 
-def deliver(announcement_id: int) -> dict:
-    """Fan one announcement out (see the module's doc). Returns what this run added."""
+def deliver(announcement_id: int, *, dispatch: bool = True) -> dict:
+    """Fan one announcement out (see the module's doc). Returns what this run added. dispatch=False
+    leaves the sending to the every-minute dispatchers (bench/announce_bench.py times the fan-out alone)."""
     a = db.session.execute(
         select(Announcement).where(Announcement.id == announcement_id).execution_options(skip_tenant=True)
     ).scalar_one_or_none()
@@ -294,9 +295,9 @@ def deliver(announcement_id: int) -> dict:
                 sms_count=Announcement.sms_count + report["sms"],
             )
         )
-        if email_ids:
+        if email_ids and dispatch:
             enqueue_after_commit(EMAIL_DISPATCH_TASK)
-        if sms_ids:
+        if sms_ids and dispatch:
             enqueue_after_commit(SMS_DISPATCH_TASK)
     db.session.commit()
     log.info("announcement %s delivered: %s", announcement_id, report)
