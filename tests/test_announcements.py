@@ -15,7 +15,7 @@ from app.extensions import db
 from app.notifications import services as notifications
 from app.notifications import sms_services
 from app.notifications.models import OutboxEmail, OutboxSms
-from app.people.models import Guardian, StudentGuardian, User
+from app.people.models import Guardian, Student, StudentGuardian, User
 from tests.conftest import assert_problem
 from tests.worker_support import Worker, poll
 
@@ -254,6 +254,32 @@ def test_a_grade_announcement_reaches_the_students_of_its_classes_and_their_guar
         ).scalar()
         is not None
     )
+
+
+def test_a_school_announcement_reaches_staff_students_and_guardians_of_this_school_only(demo, admin, student):
+    posted = post(admin, audience="school").get_json()
+    report = services.deliver(posted["id"])
+    kinds = dict(
+        db.session.execute(
+            select(AnnouncementRecipient.kind, func.count())
+            .where(AnnouncementRecipient.announcement_id == posted["id"])
+            .group_by(AnnouncementRecipient.kind),
+            execution_options=UNSCOPED,
+        ).all()
+    )
+    active = db.session.execute(
+        select(func.count())
+        .select_from(Student)
+        .where(
+            Student.institution_id == demo["demo_institution_id"],
+            Student.status == "active",
+            Student.deleted_at.is_(None),
+        ),
+        execution_options=UNSCOPED,
+    ).scalar()
+    assert kinds["student"] == active and kinds["user"] > 0 and kinds["guardian"] > 0
+    assert report["recipients"] == sum(kinds.values())
+    assert [a["id"] for a in student.get("/me/announcements").get_json()["data"]] == [posted["id"]]
 
 
 def test_a_long_announcement_is_cut_to_three_sms_segments():
