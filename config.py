@@ -108,6 +108,7 @@ def origin_list(raw: str | None) -> list[str]:
 
 # Celery task modules (tasks/), listed: the worker and the web app import exactly these.
 TASK_MODULES = [
+    "tasks.announcements",
     "tasks.exports",
     "tasks.imports",
     "tasks.maintenance",
@@ -125,6 +126,7 @@ TASK_ROUTES = {
     "tasks.exports.requeue_stale": {"queue": "maintenance"},
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
+    "tasks.announcements.*": {"queue": "notifications"},
     "tasks.payments.*": {"queue": "maintenance"},
     "tasks.privacy.run_subject_access": {"queue": "exports"},
     "tasks.privacy.*": {"queue": "maintenance"},

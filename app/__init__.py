@@ -149,6 +149,7 @@ def register_extensions(app):
 
 def register_blueprints(app):
     from app.academics.routes import bp as academics_bp
+    from app.announcements.routes import bp as announcements_bp
     from app.attendance.routes import bp as attendance_bp
     from app.audit.routes import bp as audit_bp
     from app.auth.account_routes import bp as accounts_bp
@@ -184,6 +185,7 @@ def register_blueprints(app):
         finance_bp,
         mpesa_bp,
         notifications_bp,
+        announcements_bp,
         audit_bp,
         jobs_bp,
         docs_bp,

@@ -1,6 +1,7 @@
 """Imports every model so metadata (Alembic, create_all) sees the whole schema."""
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term  # noqa: F401
+from app.announcements.models import Announcement, AnnouncementRecipient  # noqa: F401
 from app.attendance.models import AttendanceCheckin, AttendanceCode, AttendanceRecord, AttendanceSession  # noqa: F401
 from app.audit.models import AuditEntry  # noqa: F401
 from app.auth.models import AccountToken, AuthSession, RefreshToken  # noqa: F401

@@ -482,6 +482,26 @@ def main():
             check=False,
             stdout=subprocess.DEVNULL,
         )  # a missed target (60 s) is in the JSON
+        log("announcements: one post to the guardians of a class of 10,000 (issue 13: fan-out < 60 s)")
+        fanout = subprocess.run(
+            [PY, str(ROOT / "bench" / "announce_bench.py"), "--guardians", "10000"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        announcements = None
+        if fanout.returncode == 0:
+            a = json.loads(fanout.stdout)
+            announcements = {
+                "recipients": a["fanout"]["recipients"],
+                "seconds": a["fanout_seconds"],
+                "second_run_seconds": a["second_run_seconds"],
+                "target_seconds": a["target_seconds"],
+            }
+        else:
+            log(f"  announcement bench failed: {fanout.stderr[-2000:]}")
 
         ratios = {
             "cached_read": round(
@@ -529,6 +549,8 @@ def main():
         extra = ROOT / "bench" / "results" / "exports.json"
         if extra.exists():
             out["exports"] = json.loads(extra.read_text())
+        if announcements:
+            out["announcements"] = announcements
         rollover = ROOT / "bench" / "results" / "rollover.json"
         if rollover.exists():
             out["rollover"] = json.loads(rollover.read_text())
@@ -697,7 +719,7 @@ def table(out):
             "",
             "| announcement fan-out (bench/announce_bench.py) | recipients | seconds | target |",
             "|---|---:|---:|---|",
-            f"| one announcement to the whole scale school | {an['recipients']:,} | {an['seconds']} | "
+            f"| one announcement to the guardians of a class of 10,000 | {an['recipients']:,} | {an['seconds']} | "
             f"< {an.get('target_seconds', 60)} s: {'met' if an['seconds'] < an.get('target_seconds', 60) else 'NOT met'} |",
         ]
     return "\n".join(rows)

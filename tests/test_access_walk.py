@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.access.matrix import operations, render
+from app.announcements.models import Announcement, AnnouncementRecipient
 from app.attendance.models import AttendanceCode, AttendanceSession
 from app.core.auth import ROLES
 from app.core.crypto import encrypt
@@ -478,6 +479,47 @@ class World:
         ).everyone(mine)
         self.r["files"] = Records(foreign=self.r["documents"].foreign).everyone(mine)
 
+        self._announcements(iid, hid)
+
+    def _announcements(self, iid, hid):
+        """One announcement to every demo role (the teacher posted it), one to none of them (the admin's),
+        one in Hillside."""
+        d, now = self.demo, datetime.now(UTC)
+
+        def announcement(institution_id, author_id, title):
+            return _add(
+                Announcement(
+                    institution_id=institution_id,
+                    author_id=author_id,
+                    title=title,
+                    body="Walk.",
+                    audience="school",
+                    status="delivered",
+                    recipient_count=0,
+                    email_count=0,
+                    sms_count=0,
+                    created_at=now,
+                )
+            )
+
+        to_all = announcement(iid, d["demo_user_ids"]["teacher"], "Walk to all")
+        to_none = announcement(iid, d["demo_user_ids"]["admin"], "Walk to nobody")
+        foreign = announcement(hid, d["hillside_user_ids"]["admin"], "Walk elsewhere")
+        people = [("user", d["demo_user_ids"][role]) for role in ("admin", "teacher", "accountant")]
+        people += [("guardian", d["demo_guardian_id"]), ("student", d["demo_student_id"])]
+        set_current_institution(None)
+        db.session.add_all(
+            AnnouncementRecipient(
+                institution_id=iid, announcement_id=to_all, kind=kind, person_id=person, created_at=now
+            )
+            for kind, person in people
+        )
+        db.session.flush()
+        self.r["me"] = Records(outside=dict.fromkeys(ROLES, to_none), foreign=foreign).everyone(to_all)
+        self.r["announcements"] = Records(
+            inside={"admin": to_all, "teacher": to_all}, outside={"teacher": to_none}, foreign=foreign
+        )
+
     def _mpesa(self, iid, hid, family_only):
         """The demo school on the Daraja simulator, a push request per family and school, a paybill
         payment in suspense per school."""
@@ -594,6 +636,12 @@ class World:
             "PUT /api/v1/guardians/{ident}/channel": {"notify_by": "sms"},
             "POST /api/v1/students/{ident}/erasure": {"confirm": True},
             "POST /api/v1/guardians/{ident}/erasure": {"confirm": True},
+            "POST /api/v1/announcements": {
+                "title": "Walk",
+                "body": "Walking today.",
+                "audience": "class",
+                "class_id": d["demo_class_id"],
+            },
             "PUT /api/v1/mpesa-account": {
                 "environment": "simulator",
                 "shortcode": "174379",

@@ -45,3 +45,41 @@ def test_embedded_default_serves_the_api(tmp_path):
     assert not set(out["page_ids"]) & set(out["next_ids"])
     assert out["ready"] == 200 and out["search"] > 0
     assert (tmp_path / "instance" / "schoolhouse.db").exists()
+
+
+ANNOUNCE_SCRIPT = textwrap.dedent("""
+    import json
+    from pathlib import Path
+    from flask_migrate import upgrade
+    from app import create_app
+    from app.seed import seed_demo
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        seed_demo("embedded-pass-1")
+    c = app.test_client()
+
+    def headers(email):
+        tokens = c.post("/api/v1/auth/login", json={"email": email, "password": "embedded-pass-1"}).get_json()
+        return {"Authorization": "Bearer " + tokens["access_token"]}
+
+    admin, guardian = headers("admin@demo-academy.test"), headers("guardian@demo-academy.test")
+    class_id = c.get("/api/v1/classes?limit=1", headers=guardian).get_json()["data"][0]["id"]
+    body = {"title": "Sports day", "body": "Friday.", "audience": "class", "class_id": class_id}
+    posted = c.post("/api/v1/announcements", json=body, headers=admin)
+    out = {"posted": posted.status_code, "id": posted.get_json()["id"]}
+    mine = c.get("/api/v1/me/announcements", headers=guardian).get_json()
+    out["mine"] = [[a["id"], a["read"]] for a in mine["data"]]
+    out["read"] = c.post(f"/api/v1/me/announcements/{out['id']}/read", headers=guardian).get_json()["read"]
+    staff = c.get("/api/v1/announcements", headers=admin).get_json()["data"][0]
+    out["status"], out["recipients"] = staff["status"], staff["recipient_count"]
+    out["mails"] = sum("Sports day" in p.read_text() for p in Path(app.config["MAIL_DIR"]).glob("*.eml"))
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_embedded_default_delivers_announcements_in_process(tmp_path):
+    out = run_embedded(ANNOUNCE_SCRIPT, tmp_path)
+    assert out["posted"] == 201 and out["mine"] == [[out["id"], False]] and out["read"] is True
+    assert out["status"] == "delivered" and out["recipients"] > 0 and out["mails"] > 0

@@ -963,6 +963,12 @@ SAMPLES = {
         "invoice_number": "INV-1",
         "outstanding_display": "KES 0.00",
     },
+    "announcement": {
+        "recipient_name": "Liam <O'Brien> & co",
+        "title": "Sports day",
+        "body": "Friday, 9am.\n\nBring water.",
+        "author_name": "Tina Teacher",
+    },
     "account_invitation": {
         "user_name": "Liam <O'Brien> & co",
         "email": "liam@demo.test",

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.announcements.models import Announcement, AnnouncementRecipient
 from app.attendance.models import AttendanceCode, AttendanceSession
 from app.audit.models import AuditEntry
 from app.extensions import db
@@ -52,6 +53,7 @@ MODELS = {
     "periods": Period,
     "rooms": Room,
     "lessons": Lesson,
+    "me": Announcement,  # /me/announcements/<id>/read
 }
 # Second id in a nested path (e.g. /students/<id>/guardians/<guardian_id>).
 NESTED = {"guardian_id": Guardian}
@@ -186,8 +188,47 @@ def demo_document(demo):
     return row
 
 
+@pytest.fixture
+def demo_announcement(demo):
+    """The demo seed has no announcement; make one (with the demo admin as a recipient) so
+    /me/announcements/<id>/read is walked."""
+    now = datetime.now(UTC)
+    row = Announcement(
+        institution_id=demo["demo_institution_id"],
+        title="Tenancy walk",
+        body="Walk.",
+        audience="staff",
+        status="delivered",
+        recipient_count=1,
+        email_count=0,
+        sms_count=0,
+        created_at=now,
+    )
+    db.session.add(row)
+    db.session.flush()
+    db.session.add(
+        AnnouncementRecipient(
+            institution_id=demo["demo_institution_id"],
+            announcement_id=row.id,
+            kind="user",
+            person_id=demo["demo_user_ids"]["admin"],
+            created_at=now,
+        )
+    )
+    db.session.flush()
+    return row
+
+
 def test_every_id_route_answers_404_for_another_institution(
-    app, demo, hillside_admin, qr_session, demo_job, demo_oneroster_client, mpesa_rows, demo_document
+    app,
+    demo,
+    hillside_admin,
+    qr_session,
+    demo_job,
+    demo_oneroster_client,
+    mpesa_rows,
+    demo_document,
+    demo_announcement,
 ):
     inst = demo["demo_institution_id"]
     walked = 0

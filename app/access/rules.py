@@ -287,3 +287,25 @@ DOCUMENTS = _reach(
 )
 # Exports and imports: each caller sees the jobs they asked for, admins every job of the school.
 OWN_REQUESTS = Reach("own requests", {**dict.fromkeys(ROLES, "own requests"), "admin": WHOLE_SCHOOL})
+# Announcements (app/announcements): admins post to any audience, teachers to their classes and those
+# classes' guardians; admins list the school's announcements, teachers their own.
+ANNOUNCEMENT_AUDIENCES = Reach(
+    "announcement audiences",
+    {
+        "admin": WHOLE_SCHOOL,
+        "teacher": "classes taught or led, and their guardians",
+        "accountant": "none",
+        "guardian": "none",
+        "student": "none",
+    },
+)
+POSTED_ANNOUNCEMENTS = Reach(
+    "posted announcements",
+    {
+        "admin": WHOLE_SCHOOL,
+        "teacher": "own announcements",
+        "accountant": "none",
+        "guardian": "none",
+        "student": "none",
+    },
+)

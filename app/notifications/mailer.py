@@ -24,6 +24,7 @@ TEMPLATES = (
     "fee_overdue",
     "export_ready",
     "payment_receipt",
+    "announcement",  # app/announcements/services.py
     "account_invitation",  # app/auth/accounts.py
     "password_reset",
 )
