@@ -434,7 +434,10 @@ def main():
         )
 
         ramp_results = []
-        for c in ramp:
+        # BENCH_EXTRAS=0: the scenarios above only (a repeat run for the median of the ratios); the ramp,
+        # the exports, the rollover and the announcement fan-out are skipped.
+        extras = os.environ.get("BENCH_EXTRAS", "1") != "0"
+        for c in ramp if extras else ():
             log(f"ramp {c} connections")
             r = wrk(
                 f"{api.url}/api/v1/students/{sid}",
@@ -451,58 +454,12 @@ def main():
         for server in servers:  # the export cases get the machine to themselves
             server.stop()
         servers.clear()
-        log("exports: COPY vs our CSV, XlsxWriter vs our XLSX, report cards")
-        # "copy" runs twice: the first pass warms the database cache, the second is the reference kept.
-        subprocess.run(
-            [
-                PY,
-                str(ROOT / "bench" / "export_bench.py"),
-                "--out",
-                str(ROOT / "bench" / "results" / "exports.json"),
-                "--xlsx-rows",
-                str(200_000 if quick else 1_000_000),
-                "--cases",
-                "copy,copy,csv,xlsxwriter,xlsx,report_cards",
-            ],
-            cwd=ROOT,
-            env=env,
-            check=False,
-            stdout=subprocess.DEVNULL,
-        )  # a missed target is reported
-        log("rollover: the scale school into its next year (rolled back afterwards)")
-        subprocess.run(
-            [
-                PY,
-                str(ROOT / "bench" / "rollover_bench.py"),
-                "--out",
-                str(ROOT / "bench" / "results" / "rollover.json"),
-            ],
-            cwd=ROOT,
-            env=env,
-            check=False,
-            stdout=subprocess.DEVNULL,
-        )  # a missed target (60 s) is in the JSON
-        log("announcements: one post to the guardians of a class of 10,000 (issue 13: fan-out < 60 s)")
-        fanout = subprocess.run(
-            [PY, str(ROOT / "bench" / "announce_bench.py"), "--guardians", "10000"],
-            cwd=ROOT,
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        announcements = None
-        if fanout.returncode == 0:
-            a = json.loads(fanout.stdout)
-            announcements = {
-                "recipients": a["fanout"]["recipients"],
-                "seconds": a["fanout_seconds"],
-                "second_run_seconds": a["second_run_seconds"],
-                "target_seconds": a["target_seconds"],
-            }
+        if extras:
+            announcements = run_extras(env, quick)
         else:
-            log(f"  announcement bench failed: {fanout.stderr[-2000:]}")
-
+            announcements = None
+            for stale in ("exports.json", "rollover.json"):
+                (ROOT / "bench" / "results" / stale).unlink(missing_ok=True)
         ratios = {
             "cached_read": round(
                 min(results["cached_student"]["rps"], results["cached_roster"]["rps"])
@@ -563,6 +520,64 @@ def main():
         for s in servers:
             s.stop()
         services.stop()
+
+
+def run_extras(env, quick):
+    """The exports, the year-end rollover and the announcement fan-out (each a script of its own);
+    returns the fan-out's figures or None."""
+    log("exports: COPY vs our CSV, XlsxWriter vs our XLSX, report cards")
+    # "copy" runs twice: the first pass warms the database cache, the second is the reference kept.
+    subprocess.run(
+        [
+            PY,
+            str(ROOT / "bench" / "export_bench.py"),
+            "--out",
+            str(ROOT / "bench" / "results" / "exports.json"),
+            "--xlsx-rows",
+            str(200_000 if quick else 1_000_000),
+            "--cases",
+            "copy,copy,csv,xlsxwriter,xlsx,report_cards",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )  # a missed target is reported
+    log("rollover: the scale school into its next year (rolled back afterwards)")
+    subprocess.run(
+        [
+            PY,
+            str(ROOT / "bench" / "rollover_bench.py"),
+            "--out",
+            str(ROOT / "bench" / "results" / "rollover.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )  # a missed target (60 s) is in the JSON
+    log("announcements: one post to the guardians of a class of 10,000 (issue 13: fan-out < 60 s)")
+    fanout = subprocess.run(
+        [PY, str(ROOT / "bench" / "announce_bench.py"), "--guardians", "10000"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    announcements = None
+    if fanout.returncode == 0:
+        a = json.loads(fanout.stdout)
+        announcements = {
+            "recipients": a["fanout"]["recipients"],
+            "seconds": a["fanout_seconds"],
+            "second_run_seconds": a["second_run_seconds"],
+            "target_seconds": a["target_seconds"],
+        }
+    else:
+        log(f"  announcement bench failed: {fanout.stderr[-2000:]}")
+
+    return announcements
 
 
 SWEEP = [("sync", 2, 1), ("sync", 3, 1), ("sync", 4, 1), ("sync", 6, 1), ("gthread", 2, 4), ("gthread", 4, 4)]
