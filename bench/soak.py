@@ -123,10 +123,27 @@ def main():
         procs += [worker, beat, flower]
         time.sleep(5)  # the worker, beat and flower connect to the broker
         base = web.url + "/api/v1"
-        _, body = http(
-            "POST", base + "/auth/login", body={"email": "admin@scale-school.test", "password": PASSWORD}
-        )
-        token = json.loads(body)["access_token"]
+
+        def login():
+            _, body = http(
+                "POST", base + "/auth/login", body={"email": "admin@scale-school.test", "password": PASSWORD}
+            )
+            return json.loads(body)["access_token"]
+
+        # An access token lives ACCESS_TOKEN_TTL (15 minutes by default): the soak logs in again every
+        # five minutes, and every request takes the newest token.
+        auth = {"token": login()}
+        token = auth["token"]
+        stop_refresh = threading.Event()
+
+        def refresh():
+            while not stop_refresh.wait(300):
+                try:
+                    auth["token"] = login()
+                except OSError as exc:
+                    log(f"  token refresh failed: {exc}")
+
+        threading.Thread(target=refresh, daemon=True).start()
         _, body = http("GET", base + "/classes?limit=200", token)
         classes = [c["id"] for c in json.loads(body)["data"]]
         rosters = {}
@@ -203,12 +220,15 @@ def main():
                         method,
                         path,
                         body=data,
-                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                        headers={
+                            "Authorization": f"Bearer {auth['token']}",
+                            "Content-Type": "application/json",
+                        },
                     )
                     resp = c.getresponse()
                     resp.read()
                     c.close()
-                    ok, what = resp.status < 500 and resp.status != 429, str(resp.status)
+                    ok, what = resp.status < 400, str(resp.status)  # a 401 or 429 is an error too
                 except (OSError, httpclient.HTTPException) as exc:
                     what = type(exc).__name__
                 elapsed = (time.perf_counter() - t0) * 1000
@@ -256,7 +276,8 @@ def main():
         rss_end = {k: rss_mb(v) for k, v in groups.items()}
         redis_end = r.info("memory")["used_memory"]
         redis_peak = max(redis_peak, redis_end, 0)
-        _, body = http("GET", base + "/performance", token)
+        stop_refresh.set()
+        _, body = http("GET", base + "/performance", login())
         perf = json.loads(body)["cache"]
         log(f"load done ({len(samples)} requests); waiting {drain}s for the queues to drain")
         time.sleep(drain)
