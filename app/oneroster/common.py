@@ -9,7 +9,7 @@ from sqlalchemy import String, case, cast, literal
 
 from app.core.auth import ONEROSTER, Reach, roles, security_event
 from app.core.tenancy import current_institution_id
-from app.oneroster.query import OneRosterError
+from app.oneroster.query import Field, OneRosterError
 
 CLIENT_SCHOOL = Reach(
     "client's school",
@@ -94,3 +94,23 @@ def grade_codes(level) -> list[str]:
 def int_of(sourced_id: str, prefix: str) -> int | None:
     head, _, tail = sourced_id.rpartition("-")
     return int(tail) if head == prefix and tail.isdigit() and len(tail) < 19 else None
+
+
+# Every record's common fields, as filters and sorts (app/oneroster/query.py) and as output.
+BASE = {
+    "sourcedId": Field("sourcedId"),
+    "status": Field("status"),
+    "dateLastModified": Field("dlm", "datetime"),
+}
+
+
+def school_id():
+    return current_institution_id()
+
+
+def base_of(row):
+    return {"sourcedId": row["sourcedId"], "status": row["status"], "dateLastModified": stamp(row["dlm"])}
+
+
+def rostering_ref(collection, sourced_id, kind):
+    return ref("rostering", collection, sourced_id, kind)

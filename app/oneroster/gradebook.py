@@ -16,13 +16,15 @@ from app.academics.models import ClassSubject
 from app.core.crud import commit_or_conflict
 from app.core.errors import ValidationFailed
 from app.core.schemas import parse_date
-from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.grading import services as grading
 from app.grading.models import Assessment, AssessmentType, Grade
 from app.grading.schemas import GradeIn
 from app.institutions.models import Institution
-from app.oneroster.common import int_of, oneroster_view, org_ref, ref, sid, stamp
+from app.oneroster.common import BASE, int_of, oneroster_view, org_ref, ref, sid, stamp
+from app.oneroster.common import base_of as _base
+from app.oneroster.common import rostering_ref as _r
+from app.oneroster.common import school_id as _iid
 from app.oneroster.query import (
     Collection,
     Field,
@@ -37,27 +39,10 @@ register_status_info(bp)
 READ = ("gradebook.readonly",)
 WRITE = ("gradebook.createput",)
 DELETE = ("gradebook.delete",)
-BASE = {
-    "sourcedId": Field("sourcedId"),
-    "status": Field("status"),
-    "dateLastModified": Field("dlm", "datetime"),
-}
-
-
-def _iid():
-    return current_institution_id()
-
-
-def _base(row):
-    return {"sourcedId": row["sourcedId"], "status": row["status"], "dateLastModified": stamp(row["dlm"])}
 
 
 def _g(collection, sourced_id, kind):
     return ref("gradebook", collection, sourced_id, kind)
-
-
-def _r(collection, sourced_id, kind):
-    return ref("rostering", collection, sourced_id, kind)
 
 
 # --- categories ---------------------------------------------------------------------------------------

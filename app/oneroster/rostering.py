@@ -16,21 +16,23 @@ from flask import Blueprint
 from sqlalchemy import Boolean, case, exists, literal, null, or_, select, union_all
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
-from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.institutions.models import Institution
 from app.oneroster.common import (
+    BASE,
     grade_codes,
     int_of,
     later,
     oneroster_view,
     org_ref,
     org_sid,
-    ref,
     sid,
     stamp,
     status_of,
 )
+from app.oneroster.common import base_of as _base
+from app.oneroster.common import rostering_ref as _r
+from app.oneroster.common import school_id as _iid
 from app.oneroster.query import (
     Collection,
     Field,
@@ -46,23 +48,6 @@ register_status_info(bp)
 ROSTER = ("roster-core.readonly", "roster.readonly")
 DEMOGRAPHICS = ("roster-demographics.readonly", "roster.readonly")
 PARENT_RELATIONSHIPS = ("mother", "father", "parent")
-BASE = {
-    "sourcedId": Field("sourcedId"),
-    "status": Field("status"),
-    "dateLastModified": Field("dlm", "datetime"),
-}
-
-
-def _iid():
-    return current_institution_id()
-
-
-def _base(row):
-    return {"sourcedId": row["sourcedId"], "status": row["status"], "dateLastModified": stamp(row["dlm"])}
-
-
-def _r(collection, sourced_id, kind):
-    return ref("rostering", collection, sourced_id, kind)
 
 
 # --- orgs ---------------------------------------------------------------------------------------------
