@@ -9,7 +9,7 @@ Python from a constant number of queries.
 
 Column types: text, int, number, decimal (Decimal or decimal string), money (integer minor units),
 date, datetime (written in UTC). CSV text is guarded against formula injection (the rule is at
-FORMULA_START below); XLSX text is written exactly; imports store text as given.
+app/core/csvtext.py); XLSX text is written exactly; imports store text as given.
 
 Every query here names the institution explicitly: COPY runs SQL text that the ORM's tenant scoping
 never sees, so the filter must be in the statement itself.
@@ -17,7 +17,6 @@ never sees, so the filter must be in the statement itself.
 
 import calendar
 import csv
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
@@ -30,6 +29,7 @@ from app.academics.models import ClassSubject, Enrolment, SchoolClass, Subject, 
 from app.attendance.models import STATUSES, AttendanceRecord
 from app.attendance.services import rate
 from app.audit.models import AuditEntry
+from app.core.csvtext import FORMULA_START, PLAIN_NUMBER, csv_text
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.finance.models import Invoice, Payment
@@ -47,22 +47,10 @@ from app.timetable.services import week_grid
 BOM = "\ufeff".encode()  # Excel opens UTF-8 CSV correctly only with it
 FETCH = 5000  # rows per server-side cursor fetch
 
-# Formula injection (OWASP, "CSV Injection"): a spreadsheet evaluates a CSV cell that starts with
-# = + - @ TAB or CR. Such a text cell gets a leading ' (shown by the spreadsheet, read as text) unless
-# it is a plain number or phone number: an optional sign, then only digits, spaces and . ( ) / - with at
-# least one digit, which no formula can turn into a call (so -5 and +254 700 111222 stay as written).
-# Every text, date and time field is quoted, so a separator or quote inside a cell (";=1+1" read with
-# ; as the separator) never starts a new cell. The same rule in Python (csv_text) and in SQL for COPY
-# (_csv_text_sql). XLSX needs none of it: its text cells are inline strings, never evaluated, written
-# exactly as stored (app/jobs/xlsx.py).
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-PLAIN_NUMBER = r"[+-]?[0-9 ()./-]*[0-9][0-9 ()./-]*"
-_PLAIN = re.compile(PLAIN_NUMBER)
+# Formula injection: the rule (csv_text) is in app/core/csvtext.py, shared with the OneRoster CSV
+# binding; its SQL twin for COPY is _csv_text_sql below. XLSX needs none of it: its text cells are inline
+# strings, never evaluated, written exactly as stored (app/jobs/xlsx.py).
 QUOTED_KINDS = frozenset({"text", "date", "datetime"})
-
-
-def csv_text(v: str) -> str:
-    return "'" + v if v and v[0] in FORMULA_START and not _PLAIN.fullmatch(v) else v
 
 
 def _csv_text_sql(e):

@@ -25,6 +25,7 @@ from datetime import date, datetime
 from sqlalchemy import func, select
 
 from app.academics.models import ClassSubject
+from app.core.csvtext import csv_text
 from app.core.tenancy import current_institution_id
 from app.extensions import db
 from app.grading import services as grading
@@ -37,8 +38,6 @@ MANIFEST_VERSION = "1.0"
 ONEROSTER_VERSION = "1.2"
 SYSTEM_NAME, SYSTEM_CODE = "Schoolhouse", "schoolhouse"
 HOMEROOM_COLUMN = "metadata.schoolhouse.homeroomSourcedId"
-# Formula-looking text gets a leading ' in CSV (PITFALLS: CSV injection); the same rule as every export.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 BASE = ("sourcedId", "status", "dateLastModified")
 HEADERS = {
@@ -93,13 +92,8 @@ def _cell(v):
     if isinstance(v, date):
         return v.isoformat()
     if isinstance(v, str):
-        return "'" + v if v[:1] in FORMULA_START and not _plain_number(v) else v
+        return csv_text(v)  # formula-looking text gets a leading ' (app/core/csvtext.py)
     return str(v)
-
-
-def _plain_number(v: str) -> bool:
-    body = v[1:] if v[:1] in "+-" else v
-    return bool(body) and all(c.isdigit() or c in " ()./-" for c in body) and any(c.isdigit() for c in body)
 
 
 def _join(values) -> str:

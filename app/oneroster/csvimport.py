@@ -36,11 +36,12 @@ from sqlalchemy import select
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.audit import services as audit
+from app.core.csvtext import FORMULA_START
 from app.core.errors import ValidationFailed
 from app.core.models import utcnow
 from app.core.schemas import NUL, _email
 from app.extensions import db
-from app.oneroster.csvexport import FORMULA_START, HOMEROOM_COLUMN
+from app.oneroster.csvexport import HOMEROOM_COLUMN
 from app.oneroster.models import OneRosterSourcedId
 from app.people.models import Guardian, Student, StudentGuardian, Teacher
 
