@@ -81,6 +81,35 @@ def test_a_roll_that_changes_a_mark_is_never_read_stale(admin, teacher, demo):
     assert body["totals"]["late"] == 1 and body["totals"]["present"] == 0
 
 
+def test_a_roll_saved_again_invalidates_only_the_marks_it_changed(admin, teacher, demo):
+    # Apps save the whole roll as each mark is taken: a save that changes one mark must leave the
+    # classmates' cached attendance alone, and a save that changes nothing must invalidate nothing.
+    cid = demo["demo_class_id"]
+    ids = students_of(cid)[:3]
+    put_roll(teacher, cid, ids, status="present", period=6)
+    for sid in ids:
+        history(admin, sid)
+    absentees = admin.get("/attendance/chronic-absentees")
+    assert absentees.status_code == 200
+    before = stats[("student_history", "invalidation")]
+
+    same = put_roll(teacher, cid, ids, status="present", period=6)
+    assert same.get_json()["counts"]["unchanged"] == len(ids)
+    assert stats[("student_history", "invalidation")] == before
+    assert all(history(admin, sid).headers["X-Cache"] == "hit" for sid in ids)
+    assert admin.get("/attendance/chronic-absentees").headers["X-Cache"] == "hit"
+
+    records = [{"student_id": sid, "status": "late" if sid == ids[0] else "present"} for sid in ids]
+    resp = teacher.put(f"/classes/{cid}/attendance/{LAST_SATURDAY}", json={"period": 6, "records": records})
+    assert resp.status_code == 200 and resp.get_json()["counts"]["updated"] == 1
+    assert stats[("student_history", "invalidation")] == before + 1
+    late = history(admin, ids[0])
+    assert late.headers["X-Cache"] == "miss" and late.get_json()["totals"]["late"] == 1
+    assert [history(admin, sid).headers["X-Cache"] for sid in ids[1:]] == ["hit", "hit"]
+    # A school-wide answer over attendance did change.
+    assert admin.get("/attendance/chronic-absentees").headers["X-Cache"] == "miss"
+
+
 def test_a_payment_invalidates_its_students_balance_and_statement_only(accountant, demo):
     a, b = students_of(demo["demo_class_id"])[:2]
     for sid in (a, b):

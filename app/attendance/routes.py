@@ -26,7 +26,7 @@ from app.attendance.schemas import (
 )
 from app.core.admission import cached
 from app.core.auth import SELF, roles
-from app.core.caching import MEDIUM, scoped
+from app.core.caching import LONG, MEDIUM, scoped
 from app.core.crud import CONFLICTS, Resource
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
@@ -159,7 +159,9 @@ HISTORY_SPEC = ListSpec(
     "class_subjects",
     "student_guardians",
     "closures",
-    ttl=MEDIUM,
+    # Every table it reads is versioned here, so the TTL bounds memory, not staleness: an entry lives
+    # until a write changes it or the hour ends (a shorter TTL only re-reads unchanged answers).
+    ttl=LONG,
 )
 @doc(
     "A student's attendance history, newest first, with totals and rate for the range",

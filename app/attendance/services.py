@@ -26,6 +26,7 @@ from app.attendance.models import (
     AttendanceSession,
 )
 from app.audit import services as audit
+from app.core import caching
 from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import as_utc, utcnow
@@ -199,11 +200,15 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
             ),
         ),
     ).returning(table.c.id, table.c.student_id)
-    # What the response cache invalidates (app/core/caching.py): these students' attendance, and the
-    # class's, plus any class a mark moves away from.
-    classes = {class_id, *(r.class_id for r in before.values())}
-    stmt = stmt.execution_options(cache_scopes={"student_id": ids, "class_id": classes})
-    written = db.session.execute(stmt).all()
+    # What the response cache invalidates (app/core/caching.py): the attendance of the students whose
+    # mark really changed, and their class's, plus any class a mark moved away from. A roll saved again
+    # unchanged (apps save the whole roll as each mark is taken) invalidates nothing.
+    written = db.session.execute(stmt.execution_options(cache_scopes=caching.AFTER)).all()
+    changed = [sid for _, sid in written]
+    moved = {before[sid].class_id for sid in changed if sid in before}
+    caching.note_written(
+        db.session, table.name, {"student_id": changed, "class_id": {class_id, *moved} if changed else ()}
+    )
 
     after = {
         m["student_id"]: {

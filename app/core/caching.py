@@ -18,6 +18,11 @@ Versions are as fine as the data. Per institution and table there is
 So a roll for class A bumps class A's and its students' attendance versions: class B's students keep their
 entries, while the school-wide answers (chronic absentees) are invalidated, as they must be.
 
+A write names the rows it changed, not the ones it was sent: a bulk upsert that learns them from its
+RETURNING runs with `cache_scopes=AFTER` and calls `note_written` (a roll saved again unchanged
+invalidates nothing). An answer whose every table is versioned keeps LONG: its TTL bounds memory, not
+staleness, and a shorter one only re-reads unchanged answers.
+
 Every key carries a TTL (entries their tier, versions CACHE_VERSION_TTL), so a shared Redis with
 `maxmemory-policy volatile-lru` evicts only cache keys, never the broker's (docs/DEPLOY.md, section 3). An
 evicted or expired version comes back from the clock: numbers are never reused, so old entries never
@@ -312,12 +317,28 @@ def _after_flush(session, flush_context):
         _note(session, notes)
 
 
+def note_written(session, table_name, scopes):
+    """Invalidate, at commit, what a statement run with `.execution_options(cache_scopes=AFTER)` wrote:
+    `scopes` {column: values} of the rows it really changed (read from its RETURNING). Nothing written,
+    nothing invalidated: a roll saved again with the same marks keeps every cached answer."""
+    if any(scopes.values()):
+        _note(
+            session, {(table_name, None)} | {(table_name, f"{c}={v}") for c, vs in scopes.items() for v in vs}
+        )
+
+
+AFTER = "after"  # cache_scopes=AFTER: the caller names the rows it changed with note_written()
+
+
 def _bulk_statement(state):
     # Core-style insert(Model)/update(Model) run through the session (bulk upserts) skip flush events.
-    # The statement may name the scope values it touches: .execution_options(cache_scopes={col: values});
-    # without them every scoped answer of the table is invalidated (ANY).
+    # The statement may name the scope values it touches: .execution_options(cache_scopes={col: values}),
+    # or AFTER to name them once it knows which rows changed; without them every scoped answer of the
+    # table is invalidated (ANY).
     if state.is_insert or state.is_update or state.is_delete:
         table = getattr(state.statement, "table", None)
+        if state.execution_options.get("cache_scopes") == AFTER:
+            return
         if table is not None and "institution_id" in table.c:
             notes: set[tuple[str, str | None]] = {(table.name, None)}
             if scope_columns(table.name):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app.access.rules import STUDENTS, scope_students, student_in_scope_or_404
 from app.core.admission import cached
 from app.core.auth import SCHOOL, roles
-from app.core.caching import MEDIUM, scoped
+from app.core.caching import LONG, scoped
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.idempotency import HEADER, run_idempotent
 from app.core.openapi import doc
@@ -374,11 +374,13 @@ STUDENT_FINANCE = (
     "class_subjects",
     "student_guardians",
 )
+# Every table they read is versioned above: the TTL bounds memory, not staleness (app/core/caching.py).
+FINANCE_TTL = LONG
 
 
 @bp.get("/students/<int:ident>/balance")
 @roles(*READ, reach=STUDENTS)
-@cached(*STUDENT_FINANCE, ttl=MEDIUM)
+@cached(*STUDENT_FINANCE, ttl=FINANCE_TTL)
 @doc("A student's fee balance (negative balance = credit)", out=BalanceOut, tags=["students"], query=NO_ARGS)
 def student_balance(ident):
     student = student_in_scope_or_404(ident, g.principal)
@@ -394,7 +396,7 @@ STATEMENT_ARGS = QueryArgs(
 
 @bp.get("/students/<int:ident>/statement")
 @roles(*READ, reach=STUDENTS)
-@cached(*STUDENT_FINANCE, ttl=MEDIUM)
+@cached(*STUDENT_FINANCE, ttl=FINANCE_TTL)
 @doc(
     "A student's statement: invoices and ledger entries with a running balance",
     out=StatementOut,

@@ -15,6 +15,7 @@ from app.access.rules import (
 )
 from app.audit import services as audit
 from app.core.auth import SCHOOL, roles
+from app.core.caching import LONG
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import Choice, Filter, ListSpec
@@ -113,6 +114,8 @@ students = Resource(
     detail_out=StudentDetailOut,
     on_delete=_deleted("student"),
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
+    # Every table the answers read is versioned: the TTL bounds memory, not staleness (app/core/caching.py).
+    cache_ttl=LONG,
 )
 
 
