@@ -3,15 +3,20 @@
 The `make up` processes (gunicorn with gunicorn.conf.py, a Celery worker on every queue, beat, flower
 with its task history capped) in production mode on PostgreSQL and Redis (throwaway servers from
 scripts/testservices.py unless BENCH_DATABASE_URL / BENCH_REDIS_URL; Redis set to maxmemory
-SOAK_REDIS_MAXMEMORY with volatile-lru, as docs/DEPLOY.md says), the scale school loaded as bench/run.py
-loads it (SOAK_STUDENTS, SOAK_DAYS). Requests arrive at a fixed rate (SOAK_RATE per second, open loop:
-a slow answer does not slow the arrivals) in a school-morning mix: 80% reads (a student's term
-attendance, class rosters, student records, balances), 15% roll-call PUTs, 4% export requests, 1% logins.
+SOAK_REDIS_MAXMEMORY, default the 512mb `make up` sets, with volatile-lru, as docs/DEPLOY.md says), the
+scale school loaded as bench/run.py loads it (SOAK_STUDENTS, SOAK_DAYS). Requests arrive at a fixed rate
+(SOAK_RATE per second, open loop: a slow answer does not slow the arrivals) in a school-morning mix: 80%
+reads (a student's term attendance, class rosters, student records, balances; students by a Zipf-like
+popularity), 15% roll-call PUTs, 4% export requests, 1% logins. A roll PUT sends the class's whole roll,
+as teachers' apps save it while the roll is taken: the class's first save of the morning marks everyone
+(mostly present), each later save changes one mark (a late arrival, a correction).
 
-Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors; per process kind (web worker,
-celery worker, beat, flower) rss_start_mb and rss_end_mb (summed over the kind's processes); Redis
-used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
-/api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
+Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors and the cache hit ratio of that
+minute; per process kind (web worker, celery worker, beat, flower) rss_cold_mb (before any load),
+rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded, pools filled; growth is measured from
+here) and rss_end_mb, summed over the kind's processes; Redis used_memory start / peak / end and
+maxmemory; the cache hit ratio overall and per endpoint (from /api/v1/performance); the jobs still queued
+or running SOAK_DRAIN_S (120) seconds after the load.
 """
 
 import bisect
@@ -39,7 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.run import PASSWORD, PY, ROOT, Server, Services, bench_env, free_port, http, load, log  # noqa: E402
 
 MIX = (("read", 0.80), ("roll", 0.15), ("export", 0.04), ("login", 0.01))
-FLOWER_MAX_TASKS = 10000
+
+
+def procfile_flower_args():
+    """Flower's options as the Procfile gives them (its task cap above all): the soak runs what `make up` runs."""
+    line = next(x for x in (ROOT / "Procfile").read_text().splitlines() if x.startswith("flower:"))
+    return [a for a in line.split() if a.startswith("--max_tasks")]
 
 
 def stack_env(services):
@@ -88,7 +98,8 @@ def main():
     students = int(os.environ.get("SOAK_STUDENTS", 20_000))
     days = int(os.environ.get("SOAK_DAYS", 25))
     drain = int(os.environ.get("SOAK_DRAIN_S", 120))
-    maxmemory = os.environ.get("SOAK_REDIS_MAXMEMORY", "256mb")
+    maxmemory = os.environ.get("SOAK_REDIS_MAXMEMORY", "512mb")  # scripts/redis_memory.py's default
+    warmup = float(os.environ.get("SOAK_WARMUP_S", 60))
     threads = int(os.environ.get("SOAK_THREADS", 64))
     services = Services()
     procs, servers = [], []
@@ -117,7 +128,7 @@ def main():
         flower = start(
             "flower",
             [celery, "-A", "celery_worker", "flower", "--address=127.0.0.1", f"--port={flower_port}",
-             f"--basic-auth={env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}", f"--max_tasks={FLOWER_MAX_TASKS}"],
+             f"--basic-auth={env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}", *procfile_flower_args()],
             env,
         )  # fmt: skip
         procs += [worker, beat, flower]
@@ -166,6 +177,8 @@ def main():
         def popular(rng):
             return pupils[bisect.bisect(cum, rng.random() * cum[-1]) % len(pupils)]
 
+        taken: dict[int, dict[int, str]] = {}  # class -> the marks its last save sent
+
         def request_for(rng):
             x, acc, kind = rng.random(), 0.0, MIX[-1][0]
             for name, share in MIX:
@@ -188,8 +201,14 @@ def main():
                 return "GET", f"/api/v1/students/{popular(rng)}/balance", None
             if kind == "roll":
                 cid = rng.choice(classes)
-                statuses = ("present", "present", "present", "late", "absent")
-                records = [{"student_id": s, "status": rng.choice(statuses)} for s in rosters[cid]]
+                marks = taken.get(cid)
+                if marks is None:  # the morning's first save: everyone, mostly present
+                    statuses = ("present",) * 17 + ("late", "absent", "absent")
+                    marks = taken[cid] = {s: rng.choice(statuses) for s in rosters[cid]}
+                else:  # a later save: one mark changes
+                    sid = rng.choice(rosters[cid])
+                    marks[sid] = rng.choice([x for x in ("present", "late", "absent") if x != marks[sid]])
+                records = [{"student_id": s, "status": st} for s, st in marks.items()]
                 return "PUT", f"/api/v1/classes/{cid}/attendance/{day.isoformat()}", {"records": records}
             if kind == "export":
                 return "POST", "/api/v1/exports", {
@@ -242,11 +261,28 @@ def main():
             t.start()
 
         groups = kinds(web, worker, beat, flower)
-        rss_start = {k: rss_mb(v) for k, v in groups.items()}
+        rss_cold = {k: rss_mb(v) for k, v in groups.items()}
+        rss_start: dict[str, float] = {}
         redis_start = r.info("memory")["used_memory"]
+        # The cache counters once a minute, from a thread of its own (the arrivals keep their pace).
+        cache_marks: list[tuple[float, int, int]] = []  # (second since start, hits, misses)
+        stop_marks = threading.Event()
+
+        def mark_cache():
+            while True:
+                try:
+                    _, body = http("GET", base + "/performance", auth["token"])
+                    c = json.loads(body)["cache"]
+                    cache_marks.append((time.monotonic() - started, c["hits"], c["misses"]))
+                except (OSError, ValueError, KeyError) as exc:
+                    log(f"  cache counters not read: {exc}")
+                if stop_marks.wait(60):
+                    return
+
         redis_peak = redis_start
         rng = random.Random(16)
         started = time.monotonic()
+        threading.Thread(target=mark_cache, daemon=True).start()
         end = started + minutes * 60
         n = 0
         next_sample = started
@@ -268,6 +304,8 @@ def main():
             if now >= next_sample:
                 redis_peak = max(redis_peak, r.info("memory")["used_memory"])
                 next_sample = now + 1
+                if not rss_start and now - started >= warmup:
+                    rss_start = {k: rss_mb(v) for k, v in kinds(web, worker, beat, flower).items()}
         for _ in pool:
             work.put(None)
         for t in pool:
@@ -277,6 +315,7 @@ def main():
         redis_end = r.info("memory")["used_memory"]
         redis_peak = max(redis_peak, redis_end, 0)
         stop_refresh.set()
+        stop_marks.set()
         _, body = http("GET", base + "/performance", login())
         perf = json.loads(body)["cache"]
         log(f"load done ({len(samples)} requests); waiting {drain}s for the queues to drain")
@@ -295,6 +334,12 @@ def main():
             def pct(q, rows=rows):
                 return round(rows[min(len(rows) - 1, int(q * len(rows)))], 2) if rows else None
 
+            a = [c for c in cache_marks if c[0] <= m * 60 + 5]
+            b = [c for c in cache_marks if c[0] <= (m + 1) * 60 + 5]
+            hit_ratio = None
+            if a and b and b[-1] != a[-1]:
+                looked = (b[-1][1] - a[-1][1]) + (b[-1][2] - a[-1][2])
+                hit_ratio = round((b[-1][1] - a[-1][1]) / looked, 4) if looked else None
             per_minute.append(
                 {
                     "minute": m + 1,
@@ -302,16 +347,22 @@ def main():
                     "p50_ms": pct(0.5),
                     "p99_ms": pct(0.99),
                     "errors": errors,
+                    "cache_hit_ratio": hit_ratio,
                 }
             )
         out = {
             "config": {
                 "minutes": minutes, "rate": rate, "students": students, "days": days, "mix": dict(MIX),
-                "redis_maxmemory": maxmemory, "flower_max_tasks": FLOWER_MAX_TASKS, "threads": threads,
+                "redis_maxmemory": maxmemory, "flower": procfile_flower_args(), "threads": threads,
+                "warmup_s": warmup,
             },
             "per_minute": per_minute,
             "errors_by_kind": dict(error_kinds),
-            "processes": {k: {"rss_start_mb": rss_start[k], "rss_end_mb": rss_end[k]} for k in rss_start},
+            "processes": {
+                k: {"rss_cold_mb": rss_cold[k], "rss_start_mb": rss_start.get(k), "rss_end_mb": rss_end[k],
+                    "growth_percent": round(100 * (rss_end[k] / rss_start[k] - 1), 1) if rss_start.get(k) else None}
+                for k in rss_cold
+            },
             "redis": {
                 "used_memory_start": redis_start, "used_memory_peak": redis_peak, "used_memory_end": redis_end,
                 "maxmemory": int(r.config_get("maxmemory")["maxmemory"]),

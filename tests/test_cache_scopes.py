@@ -181,6 +181,7 @@ def test_an_endpoint_written_more_than_read_stops_storing_but_keeps_probing(cloc
     policy, ns = StorePolicy(window_s=60), "test-write-heavy"
     for _ in range(StorePolicy.MIN_EVIDENCE * 3):
         assert _miss(policy, ns)  # not judged before one window: entries just stored had no time to be read
+        stats[(ns, "invalidation")] += 1  # each entry is invalidated by a write before anyone reads it
     clock[0] += 60  # one window: the counts halve, still enough evidence, and not one hit
     decisions = [_miss(policy, ns) for _ in range(64)]
     # Only the probes (1 in PROBE_EVERY) are stored.
@@ -197,10 +198,22 @@ def test_an_endpoint_read_more_than_written_keeps_storing(clock):
     assert stats[(ns, "skip")] == 0
 
 
+def test_a_cold_cache_keeps_storing_misses_no_write_caused(clock):
+    # First reads of many different students miss and are stored before any is read again: fewer hits
+    # than stores, but no write invalidated them, so storing is what will make the next reads hit.
+    policy, ns = StorePolicy(window_s=60), "test-cold"
+    for _ in range(StorePolicy.MIN_EVIDENCE * 3):
+        assert _miss(policy, ns)
+    clock[0] += 60
+    assert all(_miss(policy, ns) for _ in range(64))
+    assert stats[(ns, "skip")] == 0
+
+
 def test_the_decay_lets_an_endpoint_store_again(clock):
     policy, ns = StorePolicy(window_s=60), "test-decay"
     for _ in range(StorePolicy.MIN_EVIDENCE * 2):
         _miss(policy, ns)
+        stats[(ns, "invalidation")] += 1
     clock[0] += 60
     assert not _miss(policy, ns)
     clock[0] += 60 * 8  # eight quiet windows: the counts halve eight times, below the evidence floor

@@ -29,11 +29,13 @@ evicted or expired version comes back from the clock: numbers are never reused, 
 come back.
 
 Cache only what is read more than it is written: per endpoint (namespace) and process, `StorePolicy`
-counts hits and stores, halved every CACHE_SKIP_WINDOW_S seconds (an exponentially decayed count).
-Each store follows a miss; an endpoint whose entries are invalidated (or expire) before they are read
+counts hits, stores and invalidating writes, halved every CACHE_SKIP_WINDOW_S seconds (an exponentially
+decayed count). Each store follows a miss; an endpoint whose entries are invalidated before they are read
 stores more than it serves. Once an endpoint has been seen for a window, has at least MIN_EVIDENCE decayed
-stores and fewer decayed hits than stores, its misses are answered without storing (and without the stampede lock), except one
-miss in PROBE_EVERY, which keeps measuring; the decay lets a changed read/write mix win storing back.
+stores, fewer decayed hits than stores and more invalidations than hits (writes are why its entries go
+unread: a cold cache's first misses are not), its misses are answered without storing (and without the
+stampede lock), except one miss in PROBE_EVERY, which keeps measuring; the decay lets a changed
+read/write mix win storing back.
 Hits, stores, skips and invalidations per endpoint go to /metrics and /api/v1/performance.
 """
 
@@ -126,9 +128,9 @@ class StorePolicy:
     def __init__(self, window_s):
         self.window = window_s  # 0: always store
         self.rolled_at = time.monotonic()
-        self.state: dict[
-            str, list[float]
-        ] = {}  # ns -> [hits base, stores base, decayed hits, decayed stores, skipped, first seen]
+        # ns -> [hits base, stores base, decayed hits, decayed stores, skipped, first seen,
+        #        invalidations base, decayed invalidations]
+        self.state: dict[str, list[float]] = {}
 
     def _roll(self, now):
         halvings = int((now - self.rolled_at) // self.window)
@@ -137,25 +139,36 @@ class StorePolicy:
         self.rolled_at += halvings * self.window
         factor = 0.5**halvings
         for ns, st in self.state.items():
-            hits, stores = stats[(ns, "hit")], stats[(ns, "store")]
+            hits, stores, inval = stats[(ns, "hit")], stats[(ns, "store")], stats[(ns, "invalidation")]
             st[2] = (st[2] + hits - st[0]) * factor
             st[3] = (st[3] + stores - st[1]) * factor
-            st[0], st[1] = hits, stores
+            st[7] = (st[7] + inval - st[6]) * factor
+            st[0], st[1], st[6] = hits, stores, inval
 
-    def decayed(self, ns) -> tuple[float, float]:
+    def decayed(self, ns) -> tuple[float, float, float]:
+        """(hits, stores, invalidations), decayed."""
         st = self.state.get(ns)
         if st is None:
-            st = self.state[ns] = [stats[(ns, "hit")], stats[(ns, "store")], 0.0, 0.0, 0, time.monotonic()]
-        return st[2] + stats[(ns, "hit")] - st[0], st[3] + stats[(ns, "store")] - st[1]
+            st = self.state[ns] = [
+                stats[(ns, "hit")], stats[(ns, "store")], 0.0, 0.0, 0, time.monotonic(),
+                stats[(ns, "invalidation")], 0.0,
+            ]  # fmt: skip
+        return (
+            st[2] + stats[(ns, "hit")] - st[0],
+            st[3] + stats[(ns, "store")] - st[1],
+            st[7] + stats[(ns, "invalidation")] - st[6],
+        )
 
     def should_store(self, ns) -> bool:
         if not self.window:
             return True
         self._roll(time.monotonic())
-        hits, stores = self.decayed(ns)
+        hits, stores, invalidations = self.decayed(ns)
         st = self.state[ns]
         if stores < self.MIN_EVIDENCE or hits >= stores or time.monotonic() - st[5] < self.window:
             return True  # too little evidence yet (entries just stored have had no time to be read)
+        if invalidations <= hits:
+            return True  # its misses are first reads or expiries, not writes: storing pays
         st[4] += 1
         if st[4] % self.PROBE_EVERY == 0:
             return True
