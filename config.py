@@ -113,6 +113,7 @@ TASK_MODULES = [
     "tasks.imports",
     "tasks.maintenance",
     "tasks.notifications",
+    "tasks.oneroster",
     "tasks.payments",
     "tasks.privacy",
     "tasks.rollover",
@@ -127,6 +128,7 @@ TASK_ROUTES = {
     "tasks.maintenance.*": {"queue": "maintenance"},
     "tasks.notifications.*": {"queue": "notifications"},
     "tasks.announcements.*": {"queue": "notifications"},
+    "tasks.oneroster.*": {"queue": "maintenance"},
     "tasks.payments.*": {"queue": "maintenance"},
     "tasks.privacy.run_subject_access": {"queue": "exports"},
     "tasks.privacy.*": {"queue": "maintenance"},
@@ -214,6 +216,12 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=2, minute=40),  # nightly, before index maintenance
         "options": {"queue": "maintenance", "expires": 3 * 3600},
     },
+    # app.oneroster.tombstones.prune: deleted OneRoster records older than ONEROSTER_TOMBSTONE_DAYS
+    "oneroster-tombstones-prune": {
+        "task": "tasks.oneroster.prune_tombstones",
+        "schedule": crontab(hour=2, minute=50),  # nightly, after the retention job
+        "options": {"queue": "maintenance", "expires": 3 * 3600},
+    },
 }
 
 
@@ -283,6 +291,8 @@ class Config:
         self.DB_APPLICATION_NAME = env("DB_APPLICATION_NAME", "schoolhouse")
         # Auth
         self.ACCESS_TOKEN_TTL = env("ACCESS_TOKEN_TTL", 900, int)
+        # days a OneRoster record deleted outright stays listed as tobedeleted (app/oneroster/tombstones.py)
+        self.ONEROSTER_TOMBSTONE_DAYS = env("ONEROSTER_TOMBSTONE_DAYS", 90, int)
         # How stale a process's "no revocation is missing from Redis" may be (app/core/revocation.py).
         self.REVOCATION_RECHECK_S = env("REVOCATION_RECHECK_S", 1.0, float)
         self.REFRESH_TOKEN_TTL = env("REFRESH_TOKEN_TTL", 14 * 24 * 3600, int)

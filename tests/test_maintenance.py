@@ -24,6 +24,7 @@ from config import BEAT_SCHEDULE, redis_db_url
 from tasks import exports as export_tasks
 from tasks import maintenance as maintenance_tasks
 from tasks import notifications as notification_tasks
+from tasks import oneroster as oneroster_tasks
 from tasks import payments as payment_tasks
 from tasks import privacy as privacy_tasks
 from tasks import uploads as upload_tasks
@@ -144,6 +145,7 @@ def test_beat_schedule_names_our_tasks_with_their_queues():
             notification_tasks,
             maintenance_tasks,
             export_tasks,
+            oneroster_tasks,
             payment_tasks,
             privacy_tasks,
             upload_tasks,
@@ -163,6 +165,7 @@ def test_beat_schedule_names_our_tasks_with_their_queues():
         "tasks.maintenance.warm_caches",
         "tasks.maintenance.index_maintenance",
         "tasks.maintenance.cleanup_expired_exports",
+        "tasks.oneroster.prune_tombstones",
     }
 
 

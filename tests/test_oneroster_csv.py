@@ -17,6 +17,7 @@ from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolCl
 from app.core.models import utcnow
 from app.core.security import hash_password
 from app.extensions import db
+from app.grading.models import Assessment, AssessmentType, Grade
 from app.institutions.models import Institution
 from app.oneroster.csvexport import HEADERS
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
@@ -154,6 +155,38 @@ def roster(iid):
     }
 
 
+def gradebook(iid):
+    """A school's gradebook by natural keys: assessment types, assessments (class, subject, term) and
+    their grades by admission number."""
+
+    def q(stmt):
+        return db.session.execute(stmt, execution_options={"skip_tenant": True}).all()
+
+    types = {
+        t.id: (t.name, t.weight)
+        for (t,) in q(select(AssessmentType).where(AssessmentType.institution_id == iid))
+    }
+    rows = q(
+        select(Assessment, SchoolClass.name, Subject.code, Term.name)
+        .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
+        .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
+        .join(Subject, Subject.id == ClassSubject.subject_id)
+        .join(Term, Term.id == Assessment.term_id)
+        .where(Assessment.institution_id == iid)
+    )
+    key = {a.id: (cls, code, term, a.title, a.date, a.max_score, types[a.assessment_type_id][0])
+           for a, cls, code, term in rows}  # fmt: skip
+    grades = defaultdict(list)
+    for g, number in q(select(Grade, Student.admission_number).join(Student, Student.id == Grade.student_id)
+                       .where(Grade.institution_id == iid)):  # fmt: skip
+        grades[key[g.assessment_id]].append((number, g.score, g.comment))
+    return {
+        "types": sorted(types.values()),
+        "assessments": sorted(key.values()),
+        "grades": {k: sorted(v) for k, v in grades.items()},
+    }
+
+
 def test_bulk_zip_of_a_demo_school_imported_into_an_empty_school_reproduces_its_roster(
     admin, client, demo, empty_school
 ):
@@ -184,6 +217,10 @@ def test_bulk_zip_of_a_demo_school_imported_into_an_empty_school_reproduces_its_
     expected = roster(demo["demo_institution_id"])
     assert all(expected.values()) and len(expected["students"]) > 100
     assert roster(new_id) == expected
+    # and its gradebook, through the grading services (their audit rows name the importing admin)
+    expected_gradebook = gradebook(demo["demo_institution_id"])
+    assert expected_gradebook["grades"] and gradebook(new_id) == expected_gradebook
+    assert result["created"]["result"] == sum(len(v) for v in expected_gradebook["grades"].values())
 
     # the same file again: updates (nothing changed), never a second copy
     again = import_zip(new_admin, data)

@@ -4,7 +4,7 @@ import logging
 from datetime import date, datetime, time
 from decimal import Decimal
 
-from flask import g, has_request_context, request
+from flask import g, has_app_context, has_request_context, request
 from sqlalchemy import insert, inspect
 
 from app.audit.models import AuditEntry
@@ -29,13 +29,16 @@ def _plain(v):
 
 
 def _context():
+    # A job doing a user's work through the services (a OneRoster import's gradebook,
+    # app/oneroster/csvimport.py) names that user for the rows they audit.
+    job_actor = g.get("audit_actor_id") if has_app_context() else None
     if not has_request_context():
-        return None, None, None
+        return job_actor, None, None
     p = g.get("principal")
     # The platform's operator is no user of any school: its actions have no actor_id (app/operator);
     # nor has a OneRoster client (app/oneroster), whose request id leads to its client in the log.
     actor = p.user_id if p and p.role not in (OPERATOR, ONEROSTER) else None
-    return actor, g.get("request_id"), request.remote_addr
+    return (job_actor if job_actor is not None else actor), g.get("request_id"), request.remote_addr
 
 
 def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, actor_id=None):

@@ -659,6 +659,9 @@ def _run_oneroster_import(run, path):
         db.session.rollback()
         return None
     db.session.commit()
+    if result["written"] and result["updated"].get("scoreScale"):
+        # the letter bands are the institution's settings: not a tenant table, so bumped by name
+        current_app.extensions["response_cache"].bump(job.institution_id, {"institutions"})
     log.info("job %s: oneroster import done: %s", job.id, _summary(result))
     return _summary(result)
 

@@ -172,7 +172,7 @@ def _sessions(mode):
     for page in _pages(rostering.SESSIONS, mode):
         for r in page:
             yield [*_base(r, mode), r["title"], r["type"], r["startDate"], r["endDate"], r["parent_sid"],
-                   str(r["year_end"].year)]  # fmt: skip
+                   str(r["year_end"].year) if r["year_end"] else None]  # fmt: skip
 
 
 def _courses(mode):

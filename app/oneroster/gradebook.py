@@ -10,7 +10,7 @@ sourcedId allocated here); PUT changes an existing one: Schoolhouse allocates it
 from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, g, request
-from sqlalchemy import literal, select
+from sqlalchemy import literal, select, union_all
 
 from app.academics.models import ClassSubject
 from app.core.crud import commit_or_conflict
@@ -33,6 +33,7 @@ from app.oneroster.query import (
     one_answer,
     register_status_info,
 )
+from app.oneroster.tombstones import branch, labels, out
 
 bp = Blueprint("oneroster_gradebook", __name__)
 register_status_info(bp)
@@ -49,7 +50,7 @@ def _g(collection, sourced_id, kind):
 
 
 def _categories_stmt():
-    return select(
+    live = select(
         literal(0).label("_t"),
         AssessmentType.id.label("_k"),
         sid("cat", AssessmentType.id).label("sourcedId"),
@@ -58,11 +59,12 @@ def _categories_stmt():
         AssessmentType.name.label("title"),
         AssessmentType.weight.label("weight"),
     ).where(AssessmentType.institution_id == _iid())
+    return union_all(live, branch("categories", _iid(), labels(live)))
 
 
 CATEGORIES = Collection(
     "categories", "category", _categories_stmt, {**BASE, "title": Field("title")},
-    lambda row, _: {**_base(row), "title": row["title"], "weight": float(row["weight"])},
+    out(lambda row, _: {**_base(row), "title": row["title"], "weight": float(row["weight"])}),
     record_fields=("sourcedId", "status", "dateLastModified", "title", "weight"),
     kinds={"cat": 0},
 )  # fmt: skip
@@ -104,7 +106,7 @@ SCALES = Collection(
 
 
 def _line_items_stmt():
-    return select(
+    live = select(
         literal(0).label("_t"),
         Assessment.id.label("_k"),
         sid("li", Assessment.id).label("sourcedId"),
@@ -117,6 +119,7 @@ def _line_items_stmt():
         sid("cat", Assessment.assessment_type_id).label("category_sid"),
         sid("term", Assessment.term_id).label("term_sid"),
     ).where(Assessment.institution_id == _iid())
+    return union_all(live, branch("lineItems", _iid(), labels(live), {"class_sid": "class_sid"}))
 
 
 def _line_item_out(row, _):
@@ -140,7 +143,7 @@ LINE_ITEMS = Collection(
     "lineItems", "lineItem", _line_items_stmt,
     {**BASE, "title": Field("title"), "dueDate": Field("dueDate", "date"), "class.sourcedId": Field("class_sid"),
      "category.sourcedId": Field("category_sid"), "gradingPeriod.sourcedId": Field("term_sid")},
-    _line_item_out,
+    out(_line_item_out, lambda row: {"class": _r("classes", row["class_sid"], "class"), "school": org_ref()}),
     record_fields=("sourcedId", "status", "dateLastModified", "title", "description", "assignDate", "dueDate",
                    "class", "school", "category", "gradingPeriod", "scoreScale", "resultValueMin",
                    "resultValueMax"),
@@ -152,7 +155,7 @@ LINE_ITEMS = Collection(
 
 
 def _results_stmt():
-    return (
+    live = (
         select(
             literal(0).label("_t"),
             Grade.id.label("_k"),
@@ -168,6 +171,8 @@ def _results_stmt():
         .join(Assessment, Assessment.id == Grade.assessment_id)
         .where(Grade.institution_id == _iid())
     )
+    refs = {"line_item_sid": "line_item_sid", "student_sid": "student_sid", "class_sid": "class_sid"}
+    return union_all(live, branch("results", _iid(), labels(live), refs))
 
 
 def _result_out(row, _):
@@ -187,7 +192,9 @@ RESULTS = Collection(
     "results", "result", _results_stmt,
     {**BASE, "score": Field("score", "number"), "lineItem.sourcedId": Field("line_item_sid"),
      "student.sourcedId": Field("student_sid"), "class.sourcedId": Field("class_sid")},
-    _result_out,
+    out(_result_out, lambda row: {"lineItem": _g("lineItems", row["line_item_sid"], "lineItem"),
+                                  "student": _r("users", row["student_sid"], "user"),
+                                  "class": _r("classes", row["class_sid"], "class")}),
     record_fields=("sourcedId", "status", "dateLastModified", "lineItem", "student", "class", "scoreStatus",
                    "score", "scoreDate", "comment"),
     kinds={"res": 0},

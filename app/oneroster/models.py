@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, String
+from sqlalchemy import JSON, DateTime, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import TenantMixin
@@ -46,4 +46,28 @@ class OneRosterSourcedId(TenantMixin, db.Model):
     __table_args__ = (
         # upsert by sourcedId: the local record an imported sourcedId names, per school and kind of record
         Index("uq_oneroster_sourced_ids_key", "institution_id", "entity", "sourced_id", unique=True),
+    )
+
+
+class OneRosterTombstone(TenantMixin, db.Model):
+    """A OneRoster record whose rows were deleted outright (an enrolment, a class subject, a term, an
+    assessment ...): written in the deleting transaction (app/oneroster/tombstones.py), listed by the
+    REST collections and the delta CSV as `tobedeleted` with dateLastModified = deleted_at, so a delta
+    client learns of the deletion; pruned after ONEROSTER_TOMBSTONE_DAYS."""
+
+    __tablename__ = "oneroster_tombstones"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    collection: Mapped[str] = mapped_column(String(30))  # enrollments, classes, lineItems, ...
+    sourced_id: Mapped[str] = mapped_column(String(255))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # what the record's minimal shape names: role, classType, type, user/class/lineItem/student sourcedIds
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        # one tombstone per record (a second delete of the same sourcedId moves deleted_at)
+        Index("uq_oneroster_tombstones_key", "institution_id", "collection", "sourced_id", unique=True),
+        # a collection's tombstones of a school, in a delta (dateLastModified > ...)
+        Index("ix_oneroster_tombstones_institution_deleted", "institution_id", "collection", "deleted_at"),
+        # the nightly prune: tombstones older than the retention window, across schools
+        Index("ix_oneroster_tombstones_deleted_at", "deleted_at"),
     )

@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from app.core.errors import ApiError
 from app.extensions import db
 
+TOMB = 9  # the `_t` of every collection's tombstone branch (app/oneroster/tombstones.py); live ones: 0..3
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # spec default page is 100; a client may ask for more, capped here
 
@@ -298,10 +299,11 @@ def _links(limit, offset, total):
 def by_sourced_id(sub, sourced_id: str, kinds: dict[str, int]):
     """The condition naming one record: "student-12" is branch `_t` of prefix "student" and `_k` 12, so
     the lookup is a primary-key probe in one branch of the collection's union (sourcedIds of other
-    shapes are compared as text)."""
+    shapes are compared as text); or the record's tombstone, once it was deleted (a unique-index probe)."""
     prefix, _, rest = sourced_id.rpartition("-")
     if prefix in kinds and rest.isdigit() and len(rest) < 19:
-        return and_(sub.c._t == kinds[prefix], sub.c._k == int(rest))
+        live = and_(sub.c._t == kinds[prefix], sub.c._k == int(rest))
+        return or_(live, and_(sub.c._t == TOMB, sub.c.sourcedId == sourced_id))
     return sub.c.sourcedId == sourced_id
 
 

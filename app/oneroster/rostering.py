@@ -41,6 +41,7 @@ from app.oneroster.query import (
     one_answer,
     register_status_info,
 )
+from app.oneroster.tombstones import branch, labels, out
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 
 bp = Blueprint("oneroster_rostering", __name__)
@@ -121,7 +122,8 @@ def _sessions_stmt():
         .join(AcademicYear, AcademicYear.id == Term.academic_year_id)
         .where(Term.institution_id == iid)
     )
-    return union_all(years, terms)
+    gone = branch("academicSessions", iid, labels(years), {"type": "type", "parent_sid": "parent_sid"})
+    return union_all(years, terms, gone)
 
 
 def _sessions_enrich(rows):
@@ -163,10 +165,16 @@ SESSION_FIELDS = {
 }
 SESSION_RECORD = ("sourcedId", "status", "dateLastModified", "title", "startDate", "endDate", "type", "parent",
                   "children", "schoolYear", "org")  # fmt: skip
-SESSIONS = Collection("academicSessions", "academicSession", _sessions_stmt, SESSION_FIELDS, _session_out,
+_session_record = out(_session_out, lambda row: {
+    "type": row["type"], "parent": _r("academicSessions", row["parent_sid"], "academicSession")})  # fmt: skip
+SESSIONS = Collection("academicSessions", "academicSession", _sessions_stmt, SESSION_FIELDS, _session_record,
                       _sessions_enrich, SESSION_RECORD, {"year": 0, "term": 1})  # fmt: skip
-TERMS = Collection("academicSessions", "academicSession", _sessions_stmt, SESSION_FIELDS, _session_out,
+TERMS = Collection("academicSessions", "academicSession", _sessions_stmt, SESSION_FIELDS, _session_record,
                    _sessions_enrich, SESSION_RECORD, {"term": 1})  # fmt: skip
+
+
+def _of_type(kind):  # the terms (or gradingPeriods) of the sessions, tombstones of terms included
+    return [lambda sub: sub.c.type == kind]
 
 
 # --- courses ------------------------------------------------------------------------------------------
@@ -192,7 +200,7 @@ def _courses_stmt():
         literal("Homeroom").label("title"),
         literal("HOMEROOM").label("courseCode"),
     ).where(Institution.id == iid)
-    return union_all(subjects, homeroom)
+    return union_all(subjects, homeroom, branch("courses", iid, labels(subjects)))
 
 
 def _course_out(row, _):
@@ -202,7 +210,7 @@ def _course_out(row, _):
 
 COURSES = Collection(
     "courses", "course", _courses_stmt, {**BASE, "title": Field("title"), "courseCode": Field("courseCode")},
-    _course_out,
+    out(_course_out, lambda row: {"org": org_ref()}),
     record_fields=("sourcedId", "status", "dateLastModified", "title", "courseCode", "schoolYear", "grades",
                    "subjects", "org"),
     kinds={"course": 0},
@@ -247,7 +255,9 @@ def _classes_stmt():
         .join(Subject, Subject.id == ClassSubject.subject_id)
         .where(ClassSubject.institution_id == iid)
     )
-    return union_all(homeroom, scheduled)
+    return union_all(
+        homeroom, scheduled, branch("classes", iid, labels(homeroom), {"classType": "classType"})
+    )
 
 
 def _classes_enrich(rows):
@@ -282,7 +292,7 @@ CLASSES = Collection(
     "classes", "class", _classes_stmt,
     {**BASE, "title": Field("title"), "classCode": Field("classCode"), "classType": Field("classType"),
      "course.sourcedId": Field("course_sid")},
-    _class_out, _classes_enrich,
+    out(_class_out, lambda row: {"classType": row["classType"], "school": org_ref()}), _classes_enrich,
     ("sourcedId", "status", "dateLastModified", "title", "classCode", "classType", "location", "grades",
      "subjects", "course", "school", "terms"),
     {"class": 0, "section": 1},
@@ -530,7 +540,9 @@ def _enrollments_stmt():
         .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
         .where(ClassSubject.institution_id == iid, ClassSubject.teacher_id.is_not(None))
     )
-    return union_all(student_home, student_section, teacher_home, teacher_section)
+    gone = branch("enrollments", iid, labels(student_home),
+                  {"role": "role", "user_sid": "user_sid", "class_sid": "class_sid"})  # fmt: skip
+    return union_all(student_home, student_section, teacher_home, teacher_section, gone)
 
 
 def _enrollment_out(row, _):
@@ -550,7 +562,9 @@ ENROLLMENTS = Collection(
     "enrollments", "enrollment", _enrollments_stmt,
     {**BASE, "role": Field("role"), "primary": Field("primary", "bool"), "beginDate": Field("beginDate", "date"),
      "endDate": Field("endDate", "date"), "user.sourcedId": Field("user_sid"), "class.sourcedId": Field("class_sid")},
-    _enrollment_out,
+    out(_enrollment_out, lambda row: {"user": _r("users", row["user_sid"], "user"),
+                                      "class": _r("classes", row["class_sid"], "class"), "school": org_ref(),
+                                      "role": row["role"]}),
     record_fields=("sourcedId", "status", "dateLastModified", "user", "class", "school", "role", "primary",
                    "beginDate", "endDate"),
     kinds={"enr": 0, "tenrc": 2, "tenrs": 3},
@@ -637,7 +651,7 @@ for _name, _coll in (
     ("teachers", TEACHERS),
     ("enrollments", ENROLLMENTS),
 ):
-    _where = [lambda sub: sub.c._t == 1] if _name == "terms" else ()
+    _where = _of_type("term") if _name == "terms" else ()
     _route(f"/{_name}", f"list_{_name}", ROSTER, _list(_coll, _where))
     _route(f"/{_name}/<sourced_id>", f"get_{_name}", ROSTER, _one(_coll, _where))
 _route("/demographics", "list_demographics", DEMOGRAPHICS, _list(DEMOGRAPHICS_COLL))
@@ -646,7 +660,7 @@ _route("/demographics/<sourced_id>", "get_demographics", DEMOGRAPHICS, _one(DEMO
 
 def _no_grading_periods():
     # Schoolhouse has no grading periods below its terms: the collection is empty.
-    return list_answer(SESSIONS, [lambda sub: sub.c._t == 2])
+    return list_answer(SESSIONS, _of_type("gradingPeriod"))
 
 
 def _no_grading_period(sourced_id):
@@ -670,7 +684,7 @@ _route("/schools/<school_id>/students", "school_students", ROSTER, _school_list(
 _route("/schools/<school_id>/teachers", "school_teachers", ROSTER, _school_list(TEACHERS))
 _route("/schools/<school_id>/courses", "school_courses", ROSTER, _school_list(COURSES))
 _route("/schools/<school_id>/enrollments", "school_enrollments", ROSTER, _school_list(ENROLLMENTS))
-_route("/schools/<school_id>/terms", "school_terms", ROSTER, _school_list(TERMS, [lambda sub: sub.c._t == 1]))
+_route("/schools/<school_id>/terms", "school_terms", ROSTER, _school_list(TERMS, _of_type("term")))
 
 
 def _class_members(coll, role):

@@ -14,9 +14,18 @@ from app.extensions import db
 from app.oneroster import clients as services
 from app.oneroster.models import OneRosterClient
 from app.oneroster.schemas import ClientCreate, ClientOut, ClientSecretOut
+from app.oneroster.tombstones import register_tombstones
 
 bp = Blueprint("oneroster_clients", __name__)
 TAGS = ["oneroster"]
+
+
+@bp.record_once
+def _tombstones(state):
+    # Rows deleted outright leave OneRoster tombstones in the deleting transaction (session events).
+    register_tombstones(state.app)
+
+
 CLIENTS = ListSpec(OneRosterClient.id, sorts={"name": OneRosterClient.name})
 
 
