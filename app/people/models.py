@@ -73,6 +73,18 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     __table_args__ = (
         # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
         Index("ix_students_institution_updated", "institution_id", "updated_at"),
+        # OneRoster /users, /demographics (migration 0013): a school's students in the order a page asks
+        # for, deleted ones included (tobedeleted): by id (the default), given/family name, the sourcedId
+        # expression of app/oneroster/common.py sid(), birth date
+        Index("ix_students_institution_id", "institution_id", "id"),
+        Index("ix_students_institution_given_name_id", "institution_id", "first_name", "id"),
+        Index("ix_students_institution_family_name_id", "institution_id", "last_name", "id"),
+        Index(
+            "ix_students_institution_sourced_id",
+            "institution_id",
+            text("('student-' || CAST(id AS VARCHAR))"),
+        ),
+        Index("ix_students_institution_birth_date", "institution_id", "date_of_birth"),
         # natural key: admission number per institution (also the import upsert key)
         UniqueConstraint("institution_id", "admission_number", name="uq_students_institution_admission"),
         # GET /auth/me and student self-access: the student row of a login
