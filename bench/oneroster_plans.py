@@ -114,7 +114,9 @@ def plans_markdown(app=None) -> str:
     ident, token = _client_token(app)
     try:
         with app.app_context():
-            return capture_plans(client, token, paths_for(client, token), BIG_TABLES, SMALL_TABLE_ROWS)
+            return capture_plans(
+                client, token, paths_for(client, token), BIG_TABLES, SMALL_TABLE_ROWS, split_counts=True
+            )
     finally:
         _revoke(app, ident)
 
