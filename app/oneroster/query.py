@@ -328,7 +328,8 @@ def list_answer(coll: Collection, where=()):
         if text:
             conds.append(parse_filter(text, coll.bound_fields(view)))
         counted.append(branch.where(*conds))
-        paged.append(branch.where(*conds).order_by(*order_of(view)).limit(offset + limit))
+        # a SELECT of its own around each (SQLite takes no ORDER BY/LIMIT on a member of a UNION)
+        paged.append(select(branch.where(*conds).order_by(*order_of(view)).limit(offset + limit).subquery()))
     whole = union_all(*counted) if len(counted) > 1 else counted[0]
     page = (union_all(*paged) if len(paged) > 1 else paged[0]).subquery()
     session = db.session

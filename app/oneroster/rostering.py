@@ -13,7 +13,21 @@ sorts and paging are SQL (app/oneroster/query.py).
 from collections import defaultdict
 
 from flask import Blueprint
-from sqlalchemy import Boolean, Date, Integer, and_, case, cast, exists, literal, null, or_, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.extensions import db
@@ -100,7 +114,7 @@ def _sessions_stmt():
         AcademicYear.start_date.label("startDate"),
         AcademicYear.end_date.label("endDate"),
         literal("schoolYear").label("type"),
-        null().label("parent_sid"),
+        cast(null(), String).label("parent_sid"),
         AcademicYear.id.label("year_id"),
         AcademicYear.end_date.label("year_end"),
     ).where(AcademicYear.institution_id == iid)
@@ -227,7 +241,7 @@ def _classes_stmt():
         SchoolClass.grade_level.label("grade"),
         literal("course-homeroom").label("course_sid"),
         SchoolClass.academic_year_id.label("year_id"),
-        null().label("subject"),
+        cast(null(), String).label("subject"),
         cast(null(), Integer).label("_s"),
     ).where(SchoolClass.institution_id == iid)
     scheduled = (
@@ -330,7 +344,7 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 Teacher.email.label("email"),
                 Teacher.employee_number.label("identifier"),
                 literal("teacher").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 literal(True, Boolean).label("enabled"),
             ).where(Teacher.institution_id == iid)
         )
@@ -349,9 +363,9 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 Guardian.first_name.label("givenName"),
                 Guardian.last_name.label("familyName"),
                 Guardian.email.label("email"),
-                null().label("identifier"),
+                cast(null(), String).label("identifier"),
                 case((parent, "parent"), else_="guardian").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 literal(True, Boolean).label("enabled"),
             ).where(Guardian.institution_id == iid)
         )
@@ -366,9 +380,9 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 User.first_name.label("givenName"),
                 User.last_name.label("familyName"),
                 User.email.label("email"),
-                null().label("identifier"),
+                cast(null(), String).label("identifier"),
                 literal("administrator").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 User.is_active.label("enabled"),
             ).where(User.institution_id == iid, User.role == "admin")
         )

@@ -63,18 +63,6 @@ INDEXES = (
         ],
         {},
     ),
-    (
-        "ix_students_first_name_trgm",
-        "students",
-        [sa.text("lower(first_name) gin_trgm_ops")],
-        {"postgresql_using": "gin"},
-    ),
-    (
-        "ix_students_last_name_trgm",
-        "students",
-        [sa.text("lower(last_name) gin_trgm_ops")],
-        {"postgresql_using": "gin"},
-    ),
     ("ix_enrolments_institution_id", "enrolments", ["institution_id", "id"], {}),
     (
         "ix_enrolments_institution_sourced_id",
@@ -100,16 +88,36 @@ INDEXES = (
 )
 
 
+# contains (`givenName~'ale'`): trigram GIN indexes, PostgreSQL only (pg_trgm is a trusted extension, so
+# the database's owner may create it; docs/DEPLOY.md)
+TRIGRAM = (
+    (
+        "ix_students_first_name_trgm",
+        "students",
+        [sa.text("lower(first_name) gin_trgm_ops")],
+        {"postgresql_using": "gin"},
+    ),
+    (
+        "ix_students_last_name_trgm",
+        "students",
+        [sa.text("lower(last_name) gin_trgm_ops")],
+        {"postgresql_using": "gin"},
+    ),
+)
+
+
 def upgrade():
-    # contains (`givenName~'ale'`): trigram GIN indexes; pg_trgm is trusted (a database owner may create it)
-    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    for name, table, columns, kw in INDEXES:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for name, table, columns, kw in INDEXES + (TRIGRAM if postgres else ()):
         op.create_index(name, table, columns, **kw)
     # (institution_id, updated_at, id) serves all the narrower one did, and the delta sort in full
     op.drop_index("ix_students_institution_updated", table_name="students")
 
 
 def downgrade():
+    postgres = op.get_bind().dialect.name == "postgresql"
     op.create_index("ix_students_institution_updated", "students", ["institution_id", "updated_at"])
-    for name, table, _, _ in reversed(INDEXES):
+    for name, table, _, _ in reversed(INDEXES + (TRIGRAM if postgres else ())):
         op.drop_index(name, table_name=table)
