@@ -25,6 +25,9 @@ PAGES = (
     "/users?limit=100&sort=dateLastModified",
     "/users?limit=100&sort=identifier",
     "/users?limit=100&sort=roles.role",
+    "/users?limit=100&sort=status",
+    "/users?limit=100&sort=enabledUser",
+    "/users?limit=100&filter=givenName~'iven7'",
     "/users?limit=100&filter=sourcedId%3D'student-{sid}'",
     "/users?limit=100&filter=givenName%3D'Given7'",
     "/users?limit=100&filter=dateLastModified%3E'2000-01-01T00:00:00Z'",
@@ -32,8 +35,10 @@ PAGES = (
     "/demographics?limit=100",
     "/demographics?limit=100&sort=sourcedId",
     "/demographics?limit=100&sort=birthDate",
+    "/demographics?limit=100&sort=sex",
     "/demographics?limit=100&filter=sourcedId%3D'student-{sid}'",
     "/enrollments?limit=100",
+    "/enrollments?limit=100&sort=beginDate",
     "/enrollments?limit=100&filter=user.sourcedId%3D'student-{sid}'",
     "/enrollments?limit=100&filter=sourcedId%3D'enr-{eid}'",
 )
@@ -98,3 +103,18 @@ def test_page_reads_students_and_enrolments_through_indexes(big_school, page):
     for plan in plans:
         for table in ("students", "enrolments"):
             assert f"Seq Scan on {table} " not in plan + " ", plan
+
+
+def test_sourced_id_probes_answer_as_the_text_would(big_school):
+    """An id probe names exactly the record whose sourcedId is the text: "student-0N" is none."""
+    oneroster, ids = big_school
+    sid = ids["sid"]
+    one = oneroster.get(f"{R}/users?filter=sourcedId%3D'student-{sid}'").get_json()["users"]
+    assert [u["sourcedId"] for u in one] == [f"student-{sid}"]
+    assert oneroster.get(f"{R}/users?filter=sourcedId%3D'student-0{sid}'").get_json()["users"] == []
+    mine = oneroster.get(f"{R}/enrollments?filter=user.sourcedId%3D'student-{sid}'&limit=1000").get_json()
+    assert mine["enrollments"] and {e["user"]["sourcedId"] for e in mine["enrollments"]} == {f"student-{sid}"}
+    # the same records by the text (a contains-filter compares the computed sourcedId)
+    text = oneroster.get(f"{R}/enrollments?filter=user.sourcedId~'student-{sid}'&limit=1000").get_json()
+    exact = [e for e in text["enrollments"] if e["user"]["sourcedId"] == f"student-{sid}"]
+    assert exact == mine["enrollments"]
