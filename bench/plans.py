@@ -48,29 +48,48 @@ def capture(client, token, path):
     return resp.status_code, statements
 
 
-def capture_plans(client, token, paths, big_tables=BIG_TABLES, small_rows=SMALL_TABLE_ROWS) -> str:
+def capture_plans(
+    client, token, paths, big_tables=BIG_TABLES, small_rows=SMALL_TABLE_ROWS, split_counts=False
+) -> str:
     """EXPLAIN ANALYZE of every statement each GET runs, as Markdown, led by a line naming any sequential
-    scan of a large table (also used by bench/oneroster_plans.py)."""
+    scan of a large table (also used by bench/oneroster_plans.py). `split_counts`: name the scans of
+    `SELECT count(*)` statements (a list's total) apart from those of the statements that read a page."""
     out = []
     seq_scans = []
+    count_scans = []
     for path in paths:
         status, statements = capture(client, token, path)
         out.append(f"#### `GET {path}` → {status}\n")
         for sql in statements:
             plan = "\n".join(r[0] for r in db.session.execute(text("EXPLAIN (ANALYZE, COSTS OFF) " + sql)))
             db.session.rollback()
+            is_count = split_counts and sql.lstrip().lower().startswith("select count(")
             for t in big_tables:
                 if f"Seq Scan on {t} " in plan + " ":
-                    seq_scans.append((path, t))
+                    (count_scans if is_count else seq_scans).append((path, t))
             out.append("```\n" + plan + "\n```\n")
     sizes = dict(db.session.execute(text("SELECT relname, n_live_tup FROM pg_stat_user_tables")).all())
     big = [(p, t) for p, t in seq_scans if sizes.get(t, 0) >= small_rows]
-    small = sorted({f"{t} ({sizes.get(t, 0):,} rows)" for p, t in seq_scans if sizes.get(t, 0) < small_rows})
-    summary = (
-        f"No sequential scan on a table of {small_rows:,} rows or more in any plan below."
-        if not big
-        else "**Sequential scans on large tables:** " + ", ".join(f"{t} ({p})" for p, t in big)
+    small = sorted(
+        {
+            f"{t} ({sizes.get(t, 0):,} rows)"
+            for p, t in seq_scans + count_scans
+            if sizes.get(t, 0) < small_rows
+        }
     )
+    what = "page query" if split_counts else "plan"
+    summary = (
+        f"No sequential scan on a table of {small_rows:,} rows or more in any {what} below."
+        if not big
+        else f"**Sequential scans on large tables{' (page queries)' if split_counts else ''}:** "
+        + ", ".join(f"{t} ({p})" for p, t in big)
+    )
+    big_counts = [(p, t) for p, t in count_scans if sizes.get(t, 0) >= small_rows]
+    if big_counts:
+        summary += (
+            "\n\n**Sequential scans on large tables (X-Total-Count, `SELECT count(*)`):** "
+            + ", ".join(f"{t} ({p})" for p, t in big_counts)
+        )
     if small:
         summary += (
             " The planner scans these small tables whole, which is cheaper than an index at their "

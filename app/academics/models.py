@@ -95,6 +95,15 @@ class ClassSubject(TenantMixin, TimestampMixin, db.Model):
     __table_args__ = (
         # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
         Index("ix_class_subjects_institution_updated", "institution_id", "updated_at"),
+        # OneRoster /classes, /enrollments (migration 0013): a school's sections in id order (the
+        # default order) and in sourcedId order, and the sections of one subject (course.sourcedId='course-N')
+        Index("ix_class_subjects_institution_id", "institution_id", "id"),
+        Index(
+            "ix_class_subjects_institution_sourced_id",
+            "institution_id",
+            text("('section-' || CAST(id AS VARCHAR))"),
+        ),
+        Index("ix_class_subjects_institution_subject", "institution_id", "subject_id"),
         # natural key: a subject is taught once per class; also GET /class-subjects?class_id=
         UniqueConstraint("class_id", "subject_id", name="uq_class_subjects_class_subject"),
         # teacher scope: the classes a teacher teaches (every teacher permission check)
@@ -114,6 +123,19 @@ class Enrolment(TenantMixin, TimestampMixin, db.Model):
     __table_args__ = (
         # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
         Index("ix_enrolments_institution_updated", "institution_id", "updated_at"),
+        # OneRoster /enrollments (migration 0013): a school's enrolments in id order (the default order),
+        # sourcedId order, beginDate order, user.sourcedId order
+        Index("ix_enrolments_institution_id", "institution_id", "id"),
+        Index(
+            "ix_enrolments_institution_sourced_id", "institution_id", text("('enr-' || CAST(id AS VARCHAR))")
+        ),
+        Index("ix_enrolments_institution_start_id", "institution_id", "start_date", "id"),
+        Index(
+            "ix_enrolments_institution_user_sourced_id",
+            "institution_id",
+            text("('student-' || CAST(student_id AS VARCHAR))"),
+            "id",
+        ),
         # GET /students/{id}/enrolments and "enrolled in class X on date D": a student's history by date
         Index("ix_enrolments_student_start", "student_id", "start_date"),
         # one current enrolment per student (a move closes the old row first)

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import current_app, request
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import CompoundSelect, and_, func, or_, select, union_all
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import ApiError
@@ -97,6 +97,10 @@ _JOIN = re.compile(r"(AND|OR)\s", re.I)
 class Field:
     column: Any
     kind: str = "str"  # str, date, datetime, int, number, bool
+    # a reference field ("user.sourcedId"): sourcedId prefix -> (the branches `_t` it names, the column
+    # holding the integer id), so `= 'student-12'` is an id probe, not a comparison of computed text
+    ids: dict | None = None
+    kind_col: Any = None  # bound: the branch column `_t`
 
 
 def _value(f: Field, raw: str, name: str):
@@ -124,8 +128,23 @@ def _value(f: Field, raw: str, name: str):
     return raw
 
 
+def _id_of(raw: str, prefixes) -> tuple[str, int] | None:
+    """("student", 12) for "student-12" when "student" is one of `prefixes` (a canonical integer only:
+    "student-012" names no record, as no record shows it)."""
+    prefix, _, rest = raw.rpartition("-")
+    if prefix in prefixes and rest.isdigit() and len(rest) < 19 and str(int(rest)) == rest:
+        return prefix, int(rest)
+    return None
+
+
 def _predicate(f: Field, op: str, value, name):
     col = f.column
+    if f.ids and op == "=":
+        hit = _id_of(value, f.ids)
+        if hit is not None:
+            kinds, id_col = f.ids[hit[0]]
+            # a tombstone names what it referred to as text (it has no live row to probe)
+            return or_(and_(f.kind_col.in_(kinds), id_col == hit[1]), and_(f.kind_col == TOMB, col == value))
     if op == "~":
         if f.kind != "str":
             raise OneRosterError(400, f"filter: ~ applies to text fields, not {name}", "invalid_filter_field")
@@ -155,6 +174,12 @@ def _predicate(f: Field, op: str, value, name):
         "<": operator.lt,
         "<=": operator.le,
     }[op](col, value)
+
+
+def equals(coll, view, name: str, value: str):
+    """`name = 'value'` on `view` (a subquery of `coll`, or one branch), as the filter grammar builds it:
+    a reference field's id probe where the value is one (for the nested collections)."""
+    return _predicate(coll.bound_fields(view)[name], "=", value, name)
 
 
 def parse_filter(text: str, fields: dict[str, Field]):
@@ -214,6 +239,34 @@ class Collection:
         sub = self.stmt().subquery()
         return sub, select(sub).where(*[w(sub) for w in where])
 
+    def bound_fields(self, view) -> dict[str, Field]:
+        """The filterable fields as columns of `view` (a subquery, or one branch of the union); the
+        sourcedId and the reference fields with the id columns that answer `= 'prefix-N'`."""
+        out = {}
+        for n, f in self.fields.items():
+            ids = dict(f.ids or {})
+            if n == "sourcedId":
+                ids = {p: ((t,), "_k") for p, t in self.kinds.items()}
+            out[n] = Field(
+                view.c[f.column], f.kind,
+                {p: (ts, view.c[col]) for p, (ts, col) in ids.items()} or None,
+                view.c._t if ids else None,
+            )  # fmt: skip
+        return out
+
+
+def _branches(stmt) -> list:
+    """The SELECTs of a collection's statement (one, or the members of its UNION ALL)."""
+    return list(stmt.selects) if isinstance(stmt, CompoundSelect) else [stmt]
+
+
+class _Branch:
+    """A branch SELECT seen as the collection's subquery is: `.c.<label>` is its labelled expression
+    (SQLAlchemy renders a label's expression in WHERE, its name in ORDER BY)."""
+
+    def __init__(self, stmt):
+        self.c = stmt.selected_columns
+
 
 def _int_arg(name, default, lo, hi):
     raw = request.args.get(name)
@@ -226,10 +279,6 @@ def _int_arg(name, default, lo, hi):
     if not lo <= value <= hi:
         raise OneRosterError(400, f"{name} must be between {lo} and {hi}", "invalid_data")
     return value
-
-
-def _bound(fields: dict[str, Field], sub) -> dict[str, Field]:
-    return {n: Field(sub.c[f.column], f.kind) for n, f in fields.items()}
 
 
 def _selection(coll: Collection):
@@ -248,29 +297,48 @@ def _select(record: dict, names):
 
 
 def list_answer(coll: Collection, where=()):
-    """The page of `coll` this request asks for, with X-Total-Count and Link."""
+    """The page of `coll` this request asks for, with X-Total-Count and Link.
+
+    The filter, the conditions `where` and the order go into every branch of the collection's UNION ALL,
+    and each branch keeps only its first offset + limit rows in that order: a branch is a subquery with
+    its own WHERE, so PostgreSQL plans it alone, and only an ORDER BY ... LIMIT of its own lets it read
+    a (per-school) index in order instead of reading the whole branch to sort it. The union of the
+    branches' first offset + limit rows holds the page, so the answer is the one the whole union sorted
+    would give. docs/BENCHMARKS.md shows the plans."""
     limit = _int_arg("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 10**9)
     names = _selection(coll)
-    sub, stmt = coll.rows(where)
-    fields = _bound(coll.fields, sub)
     text = request.args.get("filter")
-    if text:
-        stmt = stmt.where(parse_filter(text, fields))
     sort = request.args.get("sort")
     order_by = (request.args.get("orderBy") or "asc").lower()
     if order_by not in ("asc", "desc"):
         raise OneRosterError(400, "orderBy must be asc or desc", "invalid_data")
-    order = []
-    if sort:
-        if sort not in fields:
-            raise OneRosterError(400, f"sort: {sort!r} is not a sortable field", "invalid_sort_field")
-        col = fields[sort].column
-        order.append(col.desc() if order_by == "desc" else col.asc())
-    order += [sub.c[c] for c in coll.order]
+    if sort and sort not in coll.fields:
+        raise OneRosterError(400, f"sort: {sort!r} is not a sortable field", "invalid_sort_field")
+
+    def order_of(view):
+        order = []
+        if sort:
+            col = view.c[coll.fields[sort].column]
+            order.append(col.desc() if order_by == "desc" else col.asc())
+        return order + [view.c[c] for c in coll.order]
+
+    counted, paged = [], []
+    for branch in _branches(coll.stmt()):
+        view = _Branch(branch)
+        conds = [w(view) for w in where]
+        if text:
+            conds.append(parse_filter(text, coll.bound_fields(view)))
+        counted.append(branch.where(*conds))
+        # a SELECT of its own around each (SQLite takes no ORDER BY/LIMIT on a member of a UNION)
+        paged.append(select(branch.where(*conds).order_by(*order_of(view)).limit(offset + limit).subquery()))
+    whole = union_all(*counted) if len(counted) > 1 else counted[0]
+    page = (union_all(*paged) if len(paged) > 1 else paged[0]).subquery()
     session = db.session
-    total = session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = session.execute(stmt.order_by(*order).limit(limit).offset(offset)).mappings().all()
+    total = session.execute(select(func.count()).select_from(whole.subquery())).scalar_one()
+    rows = (
+        session.execute(select(page).order_by(*order_of(page)).limit(limit).offset(offset)).mappings().all()
+    )
     extra = coll.enrich(rows) if coll.enrich else None
     body = {coll.name: [_select(coll.out(r, extra), names) for r in rows]}
     resp = current_app.json.response(body)
@@ -300,9 +368,9 @@ def by_sourced_id(sub, sourced_id: str, kinds: dict[str, int]):
     """The condition naming one record: "student-12" is branch `_t` of prefix "student" and `_k` 12, so
     the lookup is a primary-key probe in one branch of the collection's union (sourcedIds of other
     shapes are compared as text); or the record's tombstone, once it was deleted (a unique-index probe)."""
-    prefix, _, rest = sourced_id.rpartition("-")
-    if prefix in kinds and rest.isdigit() and len(rest) < 19:
-        live = and_(sub.c._t == kinds[prefix], sub.c._k == int(rest))
+    hit = _id_of(sourced_id, kinds)
+    if hit is not None:
+        live = and_(sub.c._t == kinds[hit[0]], sub.c._k == hit[1])
         return or_(live, and_(sub.c._t == TOMB, sub.c.sourcedId == sourced_id))
     return sub.c.sourcedId == sourced_id
 

@@ -13,7 +13,21 @@ sorts and paging are SQL (app/oneroster/query.py).
 from collections import defaultdict
 
 from flask import Blueprint
-from sqlalchemy import Boolean, case, exists, literal, null, or_, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
 from app.extensions import db
@@ -37,6 +51,7 @@ from app.oneroster.query import (
     Collection,
     Field,
     OneRosterError,
+    equals,
     list_answer,
     one_answer,
     register_status_info,
@@ -100,7 +115,7 @@ def _sessions_stmt():
         AcademicYear.start_date.label("startDate"),
         AcademicYear.end_date.label("endDate"),
         literal("schoolYear").label("type"),
-        null().label("parent_sid"),
+        cast(null(), String).label("parent_sid"),
         AcademicYear.id.label("year_id"),
         AcademicYear.end_date.label("year_end"),
     ).where(AcademicYear.institution_id == iid)
@@ -234,7 +249,8 @@ def _classes_stmt():
         SchoolClass.grade_level.label("grade"),
         literal("course-homeroom").label("course_sid"),
         SchoolClass.academic_year_id.label("year_id"),
-        null().label("subject"),
+        cast(null(), String).label("subject"),
+        cast(null(), Integer).label("_s"),
     ).where(SchoolClass.institution_id == iid)
     scheduled = (
         select(
@@ -250,6 +266,7 @@ def _classes_stmt():
             sid("course", Subject.id).label("course_sid"),
             SchoolClass.academic_year_id.label("year_id"),
             Subject.name.label("subject"),
+            ClassSubject.subject_id.label("_s"),
         )
         .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
         .join(Subject, Subject.id == ClassSubject.subject_id)
@@ -291,7 +308,7 @@ def _class_out(row, terms):
 CLASSES = Collection(
     "classes", "class", _classes_stmt,
     {**BASE, "title": Field("title"), "classCode": Field("classCode"), "classType": Field("classType"),
-     "course.sourcedId": Field("course_sid")},
+     "course.sourcedId": Field("course_sid", ids={"course": ((1,), "_s")})},
     out(_class_out, lambda row: {"classType": row["classType"], "school": org_ref()}), _classes_enrich,
     ("sourcedId", "status", "dateLastModified", "title", "classCode", "classType", "location", "grades",
      "subjects", "course", "school", "terms"),
@@ -337,7 +354,7 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 Teacher.email.label("email"),
                 Teacher.employee_number.label("identifier"),
                 literal("teacher").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 literal(True, Boolean).label("enabled"),
             ).where(Teacher.institution_id == iid)
         )
@@ -356,9 +373,9 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 Guardian.first_name.label("givenName"),
                 Guardian.last_name.label("familyName"),
                 Guardian.email.label("email"),
-                null().label("identifier"),
+                cast(null(), String).label("identifier"),
                 case((parent, "parent"), else_="guardian").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 literal(True, Boolean).label("enabled"),
             ).where(Guardian.institution_id == iid)
         )
@@ -373,9 +390,9 @@ def _users_stmt(kinds=("student", "teacher", "guardian", "admin")):
                 User.first_name.label("givenName"),
                 User.last_name.label("familyName"),
                 User.email.label("email"),
-                null().label("identifier"),
+                cast(null(), String).label("identifier"),
                 literal("administrator").label("role"),
-                null().label("grade"),
+                cast(null(), Integer).label("grade"),
                 User.is_active.label("enabled"),
             ).where(User.institution_id == iid, User.role == "admin")
         )
@@ -479,6 +496,8 @@ def _enrollments_stmt():
             Enrolment.end_date.label("endDate"),
             sid("student", Enrolment.student_id).label("user_sid"),
             sid("class", Enrolment.class_id).label("class_sid"),
+            Enrolment.student_id.label("_u"),
+            Enrolment.class_id.label("_c"),
         )
         .join(Student, Student.id == Enrolment.student_id)
         .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
@@ -502,6 +521,8 @@ def _enrollments_stmt():
             Enrolment.end_date.label("endDate"),
             sid("student", Enrolment.student_id).label("user_sid"),
             sid("section", ClassSubject.id).label("class_sid"),
+            Enrolment.student_id.label("_u"),
+            ClassSubject.id.label("_c"),
         )
         .join(Student, Student.id == Enrolment.student_id)
         .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
@@ -517,10 +538,12 @@ def _enrollments_stmt():
         SchoolClass.updated_at.label("dlm"),
         literal("teacher").label("role"),
         literal(True, Boolean).label("primary"),
-        null().label("beginDate"),
-        null().label("endDate"),
+        cast(null(), Date).label("beginDate"),
+        cast(null(), Date).label("endDate"),
         sid("teacher", SchoolClass.homeroom_teacher_id).label("user_sid"),
         sid("class", SchoolClass.id).label("class_sid"),
+        SchoolClass.homeroom_teacher_id.label("_u"),
+        SchoolClass.id.label("_c"),
     ).where(SchoolClass.institution_id == iid, SchoolClass.homeroom_teacher_id.is_not(None))
     teacher_section = (
         select(
@@ -532,10 +555,12 @@ def _enrollments_stmt():
             later(ClassSubject.updated_at, SchoolClass.updated_at).label("dlm"),
             literal("teacher").label("role"),
             literal(True, Boolean).label("primary"),
-            null().label("beginDate"),
-            null().label("endDate"),
+            cast(null(), Date).label("beginDate"),
+            cast(null(), Date).label("endDate"),
             sid("teacher", ClassSubject.teacher_id).label("user_sid"),
             sid("section", ClassSubject.id).label("class_sid"),
+            ClassSubject.teacher_id.label("_u"),
+            ClassSubject.id.label("_c"),
         )
         .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
         .where(ClassSubject.institution_id == iid, ClassSubject.teacher_id.is_not(None))
@@ -561,7 +586,9 @@ def _enrollment_out(row, _):
 ENROLLMENTS = Collection(
     "enrollments", "enrollment", _enrollments_stmt,
     {**BASE, "role": Field("role"), "primary": Field("primary", "bool"), "beginDate": Field("beginDate", "date"),
-     "endDate": Field("endDate", "date"), "user.sourcedId": Field("user_sid"), "class.sourcedId": Field("class_sid")},
+     "endDate": Field("endDate", "date"),
+     "user.sourcedId": Field("user_sid", ids={"student": ((0, 1), "_u"), "teacher": ((2, 3), "_u")}),
+     "class.sourcedId": Field("class_sid", ids={"class": ((0, 2), "_c"), "section": ((1, 3), "_c")})},
     out(_enrollment_out, lambda row: {"user": _r("users", row["user_sid"], "user"),
                                       "class": _r("classes", row["class_sid"], "class"), "school": org_ref(),
                                       "role": row["role"]}),
@@ -609,20 +636,29 @@ def _exists_or_404(coll: Collection, sourced_id):
 
 
 def _enrolled(class_sid=None, user_sid=None, role=None):
-    """A condition on a collection's subquery: its sourcedId among the active enrollments' users (or
-    classes) of a class (or user)."""
+    """A condition on a collection's subquery (or one branch): its record among the active enrollments'
+    users (or classes) of a class (or user), matched by kind and id (`_t`, `_k`), which the users'
+    and classes' primary keys answer, not by their computed sourcedIds."""
 
     def where(sub):
         enr = ENROLLMENTS.stmt().subquery()
         conds = [enr.c.status == "active"]
         if class_sid is not None:
-            conds.append(enr.c.class_sid == class_sid)
+            conds.append(equals(ENROLLMENTS, enr, "class.sourcedId", class_sid))
         if user_sid is not None:
-            conds.append(enr.c.user_sid == user_sid)
+            conds.append(equals(ENROLLMENTS, enr, "user.sourcedId", user_sid))
         if role is not None:
             conds.append(enr.c.role == role)
-        target = enr.c.user_sid if class_sid is not None else enr.c.class_sid
-        return sub.c.sourcedId.in_(select(target).where(*conds))
+        if class_sid is not None:  # users: students of enrollment branches 0-1, teachers of 2-3
+            target, pairs = enr.c._u, ((USER_KINDS["student"], (0, 1)), (USER_KINDS["teacher"], (2, 3)))
+        else:  # classes: homerooms (class-N) of branches 0 and 2, sections of 1 and 3
+            target, pairs = enr.c._c, ((0, (0, 2)), (1, (1, 3)))
+        return or_(
+            *[
+                and_(sub.c._t == t, sub.c._k.in_(select(target).where(*conds, enr.c._t.in_(ts))))
+                for t, ts in pairs
+            ]
+        )
 
     return where
 
@@ -700,7 +736,7 @@ def _class_members(coll, role):
 def _class_enrollments(school_id, class_id):
     _school_or_404(school_id)
     _exists_or_404(CLASSES, class_id)
-    return list_answer(ENROLLMENTS, [lambda sub: sub.c.class_sid == class_id])
+    return list_answer(ENROLLMENTS, [lambda sub: equals(ENROLLMENTS, sub, "class.sourcedId", class_id)])
 
 
 _route("/classes/<class_id>/students", "class_students", ROSTER, _class_members(STUDENTS, "student"))
@@ -741,7 +777,7 @@ def _term_classes(term_id):
 
 def _course_classes(course_id):
     _exists_or_404(COURSES, course_id)
-    return list_answer(CLASSES, [lambda sub: sub.c.course_sid == course_id])
+    return list_answer(CLASSES, [lambda sub: equals(CLASSES, sub, "course.sourcedId", course_id)])
 
 
 _route("/terms/<term_id>/classes", "term_classes", ROSTER, _term_classes)

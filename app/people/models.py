@@ -71,8 +71,46 @@ class Student(TenantMixin, TimestampMixin, SoftDeleteMixin, db.Model):
     )
 
     __table_args__ = (
-        # OneRoster delta (dateLastModified>...): the school's rows changed since a time (app/oneroster)
-        Index("ix_students_institution_updated", "institution_id", "updated_at"),
+        # OneRoster /users, /demographics (migration 0013): a school's students in the order a page asks
+        # for, deleted ones included (tobedeleted): by id (the default), dateLastModified (also the
+        # delta filter dateLastModified>...), given/family name, birth date, and the expressions of
+        # app/oneroster/rostering.py: the sourcedId, status, enabledUser and sex
+        Index("ix_students_institution_id", "institution_id", "id"),
+        Index("ix_students_institution_updated_id", "institution_id", "updated_at", "id"),
+        Index("ix_students_institution_given_name_id", "institution_id", "first_name", "id"),
+        Index("ix_students_institution_family_name_id", "institution_id", "last_name", "id"),
+        Index("ix_students_institution_birth_date", "institution_id", "date_of_birth", "id"),
+        Index(
+            "ix_students_institution_sourced_id",
+            "institution_id",
+            text("('student-' || CAST(id AS VARCHAR))"),
+        ),
+        Index(
+            "ix_students_institution_oneroster_status",
+            "institution_id",
+            text("(CASE WHEN deleted_at IS NOT NULL THEN 'tobedeleted' ELSE 'active' END)"),
+            "id",
+        ),
+        Index("ix_students_institution_enabled", "institution_id", text("(status = 'active')"), "id"),
+        Index(
+            "ix_students_institution_sex",
+            "institution_id",
+            text("(CASE WHEN gender IN ('male', 'female') THEN gender ELSE 'unspecified' END)"),
+            "id",
+        ),
+        # OneRoster givenName~'...' / familyName~'...' (contains): trigram indexes (pg_trgm, migration 0013)
+        Index(
+            "ix_students_first_name_trgm",
+            func.lower(text("first_name")).label("first_name_trgm"),
+            postgresql_using="gin",
+            postgresql_ops={"first_name_trgm": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_students_last_name_trgm",
+            func.lower(text("last_name")).label("last_name_trgm"),
+            postgresql_using="gin",
+            postgresql_ops={"last_name_trgm": "gin_trgm_ops"},
+        ),
         # natural key: admission number per institution (also the import upsert key)
         UniqueConstraint("institution_id", "admission_number", name="uq_students_institution_admission"),
         # GET /auth/me and student self-access: the student row of a login
