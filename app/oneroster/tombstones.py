@@ -275,11 +275,13 @@ def register_tombstones(app):
 
 def branch(collection: str, iid, columns, refs=None):
     """The tombstones of `collection` in the school, as a SELECT with the live branches' `columns`
-    (their labels, in order): `_t` TOMB, `_k` the tombstone's id, `_k2` 0, status tobedeleted,
-    dateLastModified its deleted_at, the labels named in `refs` from its data, the rest NULL."""
+    (their selected columns, in order): `_t` TOMB, `_k` the tombstone's id, `_k2` 0, status tobedeleted,
+    dateLastModified its deleted_at, the labels named in `refs` from its data, the rest NULL of the live
+    column's type (a branch wrapped in a SELECT of its own, app/oneroster/query.py, must type its NULLs)."""
     refs = refs or {}
     cols = []
-    for name in columns:
+    for column in columns:
+        name = column.name
         if name == "_t":
             cols.append(literal(TOMB).label(name))
         elif name == "_k":
@@ -295,12 +297,13 @@ def branch(collection: str, iid, columns, refs=None):
         elif name in refs:
             cols.append(cast(T.data[refs[name]].as_string(), String).label(name))
         else:
-            cols.append(null().label(name))
+            cols.append(cast(null(), column.type).label(name))
     return select(*cols).where(and_(T.institution_id == iid, T.collection == collection))
 
 
-def labels(stmt) -> list[str]:
-    return [c.name for c in stmt.selected_columns]
+def labels(stmt) -> list:
+    """The columns a tombstone branch must match: the live branch's, with their names and types."""
+    return list(stmt.selected_columns)
 
 
 def out(live, shape=None):
