@@ -89,14 +89,16 @@ async def drive(url, requests, rate, seconds, timeout, max_in_flight):
             errors += 1
 
     tasks = []
+    first_sent = last_sent = 0.0
     t0 = time.perf_counter() + 0.05
     for i in range(total):
         due = t0 + i / rate
         delay = due - time.perf_counter()
         await asyncio.sleep(max(0.0, delay))  # yields even when late, so due requests go out
-        lag_ms.append((time.perf_counter() - due) * 1000)
+        last_sent = time.perf_counter()
+        first_sent = first_sent or last_sent
+        lag_ms.append((last_sent - due) * 1000)
         tasks.append(asyncio.ensure_future(fire(i, due)))
-    sent_at = time.perf_counter()
     await asyncio.gather(*tasks)
     lat_ms.sort()
     lag_ms.sort()
@@ -104,7 +106,10 @@ async def drive(url, requests, rate, seconds, timeout, max_in_flight):
         "rate": rate,
         "seconds": seconds,
         "requests": total,
-        "achieved_rps": round(total / max(1e-9, sent_at - t0), 1),
+        # the rate the sends really went out at, first to last
+        "achieved_rps": round((total - 1) / (last_sent - first_sent), 1)
+        if total > 1 and last_sent > first_sent
+        else None,
         "p50_ms": pct(lat_ms, 0.50),
         "p90_ms": pct(lat_ms, 0.90),
         "p99_ms": pct(lat_ms, 0.99),
