@@ -1,10 +1,12 @@
 """`make bench` / `make bench-quick`: the API under gunicorn beside reference apps, in one run.
 
 Loads the scale data, starts the API (production config, PostgreSQL, Redis) twice — with and without
-the response cache — and the reference apps (bench/refapps.py) under the same gunicorn.conf.py, drives
-every scenario with wrk (fixed duration after a warm-up), and writes bench/results/latest.json and the
-table in docs/BENCHMARKS.md. Ratios are taken against references measured in the same run, because
-these machines are shared and noisy.
+the response cache — the reference apps (bench/refapps.py) and the peers (bench/peers/: Django REST
+Framework, FastAPI; bench/requirements.txt) under the same gunicorn.conf.py, drives every scenario with
+wrk (fixed duration after a warm-up), then the open-loop runs (bench/openloop.py) at 50% and 80% of
+the saturation rates wrk measured, and writes bench/results/latest.json and the table in
+docs/BENCHMARKS.md. Ratios are taken against references measured in the same run, because these
+machines are shared and noisy.
 """
 
 import argparse
@@ -93,7 +95,7 @@ class Server:
             start_new_session=True,
         )
         deadline = time.monotonic() + 60
-        probe = "/ping" if "refapps" in target else "/health/live"
+        probe = "/health/live" if target == "wsgi:app" else "/ping"  # the references and the peers
         while True:
             try:
                 urllib.request.urlopen(self.url + probe, timeout=1)
@@ -205,9 +207,10 @@ def load(env, students, days):
     return load_seconds
 
 
-def start_stack(env, services, servers):
+def start_stack(env, services, servers, peers=False):
     """The API (cache on), the API with the response cache off, and the reference apps serving the
-    API's own bytes and running the API's own roster SQL; plus a token and ids to ask for."""
+    API's own bytes and running the API's own roster SQL; with peers, Django REST Framework and FastAPI
+    serving the same student (bench/peers/); plus a token and ids to ask for."""
     st = {"api": Server("api", "wsgi:app", env)}
     servers.append(st["api"])
     st["nocache"] = Server("api-nocache", "wsgi:app", {**env, "RESPONSE_CACHE_ENABLED": "false"})
@@ -240,6 +243,26 @@ def start_stack(env, services, servers):
         "refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref", "REF_ROSTER_SQL": roster_sql}
     )
     servers.append(st["ref"])
+    if peers:
+        # Django REST Framework: gunicorn sync workers (gunicorn.conf.py, as the API), persistent
+        # connections. FastAPI: the same gunicorn settings with uvicorn workers, its best server setup.
+        st["drf"] = Server("peer-drf", "bench.peers.drfapp.wsgi:application", env)
+        servers.append(st["drf"])
+        st["fastapi"] = Server(
+            "peer-fastapi",
+            "bench.peers.fastapi_app:app",
+            {**env, "GUNICORN_WORKER_CLASS": "uvicorn_worker.UvicornWorker", "GUNICORN_THREADS": "1"},
+        )
+        servers.append(st["fastapi"])
+        # The same JSON as the API's (the API answers with the response cache's bytes, the same).
+        st["peer_bytes_equal"] = {}
+        for peer in ("drf", "fastapi"):
+            _, peer_bytes = http("GET", f"{st[peer].url}/students/{st['sid']}")
+            st["peer_bytes_equal"][peer] = json.loads(peer_bytes) == json.loads(student_bytes)
+            if not st["peer_bytes_equal"][peer]:
+                log(
+                    f"  {peer} answers other JSON than the API: {peer_bytes[:300]!r} vs {student_bytes[:300]!r}"
+                )
     return st
 
 
@@ -281,8 +304,9 @@ def main():
             capture_output=True,
             text=True,
         ).stdout
-        st = start_stack(env, services, servers)
+        st = start_stack(env, services, servers, peers=True)
         api, nocache, ref, token = st["api"], st["nocache"], st["ref"], st["token"]
+        drf, fastapi, same_json = st["drf"], st["fastapi"], st["peer_bytes_equal"]
         # ... and a client paging through every user, limit=1000, against the served API.
         paging = json.loads(
             subprocess.run(
@@ -327,6 +351,11 @@ def main():
                         "get.lua",
                         tok,
                     ),
+                    # One student by id with the response cache off (auth, tenant scope, guardians)
+                    # beside the peers serving the same JSON without auth (their best case).
+                    ("uncached_student", f"{nocache.url}/api/v1/students/{sid}", "get.lua", tok),
+                    ("peer_drf_student", f"{drf.url}/students/{sid}", "get.lua", {}),
+                    ("peer_fastapi_student", f"{fastapi.url}/students/{sid}", "get.lua", {}),
                 ],
                 seconds,
                 rounds,
@@ -434,9 +463,23 @@ def main():
         )
 
         ramp_results = []
-        # BENCH_EXTRAS=0: the scenarios above only (a repeat run for the median of the ratios); the ramp,
-        # the exports, the rollover and the announcement fan-out are skipped.
+        # BENCH_EXTRAS=0: the scenarios above only (a repeat run for the median of the ratios); the
+        # open-loop runs, the ramp, the exports, the rollover and the announcement fan-out are skipped.
         extras = os.environ.get("BENCH_EXTRAS", "1") != "0"
+        open_loop = []
+        if extras:
+            (tmp / "ol_student.txt").write_text(f"/api/v1/students/{sid}\n")
+            (tmp / "ol_roster.txt").write_text(f"/api/v1/classes/{cid}/students?limit=50\n")
+            open_loop = run_open_loop(
+                [
+                    ("student_read_cache_off", nocache.url, tmp / "ol_student.txt", "uncached_student"),
+                    ("roster_cache_off", nocache.url, tmp / "ol_roster.txt", "uncached_roster"),
+                    ("rollcall_write", api.url, tmp / "roll.txt", "rollcall_write"),
+                ],
+                results,
+                token,
+                seconds,
+            )
         for c in ramp if extras else ():
             log(f"ramp {c} connections")
             r = wrk(
@@ -471,6 +514,12 @@ def main():
             "uncached_roster": round(
                 results["uncached_roster"]["rps"] / results["ref_psycopg2_roster"]["rps"], 3
             ),
+            "uncached_student_vs_drf": round(
+                results["uncached_student"]["rps"] / results["peer_drf_student"]["rps"], 3
+            ),
+            "uncached_student_vs_fastapi": round(
+                results["uncached_student"]["rps"] / results["peer_fastapi_student"]["rps"], 3
+            ),
         }
         out = {
             "scenarios": {
@@ -479,6 +528,14 @@ def main():
             "ratios": ratios,
             "cache_hit_ratio": hit_ratio,
             "cache_hit_counts": hit_counts,
+            "peers": {
+                "drf": "Django REST Framework RetrieveAPIView + ModelSerializer (guardians prefetched), no auth, "
+                "no middleware, DEBUG off, CONN_MAX_AGE=None; gunicorn sync workers (gunicorn.conf.py)",
+                "fastapi": "FastAPI sync endpoint, SQLAlchemy Core, response_model, no auth; gunicorn with "
+                "uvicorn_worker.UvicornWorker (uvloop, httptools)",
+                "same_json_as_api": same_json,
+            },
+            "open_loop": open_loop,
             "oneroster_paging": paging,
             "ramp": [
                 {f: r[f] for f in ("connections", "rps", "p50_ms", "p99_ms", "errors")} for r in ramp_results
@@ -499,6 +556,10 @@ def main():
             "targets": {
                 "cached_read_ratio": 0.6,
                 "uncached_roster_ratio": 0.5,
+                "uncached_student_vs_drf": 1.0,
+                "uncached_student_vs_fastapi": 0.7,
+                "open_loop_50pct_read_p99_ms": 50,
+                "open_loop_50pct_rollcall_p99_ms": 200,
                 "read_p99_ms": 50,
                 "cache_hit_ratio": 0.95,
             },
@@ -520,6 +581,53 @@ def main():
         for s in servers:
             s.stop()
         services.stop()
+
+
+OPEN_LOOP_FRACTIONS = (0.5, 0.8)
+
+
+def run_open_loop(scenarios, results, token, seconds):
+    """Each (name, base url, requests file, wrk scenario) at OPEN_LOOP_FRACTIONS of the req/s wrk
+    measured for it at 64 connections (its saturation rate), constant arrival rate, latency from the
+    intended send time (bench/openloop.py); each run seconds long."""
+    runs = []
+    for name, url, requests_file, saturated_by in scenarios:
+        saturation = results[saturated_by]["rps"]
+        if saturation <= 0:  # wrk saw no answer within its run: no rate to take a share of
+            log(f"open loop {name}: skipped, {saturated_by} measured 0 req/s")
+            continue
+        for fraction in OPEN_LOOP_FRACTIONS:
+            rate = max(0.5, round(saturation * fraction, 1))
+            log(f"open loop {name}: {rate} req/s ({round(fraction * 100)}% of {saturation})")
+            proc = subprocess.run(
+                [
+                    PY,
+                    str(ROOT / "bench" / "openloop.py"),
+                    "--url",
+                    url,
+                    "--requests",
+                    str(requests_file),
+                    "--rate",
+                    str(rate),
+                    "--seconds",
+                    str(seconds),
+                    "--token",
+                    token,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                log(f"  open loop failed: {proc.stderr[-2000:]}")
+                continue
+            r = json.loads(proc.stdout)
+            runs.append({"scenario": name, "fraction": fraction, "saturation_rps": saturation, **r})
+            log(
+                f"  achieved {r['achieved_rps']} req/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms "
+                f"p99.9 {r['p999_ms']} ms errors {r['errors']} (generator lag p99 {r['send_lag_p99_ms']} ms)"
+            )
+    return runs
 
 
 def run_extras(env, quick):
@@ -682,7 +790,12 @@ def gunicorn_settings():
 
 
 READS = ("cached_student", "cached_roster", "student_search", "student_term_attendance", "zipf_read_mix")
-CACHE_OFF_READS = ("uncached_roster", "student_search_cache_off", "student_term_attendance_cache_off")
+CACHE_OFF_READS = (
+    "uncached_student",
+    "uncached_roster",
+    "student_search_cache_off",
+    "student_term_attendance_cache_off",
+)
 
 
 def table(out):
@@ -695,6 +808,10 @@ def table(out):
         "|---|---:|---:|",
         f"| cached read (min of student, roster) / bare Flask + Redis bytes | {out['ratios']['cached_read']} | ≥ 0.6 |",
         f"| uncached roster / bare Flask + psycopg2, same SQL | {out['ratios']['uncached_roster']} | ≥ 0.5 |",
+        f"| uncached student / Django REST Framework, same JSON, no auth | "
+        f"{out['ratios']['uncached_student_vs_drf']} | ≥ 1.0 |",
+        f"| uncached student / FastAPI + SQLAlchemy, same JSON, no auth | "
+        f"{out['ratios']['uncached_student_vs_fastapi']} | ≥ 0.7 |",
         f"| cache hit ratio, Zipf read mix ({out['cache_hit_counts']['hits']:,} hits, "
         f"{out['cache_hit_counts']['misses']:,} misses) | {out['cache_hit_ratio']} | ≥ 0.95 |",
         f"| worst read p99 at 64 connections, production config (cache on) | "
@@ -707,6 +824,24 @@ def table(out):
     ]
     for r in out["ramp"]:
         rows.append(f"| {r['connections']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+    if out.get("open_loop"):
+        rows += [
+            "",
+            "| open loop (bench/openloop.py) | saturation req/s | load | rate req/s | achieved | p50 ms | "
+            "p99 ms | p99.9 ms | errors | generator lag p99 ms | target (at 50%) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in out["open_loop"]:
+            target = ""
+            if r["fraction"] == 0.5:
+                limit = 200 if r["scenario"] == "rollcall_write" else 50
+                ok = r["p99_ms"] is not None and r["p99_ms"] < limit and not r["errors"]
+                target = f"p99 < {limit} ms: {'met' if ok else 'NOT met'}"
+            rows.append(
+                f"| {r['scenario']} | {r['saturation_rps']:,} | {round(r['fraction'] * 100)}% | {r['rate']:,} | "
+                f"{r['achieved_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} | "
+                f"{r['send_lag_p99_ms']} | {target} |"
+            )
     ex = out.get("exports")
     if ex:
         rows += ["", "| export case | rows | seconds | rows/s | peak RSS MB |", "|---|---:|---:|---:|---:|"]
@@ -755,10 +890,13 @@ def write_markdown(out, plans, oneroster_plans=""):
         f"{s['gunicorn']['workers']} × {s['gunicorn']['worker_class']}; wrk, 2 threads, "
         f"{s['connections']} connections; {s['students']:,} students, "
         f"{s['students'] * s['attendance_days']:,} attendance rows, loaded in {s['load_seconds']} s). "
-        f"The reference apps and the cached/uncached reads ran interleaved, {s['rounds']} rounds of "
+        f"The reference apps, the peers (Django REST Framework, FastAPI: bench/peers/) and the "
+        f"cached/uncached reads ran interleaved, {s['rounds']} rounds of "
         f"{s['seconds_per_scenario'] // s['rounds']} s each (req/s over all rounds, p50/p99 the "
         f"median of the rounds); the other scenarios ran {s['seconds_per_scenario']} s each after a "
-        f"warm-up. Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
+        f"warm-up; the open-loop runs (bench/openloop.py) {s['seconds_per_scenario']} s each at a "
+        f"constant arrival rate, latency from the intended send time. "
+        f"Raw numbers: `bench/results/latest.json`.\n\n{table(out)}\n\n"
         f"### Query plans on the scale data\n\n{plans}\n"
         + (f"\n### OneRoster 1.2 on the scale data\n\n{oneroster_plans}\n" if oneroster_plans else ""),
     )
