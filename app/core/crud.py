@@ -99,8 +99,10 @@ class Resource:
     deletable: bool = True
     on_delete: Callable | None = None  # (obj) -> None: more of the delete, in its transaction
     serialize: Any = None  # (obj) -> dict; by default the Out schema's fields
-    detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
-    detail_out: type | None = None
+    # (ident) -> dict or None: the single-record answer (None: 404), instead of get_or_404 + serialize;
+    # for a hot read that builds its answer from plain rows (app/people/services.py student_detail).
+    read: Callable | None = None
+    detail_out: type | None = None  # the single-record answer's schema, when it is not `out`
     cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
     cache_ttl: int = MEDIUM
 
@@ -145,10 +147,11 @@ class Resource:
         @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(f"Get one {res.name}", out=res.detail_out or res.out, tags=tag)
         def get_view(ident):
-            obj = res.get_or_404(ident)
-            data = res.serialize(obj)
-            if res.detail:
-                data.update(res.detail(obj))
+            if res.read is None:
+                return jsonify(res.serialize(res.get_or_404(ident)))
+            data = res.read(ident)
+            if data is None:
+                raise NotFound(res.name)
             return jsonify(data)
 
         bp.add_url_rule(self.path, f"list_{ep}", _named(list_view, f"list_{ep}"), methods=["GET"])
