@@ -194,3 +194,66 @@ def test_the_student_list_answers_as_the_orm_list_did(
             if cursor and len(paths) < 30:  # the next page too, by its cursor
                 paths.append(f"{path}{'&' if '?' in path else '?'}cursor={cursor}".replace("offset=3&", ""))
         assert api is not admin or len(paths) > len(_list_paths(demo))  # the admin's lists had next pages
+
+
+# --- a student's attendance history from plain rows (app/attendance/routes.py student_history) -----------
+
+
+def _history_orm_data(student_id, query: dict) -> list:
+    """The page's records as the ORM read built them before the plain-row read: the reference."""
+    from werkzeug.datastructures import MultiDict
+
+    from app.attendance.models import AttendanceRecord
+    from app.attendance.routes import HISTORY_SPEC
+    from app.attendance.services import history_filter
+    from app.core.pagination import apply_list
+
+    la = HISTORY_SPEC.parse(MultiDict(query))
+    stmt = history_filter(select(AttendanceRecord), student_id, la.extra["from"], la.extra["to"])
+    stmt, limit, _, _ = apply_list(stmt, HISTORY_SPEC, la)
+    rows = db.session.execute(stmt).scalars().all()[:limit]
+    return [
+        {
+            "id": r.id,
+            "date": r.date,
+            "class_id": r.class_id,
+            "subject_id": r.subject_id,
+            "period": r.period,
+            "status": r.status,
+            "note": r.note,
+            "code_id": r.code_id,
+            "source": r.source,
+            "marked_by_id": r.marked_by_id,
+            "marked_at": r.updated_at,
+        }
+        for r in rows
+    ]
+
+
+def test_attendance_history_answers_as_the_orm_read_did(admin, guardian, demo, no_cache):
+    from urllib.parse import urlencode
+
+    sid = demo["demo_student_id"]
+    start, end = demo["current_term"]["start"], demo["current_term"]["end"]
+    queries = [
+        {},
+        {"limit": "5"},
+        {"from": str(start), "to": str(end)},
+        {"from": str(start), "limit": "3", "sort": "date"},
+        {"to": str(end), "limit": "4", "status": "present"},
+        {"from": str(start), "to": str(end), "sort": "-id", "limit": "2", "offset": "1"},
+    ]
+    paged = 0
+    for api in (admin, guardian):
+        for query in queries:
+            for _ in range(3):  # the page and the next two by their cursors
+                resp = api.get(f"/students/{sid}/attendance?{urlencode(query)}")
+                assert resp.status_code == 200, (query, resp.get_data(as_text=True))
+                body = resp.get_json()
+                assert body["data"], query
+                assert resp.data == dumps({**body, "data": _history_orm_data(sid, query)}), query
+                if not body["next_cursor"]:
+                    break
+                query = {**{k: v for k, v in query.items() if k != "offset"}, "cursor": body["next_cursor"]}
+                paged += 1
+    assert paged

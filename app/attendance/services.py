@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import and_, case, func, literal_column, or_, select
+from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
@@ -387,20 +387,40 @@ def history_totals(student_id, frm, to) -> dict:
     return totals
 
 
-def record_out(r: AttendanceRecord) -> dict:
-    return {
-        "id": r.id,
-        "date": r.date,
-        "class_id": r.class_id,
-        "subject_id": r.subject_id,
-        "period": r.period,
-        "status": r.status,
-        "note": r.note,
-        "code_id": r.code_id,
-        "source": r.source,
-        "marked_by_id": r.marked_by_id,
-        "marked_at": r.updated_at,
-    }
+# A student's history page: RecordOut's fields (app/attendance/schemas.py) as columns, in its order.
+RECORD_COLUMNS = (
+    Rec.id,
+    Rec.date,
+    Rec.class_id,
+    Rec.subject_id,
+    Rec.period,
+    Rec.status,
+    Rec.note,
+    Rec.code_id,
+    Rec.source,
+    Rec.marked_by_id,
+    Rec.updated_at.label("marked_at"),
+)
+
+
+def history_rows_base(has_from: bool, has_to: bool):
+    """A student's records as plain rows of RECORD_COLUMNS, the student and the range as bind parameters
+    (student_id, date_from, date_to): one statement per shape, built once (pagination.prepared_list)."""
+    stmt = select(*RECORD_COLUMNS).where(Rec.student_id == bindparam("student_id", type_=Rec.student_id.type))
+    if has_from:
+        stmt = stmt.where(Rec.date >= bindparam("date_from", type_=Rec.date.type))
+    if has_to:
+        stmt = stmt.where(Rec.date <= bindparam("date_to", type_=Rec.date.type))
+    return stmt
+
+
+def history_params(student_id, frm, to) -> dict:
+    params = {"student_id": student_id}
+    if frm is not None:
+        params["date_from"] = frm
+    if to is not None:
+        params["date_to"] = to
+    return params
 
 
 def _summary_row(counts: dict, enrolled: int) -> dict:
