@@ -205,11 +205,14 @@ def _history_orm_data(student_id, query: dict) -> list:
 
     from app.attendance.models import AttendanceRecord
     from app.attendance.routes import HISTORY_SPEC
-    from app.attendance.services import history_filter
     from app.core.pagination import apply_list
 
     la = HISTORY_SPEC.parse(MultiDict(query))
-    stmt = history_filter(select(AttendanceRecord), student_id, la.extra["from"], la.extra["to"])
+    stmt = select(AttendanceRecord).where(AttendanceRecord.student_id == student_id)
+    if la.extra["from"] is not None:
+        stmt = stmt.where(AttendanceRecord.date >= la.extra["from"])
+    if la.extra["to"] is not None:
+        stmt = stmt.where(AttendanceRecord.date <= la.extra["to"])
     stmt, limit, _, _ = apply_list(stmt, HISTORY_SPEC, la)
     rows = db.session.execute(stmt).scalars().all()[:limit]
     return [
@@ -230,11 +233,41 @@ def _history_orm_data(student_id, query: dict) -> list:
     ]
 
 
-def test_attendance_history_answers_as_the_orm_read_did(admin, guardian, demo, no_cache):
+def _history_totals_per_request(student_id, frm, to) -> dict:
+    """The totals as the statement built on every request computed them: the reference."""
+    from sqlalchemy import case, func
+
+    from app.attendance.models import STATUSES, AttendanceRecord
+    from app.institutions.calendar import open_days_only
+
+    rec = AttendanceRecord
+    sums = [func.coalesce(func.sum(case((rec.status == s, 1), else_=0)), 0) for s in STATUSES]
+    stmt = select(*sums, func.count(rec.id)).where(rec.student_id == student_id)
+    if frm is not None:
+        stmt = stmt.where(rec.date >= frm)
+    if to is not None:
+        stmt = stmt.where(rec.date <= to)
+    row = db.session.execute(open_days_only(stmt, rec.date, rec.class_id, rec.institution_id, frm, to)).one()
+    return {**{s: int(row[i]) for i, s in enumerate(STATUSES)}, "marked": int(row[-1])}
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "a-closed-day"])
+def test_attendance_history_answers_as_the_orm_read_did(admin, guardian, demo, no_cache, closed):
+    from datetime import date
     from urllib.parse import urlencode
 
     sid = demo["demo_student_id"]
     start, end = demo["current_term"]["start"], demo["current_term"]["end"]
+    if closed:  # a closure on the first marked day: its marks stay in the page, out of the totals
+        from sqlalchemy import func
+
+        from app.attendance.models import AttendanceRecord
+
+        day = db.session.execute(
+            select(func.min(AttendanceRecord.date)).where(AttendanceRecord.student_id == sid)
+        ).scalar_one()
+        closure = {"start_date": str(day), "end_date": str(day), "kind": "strike", "name": "Strike"}
+        assert admin.post("/closures", json=closure).status_code == 201
     queries = [
         {},
         {"limit": "5"},
@@ -252,6 +285,8 @@ def test_attendance_history_answers_as_the_orm_read_did(admin, guardian, demo, n
                 body = resp.get_json()
                 assert body["data"], query
                 assert resp.data == dumps({**body, "data": _history_orm_data(sid, query)}), query
+                frm, to = (date.fromisoformat(query[k]) if k in query else None for k in ("from", "to"))
+                assert body["totals"] == _history_totals_per_request(sid, frm, to), query
                 if not body["next_cursor"]:
                     break
                 query = {**{k: v for k, v in query.items() if k != "offset"}, "cursor": body["next_cursor"]}

@@ -9,6 +9,7 @@ audit entry). Everything is validated before the first write; the caller commits
 import io
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
 
 import segno
 from flask import current_app
@@ -29,10 +30,17 @@ from app.audit import services as audit
 from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import as_utc, utcnow
-from app.core.tenancy import current_institution_id
+from app.core.tenancy import current_institution_id, execute_reusable, reusable
 from app.core.upsert import insert_for
 from app.extensions import db
-from app.institutions.calendar import closure_on, describe_closure, open_days_only, school_today
+from app.institutions.calendar import (
+    any_closure_between,
+    closed_clause,
+    closure_on,
+    describe_closure,
+    open_days_only,
+    school_today,
+)
 from app.institutions.models import Institution
 from app.people.models import Student, User
 from app.timetable.services import check_roll_period
@@ -367,21 +375,21 @@ def _status_sums():
     return [func.coalesce(func.sum(case((Rec.status == s, 1), else_=0)), 0).label(s) for s in STATUSES]
 
 
-def history_filter(stmt, student_id, frm, to):
-    stmt = stmt.where(Rec.student_id == student_id)
-    if frm is not None:
-        stmt = stmt.where(Rec.date >= frm)
-    if to is not None:
-        stmt = stmt.where(Rec.date <= to)
-    return stmt
+@cache
+def _history_totals_statement(has_from: bool, has_to: bool, closures: bool):
+    """history_totals' statement of each shape (range ends given, closures in range or not), built once
+    and scoped once per school (tenancy.reusable); the student and the range are bind parameters."""
+    stmt = _history_where(select(*_status_sums(), func.count(Rec.id)), has_from, has_to)
+    if closures:
+        stmt = stmt.where(~closed_clause(Rec.date, Rec.class_id, Rec.institution_id))
+    return reusable(stmt)
 
 
 def history_totals(student_id, frm, to) -> dict:
     """Totals over open days only: a mark on a closed day (a strike declared afterwards) is kept in the
-    history but not counted."""
-    stmt = history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)
-    stmt = open_days_only(stmt, Rec.date, Rec.class_id, Rec.institution_id, frm, to)
-    row = db.session.execute(stmt).one()
+    history but not counted. The closed-day test is left out when no closure touches the range."""
+    stmt = _history_totals_statement(frm is not None, to is not None, any_closure_between(frm, to))
+    row = execute_reusable(db.session, stmt, history_params(student_id, frm, to))[0]
     totals = {s: int(row[i]) for i, s in enumerate(STATUSES)}
     totals["marked"] = int(row[-1])
     return totals
@@ -403,15 +411,21 @@ RECORD_COLUMNS = (
 )
 
 
-def history_rows_base(has_from: bool, has_to: bool):
-    """A student's records as plain rows of RECORD_COLUMNS, the student and the range as bind parameters
-    (student_id, date_from, date_to): one statement per shape, built once (pagination.prepared_list)."""
-    stmt = select(*RECORD_COLUMNS).where(Rec.student_id == bindparam("student_id", type_=Rec.student_id.type))
+def _history_where(stmt, has_from: bool, has_to: bool):
+    """A student's marks in a range, the student and the range ends as bind parameters (student_id,
+    date_from, date_to: history_params), so one statement serves every request of its shape."""
+    stmt = stmt.where(Rec.student_id == bindparam("student_id", type_=Rec.student_id.type))
     if has_from:
         stmt = stmt.where(Rec.date >= bindparam("date_from", type_=Rec.date.type))
     if has_to:
         stmt = stmt.where(Rec.date <= bindparam("date_to", type_=Rec.date.type))
     return stmt
+
+
+def history_rows_base(has_from: bool, has_to: bool):
+    """A student's records as plain rows of RECORD_COLUMNS: one statement per shape, built once
+    (pagination.prepared_list)."""
+    return _history_where(select(*RECORD_COLUMNS), has_from, has_to)
 
 
 def history_params(student_id, frm, to) -> dict:
