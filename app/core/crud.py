@@ -21,9 +21,8 @@ from app.core.conflicts import clash_message
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, apply_list, list_response, page_response, prepared_list
+from app.core.pagination import ListSpec, list_response
 from app.core.schemas import dump, fields_of, parse_body
-from app.core.tenancy import execute_reusable
 from app.extensions import db
 
 
@@ -106,44 +105,18 @@ class Resource:
     detail_out: type | None = None  # the single-record answer's schema, when it is not `out`
     cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
     cache_ttl: int = MEDIUM
-    # The out schema's fields as columns, in its order: the list then reads plain rows, not objects, and
-    # answers them as they are; when the caller's row scope narrows nothing (it hands the statement back
-    # unchanged), each shape of the list's statement is built once (pagination.prepared_list) and run
-    # alone in autocommit (tenancy.execute_reusable). For a hot list (app/people/routes.py students).
-    list_columns: tuple = ()
 
     def __post_init__(self):
         if (self.scope is None) != (self.reach is SCHOOL):
             raise ValueError(f"{self.name}: a row scope and its reach (other than SCHOOL) go together")
         self.fields = fields_of(self.out)
-        if self.list_columns and (
-            self.serialize
-            or tuple(c.key for c in self.list_columns) != self.fields
-            or not {c.key for c in self.spec.sorts.values()} <= set(self.fields)
-        ):
-            raise ValueError(f"{self.name}: list_columns are the out schema's fields (sorts among them)")
         self.serialize = self.serialize or (lambda obj: dump(obj, self.fields))
-        self._list_base = None
 
     def base(self):
         stmt = live(select(self.model), self.model)
         if self.scope is not None:
             stmt = self.scope(stmt, g.principal)
         return stmt
-
-    def list_rows(self):
-        """The list from plain rows of list_columns (see there)."""
-        if self._list_base is None:
-            self._list_base = live(select(*self.list_columns), self.model)
-        base = self._list_base
-        scoped = base if self.scope is None else self.scope(base, g.principal)
-        if scoped is not base:  # narrowed to what this caller reaches: built for this request
-            stmt, limit, sort, col = apply_list(scoped, self.spec)
-            rows = db.session.execute(stmt).all()
-        else:
-            stmt, params, limit, sort, col = prepared_list(self.path, lambda: base, self.spec)
-            rows = execute_reusable(db.session, stmt, params)
-        return page_response(rows, limit, sort, col, None)
 
     def get_or_404(self, ident):
         obj = db.session.execute(self.base().where(self.model.id == ident)).scalar_one_or_none()
@@ -168,8 +141,6 @@ class Resource:
             query=res.spec,
         )
         def list_view():
-            if res.list_columns:
-                return res.list_rows()
             return list_response(db.session, res.base(), res.spec, res.serialize)
 
         @roles(*res.read_roles, reach=res.reach)
