@@ -147,7 +147,7 @@ def test_student_in_reach_agrees_with_scope_students(demo, role):
     assert scoped or role == "caretaker"
 
 
-# --- a student's attendance history from plain rows (app/attendance/routes.py student_history) -----------
+# --- the student list and a student's attendance history from plain rows ------------------------------
 
 
 @pytest.fixture
@@ -156,6 +156,44 @@ def no_cache(app):
     before, rc.enabled = rc.enabled, False
     yield
     rc.enabled = before
+
+
+def _list_paths(demo):
+    return [
+        "/students",
+        "/students?limit=5",
+        "/students?q=ma&limit=20",
+        "/students?q=MA&limit=3&sort=last_name",
+        "/students?sort=last_name&limit=7",
+        "/students?sort=-last_name&limit=7",
+        "/students?sort=-created_at&limit=4",
+        "/students?sort=admission_number&limit=4&offset=3",
+        "/students?status=active&grade_level=1&limit=6",
+        f"/students?class_id={demo['demo_class_id']}&limit=200",
+        "/students?admission_number=DA-2026-0001",
+        "/students?q=zzzzzz",
+    ]
+
+
+def test_the_student_list_answers_as_the_orm_list_did(
+    admin, accountant, teacher, guardian, student, demo, no_cache, monkeypatch
+):
+    from app.people.routes import students
+
+    columns = students.list_columns
+    for api in (admin, accountant, teacher, guardian, student):
+        paths = _list_paths(demo)
+        for path in paths:
+            monkeypatch.setattr(students, "list_columns", columns)
+            rows = api.get(path)
+            monkeypatch.setattr(students, "list_columns", ())
+            orm = api.get(path)
+            assert rows.status_code == orm.status_code == 200, path
+            assert rows.data == orm.data and rows.headers.get("Link") == orm.headers.get("Link"), path
+            cursor = rows.get_json()["next_cursor"]
+            if cursor and len(paths) < 30:  # the next page too, by its cursor
+                paths.append(f"{path}{'&' if '?' in path else '?'}cursor={cursor}".replace("offset=3&", ""))
+        assert api is not admin or len(paths) > len(_list_paths(demo))  # the admin's lists had next pages
 
 
 def _history_orm_data(student_id, query: dict) -> list:

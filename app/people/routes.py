@@ -113,6 +113,7 @@ students = Resource(
     detail_out=StudentDetailOut,
     on_delete=_deleted("student"),
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
+    list_columns=services.STUDENT_COLUMNS,
 )
 
 

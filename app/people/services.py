@@ -134,7 +134,7 @@ def end_access(person):
     revoke_user_sessions(user.id, "person_deleted")
 
 
-# GET /students/{id}: the answer's fields in its order (StudentDetailOut, app/people/schemas.py).
+# GET /students and /students/{id}: StudentOut's fields in its order (app/people/schemas.py).
 STUDENT_COLUMNS = (
     Student.id,
     Student.admission_number,
