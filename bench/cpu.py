@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,23 +63,45 @@ def make_cases(redis_url):
     cid = c.get("/api/v1/classes?limit=1", headers=h).get_json()["data"][0]["id"]
     redis.Redis.from_url(redis_url).set("bench:ref", c.get(f"/api/v1/students/{sid}", headers=h).data)
     roster = f"/api/v1/classes/{cid}/students?limit=50"
+    student = f"/api/v1/students/{sid}"
+    term = c.get("/api/v1/terms?limit=1", headers=h).get_json()["data"][0]
+    term_to = min(term["end_date"], date.today().isoformat())  # as bench/run.py asks
+    attendance = f"/api/v1/students/{sid}/attendance?from={term['start_date']}&to={term_to}"
     cases = {
         "ref_redis_bytes": lambda: ref.get("/redis"),
         "cached_student": lambda: c.get(f"/api/v1/students/{sid}", headers=h),
         "cached_roster": lambda: c.get(roster, headers=h),
         "ref_psycopg2_roster": lambda: ref.get(f"/roster/{cid}"),
         "uncached_roster": lambda: nc.get(roster, headers=h),
+        "uncached_student": lambda: nc.get(student, headers=h),
+        "uncached_search": lambda: nc.get("/api/v1/students?q=ma&limit=20", headers=h),
+        "uncached_term_attendance": lambda: nc.get(attendance, headers=h),
     }
     for fn in cases.values():
         assert fn().status_code == 200
     return cases
 
 
+INSTRUCTION_CASES = (
+    "ref_redis_bytes",
+    "cached_student",
+    "cached_roster",
+    "ref_psycopg2_roster",
+    "uncached_roster",
+    "uncached_student",
+    "uncached_search",
+    "uncached_term_attendance",
+)
+
+
 def ratios(out):
-    out["ratio_cached_read"] = round(
-        out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3
-    )
-    out["ratio_uncached_roster"] = round(out["ref_psycopg2_roster"] / out["uncached_roster"], 3)
+    """The ratios whose cases were measured (--cases may leave some out)."""
+    if {"ref_redis_bytes", "cached_student", "cached_roster"} <= out.keys():
+        out["ratio_cached_read"] = round(
+            out["ref_redis_bytes"] / max(out["cached_student"], out["cached_roster"]), 3
+        )
+    if {"ref_psycopg2_roster", "uncached_roster"} <= out.keys():
+        out["ratio_uncached_roster"] = round(out["ref_psycopg2_roster"] / out["uncached_roster"], 3)
     return out
 
 
@@ -138,6 +161,7 @@ def main():
     ap.add_argument("--profile", help="print a CPU-time profile of this case instead")
     ap.add_argument("--instructions", action="store_true", help="count instructions per request (callgrind)")
     ap.add_argument("--requests", type=int, default=200, help="requests counted per case (--instructions)")
+    ap.add_argument("--cases", help="comma-separated case names (--instructions; default: all)")
     ap.add_argument("--drive", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.drive:
@@ -160,13 +184,7 @@ def main():
             REF_ROSTER_SQL=roster_sql,
         )
         if args.instructions:
-            names = (
-                "ref_redis_bytes",
-                "cached_student",
-                "cached_roster",
-                "ref_psycopg2_roster",
-                "uncached_roster",
-            )
+            names = args.cases.split(",") if args.cases else INSTRUCTION_CASES
             out = ratios(instructions(args.requests, names))
             out["unit"] = "thousands of instructions per request (callgrind)"
             print(json.dumps(out, indent=2))

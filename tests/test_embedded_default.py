@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent("""
     nxt = c.get("/api/v1/students?limit=5&cursor=" + page["next_cursor"], headers=h).get_json()
     out["page_ids"] = [s["id"] for s in page["data"]]
     out["next_ids"] = [s["id"] for s in nxt["data"]]
+    # The one-statement student read (app/people/services.py) on SQLite: the list row's fields, guardians.
+    detail = c.get("/api/v1/students/%d" % page["data"][0]["id"], headers=h).get_json()
+    out["detail_matches"] = {k: detail[k] for k in page["data"][0]} == page["data"][0]
+    out["detail_guardians"] = len(detail["guardians"])
     out["ready"] = c.get("/health/ready").status_code
     out["search"] = len(c.get("/api/v1/students?q=a&limit=5", headers=h).get_json()["data"])
     print("RESULT " + json.dumps(out))
@@ -44,6 +48,7 @@ def test_embedded_default_serves_the_api(tmp_path):
     assert len(out["page_ids"]) == 5 and len(out["next_ids"]) == 5
     assert not set(out["page_ids"]) & set(out["next_ids"])
     assert out["ready"] == 200 and out["search"] > 0
+    assert out["detail_matches"] and out["detail_guardians"] >= 1
     assert (tmp_path / "instance" / "schoolhouse.db").exists()
 
 

@@ -71,7 +71,7 @@ def count_sql(app):
     "path,budget",
     [
         ("/students?limit=50", 1),
-        ("/students/{sid}", 2),
+        ("/students/{sid}", 1),  # the student and their guardians in one statement
         ("/classes/{cid}/students?limit=50", 1),
         ("/guardians?limit=50", 1),
         ("/classes?limit=50", 1),
@@ -94,6 +94,28 @@ def test_sql_statements_per_endpoint_are_pinned(admin, demo, count_sql, path, bu
         count_sql["n"] = 0
         assert admin.get(path).status_code == 200
         # +1: the revocation check falls back to the database only when Redis is down; here it is up.
+        assert count_sql["n"] == budget, count_sql["sql"]
+    finally:
+        rc.enabled = True
+        revocations.recheck_s = recheck
+
+
+@pytest.mark.parametrize("role,budget", [("accountant", 1), ("teacher", 4), ("guardian", 2), ("student", 2)])
+def test_sql_statements_of_a_student_read_per_role(request, demo, count_sql, role, budget):
+    """GET /students/{id}, cache off: the ids the caller reaches (read once per request: a teacher's
+    classes, the school's today and those classes' students; a guardian's children; a student's own row),
+    then one statement for the student and their guardians (app/people/services.py)."""
+    from flask import current_app
+
+    api = request.getfixturevalue(role)
+    rc = current_app.extensions["response_cache"]
+    rc.enabled = False
+    revocations = current_app.extensions["revocations"]
+    recheck, revocations.recheck_s = revocations.recheck_s, float("inf")
+    try:
+        api.get("/auth/me")
+        count_sql["n"], count_sql["sql"] = 0, []
+        assert api.get(f"/students/{demo['demo_student_id']}").status_code == 200
         assert count_sql["n"] == budget, count_sql["sql"]
     finally:
         rc.enabled = True

@@ -164,6 +164,19 @@ def scope_students(stmt, p, column=None):
     return _nothing(stmt)
 
 
+def student_in_reach(student_id, p) -> bool:
+    """scope_students asked of one id: whether the rule lets this student through (the record may still
+    be missing or deleted). A single-student read checks it here and then runs one statement built
+    once for every caller, instead of a statement narrowed per caller (app/people/services.py)."""
+    if sees_whole_school(p):
+        return True
+    if p.role == "teacher":
+        return student_id in taught_student_ids(p.teacher_id or -1)
+    if sees_own_family_only(p):
+        return student_id in own_student_ids(p)
+    return False
+
+
 def scope_enrolments(stmt, p):
     """Teachers: the enrolments (current and past) in the classes they teach or lead. Guardians and
     students: their children's / their own enrolment history, in every class."""

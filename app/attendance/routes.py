@@ -1,7 +1,6 @@
 """Roll call, attendance history and summaries, QR check-in: parse, call a service, serialise."""
 
 from flask import Blueprint, g, jsonify
-from sqlalchemy import select
 
 from app.access.rules import CLASSES, STUDENTS, class_in_scope_or_404, student_in_scope_or_404
 from app.attendance import services
@@ -31,9 +30,10 @@ from app.core.crud import CONFLICTS, Resource
 from app.core.errors import ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
-from app.core.pagination import CURSOR, LIMIT, Choice, ListSpec, apply_list, page_response
+from app.core.pagination import CURSOR, LIMIT, Choice, ListSpec, page_response, prepared_list
 from app.core.queryargs import DATE, Param, QueryArgs, integer, matching
 from app.core.schemas import parse_body, parse_date
+from app.core.tenancy import execute_reusable
 from app.extensions import db
 from app.institutions.calendar import school_today
 
@@ -173,16 +173,19 @@ def student_history(ident):
     student_in_scope_or_404(ident, g.principal)
     la = HISTORY_SPEC.parse()
     frm, to = _ordered(la.extra["from"], la.extra["to"])
-    stmt = services.history_filter(select(AttendanceRecord), ident, frm, to)
-    stmt, limit, sort, col = apply_list(stmt, HISTORY_SPEC, la)
-    rows = db.session.execute(stmt).scalars().all()
+    # Plain rows of the answer's columns, from a statement built once per shape (with or without from, to).
+    shape = (frm is not None, to is not None)
+    stmt, params, limit, sort, col = prepared_list(
+        ("student history", *shape), lambda: services.history_rows_base(*shape), HISTORY_SPEC, la
+    )
+    rows = execute_reusable(db.session, stmt, {**params, **services.history_params(ident, frm, to)})
     totals = services.history_totals(ident, frm, to)
     return page_response(
         rows,
         limit,
         sort,
         col,
-        services.record_out,
+        None,
         student_id=ident,
         **{"from": frm, "to": to},
         totals=totals,

@@ -9,11 +9,12 @@ audit entry). Everything is validated before the first write; the caller commits
 import io
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
 
 import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import and_, case, func, literal_column, or_, select
+from sqlalchemy import and_, bindparam, case, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
@@ -30,10 +31,17 @@ from app.core import caching
 from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import as_utc, utcnow
-from app.core.tenancy import current_institution_id
+from app.core.tenancy import current_institution_id, execute_reusable, reusable
 from app.core.upsert import insert_for
 from app.extensions import db
-from app.institutions.calendar import closure_on, describe_closure, open_days_only, school_today
+from app.institutions.calendar import (
+    any_closure_between,
+    closed_clause,
+    closure_on,
+    describe_closure,
+    open_days_only,
+    school_today,
+)
 from app.institutions.models import Institution
 from app.people.models import Student, User
 from app.timetable.services import check_roll_period
@@ -372,40 +380,66 @@ def _status_sums():
     return [func.coalesce(func.sum(case((Rec.status == s, 1), else_=0)), 0).label(s) for s in STATUSES]
 
 
-def history_filter(stmt, student_id, frm, to):
-    stmt = stmt.where(Rec.student_id == student_id)
-    if frm is not None:
-        stmt = stmt.where(Rec.date >= frm)
-    if to is not None:
-        stmt = stmt.where(Rec.date <= to)
-    return stmt
+@cache
+def _history_totals_statement(has_from: bool, has_to: bool, closures: bool):
+    """history_totals' statement of each shape (range ends given, closures in range or not), built once
+    and scoped once per school (tenancy.reusable); the student and the range are bind parameters."""
+    stmt = _history_where(select(*_status_sums(), func.count(Rec.id)), has_from, has_to)
+    if closures:
+        stmt = stmt.where(~closed_clause(Rec.date, Rec.class_id, Rec.institution_id))
+    return reusable(stmt)
 
 
 def history_totals(student_id, frm, to) -> dict:
     """Totals over open days only: a mark on a closed day (a strike declared afterwards) is kept in the
-    history but not counted."""
-    stmt = history_filter(select(*_status_sums(), func.count(Rec.id)), student_id, frm, to)
-    stmt = open_days_only(stmt, Rec.date, Rec.class_id, Rec.institution_id, frm, to)
-    row = db.session.execute(stmt).one()
+    history but not counted. The closed-day test is left out when no closure touches the range."""
+    stmt = _history_totals_statement(frm is not None, to is not None, any_closure_between(frm, to))
+    row = execute_reusable(db.session, stmt, history_params(student_id, frm, to))[0]
     totals = {s: int(row[i]) for i, s in enumerate(STATUSES)}
     totals["marked"] = int(row[-1])
     return totals
 
 
-def record_out(r: AttendanceRecord) -> dict:
-    return {
-        "id": r.id,
-        "date": r.date,
-        "class_id": r.class_id,
-        "subject_id": r.subject_id,
-        "period": r.period,
-        "status": r.status,
-        "note": r.note,
-        "code_id": r.code_id,
-        "source": r.source,
-        "marked_by_id": r.marked_by_id,
-        "marked_at": r.updated_at,
-    }
+# A student's history page: RecordOut's fields (app/attendance/schemas.py) as columns, in its order.
+RECORD_COLUMNS = (
+    Rec.id,
+    Rec.date,
+    Rec.class_id,
+    Rec.subject_id,
+    Rec.period,
+    Rec.status,
+    Rec.note,
+    Rec.code_id,
+    Rec.source,
+    Rec.marked_by_id,
+    Rec.updated_at.label("marked_at"),
+)
+
+
+def _history_where(stmt, has_from: bool, has_to: bool):
+    """A student's marks in a range, the student and the range ends as bind parameters (student_id,
+    date_from, date_to: history_params), so one statement serves every request of its shape."""
+    stmt = stmt.where(Rec.student_id == bindparam("student_id", type_=Rec.student_id.type))
+    if has_from:
+        stmt = stmt.where(Rec.date >= bindparam("date_from", type_=Rec.date.type))
+    if has_to:
+        stmt = stmt.where(Rec.date <= bindparam("date_to", type_=Rec.date.type))
+    return stmt
+
+
+def history_rows_base(has_from: bool, has_to: bool):
+    """A student's records as plain rows of RECORD_COLUMNS: one statement per shape, built once
+    (pagination.prepared_list)."""
+    return _history_where(select(*RECORD_COLUMNS), has_from, has_to)
+
+
+def history_params(student_id, frm, to) -> dict:
+    params = {"student_id": student_id}
+    if frm is not None:
+        params["date_from"] = frm
+    if to is not None:
+        params["date_to"] = to
+    return params
 
 
 def _summary_row(counts: dict, enrolled: int) -> dict:

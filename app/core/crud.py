@@ -21,8 +21,9 @@ from app.core.conflicts import clash_message
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import SoftDeleteMixin, utcnow
 from app.core.openapi import doc
-from app.core.pagination import ListSpec, list_response
+from app.core.pagination import ListSpec, apply_list, list_response, page_response, prepared_list
 from app.core.schemas import dump, fields_of, parse_body
+from app.core.tenancy import execute_reusable
 from app.extensions import db
 
 
@@ -99,25 +100,58 @@ class Resource:
     deletable: bool = True
     on_delete: Callable | None = None  # (obj) -> None: more of the delete, in its transaction
     serialize: Any = None  # (obj) -> dict; by default the Out schema's fields
-    detail: Callable | None = None  # (obj) -> dict: extra fields on the single-record view
-    detail_out: type | None = None
+    # (ident) -> dict or None: the single-record answer (None: 404), instead of get_or_404 + serialize;
+    # for a hot read that builds its answer from plain rows (app/people/services.py student_detail).
+    read: Callable | None = None
+    detail_out: type | None = None  # the single-record answer's schema, when it is not `out`
     cache_tables: tuple = ()  # extra tables the reads depend on (row scoping, detail)
     cache_ttl: int = MEDIUM
+    # The out schema's fields as columns, in its order: the list then reads plain rows, not objects, and
+    # answers them as they are; when the caller's row scope narrows nothing (it hands the statement back
+    # unchanged), each shape of the list's statement is built once (pagination.prepared_list) and run
+    # alone in autocommit (tenancy.execute_reusable). For a hot list (app/people/routes.py students).
+    list_columns: tuple = ()
 
     def __post_init__(self):
         if (self.scope is None) != (self.reach is SCHOOL):
             raise ValueError(f"{self.name}: a row scope and its reach (other than SCHOOL) go together")
         self.fields = fields_of(self.out)
+        if self.list_columns and (
+            self.serialize
+            or tuple(c.key for c in self.list_columns) != self.fields
+            or not {c.key for c in self.spec.sorts.values()} <= set(self.fields)
+        ):
+            raise ValueError(f"{self.name}: list_columns are the out schema's fields (sorts among them)")
         self.serialize = self.serialize or (lambda obj: dump(obj, self.fields))
+        self._list_base = None
+
+    def narrowed(self, stmt):
+        """stmt over the live rows the caller reaches (the row scope hands it back when it narrows nothing)."""
+        return stmt if self.scope is None else self.scope(stmt, g.principal)
 
     def base(self):
-        stmt = live(select(self.model), self.model)
-        if self.scope is not None:
-            stmt = self.scope(stmt, g.principal)
-        return stmt
+        """The list's statement over what the caller reaches: the model's objects, or plain rows of
+        list_columns from a select built once."""
+        if not self.list_columns:
+            return self.narrowed(live(select(self.model), self.model))
+        if self._list_base is None:
+            self._list_base = live(select(*self.list_columns), self.model)
+        return self.narrowed(self._list_base)
+
+    def list_rows(self, stmt):
+        """The list answer from plain rows of list_columns; stmt: base()."""
+        if stmt is not self._list_base:  # narrowed to what this caller reaches: built for this request
+            stmt, limit, sort, col = apply_list(stmt, self.spec)
+            rows = db.session.execute(stmt).all()
+        else:
+            base = stmt
+            stmt, params, limit, sort, col = prepared_list(self.path, lambda: base, self.spec)
+            rows = execute_reusable(db.session, stmt, params)
+        return page_response(rows, limit, sort, col, None)
 
     def get_or_404(self, ident):
-        obj = db.session.execute(self.base().where(self.model.id == ident)).scalar_one_or_none()
+        stmt = self.narrowed(live(select(self.model), self.model))
+        obj = db.session.execute(stmt.where(self.model.id == ident)).scalar_one_or_none()
         if obj is None:
             raise NotFound(self.name)
         return obj
@@ -139,16 +173,19 @@ class Resource:
             query=res.spec,
         )
         def list_view():
+            if res.list_columns:
+                return res.list_rows(res.base())
             return list_response(db.session, res.base(), res.spec, res.serialize)
 
         @roles(*res.read_roles, reach=res.reach)
         @cached(*tables, ttl=res.cache_ttl, namespace=ep)
         @doc(f"Get one {res.name}", out=res.detail_out or res.out, tags=tag)
         def get_view(ident):
-            obj = res.get_or_404(ident)
-            data = res.serialize(obj)
-            if res.detail:
-                data.update(res.detail(obj))
+            if res.read is None:
+                return jsonify(res.serialize(res.get_or_404(ident)))
+            data = res.read(ident)
+            if data is None:
+                raise NotFound(res.name)
             return jsonify(data)
 
         bp.add_url_rule(self.path, f"list_{ep}", _named(list_view, f"list_{ep}"), methods=["GET"])

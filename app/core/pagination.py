@@ -247,14 +247,15 @@ def apply_list(stmt, spec: ListSpec, la: ListArgs | None = None):
 _PREPARED: dict = {}
 
 
-def prepared_list(key, build_base: Callable, spec: ListSpec):
+def prepared_list(key, build_base: Callable, spec: ListSpec, la: ListArgs | None = None):
     """apply_list for a hot list whose base statement takes bind parameters instead of values: the
     statement of each shape (base key, filters used, search or not, sort, keyset or offset) is built
     once per process and reused, and the tenancy scope is then also applied once per institution
     (tenancy.reusable): for the lists read most, where building and scoping the select was a large
     share of the request (docs/BENCHMARKS.md). Returns (stmt, params, limit, sort_name, sort_column); execute with
-    params plus the base's own."""
-    la = spec.parse()
+    params plus the base's own. la: the request's arguments when the view parsed them already."""
+    if la is None:
+        la = spec.parse()
     if any(isinstance(spec.filters[n], Filter) for n in la.filters):  # their values go in the SQL itself
         return _build(build_base(), spec, la), {}, la.limit, la.sort, la.col
     shape = (

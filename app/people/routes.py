@@ -110,10 +110,11 @@ students = Resource(
     read_roles=("admin", "teacher", "guardian", "student", "accountant"),
     scope=scope_students,
     reach=STUDENTS,
-    detail=lambda student: {"guardians": services.guardians_of(student.id)},
+    read=lambda ident: services.student_detail(ident, g.principal),
     detail_out=StudentDetailOut,
     on_delete=_deleted("student"),
     cache_tables=("student_guardians", "guardians", "enrolments", "class_subjects", "classes"),
+    list_columns=services.STUDENT_COLUMNS,
     # Every table the answers read is versioned: the TTL bounds memory, not staleness (app/core/caching.py).
     cache_ttl=LONG,
 )

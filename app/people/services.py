@@ -1,12 +1,16 @@
 """Users (logins) and the people they belong to."""
 
-from sqlalchemy import select
+from functools import cache
 
+from sqlalchemy import and_, bindparam, select
+
+from app.access.rules import student_in_reach
 from app.audit import services as audit
 from app.auth.services import revoke_user_sessions
 from app.core.crud import check_refs, commit_or_conflict, flush_or_conflict
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.security import hash_password
+from app.core.tenancy import execute_reusable, reusable
 from app.extensions import db
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 
@@ -130,25 +134,63 @@ def end_access(person):
     revoke_user_sessions(user.id, "person_deleted")
 
 
-def guardians_of(student_id):
-    rows = db.session.execute(
-        select(Guardian, StudentGuardian.relationship_type, StudentGuardian.is_primary)
-        .join(StudentGuardian, StudentGuardian.guardian_id == Guardian.id)
-        .where(StudentGuardian.student_id == student_id, Guardian.deleted_at.is_(None))
+# GET /students and /students/{id}: StudentOut's fields in its order (app/people/schemas.py).
+STUDENT_COLUMNS = (
+    Student.id,
+    Student.admission_number,
+    Student.first_name,
+    Student.last_name,
+    Student.date_of_birth,
+    Student.gender,
+    Student.grade_level,
+    Student.status,
+    Student.email,
+    Student.user_id,
+    Student.created_at,
+    Student.updated_at,
+)
+GUARDIAN_COLUMNS = (
+    Guardian.id,
+    Guardian.first_name,
+    Guardian.last_name,
+    Guardian.email,
+    Guardian.phone,
+    StudentGuardian.relationship_type,
+    StudentGuardian.is_primary,
+)
+STUDENT_FIELDS = tuple(c.key for c in STUDENT_COLUMNS)
+GUARDIAN_FIELDS = ("id", "first_name", "last_name", "email", "phone", "relationship", "is_primary")
+
+
+@cache
+def _student_detail_statement():
+    """The live student and their live guardians (primary first, then by id) in one statement: a row
+    per guardian link, or one row with empty guardian columns. Built once and scoped once per school
+    (tenancy.reusable); the guardians' conditions sit in the outer joins' ON clauses, so a student
+    without guardians still has their row."""
+    guardian = (Guardian.id.label("guardian_id"), *GUARDIAN_COLUMNS[1:])
+    return reusable(
+        select(*STUDENT_COLUMNS, *guardian)
+        .outerjoin(StudentGuardian, StudentGuardian.student_id == Student.id)
+        .outerjoin(Guardian, and_(Guardian.id == StudentGuardian.guardian_id, Guardian.deleted_at.is_(None)))
+        .where(Student.id == bindparam("student_id", type_=Student.id.type), Student.deleted_at.is_(None))
         .order_by(StudentGuardian.is_primary.desc(), Guardian.id)
-    ).all()
-    return [
-        {
-            "id": g.id,
-            "first_name": g.first_name,
-            "last_name": g.last_name,
-            "email": g.email,
-            "phone": g.phone,
-            "relationship": rel,
-            "is_primary": primary,
-        }
-        for g, rel, primary in rows
-    ]
+    )
+
+
+def student_detail(student_id, principal) -> dict | None:
+    """GET /students/{id}: the student and their guardians as the answer's dict, or None when the student
+    is missing, deleted or out of the caller's reach (app/access/rules.py): one statement, from plain
+    rows (a lone read runs in autocommit, app/core/tenancy.py)."""
+    if not student_in_reach(student_id, principal):
+        return None
+    rows = execute_reusable(db.session, _student_detail_statement(), {"student_id": student_id})
+    if not rows:
+        return None
+    n = len(STUDENT_FIELDS)
+    data = dict(zip(STUDENT_FIELDS, rows[0][:n]))
+    data["guardians"] = [dict(zip(GUARDIAN_FIELDS, row[n:])) for row in rows if row[n] is not None]
+    return data
 
 
 def link_guardian(student: Student, guardian_id, relationship, is_primary):
