@@ -273,10 +273,12 @@ def _enrolled(class_id, student_ids, day: dt.date | None) -> set[int]:
     )
 
 
-def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> dict:
+def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p, *, answer=True) -> dict:
     """Validate every row, then write them all with one INSERT ... ON CONFLICT DO UPDATE (or nothing).
 
     `rows`: GradeIn items. A row without `comment` keeps the stored comment; `"comment": null` clears it.
+    `answer=False` leaves out the assessment's grades in the answer (`data`: None): an import writing
+    thousands of assessments has no use for reading each back.
     """
     require_write(class_subject, p)
     errors, first_at = {}, {}
@@ -371,7 +373,7 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p) -> 
     audit.record_many(entries)
     return {
         "assessment_id": assessment.id,
-        "data": grades_of(assessment),
+        "data": grades_of(assessment) if answer else None,
         "counts": {"created": created, "updated": updated, "unchanged": len(values) - len(written)},
     }
 

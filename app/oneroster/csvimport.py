@@ -981,7 +981,7 @@ def _write_results(p, w, principal, line_item, results):
         rows.append(GradeIn.model_validate(values))
     try:
         out = grading.put_grades(assessment, db.session.get(ClassSubject, assessment.class_subject_id), rows,
-                                 principal)  # fmt: skip
+                                 principal, answer=False)  # fmt: skip
     except ValidationFailed as exc:
         for name, error in exc.errors.items():  # grades[i].score, grades[i].student_id
             m = re.match(r"grades\[(\d+)\]\.(\w+)", name)

@@ -381,7 +381,7 @@ def _grade_rows(assessment, results):
 def _write_results(assessment, rows, supplied):
     cs = db.session.get(ClassSubject, assessment.class_subject_id)
     try:
-        grading.put_grades(assessment, cs, rows, g.principal)
+        grading.put_grades(assessment, cs, rows, g.principal, answer=False)
     except ValidationFailed as exc:
         raise OneRosterError(
             400, "; ".join(f"{k}: {v}" for k, v in sorted(exc.errors.items())), "invalid_data"
