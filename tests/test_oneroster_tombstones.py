@@ -4,7 +4,6 @@ ONEROSTER_TOMBSTONE_DAYS; never to another school; pruned by the nightly job."""
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import delete, func, select, update
 
 from app.academics.models import ClassSubject, Enrolment
@@ -14,18 +13,8 @@ from app.grading.models import Assessment, Grade
 from app.oneroster.models import OneRosterTombstone
 from app.people.models import StudentGuardian
 from tasks.oneroster import prune_tombstones
-from tests.test_oneroster import G, OneRoster, R, make_client, token
+from tests.test_oneroster import G, R, demo_or, hill_or  # noqa: F401 - fixtures
 from tests.test_oneroster_csv import export_zip, files_of, in_process, records  # noqa: F401 - fixture
-
-
-@pytest.fixture
-def demo_or(client, admin):
-    return OneRoster(client, token(client, make_client(admin))["access_token"])
-
-
-@pytest.fixture
-def hill_or(client, hillside_admin):
-    return OneRoster(client, token(client, make_client(hillside_admin))["access_token"])
 
 
 def _latest(api, path, key):
