@@ -39,7 +39,7 @@ from app.access.rules import (
 )
 from app.core.admission import cached
 from app.core.auth import roles
-from app.core.caching import MEDIUM
+from app.core.caching import LONG
 from app.core.crud import CONFLICTS, Resource, commit_or_conflict
 from app.core.openapi import doc
 from app.core.pagination import Filter, ListSpec, apply_list, page_response, prepared_list
@@ -301,7 +301,9 @@ def _roster_base():
 
 @bp.get("/classes/<int:ident>/students")
 @roles("admin", "teacher", "accountant", "guardian", "student", reach=CLASSES)
-@cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=MEDIUM)
+# Every table the roster reads is versioned and it depends on no date, so the TTL bounds memory, not
+# staleness: a shorter one only re-reads unchanged rosters (app/core/caching.py).
+@cached("students", "enrolments", "classes", "class_subjects", "student_guardians", ttl=LONG)
 @doc(
     "The current roster of a class",
     out=RosterEntryOut,
