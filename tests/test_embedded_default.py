@@ -37,6 +37,20 @@ SCRIPT = textwrap.dedent("""
     out["detail_guardians"] = len(detail["guardians"])
     out["ready"] = c.get("/health/ready").status_code
     out["search"] = len(c.get("/api/v1/students?q=a&limit=5", headers=h).get_json()["data"])
+    # Roll call on SQLite (app/attendance/services.py builds its PostgreSQL statements differently): a
+    # first save, then a save that changes one mark.
+    import datetime
+    day = datetime.date.today() - datetime.timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= datetime.timedelta(days=1)
+    cid = c.get("/api/v1/classes?limit=1", headers=h).get_json()["data"][0]["id"]
+    roster = [s["id"] for s in c.get("/api/v1/classes/%d/students" % cid, headers=h).get_json()["data"]]
+    marks = [{"student_id": s, "status": "present"} for s in roster]
+    url = "/api/v1/classes/%d/attendance/%s" % (cid, day.isoformat())
+    first = c.put(url, json={"records": marks}, headers=h)
+    marks[0]["status"] = "absent"
+    second = c.put(url, json={"records": marks}, headers=h).get_json()
+    out["roll"] = [first.status_code, len(roster), second["totals"]["present"], second["totals"]["absent"]]
     print("RESULT " + json.dumps(out))
 """)
 
@@ -49,6 +63,8 @@ def test_embedded_default_serves_the_api(tmp_path):
     assert not set(out["page_ids"]) & set(out["next_ids"])
     assert out["ready"] == 200 and out["search"] > 0
     assert out["detail_matches"] and out["detail_guardians"] >= 1
+    saved, enrolled, present, absent = out["roll"]
+    assert saved == 200 and enrolled > 1 and (present, absent) == (enrolled - 1, 1)
     assert (tmp_path / "instance" / "schoolhouse.db").exists()
 
 

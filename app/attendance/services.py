@@ -14,8 +14,9 @@ from functools import cache
 import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import Integer, and_, bindparam, case, func, literal_column, or_, select
+from sqlalchemy import Integer, and_, bindparam, case, func, literal_column, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from app.academics.models import ClassSubject, Enrolment, SchoolClass, Term
@@ -143,6 +144,46 @@ def subject_key(subject_id):
 AUDITED = ("status", "note", "class_id", "source", "code_id")
 
 
+# Roll call reads each student's mark through the unique index, whatever the statistics say. Every
+# school morning they predate the day's marks (ANALYZE ran overnight; autovacuum does not re-analyze
+# millions of marks for a few thousand new ones), so PostgreSQL estimates one mark for the day and
+# reads the whole school's day by ix_attendance_institution_date_status instead: 70 ms instead of
+# 0.3 ms per roll on the soak's school (bench/soak.py), most of the database's CPU. So on PostgreSQL a
+# mark is a LATERAL probe per student (the loop cannot be turned into one read of the day), and its
+# school test is written `institution_id + 0 = :iid`, which no index serves (the tenancy's plain
+# `institution_id = :iid` would let the date index serve the probe). The statements are therefore
+# scoped by hand (skip_tenant): every table tests :iid. tests/test_attendance_plans.py checks the plans.
+NO_TENANT = {"skip_tenant": True}
+
+
+def _mark_probe(columns, student=None, *, lock=False):
+    """Marks for :day, :period, :subject: with `student` (PostgreSQL), a LATERAL probe of that student's
+    mark; without, a plain subquery of the day's marks to join on student_id (SQLite has no LATERAL)."""
+    probe = select(*columns).where(
+        Rec.date == bindparam("day", type_=Rec.date.type),
+        Rec.period == bindparam("period", type_=Rec.period.type),
+        # the subject part of the natural key, written as the unique index writes it
+        func.coalesce(Rec.subject_id, literal_column("0")) == bindparam("subject", type_=Integer),
+        (Rec.institution_id + 0) == bindparam("iid", type_=Integer),
+    )
+    if student is None:
+        return probe.subquery("mark")
+    probe = probe.where(Rec.student_id == student).limit(1)
+    return (probe.with_for_update() if lock else probe).lateral("mark")
+
+
+@cache
+def _before_images(dialect_name):
+    """The marks a roll may change, locked (FOR UPDATE) so a concurrent roll of the same rows waits."""
+    columns = (Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source, Rec.code_id)
+    if dialect_name != "postgresql":  # (SQLite locks the whole database for a write anyway)
+        mark = _mark_probe(columns)
+        return select(mark).where(mark.c.student_id.in_(bindparam("ids", expanding=True)))
+    wanted = func.unnest(bindparam("ids", type_=ARRAY(Integer))).table_valued("id").render_derived("wanted")
+    mark = _mark_probe(columns, wanted.c.id, lock=True)
+    return select(mark).select_from(wanted).join(mark, true())
+
+
 @cache
 def _upsert_statement(dialect_name):
     """INSERT … ON CONFLICT DO UPDATE … RETURNING for roll marks, built once per dialect."""
@@ -190,12 +231,14 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     ids = [m["student_id"] for m in marks]
     # Before-images for the audit trail; FOR UPDATE so a concurrent roll of the same rows waits. (A row
     # another transaction inserts meanwhile is still upserted correctly; its entry just says "create".)
+    dialect = db.session.get_bind().dialect.name
+    key = {"day": day, "period": period, "subject": subject_id or 0}
     before = {
         r.student_id: r
         for r in db.session.execute(
-            select(Rec.id, Rec.student_id, Rec.status, Rec.note, Rec.class_id, Rec.source, Rec.code_id)
-            .where(Rec.student_id.in_(ids), Rec.date == day, Rec.period == period, subject_key(subject_id))
-            .with_for_update()
+            _before_images(dialect),
+            {**key, "ids": ids, "iid": current_institution_id()},
+            execution_options=NO_TENANT,
         ).all()
     }
     now, iid = utcnow(), current_institution_id()
@@ -221,7 +264,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     # One statement per dialect, run over the rows: SQLAlchemy sends them as one multi-VALUES INSERT
     # ("insertmanyvalues") from a compiled form it caches. `.values(rows)` compiled 520 bind parameters
     # on every save, about half of a roll PUT's CPU.
-    stmt = _upsert_statement(db.session.get_bind().dialect.name)
+    stmt = _upsert_statement(dialect)
     written = db.session.execute(stmt, rows).all()
     changed = [sid for _, sid in written]
     moved = {before[sid].class_id for sid in changed if sid in before}
@@ -266,39 +309,37 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
 
 
 @cache
-def _roll_statement():
-    """Everyone enrolled in a class on a day, with their mark or null; built once (bind parameters)."""
-    day = bindparam("day", type_=Rec.date.type)
-    return reusable(
+def _roll_statement(lateral: bool):
+    """Everyone enrolled in a class on a day, with their mark or null; built once, scoped by hand."""
+    day, iid = bindparam("day", type_=Rec.date.type), bindparam("iid", type_=Integer)
+    mark = _mark_probe(
+        (Rec.student_id, Rec.status, Rec.note, Rec.source, Rec.updated_at, Rec.marked_by_id, Rec.code_id),
+        Student.id if lateral else None,
+    )
+    return (
         select(
             Student.id,
             Student.admission_number,
             Student.first_name,
             Student.last_name,
-            Rec.status,
-            Rec.note,
-            Rec.source,
-            Rec.updated_at,
+            mark.c.status,
+            mark.c.note,
+            mark.c.source,
+            mark.c.updated_at,
             User.id,
             User.first_name,
             User.last_name,
             AttendanceCode.code,
         )
         .select_from(Enrolment)
-        .join(Student, Student.id == Enrolment.student_id)
+        .join(Student, and_(Student.id == Enrolment.student_id, Student.institution_id == iid))
+        .outerjoin(mark, true() if lateral else mark.c.student_id == Student.id)
+        .outerjoin(User, and_(User.id == mark.c.marked_by_id, User.institution_id == iid))
         .outerjoin(
-            Rec,
-            and_(
-                Rec.student_id == Student.id,
-                Rec.date == day,
-                Rec.period == bindparam("period", type_=Rec.period.type),
-                # the subject part of the natural key, written as the unique index writes it
-                func.coalesce(Rec.subject_id, literal_column("0")) == bindparam("subject", type_=Integer),
-            ),
+            AttendanceCode, and_(AttendanceCode.id == mark.c.code_id, AttendanceCode.institution_id == iid)
         )
-        .outerjoin(User, User.id == Rec.marked_by_id)
-        .outerjoin(AttendanceCode, AttendanceCode.id == Rec.code_id)
         .where(
+            Enrolment.institution_id == iid,
             Enrolment.class_id == bindparam("class_id", type_=Integer),
             Enrolment.start_date <= day,
             or_(Enrolment.end_date.is_(None), Enrolment.end_date >= day),
@@ -310,11 +351,12 @@ def _roll_statement():
 
 def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
     """Everyone enrolled in the class on `day`, with their mark for this period/subject or null (unmarked)."""
-    rows = execute_reusable(
-        db.session,
-        _roll_statement(),
-        {"class_id": class_id, "day": day, "period": period, "subject": subject_id or 0},
-    )
+    params = {"class_id": class_id, "day": day, "period": period, "subject": subject_id or 0}
+    rows = db.session.execute(
+        _roll_statement(db.session.get_bind().dialect.name == "postgresql"),
+        {**params, "iid": current_institution_id()},
+        execution_options=NO_TENANT,
+    ).all()
     students, totals = [], dict.fromkeys((*STATUSES, "unmarked"), 0)
     for (
         sid,
