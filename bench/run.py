@@ -190,13 +190,15 @@ def bench_env(services):
     return env
 
 
-def load(env, students, days):
+def load(env, students, days, vacuum=False):
     flask = [PY, "-m", "flask", "--app", "wsgi"]
     log(f"schema and scale data: {students:,} students x {days} days")
     subprocess.run(flask + ["db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     t0 = time.time()
     subprocess.run(
-        flask + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)],
+        flask
+        + ["seed", "scale", "--students", str(students), "--attendance-days", str(days)]
+        + (["--vacuum"] if vacuum else []),
         cwd=ROOT,
         env=env,
         check=True,
