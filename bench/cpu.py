@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,6 +67,22 @@ def make_cases(redis_url):
     term = c.get("/api/v1/terms?limit=1", headers=h).get_json()["data"][0]
     term_to = min(term["end_date"], date.today().isoformat())  # as bench/run.py asks
     attendance = f"/api/v1/students/{sid}/attendance?from={term['start_date']}&to={term_to}"
+    # A roll saved again with one mark changed (bench/soak.py's later saves): the marks upsert, the audit
+    # row, the cache invalidation and the roll's answer.
+    day = date.today()
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    pupils = [s["id"] for s in c.get(roster, headers=h).get_json()["data"]]
+    marks = {s: "present" for s in pupils}
+    roll = f"/api/v1/classes/{cid}/attendance/{day.isoformat()}"
+    turn = iter(range(10**9))
+
+    def roll_call():
+        sid = pupils[next(turn) % len(pupils)]
+        marks[sid] = "absent" if marks[sid] == "present" else "present"
+        body = {"records": [{"student_id": s, "status": st} for s, st in marks.items()]}
+        return c.put(roll, json=body, headers=h)
+
     cases = {
         "ref_redis_bytes": lambda: ref.get("/redis"),
         "cached_student": lambda: c.get(f"/api/v1/students/{sid}", headers=h),
@@ -76,6 +92,7 @@ def make_cases(redis_url):
         "uncached_student": lambda: nc.get(student, headers=h),
         "uncached_search": lambda: nc.get("/api/v1/students?q=ma&limit=20", headers=h),
         "uncached_term_attendance": lambda: nc.get(attendance, headers=h),
+        "roll_call": roll_call,
     }
     for fn in cases.values():
         assert fn().status_code == 200
@@ -91,6 +108,7 @@ INSTRUCTION_CASES = (
     "uncached_student",
     "uncached_search",
     "uncached_term_attendance",
+    "roll_call",
 )
 
 

@@ -156,6 +156,14 @@ AUDITED = ("status", "note", "class_id", "source", "code_id")
 NO_TENANT = {"skip_tenant": True}
 
 
+def _school():
+    """The school these hand-scoped statements test; roll call always runs inside one."""
+    iid = current_institution_id()
+    if iid is None:
+        raise RuntimeError("roll call runs inside a school's scope (a request or a job sets it)")
+    return iid
+
+
 def _mark_probe(columns, student=None, *, lock=False):
     """Marks for :day, :period, :subject: with `student` (PostgreSQL), a LATERAL probe of that student's
     mark; without, a plain subquery of the day's marks to join on student_id (SQLite has no LATERAL)."""
@@ -231,17 +239,15 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     ids = [m["student_id"] for m in marks]
     # Before-images for the audit trail; FOR UPDATE so a concurrent roll of the same rows waits. (A row
     # another transaction inserts meanwhile is still upserted correctly; its entry just says "create".)
-    dialect = db.session.get_bind().dialect.name
-    key = {"day": day, "period": period, "subject": subject_id or 0}
+    dialect, iid = db.session.get_bind().dialect.name, _school()
+    key = {"day": day, "period": period, "subject": subject_id or 0, "iid": iid}
     before = {
         r.student_id: r
         for r in db.session.execute(
-            _before_images(dialect),
-            {**key, "ids": ids, "iid": current_institution_id()},
-            execution_options=NO_TENANT,
+            _before_images(dialect), {**key, "ids": ids}, execution_options=NO_TENANT
         ).all()
     }
-    now, iid = utcnow(), current_institution_id()
+    now = utcnow()
     rows = [
         {
             "institution_id": iid,
@@ -265,6 +271,9 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     # ("insertmanyvalues") from a compiled form it caches. `.values(rows)` compiled 520 bind parameters
     # on every save, about half of a roll PUT's CPU.
     stmt = _upsert_statement(dialect)
+    # What the response cache invalidates (app/core/caching.py): the attendance of the students whose
+    # mark really changed, and their class's, plus any class a mark moved away from. A roll saved again
+    # unchanged (apps save the whole roll as each mark is taken) invalidates nothing.
     written = db.session.execute(stmt, rows).all()
     changed = [sid for _, sid in written]
     moved = {before[sid].class_id for sid in changed if sid in before}
@@ -354,7 +363,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
     params = {"class_id": class_id, "day": day, "period": period, "subject": subject_id or 0}
     rows = db.session.execute(
         _roll_statement(db.session.get_bind().dialect.name == "postgresql"),
-        {**params, "iid": current_institution_id()},
+        {**params, "iid": _school()},
         execution_options=NO_TENANT,
     ).all()
     students, totals = [], dict.fromkeys((*STATUSES, "unmarked"), 0)
