@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.soak import MIX  # noqa: E402
+from bench.soak import pick_kind  # noqa: E402
 
 CLASSES, CLASS_SIZE, LONG = 200, 40, 3600  # the soak's 200 classes of 40; every read keeps LONG
 
@@ -42,12 +42,7 @@ def model(rate, minutes=60):
             stored[key] = (now + LONG, ver)
 
     for n in range(int(rate * minutes * 60)):
-        now, x, acc, kind = n / rate, rng.random(), 0.0, MIX[-1][0]
-        for name, share in MIX:
-            acc += share
-            if x < acc:
-                kind = name
-                break
+        now, kind = n / rate, pick_kind(rng)
         if kind == "read":
             y = rng.random()
             if y < 0.4:

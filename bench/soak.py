@@ -47,6 +47,16 @@ from bench.run import PASSWORD, PY, ROOT, Server, Services, bench_env, free_port
 MIX = (("read", 0.80), ("roll", 0.15), ("export", 0.04), ("login", 0.01))
 
 
+def pick_kind(rng):
+    """The next request's kind, by the mix's shares (bench/cache_model.py draws the same stream)."""
+    x, acc = rng.random(), 0.0
+    for name, share in MIX:
+        acc += share
+        if x < acc:
+            return name
+    return MIX[-1][0]
+
+
 def kind_of(method, path):
     """The mix's request kinds, for the per-kind latencies of each minute."""
     if method == "PUT":
@@ -192,12 +202,7 @@ def main():
         taken: dict[int, dict[int, str]] = {}  # class -> the marks its last save sent
 
         def request_for(rng):
-            x, acc, kind = rng.random(), 0.0, MIX[-1][0]
-            for name, share in MIX:
-                acc += share
-                if x < acc:
-                    kind = name
-                    break
+            kind = pick_kind(rng)
             if kind == "read":
                 y = rng.random()
                 if y < 0.4:
