@@ -5,19 +5,21 @@ with its task history capped) in production mode on PostgreSQL and Redis (throwa
 scripts/testservices.py unless BENCH_DATABASE_URL / BENCH_REDIS_URL; Redis set to maxmemory
 SOAK_REDIS_MAXMEMORY, default the 512mb `make up` sets, with volatile-lru, as docs/DEPLOY.md says), the
 scale school loaded as bench/run.py loads it (SOAK_STUDENTS, SOAK_DAYS). Requests arrive at a fixed rate
-(SOAK_RATE per second, open loop: a slow answer does not slow the arrivals, and a request's latency runs
-from its intended send time) in a school-morning mix: 80%
-reads (a student's term attendance, class rosters, student records, balances; students by a Zipf-like
-popularity), 15% roll-call PUTs, 4% export requests, 1% logins. A roll PUT sends the class's whole roll,
-as teachers' apps save it while the roll is taken: the class's first save of the morning marks everyone
-(mostly present), each later save changes one mark (a late arrival, a correction).
+(SOAK_RATE per second, default 100; open loop: a slow answer does not slow the arrivals, and a request's
+latency runs from its intended send time) in a school-morning mix: 80% reads (a student's term
+attendance, class rosters, student records, balances; students by a Zipf-like popularity), 15% roll-call
+PUTs, 4% export requests, 1% logins. A roll PUT sends the class's whole roll, as teachers' apps save it
+while the roll is taken: the class's first save of the morning marks everyone (mostly present), each
+later save changes one mark (a late arrival, a correction). The scale school is VACUUM (ANALYZE)d after
+loading, as a school's database is in the morning.
 
 Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors, the cache hit ratio of that
-minute and p99_ms_by_kind (read, roll, export, login); per process kind (web worker, celery worker, beat, flower) rss_cold_mb (before any load),
-rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded, pools filled; growth is measured from
-here) and rss_end_mb, summed over the kind's processes; Redis used_memory start / peak / end and
-maxmemory; the cache hit ratio overall and per endpoint (from /api/v1/performance); the jobs still queued
-or running SOAK_DRAIN_S (120) seconds after the load.
+minute and p99_ms_by_kind (read, roll, export, login); per process kind (web worker, celery worker, beat,
+flower) rss_cold_mb (before any load), rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded,
+pools filled; growth is measured from here) and rss_end_mb, summed over the kind's processes; Redis
+used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
+/api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
+`python bench/soak_table.py` prints the docs' tables from it.
 """
 
 import bisect
