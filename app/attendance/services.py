@@ -15,7 +15,6 @@ import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import Integer, and_, bindparam, case, func, literal_column, or_, select, true
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +33,7 @@ from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import as_utc, utcnow
 from app.core.tenancy import current_institution_id, execute_reusable, reusable
+from app.core.upsert import dialect_of, insert_in
 from app.extensions import db
 from app.institutions.calendar import (
     any_closure_between,
@@ -196,7 +196,7 @@ def _before_images(dialect_name):
 def _upsert_statement(dialect_name):
     """INSERT … ON CONFLICT DO UPDATE … RETURNING for roll marks, built once per dialect."""
     table = Rec.__table__
-    stmt = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+    stmt = insert_in(dialect_name, table)
     new = stmt.excluded
     return (
         stmt.on_conflict_do_update(
@@ -239,7 +239,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
     ids = [m["student_id"] for m in marks]
     # Before-images for the audit trail; FOR UPDATE so a concurrent roll of the same rows waits. (A row
     # another transaction inserts meanwhile is still upserted correctly; its entry just says "create".)
-    dialect, iid = db.session.get_bind().dialect.name, _school()
+    dialect, iid = dialect_of(), _school()
     key = {"day": day, "period": period, "subject": subject_id or 0, "iid": iid}
     before = {
         r.student_id: r
@@ -267,9 +267,8 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         for m in marks
     ]
     table = Rec.__table__
-    # One statement per dialect, run over the rows: SQLAlchemy sends them as one multi-VALUES INSERT
-    # ("insertmanyvalues") from a compiled form it caches. `.values(rows)` compiled 520 bind parameters
-    # on every save, about half of a roll PUT's CPU.
+    # Built once, run over the rows (app/core/upsert.py): `.values(rows)` compiled 520 bind parameters on
+    # every save (docs/BENCHMARKS.md, "Roll call").
     stmt = _upsert_statement(dialect)
     # What the response cache invalidates (app/core/caching.py): the attendance of the students whose
     # mark really changed, and their class's, plus any class a mark moved away from. A roll saved again
@@ -362,7 +361,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
     """Everyone enrolled in the class on `day`, with their mark for this period/subject or null (unmarked)."""
     params = {"class_id": class_id, "day": day, "period": period, "subject": subject_id or 0}
     rows = db.session.execute(
-        _roll_statement(db.session.get_bind().dialect.name == "postgresql"),
+        _roll_statement(dialect_of() == "postgresql"),
         {**params, "iid": _school()},
         execution_options=NO_TENANT,
     ).all()

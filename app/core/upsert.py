@@ -3,6 +3,10 @@
 SQLAlchemy's generic `insert()` has no ON CONFLICT; PostgreSQL (production) and SQLite (the embedded
 default) each have their own `insert` that does, with the same `on_conflict_do_nothing`,
 `on_conflict_do_update` and `excluded`.
+
+A hot upsert is built once per dialect (`insert_in`) and executed over its list of rows: SQLAlchemy sends
+them as one multi-VALUES statement ("insertmanyvalues") from a compiled form it caches, where
+`.values(rows)` is compiled again on every call, its cost growing with rows x columns.
 """
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -11,7 +15,15 @@ from sqlalchemy.orm import Session
 from app.extensions import db
 
 
+def dialect_of(session: Session | None = None) -> str:
+    return (session if session is not None else db.session).get_bind().dialect.name
+
+
+def insert_in(dialect_name: str, table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` (a Table or a mapped class) in that dialect ("postgresql" or "sqlite")."""
+    return (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+
+
 def insert_for(table, session: Session | None = None) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into `table` (a Table or a mapped class) in the dialect of the session's database."""
-    bind = (session if session is not None else db.session).get_bind()
-    return (postgresql if bind.dialect.name == "postgresql" else sqlite).insert(table)
+    return insert_in(dialect_of(session), table)

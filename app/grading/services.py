@@ -9,6 +9,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 
 from sqlalchemy import and_, func, or_, select
 
@@ -21,7 +22,7 @@ from app.core.crud import check_refs, flush_or_conflict
 from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
-from app.core.upsert import insert_for
+from app.core.upsert import dialect_of, insert_in
 from app.extensions import db
 from app.grading.models import Assessment, AssessmentType, Grade, ReportRemark
 from app.institutions.calendar import closed_clause, school_today
@@ -273,6 +274,30 @@ def _enrolled(class_id, student_ids, day: dt.date | None) -> set[int]:
     )
 
 
+@cache
+def _grades_upsert(dialect_name):
+    """INSERT ... ON CONFLICT DO UPDATE ... RETURNING for grades, built once per dialect and run over the
+    rows (app/core/upsert.py)."""
+    table = Grade.__table__
+    stmt = insert_in(dialect_name, table)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.assessment_id, table.c.student_id],
+        set_={
+            "score": new.score,
+            "comment": new.comment,
+            "graded_by_id": new.graded_by_id,
+            "updated_at": new.updated_at,
+        },
+        # only real changes are written (an unchanged resend touches nothing); the conflicting row is ours:
+        # the assessment was found in the caller's institution
+        where=and_(
+            table.c.institution_id == new.institution_id,
+            or_(table.c.score.is_distinct_from(new.score), table.c.comment.is_distinct_from(new.comment)),
+        ),
+    ).returning(table.c.id, table.c.student_id)
+
+
 def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p, *, answer=True) -> dict:
     """Validate every row, then write them all with one INSERT ... ON CONFLICT DO UPDATE (or nothing).
 
@@ -329,25 +354,8 @@ def put_grades(assessment: Assessment, class_subject: ClassSubject, rows, p, *, 
             }
         )
 
-    table = Grade.__table__
-    stmt = insert_for(table).values(values)
-    new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.assessment_id, table.c.student_id],
-        set_={
-            "score": new.score,
-            "comment": new.comment,
-            "graded_by_id": new.graded_by_id,
-            "updated_at": new.updated_at,
-        },
-        # only real changes are written (an unchanged resend touches nothing); the conflicting row is ours:
-        # the assessment was found in the caller's institution
-        where=and_(
-            table.c.institution_id == new.institution_id,
-            or_(table.c.score.is_distinct_from(new.score), table.c.comment.is_distinct_from(new.comment)),
-        ),
-    ).returning(table.c.id, table.c.student_id)
-    written = dict((sid, gid) for gid, sid in db.session.execute(stmt).all())
+    upserted = db.session.execute(_grades_upsert(dialect_of()), values).all() if values else []
+    written = {sid: gid for gid, sid in upserted}
 
     by_student = {v["student_id"]: v for v in values}
     entries, created, updated = [], 0, 0
