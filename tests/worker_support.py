@@ -282,6 +282,10 @@ def worker_app(app, broker, tmp_path, monkeypatch):
     """A second app like the first but on the throwaway Redis, not in-process: what web processes run."""
     from app import create_app  # noqa: PLC0415
 
+    # The throwaway Redis lives for the module; like the suite's (conftest `_clean_redis`) it starts each
+    # test empty. A test that kills a worker can leave a redelivered copy of its finished export queued
+    # (a no-op for the job row), and the next test counts the queue.
+    broker.client(0).flushall()
     for key, value in worker_env(broker, tmp_path / "exports").items():
         if key.startswith(("TEST_REDIS", "CELERY_", "JOB_", "EXPORT_", "UPLOAD_")):
             monkeypatch.setenv(key, value)
