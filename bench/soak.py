@@ -14,8 +14,9 @@ later save changes one mark (a late arrival, a correction). The scale school is 
 loading, as a school's database is in the morning.
 
 Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors, the cache hit ratio of that
-minute and p99_ms_by_kind (read, roll, export, login); per process kind (web worker, celery worker, beat,
-flower) rss_cold_mb (before any load), rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded,
+minute, p99_ms_by_kind (read, roll, export, login) and `system`, what the box was doing
+(bench/soak_probe.py: CPU per process kind, PostgreSQL's busy and waiting backends, autovacuum,
+checkpoints); per process kind (web worker, celery worker, beat, flower) rss_cold_mb (before any load), rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded,
 pools filled; growth is measured from here) and rss_end_mb, summed over the kind's processes; Redis
 used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
 /api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
@@ -45,6 +46,7 @@ import redis as redis_lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.run import PASSWORD, PY, ROOT, Server, Services, bench_env, free_port, http, load, log  # noqa: E402
+from bench.soak_probe import Probe  # noqa: E402
 
 MIX = (("read", 0.80), ("roll", 0.15), ("export", 0.04), ("login", 0.01))
 
@@ -303,6 +305,13 @@ def main():
         rng = random.Random(16)
         started = time.monotonic()
         threading.Thread(target=mark_cache, daemon=True).start()
+        redis_pid = r.info("server")["process_id"]
+        probe = Probe(
+            services.db,
+            lambda: {"web": [web.proc.pid], "celery worker": [worker.pid], "beat": [beat.pid],
+                     "flower": [flower.pid], "redis": [redis_pid]},
+            lambda: int((time.monotonic() - started) // 60),
+        ).start()  # fmt: skip
         end = started + minutes * 60
         n = 0
         next_sample = started
@@ -331,6 +340,8 @@ def main():
             work.put(None)
         for t in pool:
             t.join(60)
+        probe.stop()
+        system = probe.per_minute()
         groups = kinds(web, worker, beat, flower)
         rss_end = {k: rss_mb(v) for k, v in groups.items()}
         redis_end = r.info("memory")["used_memory"]
@@ -374,6 +385,7 @@ def main():
                     "errors": errors,
                     "cache_hit_ratio": hit_ratio,
                     "p99_ms_by_kind": {k: pct(0.99, sorted(v)) for k, v in sorted(by_kind.items())},
+                    "system": system.get(m),
                 }
             )
         out = {

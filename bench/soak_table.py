@@ -81,6 +81,33 @@ def main(path):
         print(
             f"| {m['minute']} | {m['rps']} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} | {m['cache_hit_ratio']} |"
         )
+    if any(m.get("system") for m in minutes):
+        system_table(minutes)
+
+
+def system_table(minutes):
+    """What the box did each minute (bench/soak_probe.py): CPU as a share of one core per process kind."""
+    kinds = sorted({k for m in minutes if m.get("system") for k in m["system"]["cpu_percent_of_core"]})
+    print(
+        "\nWhat the box did, per minute (CPU in % of one core; PostgreSQL backends at the busiest sample):\n"
+    )
+    print(
+        "| minute | p99 ms | "
+        + " | ".join(kinds)
+        + " | host busy % | iowait % | disk MB written | PG active / waiting | PG waits | autovacuum | checkpoints |"
+    )
+    print("|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---|---|---:|")
+    for m in minutes:
+        s = m.get("system")
+        if not s:
+            continue
+        cpu = " | ".join(str(s["cpu_percent_of_core"].get(k, "")) for k in kinds)
+        waits = ", ".join(f"{k} ×{n}" for k, n in s["pg_waits"].items())
+        print(
+            f"| {m['minute']} | {m['p99_ms']} | {cpu} | {s['host_busy_percent']} | {s['host_iowait_percent']} | "
+            f"{s['disk_write_mb']} | {s['pg_active_max']} / {s['pg_waiting_max']} | {waits} | "
+            f"{'; '.join(s['autovacuum'])} | {s['checkpoints']} |"
+        )
 
 
 if __name__ == "__main__":
