@@ -9,6 +9,7 @@ import csv
 import io
 import zipfile
 from collections import defaultdict
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -226,6 +227,67 @@ def test_bulk_zip_of_a_demo_school_imported_into_an_empty_school_reproduces_its_
     again = import_zip(new_admin, data)
     assert again["written"] is True and again["created"] == {}, again
     assert roster(new_id) == roster(demo["demo_institution_id"])
+
+
+def test_grades_of_a_student_who_left_the_class_move_with_a_history_bulk_zip(
+    admin, client, demo, empty_school
+):
+    """A student moved to another class after being graded in the old one. The default bulk zip lists
+    current enrollments only (a learning platform may ignore endDate), so the import refuses those results
+    and says how to fix it; a zip exported with params.history carries the ended enrollment and the
+    grades move with it."""
+    student = demo["demo_student_id"]
+    old = db.session.execute(
+        select(Enrolment).where(Enrolment.student_id == student, Enrolment.end_date.is_(None))
+    ).scalar_one()
+    graded = db.session.execute(
+        select(Assessment.date)
+        .join(Grade, Grade.assessment_id == Assessment.id)
+        .join(ClassSubject, ClassSubject.id == Assessment.class_subject_id)
+        .where(Grade.student_id == student, ClassSubject.class_id == old.class_id)
+    ).scalars().all()  # fmt: skip
+    assert graded, "the demo student has grades in their class"
+    other = db.session.scalar(
+        select(SchoolClass.id).where(
+            SchoolClass.institution_id == demo["demo_institution_id"],
+            SchoolClass.id != old.class_id,
+            SchoolClass.deleted_at.is_(None),
+        )
+    )
+    moved_on = max(graded) + timedelta(days=1)
+    resp = admin.post(
+        f"/enrolments/{old.id}/transfer", json={"class_id": other, "date": moved_on.isoformat()}
+    )
+    assert resp.status_code == 201, resp.get_json()
+    new_id, new_admin = empty_school
+
+    plain = export_zip(admin, client, "oneroster_bulk")
+    assert f"enr-{old.id}" not in {r["sourcedId"] for r in records(files_of(plain), "enrollments")}
+    refused = import_zip(new_admin, plain)
+    assert refused["written"] is False
+    errors = {(e["file"], e["field"]) for e in refused["errors"]}
+    assert errors == {("results.csv", "studentSourcedId")}, refused["errors"]
+    assert len(refused["errors"]) == len(graded)
+    assert all("params.history" in e["error"] for e in refused["errors"])
+
+    history = export_zip(admin, client, "oneroster_bulk", history=True)
+    ended = {r["sourcedId"]: r for r in records(files_of(history), "enrollments")}[f"enr-{old.id}"]
+    assert (ended["status"], ended["endDate"]) == ("", (moved_on - timedelta(days=1)).isoformat())
+    result = import_zip(new_admin, history)
+    assert result["errors"] == [] and result["written"] is True, result
+    assert roster(new_id) == roster(demo["demo_institution_id"])
+    assert gradebook(new_id) == gradebook(demo["demo_institution_id"])
+    number = db.session.execute(
+        select(Student.admission_number).where(Student.id == student), execution_options={"skip_tenant": True}
+    ).scalar_one()
+    kept = db.session.execute(
+        select(Enrolment.start_date, Enrolment.end_date)
+        .join(Student, Student.id == Enrolment.student_id)
+        .where(Student.institution_id == new_id, Student.admission_number == number)
+        .order_by(Enrolment.start_date),
+        execution_options={"skip_tenant": True},
+    ).all()  # fmt: skip
+    assert kept == [(old.start_date, moved_on - timedelta(days=1)), (moved_on, None)]
 
 
 def test_delta_after_changing_one_student_holds_that_student_only(admin, client, demo):

@@ -657,8 +657,9 @@ def fee_statement(p, scope=None):
 
 
 def oneroster_bulk(p, scope=None):
-    """The OneRoster 1.2 CSV binding's zip, bulk: the school's active roster and gradebook."""
-    return csvexport.package(csvexport.Mode(delta=False))
+    """The OneRoster 1.2 CSV binding's zip, bulk: the school's active roster and gradebook (and with
+    p.history, the ended enrollments its grades need: app/oneroster/csvexport.py)."""
+    return csvexport.package(csvexport.Mode(delta=False, history=p.history))
 
 
 def oneroster_delta(p, scope=None):

@@ -97,7 +97,12 @@ class RangeParams(_Range):
 
 
 class OneRosterBulkParams(Params):
-    pass
+    history: bool = Field(
+        False,
+        description="also list ended homeroom enrollments (with their endDate), so the grades of students "
+        "who have since left a class import with them: for moving a school to another system, not for a "
+        "learning platform (one that ignores endDate would put students back into classes they left)",
+    )
 
 
 class OneRosterDeltaParams(Params):

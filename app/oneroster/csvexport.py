@@ -4,7 +4,11 @@ pages (app/oneroster/rostering.py, gradebook.py), so a record has the same sourc
 dateLastModified in both.
 
 - bulk: the school as it is now: active records only, `status` and `dateLastModified` left blank (the
-  binding's rule for bulk files); manifest `file.<name>` = bulk.
+  binding's rule for bulk files); manifest `file.<name>` = bulk. With `history` (params.history, for
+  moving a school), enrollments.csv also lists the ended homeroom enrollments of live students in live
+  classes, with their endDate: the grades of a student who has since left a class need the enrollment
+  that covered them to import (app/oneroster/csvimport.py). Not the default: a learning platform that
+  ignores endDate would put the student back into a class they left.
 - delta: every record whose dateLastModified is after `since`, tobedeleted ones included, with status
   and dateLastModified filled in; manifest `file.<name>` = delta.
 Each file is written in the column order of the binding's tables; every data file is present (header
@@ -22,9 +26,9 @@ import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
-from app.academics.models import ClassSubject
+from app.academics.models import ClassSubject, SchoolClass
 from app.core.csvtext import csv_text
 from app.core.tenancy import current_institution_id
 from app.extensions import db
@@ -112,21 +116,22 @@ def _number(v):
 class Mode:
     delta: bool
     since: datetime | None = None
+    history: bool = False  # bulk only: ended homeroom enrollments too (the module's docstring)
 
     @property
     def label(self):
         return "delta" if self.delta else "bulk"
 
 
-def _pages(coll, mode: Mode, where=()):
-    """The collection's rows in its stable order, a chunk at a time (bulk: active ones; delta: changed
-    after `since`)."""
+def _pages(coll, mode: Mode, where=(), also=None):
+    """The collection's rows in its stable order, a chunk at a time (bulk: active ones, and those
+    `also(sub)` names; delta: changed after `since`)."""
     sub = coll.stmt().subquery()
     conds = [w(sub) for w in where]
     if mode.delta:
         conds.append(sub.c.dlm > mode.since)
     else:
-        conds.append(sub.c.status == "active")
+        conds.append(sub.c.status == "active" if also is None else or_(sub.c.status == "active", also(sub)))
     stmt = select(sub).where(*conds).order_by(*[sub.c[c] for c in coll.order])
     result = db.session.execute(stmt, execution_options={"yield_per": FETCH}).mappings()
     yield from result.partitions(FETCH)
@@ -244,11 +249,26 @@ def _roles(mode):
             yield [*base, r["sourcedId"], "primary", r["role"], None, None, org, None]
 
 
+def _ended_homeroom(sub):
+    return and_(sub.c._t == 0, sub.c.endDate.is_not(None))  # rostering._enrollments_stmt's student_home
+
+
 def _enrollments(mode):
     org, gone = _org_sid(), _gone(mode)
-    for page in _pages(rostering.ENROLLMENTS, mode):
+    history = mode.history and not mode.delta
+    if history:  # an ended enrollment's class may be deleted since: the file lists live classes only
+        gone |= {
+            f"class-{i}"
+            for i in db.session.execute(
+                select(SchoolClass.id).where(
+                    SchoolClass.institution_id == current_institution_id(),
+                    SchoolClass.deleted_at.is_not(None),
+                )
+            ).scalars()
+        }
+    for page in _pages(rostering.ENROLLMENTS, mode, also=_ended_homeroom if history else None):
         for r in page:
-            if r["user_sid"] in gone:
+            if r["user_sid"] in gone or r["class_sid"] in gone:
                 continue
             yield [*_base(r, mode), r["class_sid"], org, r["user_sid"], r["role"],
                    "true" if r["primary"] else "false", r["beginDate"], r["endDate"]]  # fmt: skip

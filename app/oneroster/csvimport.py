@@ -966,6 +966,16 @@ def _write_line_item(p, w, principal, sid, li):
     w.known["lineitem"][sid] = obj.id
 
 
+def _result_error(error):
+    if "is not enrolled" not in error:
+        return error
+    # The usual cause is a student who has since left the class, in a file of current enrollments only.
+    return (
+        f"{error} on the lineItem's date: enrollments.csv must list the enrollment that covered it, with "
+        "its endDate if it has ended (a Schoolhouse oneroster_bulk export with params.history does)"
+    )
+
+
 def _write_results(p, w, principal, line_item, results):
     ident = w.local("lineitem", line_item)
     if ident is None:  # its lineItem row failed: reported there
@@ -991,7 +1001,7 @@ def _write_results(p, w, principal, line_item, results):
                 "results",
                 results[i][1]["line"],
                 column,
-                error.replace(f"student {rows[i].student_id} ", "the student "),
+                _result_error(error.replace(f"student {rows[i].student_id} ", "the student ")),
             )
         return
     for counter, n in ((w.created, out["counts"]["created"]), (w.updated, out["counts"]["updated"])):
