@@ -82,9 +82,13 @@ restore-drill: $(STAMP)  ## dump DATABASE_URL (or DUMP=file), restore into a scr
 	@test -n "$$DATABASE_URL" || { echo "make restore-drill: set DATABASE_URL to the PostgreSQL database to drill" >&2; exit 2; }
 	$(VENV)/bin/python scripts/restore_drill.py $(if $(DUMP),--dump $(DUMP))
 
-.PHONY: bench bench-quick bench-workers bench-cpu bench-instr soak
+.PHONY: bench bench-quick bench-workers bench-cpu bench-instr soak capacity
 soak: $(STAMP)  ## the make-up stack under a school-morning mix for SOAK_MINUTES (60): bench/results/soak.json (bench/soak.py)
 	@ulimit -n 65536 2>/dev/null || true; $(VENV)/bin/python bench/soak.py
+
+CAPACITY_RATES ?= 60,80,100,110,120,130,140
+capacity: $(STAMP)  ## the same mix ramped through CAPACITY_RATES req/s, 2 minutes each: users carried under p99 200 ms (bench/results/capacity.json)
+	@ulimit -n 65536 2>/dev/null || true; SOAK_RATES=$(CAPACITY_RATES) $(VENV)/bin/python bench/soak.py
 
 bench: $(BENCH_STAMP)  ## full benchmark: 100,000 students, 5,000,000 attendance rows, 15 s per scenario
 	@command -v wrk >/dev/null || apt-get install -y wrk

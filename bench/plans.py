@@ -2,11 +2,14 @@
 
 Runs the real app in-process as the Scale School admin, captures the statements each request runs,
 and prints their plans as Markdown (bench/run.py puts them in docs/BENCHMARKS.md). `--roster-sql`
-prints the roster statement instead, for the psycopg2 reference app.
+prints the roster statement instead, for the psycopg2 reference app; `--replay-sql FILE` runs the
+requests FILE lists and prints the statements each ran, for the reference app's /replay.
 """
 
+import json
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 from sqlalchemy import event, text
 
@@ -32,20 +35,42 @@ SMALL_TABLE_ROWS = 10_000
 SKIP = ("SAVEPOINT", "RELEASE", "ROLLBACK", "SELECT 1", "UPDATE users SET last_login_at")
 
 
-def capture(client, token, path):
+def capture(client, token, path, method="GET", body=None):
+    """(status, the literal statements the request ran), sessions and savepoints left out."""
     statements = []
 
     def on_exec(conn, cursor, statement, params, context, executemany):
         if not statement.lstrip().upper().startswith(SKIP) and "auth_sessions" not in statement:
-            statements.append(cursor.mogrify(statement, params).decode())
+            # insertmanyvalues hands over one batched statement and its dict even when executemany
+            many = (
+                executemany
+                and isinstance(params, list | tuple)
+                and isinstance(params[0], dict | list | tuple)
+            )
+            for one in params if many else [params]:
+                statements.append(cursor.mogrify(statement, one).decode())
 
     engine = db.engine
     event.listen(engine, "before_cursor_execute", on_exec)
     try:
-        resp = client.get(path, headers={"Authorization": f"Bearer {token}"})
+        resp = client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {token}"})
     finally:
         event.remove(engine, "before_cursor_execute", on_exec)
     return resp.status_code, statements
+
+
+def replay_sql(client, token, requests_file):
+    """{set: [[method, path, body], ...]} -> {set: [[statement, ...], ...]}: what each request ran, for
+    bench/refapps.py's /replay. Write requests run for real (and commit), as the benchmark's own would."""
+    out = {}
+    for name, requests in json.loads(Path(requests_file).read_text()).items():
+        out[name] = []
+        for method, path, body in requests:
+            status, statements = capture(client, token, path, method, body)
+            if status >= 400:
+                raise SystemExit(f"{method} {path} answered {status}: no statements to replay")
+            out[name].append(statements)
+    return out
 
 
 def capture_plans(
@@ -112,6 +137,9 @@ def main():
         cls = client.get("/api/v1/classes?limit=1", headers=auth).get_json()["data"][0]
         stu = client.get("/api/v1/students?limit=1", headers=auth).get_json()["data"][0]
         term = client.get("/api/v1/terms?limit=1", headers=auth).get_json()["data"][0]
+        if "--replay-sql" in sys.argv:
+            print(json.dumps(replay_sql(client, token, sys.argv[sys.argv.index("--replay-sql") + 1])))
+            return
         if "--roster-sql" in sys.argv:
             _, sql = capture(client, token, f"/api/v1/classes/{cls['id']}/students?limit=50")
             print(next(s for s in sql if "enrolments" in s and "JOIN" in s.upper()))

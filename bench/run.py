@@ -209,6 +209,33 @@ def load(env, students, days, vacuum=False):
     return load_seconds
 
 
+def replay_reference(env, servers, tmp, search_paths, att_paths, rolls):
+    """bench/refapps.py serving /replay: the statements the API ran for each search, term attendance
+    and roll PUT (captured in process by `bench/plans.py --replay-sql`; the rolls are written once by
+    it), and the request files that ask for them in the same order as the API's."""
+    requests = {
+        "search": [["GET", p, None] for p in search_paths],
+        "att": [["GET", p, None] for p in att_paths],
+        "roll": [["PUT", path, roll] for path, roll in rolls],
+    }
+    (tmp / "replay_requests.json").write_text(json.dumps(requests))
+    captured = subprocess.run(
+        [PY, str(ROOT / "bench" / "plans.py"), "--replay-sql", str(tmp / "replay_requests.json")],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (tmp / "replay.json").write_text(captured)
+    (tmp / "ref_search.txt").write_text("\n".join(f"/replay/search/{i}" for i in range(len(search_paths))))
+    (tmp / "ref_att.txt").write_text("\n".join(f"/replay/att/{i}" for i in range(len(att_paths))))
+    (tmp / "ref_roll.txt").write_text("\n".join(f"/replay/roll/{i}\t{{}}" for i in range(len(rolls))))
+    ref = Server("refreplay", "bench.refapps:app", {**env, "REF_REPLAY_FILE": str(tmp / "replay.json")})
+    servers.append(ref)
+    return ref
+
+
 def start_stack(env, services, servers, peers=False):
     """The API (cache on), the API with the response cache off, and the reference apps serving the
     API's own bytes and running the API's own roster SQL; with peers, Django REST Framework and FastAPI
@@ -395,28 +422,19 @@ def main():
             "an",
             "ch",
         ]
-        (tmp / "search.txt").write_text("\n".join(f"/api/v1/students?q={p}&limit=20" for p in prefixes))
+        search_paths = [f"/api/v1/students?q={p}&limit=20" for p in prefixes]
+        (tmp / "search.txt").write_text("\n".join(search_paths))
         term_from, term_to = term["start_date"], min(term["end_date"], date.today().isoformat())
-        (tmp / "att.txt").write_text(
-            "\n".join(
-                f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page
-            )
-        )
-        # Search and term attendance as clients see them (production config: the response cache is on),
-        # and the same requests against the cache-off instance, which shows what a miss costs.
-        search = {**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"}
-        att = {**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"}
-        run("student_search", api.url, "paths.lua", env=search)
-        run("student_term_attendance", api.url, "paths.lua", env=att)
-        run("student_search_cache_off", nocache.url, "paths.lua", env=search)
-        run("student_term_attendance_cache_off", nocache.url, "paths.lua", env=att)
-
+        att_paths = [
+            f"/api/v1/students/{s['id']}/attendance?from={term_from}&to={term_to}" for s in students_page
+        ]
+        (tmp / "att.txt").write_text("\n".join(att_paths))
         # Roll-call write: whole rolls for 40 different classes (as a school's teachers send them), two
         # versions each so rows really change; one class's roll is not written by 64 clients at once.
         day = date.today() - timedelta(days=1)
         while day.weekday() >= 5:
             day -= timedelta(days=1)
-        lines = []
+        rolls = []
         for c in classes[:40]:
             _, body = http("GET", f"{api.url}/api/v1/classes/{c}/students?limit=200", token)
             ids = [r["id"] for r in json.loads(body)["data"]]
@@ -427,14 +445,56 @@ def main():
                         for i, s in enumerate(ids)
                     ]
                 }
-                lines.append(f"/api/v1/classes/{c}/attendance/{day.isoformat()}\t{json.dumps(roll)}")
-        (tmp / "roll.txt").write_text("\n".join(lines))
-        run(
-            "rollcall_write",
-            api.url,
-            "put.lua",
-            env={"TOKEN": token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"},
+                rolls.append((f"/api/v1/classes/{c}/attendance/{day.isoformat()}", roll))
+        (tmp / "roll.txt").write_text("\n".join(f"{path}\t{json.dumps(roll)}" for path, roll in rolls))
+        refsql = replay_reference(env, servers, tmp, search_paths, att_paths, rolls)
+
+        # Search and term attendance as clients see them (production config: the response cache is on),
+        # and the same requests against the cache-off instance, which shows what a miss costs.
+        search = {**tok, "PATHS_FILE": str(tmp / "search.txt"), "ZIPF_S": "0"}
+        att = {**tok, "PATHS_FILE": str(tmp / "att.txt"), "ZIPF_S": "0"}
+        run("student_search", api.url, "paths.lua", env=search)
+        run("student_term_attendance", api.url, "paths.lua", env=att)
+        # The cache-off reads and roll call beside the bare psycopg2 replay of their own statements,
+        # interleaved like the ratios above.
+        log(f"cache-off search, term attendance and roll call beside their psycopg2 replays, {rounds} rounds")
+        results.update(
+            interleaved(
+                [
+                    ("student_search_cache_off", nocache.url, "paths.lua", search),
+                    (
+                        "ref_psycopg2_search",
+                        refsql.url,
+                        "paths.lua",
+                        {**search, "PATHS_FILE": str(tmp / "ref_search.txt")},
+                    ),
+                    ("student_term_attendance_cache_off", nocache.url, "paths.lua", att),
+                    (
+                        "ref_psycopg2_term_attendance",
+                        refsql.url,
+                        "paths.lua",
+                        {**att, "PATHS_FILE": str(tmp / "ref_att.txt")},
+                    ),
+                    (
+                        "rollcall_write",
+                        api.url,
+                        "put.lua",
+                        {"TOKEN": token, "WRITE_BODIES": str(tmp / "roll.txt"), "WRITE_METHOD": "PUT"},
+                    ),
+                    (
+                        "ref_psycopg2_rollcall",
+                        refsql.url,
+                        "put.lua",
+                        {"TOKEN": token, "WRITE_BODIES": str(tmp / "ref_roll.txt"), "WRITE_METHOD": "POST"},
+                    ),
+                ],
+                seconds,
+                rounds,
+            )
         )
+        for name in ("search", "term_attendance", "rollcall"):
+            r = results[f"ref_psycopg2_{name}"]
+            log(f"  ref_psycopg2_{name}: {r['rps']} req/s p99 {r['p99_ms']} ms errors {r['errors']}")
 
         # Zipf read mix over students and rosters; hit ratio from the API's own counters.
         paths = [f"/api/v1/students/{s['id']}" for s in students_page]
@@ -522,6 +582,17 @@ def main():
             "uncached_student_vs_fastapi": round(
                 results["uncached_student"]["rps"] / results["peer_fastapi_student"]["rps"], 3
             ),
+            "search_cache_off_vs_psycopg2": round(
+                results["student_search_cache_off"]["rps"] / results["ref_psycopg2_search"]["rps"], 3
+            ),
+            "term_attendance_cache_off_vs_psycopg2": round(
+                results["student_term_attendance_cache_off"]["rps"]
+                / results["ref_psycopg2_term_attendance"]["rps"],
+                3,
+            ),
+            "rollcall_vs_psycopg2": round(
+                results["rollcall_write"]["rps"] / results["ref_psycopg2_rollcall"]["rps"], 3
+            ),
         }
         out = {
             "scenarios": {
@@ -560,6 +631,10 @@ def main():
                 "uncached_roster_ratio": 0.5,
                 "uncached_student_vs_drf": 1.0,
                 "uncached_student_vs_fastapi": 0.7,
+                "search_cache_off_vs_psycopg2": 0.5,
+                "term_attendance_cache_off_vs_psycopg2": 0.5,
+                "rollcall_vs_psycopg2": 0.5,
+                "rollcall_p99_ms_64_connections": 200,
                 "open_loop_50pct_read_p99_ms": 50,
                 "open_loop_50pct_rollcall_p99_ms": 200,
                 "read_p99_ms": 50,
@@ -814,6 +889,13 @@ def table(out):
         f"{out['ratios']['uncached_student_vs_drf']} | ≥ 1.0 |",
         f"| uncached student / FastAPI + SQLAlchemy, same JSON, no auth | "
         f"{out['ratios']['uncached_student_vs_fastapi']} | ≥ 0.7 |",
+        f"| cache-off student search / bare psycopg2 replaying its statements | "
+        f"{out['ratios'].get('search_cache_off_vs_psycopg2')} | ≥ 0.5 |",
+        f"| cache-off term attendance / bare psycopg2 replaying its statements | "
+        f"{out['ratios'].get('term_attendance_cache_off_vs_psycopg2')} | ≥ 0.5 |",
+        f"| roll call / bare psycopg2 replaying its statements in one transaction | "
+        f"{out['ratios'].get('rollcall_vs_psycopg2')} | ≥ 0.5 |",
+        f"| roll call p99 at 64 connections | {out['scenarios']['rollcall_write']['p99_ms']} ms | < 200 ms |",
         f"| cache hit ratio, Zipf read mix ({out['cache_hit_counts']['hits']:,} hits, "
         f"{out['cache_hit_counts']['misses']:,} misses) | {out['cache_hit_ratio']} | ≥ 0.95 |",
         f"| worst read p99 at 64 connections, production config (cache on) | "

@@ -21,6 +21,11 @@ pools filled; growth is measured from here) and rss_end_mb, summed over the kind
 used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
 /api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
 `python bench/soak_table.py` prints the docs' tables from it.
+
+`make capacity` (SOAK_RATES=60,80,…): the same stack and mix, the arrival rate stepping through the
+rates, SOAK_STEP_S (120) seconds each, into bench/results/capacity.json: per step the latencies and the
+CPU each process kind used, and the highest rate whose p99 stayed under 200 ms with no error, as users
+with 10 s of think time between requests (docs/CAPACITY.md).
 """
 
 import bisect
@@ -116,9 +121,71 @@ def kinds(web, worker, beat, flower):
     return out
 
 
+THINK_S = 10  # a school-morning user's think time between requests (issue 14's model)
+P99_LIMIT_MS = 200
+
+
+def capacity_steps(samples, rates, step_s, system):
+    """Per step of the ramp: its latencies and what each process kind spent (from the probe's minutes
+    inside the step); and the highest rate whose p99 stayed under P99_LIMIT_MS with no error, as users
+    with THINK_S seconds between requests, per core of the box and per core each kind used."""
+    steps = []
+    for i, rate in enumerate(rates):
+        lo, hi = i * step_s, (i + 1) * step_s
+        inside = [x for x in samples if lo <= x[0] < hi]
+        ok = sorted(x[1] for x in inside if x[2])
+        by_kind = collections.defaultdict(list)
+        for x in inside:
+            if x[2]:
+                by_kind[x[3]].append(x[1])
+        minutes = [system[m] for m in range(int(lo // 60), int(hi // 60)) if system.get(m)]
+        # the step's first minute is left out when it has others: the rate changed during it
+        settled = minutes[1:] or minutes
+        cpu = collections.defaultdict(float)
+        for m in settled:
+            for k, v in m["cpu_percent_of_core"].items():
+                cpu[k] += v / len(settled)
+
+        def pct(q, rows):
+            return round(rows[min(len(rows) - 1, int(q * len(rows)))], 2) if rows else None
+
+        steps.append(
+            {
+                "rate": rate,
+                "users": int(rate * THINK_S),
+                "rps": round(len(inside) / step_s, 1),
+                "p50_ms": pct(0.5, ok),
+                "p99_ms": pct(0.99, ok),
+                "errors": len(inside) - len(ok),
+                "p99_ms_by_kind": {k: pct(0.99, sorted(v)) for k, v in sorted(by_kind.items())},
+                "cpu_percent_of_core": {k: round(v, 1) for k, v in sorted(cpu.items())},
+            }
+        )
+    within = [x for x in steps if x["errors"] == 0 and x["p99_ms"] is not None and x["p99_ms"] < P99_LIMIT_MS]
+    best = max(within, key=lambda x: x["rate"]) if within else None
+    cores = psutil.cpu_count() or 1
+    capacity = {"think_s": THINK_S, "p99_limit_ms": P99_LIMIT_MS, "cores": cores, "highest_rate_within": None}
+    if best:
+        capacity.update(
+            highest_rate_within=best["rate"],
+            users=best["users"],
+            users_per_core_of_the_box=round(best["users"] / cores),
+            users_per_core_by_kind={
+                k: round(best["users"] / (v / 100)) for k, v in best["cpu_percent_of_core"].items() if v >= 1
+            },
+        )
+    return steps, capacity
+
+
 def main():
     minutes = float(os.environ.get("SOAK_MINUTES", 60))
     rate = float(os.environ.get("SOAK_RATE", 100))
+    # `make capacity`: the arrival rate steps through SOAK_RATES, SOAK_STEP_S seconds each, instead.
+    rates = [float(r) for r in os.environ.get("SOAK_RATES", "").split(",") if r.strip()]
+    step_s = float(os.environ.get("SOAK_STEP_S", 120))
+    if rates:
+        minutes, rate = len(rates) * step_s / 60, max(rates)
+    out_name = os.environ.get("SOAK_OUT", "capacity.json" if rates else "soak.json")
     students = int(os.environ.get("SOAK_STUDENTS", 20_000))
     days = int(os.environ.get("SOAK_DAYS", 25))
     drain = int(os.environ.get("SOAK_DRAIN_S", 120))
@@ -315,11 +382,11 @@ def main():
         end = started + minutes * 60
         n = 0
         next_sample = started
+        due = started
         while True:
             now = time.monotonic()
             if now >= end:
                 break
-            due = started + n / rate
             if due > now:
                 time.sleep(min(due - now, 0.05))
                 continue
@@ -331,6 +398,8 @@ def main():
                     samples.append((due - started, 0.0, False, "unsent"))
                     error_kinds["not sent: ten seconds behind"] += 1
             n += 1
+            # the next arrival, at the rate of the step it falls in (one rate unless ramping)
+            due += 1 / (rates[min(len(rates) - 1, int((due - started) // step_s))] if rates else rate)
             if now >= next_sample:
                 redis_peak = max(redis_peak, r.info("memory")["used_memory"])
                 next_sample = now + 1
@@ -420,7 +489,9 @@ def main():
                 "by_status": jobs,
             },
         }  # fmt: skip
-        dest = ROOT / "bench" / "results" / "soak.json"
+        if rates:
+            out["steps"], out["capacity"] = capacity_steps(samples, rates, step_s, system)
+        dest = ROOT / "bench" / "results" / out_name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps(out, indent=2) + "\n")
         log(f"wrote {dest}")

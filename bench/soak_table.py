@@ -83,6 +83,23 @@ def main(path):
         )
     if any(m.get("system") for m in minutes):
         system_table(minutes)
+    if d.get("steps"):
+        capacity_table(d["steps"], d["capacity"])
+
+
+def capacity_table(steps, capacity):
+    """`make capacity`'s ramp: one row per arrival rate, CPU in % of one core per process kind."""
+    kinds = sorted({k for s in steps for k in s["cpu_percent_of_core"]})
+    print(f"\nRamp (users at {capacity['think_s']} s think time; CPU in % of one core):\n")
+    print("| req/s | users | p50 ms | p99 ms | errors | p99 by kind | " + " | ".join(kinds) + " |")
+    print("|---:|---:|---:|---:|---:|---|" + "---:|" * len(kinds))
+    for s in steps:
+        by_kind = ", ".join(f"{k} {v}" for k, v in s["p99_ms_by_kind"].items())
+        cpu = " | ".join(str(s["cpu_percent_of_core"].get(k, "")) for k in kinds)
+        print(
+            f"| {s['rate']:g} | {s['users']:,} | {s['p50_ms']} | {s['p99_ms']} | {s['errors']} | {by_kind} | {cpu} |"
+        )
+    print(f"\nCarried with p99 < {capacity['p99_limit_ms']} ms and no error: {json.dumps(capacity)}")
 
 
 def system_table(minutes):
