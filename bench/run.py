@@ -209,6 +209,14 @@ def load(env, students, days, vacuum=False):
     return load_seconds
 
 
+def bench_script(env, name, *args):
+    """The stdout of bench/<name>.py run with the bench's environment (it fails the run if the script does)."""
+    script = str(ROOT / "bench" / f"{name}.py")
+    return subprocess.run(
+        [PY, script, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
 def replay_reference(env, servers, tmp, search_paths, att_paths, rolls):
     """bench/refapps.py serving /replay: the statements the API ran for each search, term attendance
     and roll PUT (captured in process by `bench/plans.py --replay-sql`; the rolls are written once by
@@ -219,14 +227,7 @@ def replay_reference(env, servers, tmp, search_paths, att_paths, rolls):
         "roll": [["PUT", path, roll] for path, roll in rolls],
     }
     (tmp / "replay_requests.json").write_text(json.dumps(requests))
-    captured = subprocess.run(
-        [PY, str(ROOT / "bench" / "plans.py"), "--replay-sql", str(tmp / "replay_requests.json")],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    captured = bench_script(env, "plans", "--replay-sql", str(tmp / "replay_requests.json"))
     (tmp / "replay.json").write_text(captured)
     (tmp / "ref_search.txt").write_text("\n".join(f"/replay/search/{i}" for i in range(len(search_paths))))
     (tmp / "ref_att.txt").write_text("\n".join(f"/replay/att/{i}" for i in range(len(att_paths))))
@@ -260,14 +261,7 @@ def start_stack(env, services, servers, peers=False):
     import redis as redis_lib
 
     redis_lib.Redis.from_url(services.redis).set("bench:ref", student_bytes)
-    roster_sql = subprocess.run(
-        [PY, str(ROOT / "bench" / "plans.py"), "--roster-sql"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    roster_sql = bench_script(env, "plans", "--roster-sql").strip()
     st["ref"] = Server(
         "refapps", "bench.refapps:app", {**env, "REF_REDIS_KEY": "bench:ref", "REF_ROSTER_SQL": roster_sql}
     )
@@ -316,37 +310,14 @@ def main():
     try:
         env = bench_env(services)
         load_seconds = load(env, students, days)
-        plans = subprocess.run(
-            [PY, str(ROOT / "bench" / "plans.py")],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        plans = bench_script(env, "plans")
         # OneRoster 1.2 (issue 15): the plans of every filter and sort, on the same data.
-        oneroster_plans = subprocess.run(
-            [PY, str(ROOT / "bench" / "oneroster_plans.py")],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        oneroster_plans = bench_script(env, "oneroster_plans")
         st = start_stack(env, services, servers, peers=True)
         api, nocache, ref, token = st["api"], st["nocache"], st["ref"], st["token"]
         drf, fastapi, same_json = st["drf"], st["fastapi"], st["peer_bytes_equal"]
         # ... and a client paging through every user, limit=1000, against the served API.
-        paging = json.loads(
-            subprocess.run(
-                [PY, str(ROOT / "bench" / "oneroster_plans.py"), "--paging", "--base-url", api.url],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
+        paging = json.loads(bench_script(env, "oneroster_plans", "--paging", "--base-url", api.url))
         log(f"  OneRoster: {paging['users']:,} users in {paging['pages']} pages, {paging['seconds']} s")
         classes, students_page, sid, cid, term = (
             st[k] for k in ("classes", "students", "sid", "cid", "term")
