@@ -16,8 +16,9 @@ loading, as a school's database is in the morning.
 Writes bench/results/soak.json: per minute rps, p50_ms, p99_ms, errors, the cache hit ratio of that
 minute, p99_ms_by_kind (read, roll, export, login) and `system`, what the box was doing
 (bench/soak_probe.py: CPU per process kind, PostgreSQL's busy and waiting backends, autovacuum,
-checkpoints); per process kind (web worker, celery worker, beat, flower) rss_cold_mb (before any load), rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded,
-pools filled; growth is measured from here) and rss_end_mb, summed over the kind's processes; Redis
+checkpoints); per process kind (web worker, celery worker, beat, flower) rss_cold_mb (before any
+load), rss_start_mb (after SOAK_WARMUP_S, 60, of load: code paths loaded, pools filled; growth is
+measured from here) and rss_end_mb, summed over the kind's processes; Redis
 used_memory start / peak / end and maxmemory; the cache hit ratio overall and per endpoint (from
 /api/v1/performance); the jobs still queued or running SOAK_DRAIN_S (120) seconds after the load.
 `python bench/soak_table.py` prints the docs' tables from it.
