@@ -19,6 +19,8 @@ from sqlalchemy import func, select
 from app.academics.models import Enrolment
 from app.audit.models import AuditEntry
 from app.extensions import db
+from app.institutions.calendar import school_today
+from app.institutions.models import Institution
 from app.jobs import services
 from app.jobs.models import Job, StoredFile
 from app.people.models import Student
@@ -246,12 +248,14 @@ def test_report_cards_pdf_has_one_page_per_student(admin, client, demo):
 )
 def test_every_kind_produces_its_file(admin, client, demo, kind, fmt, params):
     start = demo["current_term"]["start"] - timedelta(days=14)
+    # the school's today: an export's dates are the school's local days (UTC may be a day behind)
+    today = school_today(db.session.get(Institution, demo["demo_institution_id"]))
     values = {
         "current": date.today().strftime("%Y-%m")
         if kind == "attendance_register"
         else demo["demo_current_term_id"],
         "term": start.isoformat(),
-        "today": date.today().isoformat(),
+        "today": today.isoformat(),
         "demo": demo["demo_student_id"],
     }
     params = {k: values.get(v, v) for k, v in params.items()}
