@@ -35,6 +35,13 @@ def test_upgrade_downgrade_upgrade_on_empty_database():
             } <= tables
             ix = {i["name"] for i in inspect(engine).get_indexes("attendance_records")}
             assert "uq_attendance_student_date_period_subject" in ix
+            # autovacuum keeps the day's marks analysed (migrations/versions/0015_attendance_autovacuum.py)
+            with engine.connect() as conn:
+                options = conn.exec_driver_sql(
+                    "SELECT reloptions FROM pg_class WHERE relname = 'attendance_records'"
+                ).scalar()
+            assert "autovacuum_analyze_threshold=2000" in options
+            assert "autovacuum_analyze_scale_factor=0.005" in options
             downgrade(revision="base")
             assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
             upgrade()
