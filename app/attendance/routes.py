@@ -2,7 +2,12 @@
 
 from flask import Blueprint, g, jsonify
 
-from app.access.rules import CLASSES, STUDENTS, class_in_scope_or_404, student_in_scope_or_404
+from app.access.rules import (
+    CLASSES,
+    STUDENTS,
+    class_in_scope_or_404,
+    student_in_reach,
+)
 from app.attendance import services
 from app.attendance.models import STATUSES, AttendanceCode, AttendanceRecord
 from app.attendance.schemas import (
@@ -27,7 +32,7 @@ from app.core.admission import cached
 from app.core.auth import SELF, roles
 from app.core.caching import LONG, MEDIUM, scoped
 from app.core.crud import CONFLICTS, Resource
-from app.core.errors import ValidationFailed
+from app.core.errors import NotFound, ValidationFailed
 from app.core.idempotency import run_idempotent
 from app.core.openapi import doc
 from app.core.pagination import CURSOR, LIMIT, Choice, ListSpec, page_response, prepared_list
@@ -170,16 +175,21 @@ HISTORY_SPEC = ListSpec(
     query=HISTORY_SPEC,
 )
 def student_history(ident):
-    student_in_scope_or_404(ident, g.principal)
+    # The reach rule asks no query of a whole-school caller; whether the student is live comes back with
+    # the totals (services.history_totals), as GET /students/{id} does it (app/people/services.py).
+    if not student_in_reach(ident, g.principal):
+        raise NotFound("student")
     la = HISTORY_SPEC.parse()
     frm, to = _ordered(la.extra["from"], la.extra["to"])
+    totals = services.history_totals(ident, frm, to)
+    if totals is None:
+        raise NotFound("student")
     # Plain rows of the answer's columns, from a statement built once per shape (with or without from, to).
     shape = (frm is not None, to is not None)
     stmt, params, limit, sort, col = prepared_list(
         ("student history", *shape), lambda: services.history_rows_base(*shape), HISTORY_SPEC, la
     )
     rows = execute_reusable(db.session, stmt, {**params, **services.history_params(ident, frm, to)})
-    totals = services.history_totals(ident, frm, to)
     return page_response(
         rows,
         limit,

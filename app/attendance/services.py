@@ -459,20 +459,30 @@ def _status_sums():
 @cache
 def _history_totals_statement(has_from: bool, has_to: bool, closures: bool):
     """history_totals' statement of each shape (range ends given, closures in range or not), built once
-    and scoped once per school (tenancy.reusable); the student and the range are bind parameters."""
-    stmt = _history_where(select(*_status_sums(), func.count(Rec.id)), has_from, has_to)
+    and scoped once per school (tenancy.reusable); the student and the range are bind parameters. Its
+    last column says whether the student is live (in this school, not deleted): the history's 404 test
+    rides on the totals' round trip instead of a statement of its own."""
+    live = (
+        select(Student.id)
+        .where(Student.id == bindparam("student_id", type_=Student.id.type), Student.deleted_at.is_(None))
+        .exists()
+    )
+    stmt = _history_where(select(*_status_sums(), func.count(Rec.id), live), has_from, has_to)
     if closures:
         stmt = stmt.where(~closed_clause(Rec.date, Rec.class_id, Rec.institution_id))
     return reusable(stmt)
 
 
-def history_totals(student_id, frm, to) -> dict:
+def history_totals(student_id, frm, to) -> dict | None:
     """Totals over open days only: a mark on a closed day (a strike declared afterwards) is kept in the
-    history but not counted. The closed-day test is left out when no closure touches the range."""
+    history but not counted. The closed-day test is left out when no closure touches the range. None
+    when the student is missing or deleted."""
     stmt = _history_totals_statement(frm is not None, to is not None, any_closure_between(frm, to))
     row = execute_reusable(db.session, stmt, history_params(student_id, frm, to))[0]
+    if not row[-1]:
+        return None
     totals = {s: int(row[i]) for i, s in enumerate(STATUSES)}
-    totals["marked"] = int(row[-1])
+    totals["marked"] = int(row[-2])
     return totals
 
 

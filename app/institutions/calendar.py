@@ -10,12 +10,13 @@ leaving out the marks of closed days (`closed_clause`).
 """
 
 from datetime import UTC, date, datetime, time, tzinfo
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from flask import g, has_request_context
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 
-from app.core.tenancy import current_institution_id
+from app.core.tenancy import current_institution_id, execute_reusable, reusable
 from app.extensions import db
 from app.institutions.models import Closure, Institution
 
@@ -93,15 +94,28 @@ def describe_closure(c: Closure) -> str:
     return f"{c.name} ({c.kind}, {span}, closure {c.id} for {where})"
 
 
+@cache
+def _closure_between_statement(has_from: bool, has_to: bool):
+    """any_closure_between's statement of each shape, built once and scoped once per school (it runs on
+    every attendance statistic, as the student's history does)."""
+    stmt = select(Closure.id)
+    if has_from:
+        stmt = stmt.where(Closure.end_date >= bindparam("closure_from", type_=Closure.end_date.type))
+    if has_to:
+        stmt = stmt.where(Closure.start_date <= bindparam("closure_to", type_=Closure.start_date.type))
+    return reusable(stmt.limit(1))
+
+
 def any_closure_between(frm: date | None, to: date | None) -> bool:
     """Whether any closure of the caller's school touches [frm, to] (open ends allowed): statistics skip
     the closed-day test, one cheap lookup, when none does."""
-    stmt = select(Closure.id)
+    params = {}
     if frm is not None:
-        stmt = stmt.where(Closure.end_date >= frm)
+        params["closure_from"] = frm
     if to is not None:
-        stmt = stmt.where(Closure.start_date <= to)
-    return db.session.execute(stmt.limit(1)).scalar() is not None
+        params["closure_to"] = to
+    stmt = _closure_between_statement(frm is not None, to is not None)
+    return bool(execute_reusable(db.session, stmt, params))
 
 
 def closed_clause(day_col, class_col, institution_col):
