@@ -53,17 +53,30 @@ def local_today(institution_id):
 
 
 def mark_absent(demo, day):
-    db.session.add(
-        AttendanceRecord(
+    """The demo student absent on `day`. The seed marks every past school day up to the machine's
+    yesterday (app/seed.py build_calendar), so a weekday's mark may already be there: it is changed."""
+    mark = db.session.execute(
+        select(AttendanceRecord)
+        .where(
+            AttendanceRecord.institution_id == demo["demo_institution_id"],
+            AttendanceRecord.student_id == demo["demo_student_id"],
+            AttendanceRecord.date == day,
+            AttendanceRecord.period == 0,
+            AttendanceRecord.subject_id.is_(None),
+        )
+        .execution_options(skip_tenant=True)
+    ).scalar_one_or_none()
+    if mark is None:
+        mark = AttendanceRecord(
             institution_id=demo["demo_institution_id"],
             student_id=demo["demo_student_id"],
             class_id=demo["demo_class_id"],
             period=0,
             date=day,
-            status="absent",
             source="manual",
         )
-    )
+        db.session.add(mark)
+    mark.status = "absent"
     db.session.commit()
 
 
