@@ -56,13 +56,15 @@ ATTENDED = ("present", "late")
 # --- calendar and enrolment checks -----------------------------------------------------------------------
 
 
+@cache
+def _in_a_term_statement():
+    day = bindparam("day", type_=Term.start_date.type)
+    return reusable(select(Term.id).where(Term.start_date <= day, Term.end_date >= day).limit(1))
+
+
 def in_a_term(day: date) -> bool:
-    return (
-        db.session.execute(
-            select(Term.id).where(Term.start_date <= day, Term.end_date >= day).limit(1)
-        ).scalar()
-        is not None
-    )
+    # Built once and scoped once per school (tenancy.reusable): every roll PUT asks it.
+    return bool(execute_reusable(db.session, _in_a_term_statement(), {"day": day}))
 
 
 def enrolled_on(class_id: int, day: date, student_ids=None):
@@ -80,6 +82,25 @@ def enrolled_on(class_id: int, day: date, student_ids=None):
     if student_ids is not None:
         stmt = stmt.where(Enrolment.student_id.in_(student_ids))
     return stmt
+
+
+@cache
+def _enrolled_among_statement():
+    """enrolled_on with the class, the day and the students as bind parameters, built once."""
+    return reusable(
+        enrolled_on(
+            bindparam("class_id", type_=Integer),
+            bindparam("day", type_=Enrolment.start_date.type),
+            bindparam("ids", expanding=True),
+        )
+    )
+
+
+def enrolled_among(class_id: int, day: date, student_ids) -> set:
+    """Which of `student_ids` are live and enrolled in the class on `day` (enrolled_on's rule, from a
+    statement built once: every roll PUT asks it for its whole roll)."""
+    params = {"class_id": class_id, "day": day, "ids": list(student_ids)}
+    return {row[0] for row in execute_reusable(db.session, _enrolled_among_statement(), params)}
 
 
 def check_subject(class_id: int, subject_id: int | None, errors: dict):
@@ -416,7 +437,7 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
     marks = resolve_codes(body.records, errors)
     check_roll_period(klass.id, day, body.period, body.subject_id, errors)  # the lesson it is for
     ids = [r.student_id for r in body.records]
-    enrolled = set(db.session.execute(enrolled_on(klass.id, day, ids)).scalars())
+    enrolled = enrolled_among(klass.id, day, ids)
     first_at = {}
     for i, r in enumerate(body.records):
         field = f"records[{i}].student_id"

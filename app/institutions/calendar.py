@@ -78,17 +78,28 @@ def _covering(day_col, class_col, institution_col=None):
     return cond
 
 
-def closure_on(day: date, class_id: int | None) -> Closure | None:
-    """The closure covering `day` for the class (or the whole school), the school-wide one first."""
-    return db.session.execute(
-        select(Closure)
-        .where(*_covering(day, class_id))
+@cache
+def _closure_on_statement():
+    """closure_on's statement, built once and scoped once per school: every roll PUT asks it twice (the
+    check and the answer). A NULL :class_id matches no class, so only school-wide closures then."""
+    day = bindparam("day", type_=Closure.start_date.type)
+    return reusable(
+        select(Closure.id, Closure.name, Closure.kind, Closure.start_date, Closure.end_date, Closure.class_id)
+        .where(*_covering(day, bindparam("class_id", type_=Closure.class_id.type)))
         .order_by(Closure.class_id.is_not(None), Closure.start_date, Closure.id)
         .limit(1)
-    ).scalar_one_or_none()
+    )
 
 
-def describe_closure(c: Closure) -> str:
+def closure_on(day: date, class_id: int | None):
+    """The closure covering `day` for the class (or the whole school), the school-wide one first: a row
+    with the closure's id, name, kind, start_date, end_date and class_id (describe_closure takes it)."""
+    rows = execute_reusable(db.session, _closure_on_statement(), {"day": day, "class_id": class_id})
+    return rows[0] if rows else None
+
+
+def describe_closure(c) -> str:
+    """A closure (a row of closure_on, or the model) in words, for the 422 that refuses a roll."""
     span = c.start_date.isoformat() if c.start_date == c.end_date else f"{c.start_date} to {c.end_date}"
     where = "the whole school" if c.class_id is None else "this class"
     return f"{c.name} ({c.kind}, {span}, closure {c.id} for {where})"
