@@ -194,6 +194,15 @@ def hillside_admin(as_user):
     return as_user("admin@hillside.test")
 
 
+def demo_today(demo):
+    """The demo school's today, in its zone (Africa/Nairobi): the API dates marks, enrolments and exports
+    by it, and the machine's UTC date is a day behind from 21:00 to 24:00 UTC."""
+    from app.institutions.calendar import school_today
+    from app.institutions.models import Institution
+
+    return school_today(db.session.get(Institution, demo["demo_institution_id"]))
+
+
 def assert_problem(resp, status, *fields):
     """A problem+json answer with this status, naming these fields in `errors`."""
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))

@@ -19,10 +19,9 @@ from app.academics.models import Enrolment
 from app.core.conflicts import clash_message
 from app.extensions import db
 from app.institutions.calendar import school_today
-from app.institutions.models import Institution
 from app.people.models import Student
 from config import database_url
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, demo_today
 from tests.embedded import run_embedded
 
 BEFORE = "0004_oneroster"  # the revision before migrations/versions/0005_enrolment_calendar.py
@@ -85,8 +84,7 @@ def new_student(admin, adm="INT-1", first="Ines", last="Tegu"):
 
 def test_import_backdate_reenrol_leaves_one_enrolment_per_date(admin, demo):
     cid = demo["demo_class_id"]
-    # the school's today, as the import dates the enrolment (the machine's UTC date may be a day behind)
-    today = school_today(db.session.get(Institution, demo["demo_institution_id"]))
+    today = demo_today(demo)  # as the import dates the enrolment
     term_start = demo["current_term"]["start"]
     result = import_students(admin, f"admission_number,first_name,last_name,class_id\nREP-1,Rea,Pro,{cid}\n")
     assert result["enrolled"] == 1

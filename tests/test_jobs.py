@@ -19,12 +19,10 @@ from sqlalchemy import func, select
 from app.academics.models import Enrolment
 from app.audit.models import AuditEntry
 from app.extensions import db
-from app.institutions.calendar import school_today
-from app.institutions.models import Institution
 from app.jobs import services
 from app.jobs.models import Job, StoredFile
 from app.people.models import Student
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, demo_today
 from tests.embedded import run_embedded
 from tests.worker_support import Worker, poll
 
@@ -248,8 +246,7 @@ def test_report_cards_pdf_has_one_page_per_student(admin, client, demo):
 )
 def test_every_kind_produces_its_file(admin, client, demo, kind, fmt, params):
     start = demo["current_term"]["start"] - timedelta(days=14)
-    # the school's today: an export's dates are the school's local days (UTC may be a day behind)
-    today = school_today(db.session.get(Institution, demo["demo_institution_id"]))
+    today = demo_today(demo)  # an export's dates are the school's local days
     values = {
         "current": date.today().strftime("%Y-%m")
         if kind == "attendance_register"

@@ -13,12 +13,10 @@ from app.academics.models import Enrolment
 from app.audit.models import AuditEntry
 from app.core.redisconn import LIMITER_DB
 from app.extensions import db
-from app.institutions.calendar import school_today
-from app.institutions.models import Institution
 from app.jobs import people_import
 from app.people.models import Guardian, Student, StudentGuardian, Teacher, User
 from config import redis_db_url
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, demo_today
 from tests.embedded import run_embedded
 
 TODAY = date.today()
@@ -326,10 +324,8 @@ def test_student_import_enrols_from_its_start_date(admin, teacher, demo):
         admin, "students", f"admission_number,first_name,last_name,class_id\nSD-2,Late,Starter,{cid}\n"
     )
     late_id = late["created_ids"][0]
-    school = db.session.get(Institution, demo["demo_institution_id"])  # its today, not the machine's (UTC)
-    assert db.session.scalar(
-        select(Enrolment.start_date).where(Enrolment.student_id == late_id)
-    ) == school_today(school)
+    start = db.session.scalar(select(Enrolment.start_date).where(Enrolment.student_id == late_id))
+    assert start == demo_today(demo)
     roll = {"period": 7, "records": [{"student_id": late_id, "status": "present"}]}
     assert_problem(teacher.put(f"/classes/{cid}/attendance/{LAST_SATURDAY}", json=roll), 422)
 

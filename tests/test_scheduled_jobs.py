@@ -10,9 +10,8 @@ import sys
 import textwrap
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import click
 import pytest
@@ -23,11 +22,11 @@ import app.celery_app as wiring
 from app.attendance.models import AttendanceRecord
 from app.core.locks import lock, lock_key
 from app.extensions import db
-from app.institutions.models import Institution
 from app.jobs.cli import jobs_cli
 from app.notifications import services
 from app.notifications.models import OutboxEmail
 from config import BEAT_SCHEDULE
+from tests.conftest import demo_today
 from tests.embedded import SERVICE_SETTINGS, run_embedded
 
 GUARDIAN = "guardian@demo-academy.test"
@@ -45,11 +44,6 @@ def settings(app):
 
     yield set_
     app.config.update(saved)
-
-
-def local_today(institution_id):
-    inst = db.session.get(Institution, institution_id)
-    return datetime.now(ZoneInfo(inst.timezone)).date()
 
 
 def mark_absent(demo, day):
@@ -115,7 +109,7 @@ def test_an_absence_is_mailed_within_five_minutes_of_the_roll_once_the_hour_has_
 
 def test_a_repeat_absence_run_with_nothing_new_writes_nothing(app, demo, settings):
     settings(ABSENCE_ALERT_HOUR=0)
-    day = local_today(demo["demo_institution_id"])
+    day = demo_today(demo)
     mark_absent(demo, day)
     first = services.send_absence_alerts(institution_ids=[demo["demo_institution_id"]])
     assert first["queued"] >= 1 and len(outbox(alert_key(demo, day))) == 1
@@ -159,7 +153,7 @@ def test_jobs_list_shows_every_scheduled_job_and_where_it_runs(app):
 
 def test_jobs_run_absence_alerts_queues_the_guardians_mail(app, demo, settings):
     settings(ABSENCE_ALERT_HOUR=0)
-    day = local_today(demo["demo_institution_id"])
+    day = demo_today(demo)
     mark_absent(demo, day)
 
     report = report_of(invoke(app, "run", "absence-alerts"))
@@ -173,7 +167,7 @@ def test_jobs_run_absence_alerts_queues_the_guardians_mail(app, demo, settings):
 
 def test_jobs_run_takes_one_school_and_a_date_where_the_job_has_them(app, demo, settings):
     settings(ABSENCE_ALERT_HOUR=23)
-    day = local_today(demo["demo_institution_id"]) - timedelta(days=1)
+    day = demo_today(demo) - timedelta(days=1)
     mark_absent(demo, day)
     hillside = demo["hillside_institution_id"]
     report = report_of(
