@@ -1,6 +1,6 @@
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, DateTime, Index, String
+from sqlalchemy import JSON, Date, DateTime, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.models import TenantMixin
@@ -71,3 +71,31 @@ class OneRosterTombstone(TenantMixin, db.Model):
         # the nightly prune: tombstones older than the retention window, across schools
         Index("ix_oneroster_tombstones_deleted_at", "deleted_at"),
     )
+
+
+class OneRosterEnrollment(TenantMixin, db.Model):
+    """A OneRoster enrollment as a row (GET /ims/oneroster/rostering/v1p2/enrollments): a student's in
+    its homeroom class (kind 0) and in each subject of it (kind 1), a teacher's in the class it leads
+    (kind 2) and in each subject it teaches (kind 3). Derived: migration 0016_oneroster_enrollment_rows
+    defines the fields (the view oneroster_enrollments_live) and, on PostgreSQL, keeps this table equal
+    to the view by triggers and gives each sortable field an index; on SQLite it is the view itself.
+    Never written by the application."""
+
+    __tablename__ = "oneroster_enrollments"
+    kind: Mapped[int] = mapped_column(primary_key=True)
+    k: Mapped[int] = mapped_column(primary_key=True)
+    k2: Mapped[int] = mapped_column(primary_key=True)
+    sourced_id: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    dlm: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    role: Mapped[str] = mapped_column(String)
+    is_primary: Mapped[bool]
+    begin_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    user_sid: Mapped[str] = mapped_column(String)
+    class_sid: Mapped[str] = mapped_column(String)
+    user_id: Mapped[int]
+    class_ref: Mapped[int]
+    enrolment_id: Mapped[int | None]
+    class_id: Mapped[int]
+    section_id: Mapped[int | None]

@@ -317,11 +317,11 @@ def list_answer(coll: Collection, where=()):
         raise OneRosterError(400, f"sort: {sort!r} is not a sortable field", "invalid_sort_field")
 
     def order_of(view):
-        order = []
-        if sort:
-            col = view.c[coll.fields[sort].column]
-            order.append(col.desc() if order_by == "desc" else col.asc())
-        return order + [view.c[c] for c in coll.order]
+        # The stable order after a sort goes the sort's way, so one index on (school, field, stable
+        # order) read backwards serves a descending sort whole, however many records share a value.
+        keys = [view.c[coll.fields[sort].column]] if sort else []
+        keys += [view.c[c] for c in coll.order]
+        return [k.desc() for k in keys] if sort and order_by == "desc" else keys
 
     counted, paged = [], []
     for branch in _branches(coll.stmt()):

@@ -15,7 +15,6 @@ from collections import defaultdict
 from flask import Blueprint
 from sqlalchemy import (
     Boolean,
-    Date,
     Integer,
     String,
     and_,
@@ -29,7 +28,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.academics.models import AcademicYear, ClassSubject, Enrolment, SchoolClass, Subject, Term
+from app.academics.models import AcademicYear, ClassSubject, SchoolClass, Subject, Term
 from app.extensions import db
 from app.institutions.models import Institution
 from app.oneroster.common import (
@@ -47,6 +46,7 @@ from app.oneroster.common import (
 from app.oneroster.common import base_of as _base
 from app.oneroster.common import rostering_ref as _r
 from app.oneroster.common import school_id as _iid
+from app.oneroster.models import OneRosterEnrollment
 from app.oneroster.query import (
     Collection,
     Field,
@@ -473,101 +473,29 @@ TEACHERS = Collection("users", "user", lambda: _users_stmt(("teacher",)), USER_F
 
 
 def _enrollments_stmt():
-    iid = _iid()
-
-    def gone(*conditions):  # an ended enrolment, a deleted student or class: tobedeleted
-        return status_of(or_(*conditions))
-
-    student_home = (
-        select(
-            literal(0).label("_t"),
-            Enrolment.id.label("_k"),
-            literal(0).label("_k2"),
-            sid("enr", Enrolment.id).label("sourcedId"),
-            gone(
-                Enrolment.end_date.is_not(None),
-                Student.deleted_at.is_not(None),
-                SchoolClass.deleted_at.is_not(None),
-            ).label("status"),
-            later(Enrolment.updated_at, Student.updated_at).label("dlm"),
-            literal("student").label("role"),
-            literal(False, Boolean).label("primary"),
-            Enrolment.start_date.label("beginDate"),
-            Enrolment.end_date.label("endDate"),
-            sid("student", Enrolment.student_id).label("user_sid"),
-            sid("class", Enrolment.class_id).label("class_sid"),
-            Enrolment.student_id.label("_u"),
-            Enrolment.class_id.label("_c"),
-        )
-        .join(Student, Student.id == Enrolment.student_id)
-        .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
-        .where(Enrolment.institution_id == iid)
-    )
-    student_section = (
-        select(
-            literal(1).label("_t"),
-            Enrolment.id.label("_k"),
-            ClassSubject.id.label("_k2"),
-            (sid("enrs", Enrolment.id) + literal("-") + sid("s", ClassSubject.id)).label("sourcedId"),
-            gone(
-                Enrolment.end_date.is_not(None),
-                Student.deleted_at.is_not(None),
-                SchoolClass.deleted_at.is_not(None),
-            ).label("status"),
-            later(later(Enrolment.updated_at, Student.updated_at), ClassSubject.updated_at).label("dlm"),
-            literal("student").label("role"),
-            literal(False, Boolean).label("primary"),
-            Enrolment.start_date.label("beginDate"),
-            Enrolment.end_date.label("endDate"),
-            sid("student", Enrolment.student_id).label("user_sid"),
-            sid("section", ClassSubject.id).label("class_sid"),
-            Enrolment.student_id.label("_u"),
-            ClassSubject.id.label("_c"),
-        )
-        .join(Student, Student.id == Enrolment.student_id)
-        .join(SchoolClass, SchoolClass.id == Enrolment.class_id)
-        .join(ClassSubject, ClassSubject.class_id == Enrolment.class_id)
-        .where(Enrolment.institution_id == iid)
-    )
-    teacher_home = select(
-        literal(2).label("_t"),
-        SchoolClass.id.label("_k"),
-        literal(0).label("_k2"),
-        sid("tenrc", SchoolClass.id).label("sourcedId"),
-        status_of(SchoolClass.deleted_at.is_not(None)).label("status"),
-        SchoolClass.updated_at.label("dlm"),
-        literal("teacher").label("role"),
-        literal(True, Boolean).label("primary"),
-        cast(null(), Date).label("beginDate"),
-        cast(null(), Date).label("endDate"),
-        sid("teacher", SchoolClass.homeroom_teacher_id).label("user_sid"),
-        sid("class", SchoolClass.id).label("class_sid"),
-        SchoolClass.homeroom_teacher_id.label("_u"),
-        SchoolClass.id.label("_c"),
-    ).where(SchoolClass.institution_id == iid, SchoolClass.homeroom_teacher_id.is_not(None))
-    teacher_section = (
-        select(
-            literal(3).label("_t"),
-            ClassSubject.id.label("_k"),
-            literal(0).label("_k2"),
-            sid("tenrs", ClassSubject.id).label("sourcedId"),
-            status_of(SchoolClass.deleted_at.is_not(None)).label("status"),
-            later(ClassSubject.updated_at, SchoolClass.updated_at).label("dlm"),
-            literal("teacher").label("role"),
-            literal(True, Boolean).label("primary"),
-            cast(null(), Date).label("beginDate"),
-            cast(null(), Date).label("endDate"),
-            sid("teacher", ClassSubject.teacher_id).label("user_sid"),
-            sid("section", ClassSubject.id).label("class_sid"),
-            ClassSubject.teacher_id.label("_u"),
-            ClassSubject.id.label("_c"),
-        )
-        .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
-        .where(ClassSubject.institution_id == iid, ClassSubject.teacher_id.is_not(None))
-    )
-    gone = branch("enrollments", iid, labels(student_home),
+    """The school's enrollments, from the rows migration 0016 keeps (app/oneroster/models.py): each
+    filter and sort reads an index there, where computing them from enrolments x class subjects read
+    every row of the school."""
+    e = OneRosterEnrollment
+    live = select(
+        e.kind.label("_t"),
+        e.k.label("_k"),
+        e.k2.label("_k2"),
+        e.sourced_id.label("sourcedId"),
+        e.status.label("status"),
+        e.dlm.label("dlm"),
+        e.role.label("role"),
+        e.is_primary.label("primary"),
+        e.begin_date.label("beginDate"),
+        e.end_date.label("endDate"),
+        e.user_sid.label("user_sid"),
+        e.class_sid.label("class_sid"),
+        e.user_id.label("_u"),
+        e.class_ref.label("_c"),
+    ).where(e.institution_id == _iid())
+    gone = branch("enrollments", _iid(), labels(live),
                   {"role": "role", "user_sid": "user_sid", "class_sid": "class_sid"})  # fmt: skip
-    return union_all(student_home, student_section, teacher_home, teacher_section, gone)
+    return union_all(live, gone)
 
 
 def _enrollment_out(row, _):

@@ -1,0 +1,171 @@
+"""OneRoster enrollments as rows (migration 0016_oneroster_enrollment_rows): on PostgreSQL the table
+`oneroster_enrollments` that /enrollments reads, so every filter and sort reads an index, is kept by
+triggers equal to what the view `oneroster_enrollments_live` computes from enrolments, students,
+classes and class subjects. Each write below goes through the native API (or a bulk statement, as an
+import or the rollover runs), then the table must equal the view and the OneRoster API must show the
+change."""
+
+from datetime import timedelta
+
+from sqlalchemy import select, text, update
+
+from app.academics.models import ClassSubject, Enrolment, SchoolClass
+from app.extensions import db
+from app.people.models import Student, Teacher
+from tests.conftest import demo_today
+from tests.test_oneroster import R, demo_or  # noqa: F401 - fixture
+
+COLUMNS = (
+    "institution_id, kind, k, k2, sourced_id, status, dlm, role, is_primary, begin_date, end_date, "
+    "user_sid, class_sid, user_id, class_ref, enrolment_id, class_id, section_id"
+)
+
+
+def _differences():
+    """Rows of the table the view does not give, and rows of the view missing from the table."""
+    extra = (
+        f"SELECT {COLUMNS} FROM oneroster_enrollments EXCEPT SELECT {COLUMNS} FROM oneroster_enrollments_live"
+    )
+    missing = (
+        f"SELECT {COLUMNS} FROM oneroster_enrollments_live EXCEPT SELECT {COLUMNS} FROM oneroster_enrollments"
+    )
+    return (
+        db.session.execute(text(extra)).all(),
+        db.session.execute(text(missing)).all(),
+    )
+
+
+def _assert_kept():
+    db.session.flush()
+    assert _differences() == ([], [])
+    assert db.session.execute(text("SELECT count(*) FROM oneroster_enrollments")).scalar_one() > 0
+
+
+def _of_user(oneroster, user_sid):
+    page = oneroster.get(f"{R}/enrollments?filter=user.sourcedId='{user_sid}'&limit=1000").get_json()
+    return {e["sourcedId"]: e for e in page["enrollments"]}
+
+
+def test_the_seeded_schools_rows_equal_the_view():
+    _assert_kept()
+    by_kind = dict(
+        db.session.execute(text("SELECT kind, count(*) FROM oneroster_enrollments GROUP BY kind")).all()
+    )
+    assert set(by_kind) == {0, 1, 2, 3}, by_kind
+
+
+def test_a_changed_student_moves_its_enrollments_in_a_delta(demo_or, admin, demo):  # noqa: F811
+    sid = demo["demo_student_id"]
+    assert admin.patch(f"/students/{sid}", json={"first_name": "Renamed"}).status_code == 200
+    _assert_kept()
+    newest = demo_or.get(f"{R}/enrollments?sort=dateLastModified&orderBy=desc&limit=1").get_json()
+    assert newest["enrollments"][0]["user"]["sourcedId"] == f"student-{sid}"
+    mine = _of_user(demo_or, f"student-{sid}")
+    assert len({e["dateLastModified"] for e in mine.values() if e["status"] == "active"}) == 1
+
+    assert admin.delete(f"/students/{sid}").status_code == 204
+    _assert_kept()
+    assert mine.keys() <= _of_user(demo_or, f"student-{sid}").keys()
+    assert {e["status"] for e in _of_user(demo_or, f"student-{sid}").values()} == {"tobedeleted"}
+
+
+def test_a_subject_added_to_a_class_enrolls_its_students_and_teacher(demo_or, admin, demo):  # noqa: F811
+    cid, iid = demo["demo_class_id"], demo["demo_institution_id"]
+    subject = admin.post("/subjects", json={"name": "Astronomy", "code": "AST"}).get_json()
+    teacher = db.session.scalar(
+        select(Teacher.id).where(Teacher.institution_id == iid).order_by(Teacher.id.desc())
+    )
+    made = admin.post(
+        "/class-subjects", json={"class_id": cid, "subject_id": subject["id"], "teacher_id": teacher}
+    )
+    assert made.status_code == 201, made.get_json()
+    section = made.get_json()["id"]
+    _assert_kept()
+    students = set(
+        db.session.scalars(
+            select(Enrolment.student_id).where(Enrolment.class_id == cid, Enrolment.end_date.is_(None))
+        )
+    )
+    page = demo_or.get(f"{R}/enrollments?filter=class.sourcedId='section-{section}'&limit=1000").get_json()
+    users = {e["user"]["sourcedId"] for e in page["enrollments"] if e["status"] == "active"}
+    assert users == {f"student-{s}" for s in students} | {f"teacher-{teacher}"}
+
+    other = db.session.scalar(
+        select(Teacher.id).where(Teacher.institution_id == iid, Teacher.id != teacher).order_by(Teacher.id)
+    )
+    assert admin.patch(f"/class-subjects/{section}", json={"teacher_id": other}).status_code == 200
+    _assert_kept()
+    assert demo_or.get(f"{R}/enrollments/tenrs-{section}").get_json()["enrollment"]["user"]["sourcedId"] == (
+        f"teacher-{other}"
+    )
+
+    assert admin.delete(f"/class-subjects/{section}").status_code == 204
+    _assert_kept()
+    assert not db.session.execute(
+        text("SELECT 1 FROM oneroster_enrollments WHERE section_id = :s"), {"s": section}
+    ).all()
+
+
+def test_a_new_homeroom_teacher_and_a_transfer_show_in_the_enrollments(demo_or, admin, demo):  # noqa: F811
+    cid, iid = demo["demo_class_id"], demo["demo_institution_id"]
+    current = db.session.get(SchoolClass, cid).homeroom_teacher_id
+    other = db.session.scalar(
+        select(Teacher.id).where(Teacher.institution_id == iid, Teacher.id != current).order_by(Teacher.id)
+    )
+    assert admin.patch(f"/classes/{cid}", json={"homeroom_teacher_id": other}).status_code == 200
+    _assert_kept()
+    assert demo_or.get(f"{R}/enrollments/tenrc-{cid}").get_json()["enrollment"]["user"]["sourcedId"] == (
+        f"teacher-{other}"
+    )
+
+    enrolment = db.session.scalar(
+        select(Enrolment).where(Enrolment.student_id == demo["demo_student_id"], Enrolment.end_date.is_(None))
+    )
+    target = db.session.scalar(
+        select(SchoolClass.id).where(
+            SchoolClass.institution_id == iid,
+            SchoolClass.id != enrolment.class_id,
+            SchoolClass.deleted_at.is_(None),
+        )
+    )
+    moved = admin.post(
+        f"/enrolments/{enrolment.id}/transfer",
+        json={"class_id": target, "date": (demo_today(demo) + timedelta(days=1)).isoformat()},
+    )
+    assert moved.status_code == 201, moved.get_json()
+    _assert_kept()
+    mine = _of_user(demo_or, f"student-{demo['demo_student_id']}")
+    assert mine[f"enr-{enrolment.id}"]["status"] == "tobedeleted"
+    assert mine[f"enr-{enrolment.id}"]["endDate"] is not None
+    new = mine[f"enr-{moved.get_json()['started']['id']}"]
+    assert (new["status"], new["class"]["sourcedId"]) == ("active", f"class-{target}")
+    sections = set(db.session.scalars(select(ClassSubject.id).where(ClassSubject.class_id == target)))
+    assert {f"enrs-{moved.get_json()['started']['id']}-s-{s}" for s in sections} <= mine.keys()
+
+
+def test_bulk_statements_keep_the_rows(demo):
+    """An import, the rollover and `flask seed scale` write many rows in one statement: the
+    statement-level triggers recompute them in one go."""
+    iid = demo["demo_institution_id"]
+    db.session.execute(update(Student).where(Student.institution_id == iid).values(updated_at=db.func.now()))
+    db.session.execute(
+        update(Enrolment)
+        .where(Enrolment.institution_id == iid, Enrolment.end_date.is_(None))
+        .values(end_date=demo_today(demo))
+    )
+    _assert_kept()
+    statuses = db.session.execute(
+        text(
+            "SELECT DISTINCT status FROM oneroster_enrollments WHERE institution_id = :i AND kind IN (0, 1)"
+        ),
+        {"i": iid},
+    ).scalars()
+    assert set(statuses) == {"tobedeleted"}
+    db.session.execute(
+        update(SchoolClass).where(SchoolClass.institution_id == iid).values(deleted_at=db.func.now())
+    )
+    _assert_kept()
+    statuses = db.session.execute(
+        text("SELECT DISTINCT status FROM oneroster_enrollments WHERE institution_id = :i"), {"i": iid}
+    ).scalars()
+    assert set(statuses) == {"tobedeleted"}
