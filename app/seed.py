@@ -1192,6 +1192,8 @@ SCALE_TABLES = [
     "class_subjects",
     "students",
     "enrolments",
+    "oneroster_classes",  # PostgreSQL: kept from the tables above by triggers (migration 0016)
+    "oneroster_enrollments",
     "attendance_records",
 ]
 

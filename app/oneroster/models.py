@@ -76,7 +76,7 @@ class OneRosterTombstone(TenantMixin, db.Model):
 class OneRosterEnrollment(TenantMixin, db.Model):
     """A OneRoster enrollment as a row (GET /ims/oneroster/rostering/v1p2/enrollments): a student's in
     its homeroom class (kind 0) and in each subject of it (kind 1), a teacher's in the class it leads
-    (kind 2) and in each subject it teaches (kind 3). Derived: migration 0016_oneroster_enrollment_rows
+    (kind 2) and in each subject it teaches (kind 3). Derived: migration 0016_oneroster_rows
     defines the fields (the view oneroster_enrollments_live) and, on PostgreSQL, keeps this table equal
     to the view by triggers and gives each sortable field an index; on SQLite it is the view itself.
     Never written by the application."""
@@ -97,5 +97,29 @@ class OneRosterEnrollment(TenantMixin, db.Model):
     user_id: Mapped[int]
     class_ref: Mapped[int]
     enrolment_id: Mapped[int | None]
+    class_id: Mapped[int]
+    section_id: Mapped[int | None]
+
+
+class OneRosterClass(TenantMixin, db.Model):
+    """A OneRoster class as a row (GET /ims/oneroster/rostering/v1p2/classes): a homeroom class (kind 0,
+    a Schoolhouse class) or a scheduled class (kind 1, a subject taught in a class). Derived, as
+    OneRosterEnrollment is (migration 0016_oneroster_rows, the view oneroster_classes_live)."""
+
+    __tablename__ = "oneroster_classes"
+    kind: Mapped[int] = mapped_column(primary_key=True)
+    k: Mapped[int] = mapped_column(primary_key=True)
+    k2: Mapped[int] = mapped_column(primary_key=True)
+    sourced_id: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    dlm: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    title: Mapped[str] = mapped_column(String)
+    class_code: Mapped[str] = mapped_column(String)
+    class_type: Mapped[str] = mapped_column(String)
+    grade: Mapped[int]
+    course_sid: Mapped[str] = mapped_column(String)
+    year_id: Mapped[int]
+    subject: Mapped[str | None] = mapped_column(String)
+    subject_id: Mapped[int | None]
     class_id: Mapped[int]
     section_id: Mapped[int | None]

@@ -28,14 +28,13 @@ from sqlalchemy import (
     union_all,
 )
 
-from app.academics.models import AcademicYear, ClassSubject, SchoolClass, Subject, Term
+from app.academics.models import AcademicYear, Subject, Term
 from app.extensions import db
 from app.institutions.models import Institution
 from app.oneroster.common import (
     BASE,
     grade_codes,
     int_of,
-    later,
     oneroster_view,
     org_ref,
     org_sid,
@@ -46,7 +45,7 @@ from app.oneroster.common import (
 from app.oneroster.common import base_of as _base
 from app.oneroster.common import rostering_ref as _r
 from app.oneroster.common import school_id as _iid
-from app.oneroster.models import OneRosterEnrollment
+from app.oneroster.models import OneRosterClass, OneRosterEnrollment
 from app.oneroster.query import (
     Collection,
     Field,
@@ -236,45 +235,26 @@ COURSES = Collection(
 
 
 def _classes_stmt():
-    iid = _iid()
-    homeroom = select(
-        literal(0).label("_t"),
-        SchoolClass.id.label("_k"),
-        sid("class", SchoolClass.id).label("sourcedId"),
-        status_of(SchoolClass.deleted_at.is_not(None)).label("status"),
-        SchoolClass.updated_at.label("dlm"),
-        SchoolClass.name.label("title"),
-        SchoolClass.name.label("classCode"),
-        literal("homeroom").label("classType"),
-        SchoolClass.grade_level.label("grade"),
-        literal("course-homeroom").label("course_sid"),
-        SchoolClass.academic_year_id.label("year_id"),
-        cast(null(), String).label("subject"),
-        cast(null(), Integer).label("_s"),
-    ).where(SchoolClass.institution_id == iid)
-    scheduled = (
-        select(
-            literal(1).label("_t"),
-            ClassSubject.id.label("_k"),
-            sid("section", ClassSubject.id).label("sourcedId"),
-            status_of(SchoolClass.deleted_at.is_not(None)).label("status"),
-            later(ClassSubject.updated_at, SchoolClass.updated_at).label("dlm"),
-            (Subject.name + literal(" ") + SchoolClass.name).label("title"),
-            (Subject.code + literal("-") + SchoolClass.name).label("classCode"),
-            literal("scheduled").label("classType"),
-            SchoolClass.grade_level.label("grade"),
-            sid("course", Subject.id).label("course_sid"),
-            SchoolClass.academic_year_id.label("year_id"),
-            Subject.name.label("subject"),
-            ClassSubject.subject_id.label("_s"),
-        )
-        .join(SchoolClass, SchoolClass.id == ClassSubject.class_id)
-        .join(Subject, Subject.id == ClassSubject.subject_id)
-        .where(ClassSubject.institution_id == iid)
-    )
-    return union_all(
-        homeroom, scheduled, branch("classes", iid, labels(homeroom), {"classType": "classType"})
-    )
+    """The school's classes, from the rows migration 0016 keeps (app/oneroster/models.py): a
+    scheduled class's title, classCode, status and dateLastModified come from three tables, and each
+    sort on them reads an index there."""
+    c = OneRosterClass
+    live = select(
+        c.kind.label("_t"),
+        c.k.label("_k"),
+        c.sourced_id.label("sourcedId"),
+        c.status.label("status"),
+        c.dlm.label("dlm"),
+        c.title.label("title"),
+        c.class_code.label("classCode"),
+        c.class_type.label("classType"),
+        c.grade.label("grade"),
+        c.course_sid.label("course_sid"),
+        c.year_id.label("year_id"),
+        c.subject.label("subject"),
+        c.subject_id.label("_s"),
+    ).where(c.institution_id == _iid())
+    return union_all(live, branch("classes", _iid(), labels(live), {"classType": "classType"}))
 
 
 def _classes_enrich(rows):

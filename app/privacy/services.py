@@ -50,8 +50,9 @@ PLACEHOLDER = "[erased]"
 # Never exported, whoever asks: credentials and secrets are no personal data of the subject.
 SECRET = re.compile(r"(_hash|_enc)$|^(callback_token|secret|password)")
 # Tables outside a school, the privacy records themselves (their own rules below), and rows the
-# database derives from others (oneroster_enrollments: ids of enrolments, kept by triggers, migration 0016).
-NOT_SCANNED = {"institutions", "operators", "operator_sessions", "erasures", "oneroster_enrollments"}
+# database derives from others (OneRoster's enrollments and classes, kept by triggers, migration 0016).
+NOT_SCANNED = {"institutions", "operators", "operator_sessions", "erasures", "oneroster_enrollments",
+               "oneroster_classes"}  # fmt: skip
 # Columns that name a person without a foreign key (so the record outlives an erasure).
 PERSON_COLUMNS = {("disclosures", "student_id"): "students", ("disclosures", "guardian_id"): "guardians"}
 # Keys of a JSON object (audit changes, import results, stored answers) that hold personal data.

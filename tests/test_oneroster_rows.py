@@ -1,9 +1,9 @@
-"""OneRoster enrollments as rows (migration 0016_oneroster_enrollment_rows): on PostgreSQL the table
-`oneroster_enrollments` that /enrollments reads, so every filter and sort reads an index, is kept by
-triggers equal to what the view `oneroster_enrollments_live` computes from enrolments, students,
-classes and class subjects. Each write below goes through the native API (or a bulk statement, as an
-import or the rollover runs), then the table must equal the view and the OneRoster API must show the
-change."""
+"""OneRoster enrollments and classes as rows (migration 0016_oneroster_rows): on PostgreSQL the tables
+`oneroster_enrollments` and `oneroster_classes` that /enrollments and /classes read, so every filter
+and sort reads an index, are kept by triggers equal to what the views `<table>_live` compute from
+enrolments, students, classes, class subjects and subjects. Each write below goes through the native
+API (or a bulk statement, as an import or the rollover runs), then each table must equal its view and
+the OneRoster API must show the change."""
 
 from datetime import timedelta
 
@@ -15,30 +15,27 @@ from app.people.models import Student, Teacher
 from tests.conftest import demo_today
 from tests.test_oneroster import R, demo_or  # noqa: F401 - fixture
 
-COLUMNS = (
-    "institution_id, kind, k, k2, sourced_id, status, dlm, role, is_primary, begin_date, end_date, "
-    "user_sid, class_sid, user_id, class_ref, enrolment_id, class_id, section_id"
-)
+COLUMNS = {
+    "oneroster_enrollments": "institution_id, kind, k, k2, sourced_id, status, dlm, role, is_primary, "
+    "begin_date, end_date, user_sid, class_sid, user_id, class_ref, enrolment_id, class_id, section_id",
+    "oneroster_classes": "institution_id, kind, k, k2, sourced_id, status, dlm, title, class_code, class_type, "
+    "grade, course_sid, year_id, subject, subject_id, class_id, section_id",
+}
 
 
-def _differences():
-    """Rows of the table the view does not give, and rows of the view missing from the table."""
-    extra = (
-        f"SELECT {COLUMNS} FROM oneroster_enrollments EXCEPT SELECT {COLUMNS} FROM oneroster_enrollments_live"
-    )
-    missing = (
-        f"SELECT {COLUMNS} FROM oneroster_enrollments_live EXCEPT SELECT {COLUMNS} FROM oneroster_enrollments"
-    )
-    return (
-        db.session.execute(text(extra)).all(),
-        db.session.execute(text(missing)).all(),
-    )
+def _differences(table):
+    """Rows of the table its view does not give, and rows of the view missing from the table."""
+    cols = COLUMNS[table]
+    extra = f"SELECT {cols} FROM {table} EXCEPT SELECT {cols} FROM {table}_live"
+    missing = f"SELECT {cols} FROM {table}_live EXCEPT SELECT {cols} FROM {table}"
+    return db.session.execute(text(extra)).all(), db.session.execute(text(missing)).all()
 
 
 def _assert_kept():
     db.session.flush()
-    assert _differences() == ([], [])
-    assert db.session.execute(text("SELECT count(*) FROM oneroster_enrollments")).scalar_one() > 0
+    for table in COLUMNS:
+        assert _differences(table) == ([], []), table
+        assert db.session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() > 0
 
 
 def _of_user(oneroster, user_sid):
@@ -46,12 +43,11 @@ def _of_user(oneroster, user_sid):
     return {e["sourcedId"]: e for e in page["enrollments"]}
 
 
-def test_the_seeded_schools_rows_equal_the_view():
+def test_the_seeded_schools_rows_equal_the_views():
     _assert_kept()
-    by_kind = dict(
-        db.session.execute(text("SELECT kind, count(*) FROM oneroster_enrollments GROUP BY kind")).all()
-    )
-    assert set(by_kind) == {0, 1, 2, 3}, by_kind
+    for table, kinds in (("oneroster_enrollments", {0, 1, 2, 3}), ("oneroster_classes", {0, 1})):
+        by_kind = dict(db.session.execute(text(f"SELECT kind, count(*) FROM {table} GROUP BY kind")).all())
+        assert set(by_kind) == kinds, (table, by_kind)
 
 
 def test_a_changed_student_moves_its_enrollments_in_a_delta(demo_or, admin, demo):  # noqa: F811
@@ -169,3 +165,25 @@ def test_bulk_statements_keep_the_rows(demo):
         text("SELECT DISTINCT status FROM oneroster_enrollments WHERE institution_id = :i"), {"i": iid}
     ).scalars()
     assert set(statuses) == {"tobedeleted"}
+
+
+def test_a_renamed_subject_and_class_retitle_their_classes(demo_or, admin, demo):  # noqa: F811
+    cs = db.session.get(ClassSubject, demo["demo_class_subject_id"])
+    assert (
+        admin.patch(f"/subjects/{cs.subject_id}", json={"name": "Renamed Subject", "code": "RNM"}).status_code
+        == 200
+    )
+    _assert_kept()
+    record = demo_or.get(f"{R}/classes/section-{cs.id}").get_json()["class"]
+    assert record["title"].startswith("Renamed Subject ") and record["classCode"].startswith("RNM-")
+
+    assert admin.patch(f"/classes/{cs.class_id}", json={"name": "Renamed Class"}).status_code == 200
+    _assert_kept()
+    record = demo_or.get(f"{R}/classes/section-{cs.id}").get_json()["class"]
+    assert (record["title"], record["classCode"]) == ("Renamed Subject Renamed Class", "RNM-Renamed Class")
+    assert demo_or.get(f"{R}/classes/class-{cs.class_id}").get_json()["class"]["title"] == "Renamed Class"
+    newest = demo_or.get(f"{R}/classes?sort=dateLastModified&orderBy=desc&limit=1").get_json()["classes"][0]
+    sections = db.session.scalars(select(ClassSubject.id).where(ClassSubject.class_id == cs.class_id))
+    assert newest["sourcedId"] in {f"class-{cs.class_id}"} | {f"section-{s}" for s in sections}
+    titled = demo_or.get(f"{R}/classes?filter=title~'renamed class'&limit=100").get_json()["classes"]
+    assert {c["sourcedId"] for c in titled} >= {f"class-{cs.class_id}", f"section-{cs.id}"}
