@@ -13,8 +13,9 @@ For each collection (`oneroster_enrollments`, `oneroster_classes`):
   records' fields (app/oneroster/rostering.py reads the columns by these names);
 - PostgreSQL: `<name>` is a table of those rows, one index per sortable field, kept by statement-level
   triggers on the tables the view reads. A trigger recomputes the rows of the enrolments, classes,
-  class subjects or subjects its statement touched: it deletes them and inserts them again from the
-  view (ON CONFLICT DO UPDATE, for a concurrent transaction that recomputed the same rows first).
+  class subjects or subjects its statement touched from the view: it deletes those the view no
+  longer gives and inserts or updates the others (ON CONFLICT DO UPDATE, which also covers a
+  concurrent transaction that recomputed the same rows first), writing only rows that changed.
   Statement-level with transition tables, so a bulk statement (an import, the rollover, `flask seed
   scale`) recomputes its rows in one INSERT ... SELECT, not one per row;
 - SQLite (the embedded default: one school, small): `<name>` is the view itself.
@@ -206,14 +207,24 @@ def _names(spec):
 
 def _refresh(table, spec):
     names = _names(spec)
-    updated = ", ".join(f"{name} = EXCLUDED.{name}" for name, _, _ in spec["columns"])
+    values = [name for name, _, _ in spec["columns"]]
+    updated = ", ".join(f"{name} = EXCLUDED.{name}" for name in values)
+    changed = f"({', '.join(f'{table}.{n}' for n in values)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{n}' for n in values)})"
+    same_key = " AND ".join(f"v.{c} = {table}.{c}" for c in KEY_COLUMNS)
+    # One statement per key: the view's rows of the keys, computed once; the table's rows of those keys
+    # the view no longer gives are deleted, the others inserted or updated, and a row whose values did
+    # not change is not written (the rollover updates students after their enrolments, with the same
+    # time: their rows are computed again and found equal; each write touches every index).
     # One key per statement: an OR of keys would stop the planner pushing the condition into each
     # branch of the view, and a one-row change would join every enrolment with its class subjects.
     branches = "\n    ELS".join(
         f"""IF by_key = '{key}' THEN
-        DELETE FROM {table} WHERE {column} = ANY (ids);
-        INSERT INTO {table} ({names}) SELECT {names} FROM {table}_live WHERE {column} = ANY (ids)
-        ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET {updated};"""
+        WITH v AS MATERIALIZED (SELECT {names} FROM {table}_live WHERE {column} = ANY (ids)),
+        gone AS (
+            DELETE FROM {table} WHERE {column} = ANY (ids) AND NOT EXISTS (SELECT FROM v WHERE {same_key})
+        )
+        INSERT INTO {table} ({names}) SELECT {names} FROM v
+        ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET {updated} WHERE {changed};"""
         for key, column in spec["keys"].items()
     )
     return f"""
