@@ -90,6 +90,16 @@ def next_name(name: str) -> str:
     return re.sub(r"(?<=[/-])(\d{2})$", lambda m: f"{(int(m.group(1)) + 1) % 100:02d}", bumped)
 
 
+# Enrolments changed per statement. Each change recomputes the enrolment's OneRoster rows in the same
+# statement (about nine per enrolment, migration 0016_oneroster_rows): a school's every enrolment in one
+# UPDATE ran past the 30 s statement timeout at 100,000 students; 2,000 take about a second.
+ENROLMENTS_PER_STATEMENT = 2000
+
+
+def _chunks(ids: list[int], size: int = ENROLMENTS_PER_STATEMENT):
+    return (ids[i : i + size] for i in range(0, len(ids), size))
+
+
 @dataclass
 class Move:
     enrolment_id: int
@@ -695,12 +705,13 @@ def apply(ro: Rollover, progress=lambda step: None) -> dict:
     new_start = plan.year["start_date"]
     reason = f"Rollover from {source.name}"
     if moves:
-        db.session.execute(
-            update(Enrolment)
-            .where(Enrolment.id.in_([m.enrolment_id for m in moves]), Enrolment.end_date.is_(None))
-            .values(end_date=source.end_date, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        for ids in _chunks([m.enrolment_id for m in moves]):
+            db.session.execute(
+                update(Enrolment)
+                .where(Enrolment.id.in_(ids), Enrolment.end_date.is_(None))
+                .values(end_date=source.end_date, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
         staying = plan.continuing()
         if staying:
             db.session.execute(
@@ -1017,10 +1028,10 @@ def undo(year_id) -> Rollover:
             f"remove them first to undo the rollover of {source.name}."
         ) from None
     ended = made.get("ended_enrolment_ids") or []
-    if ended:
+    for ids in _chunks(ended):
         db.session.execute(
             update(Enrolment)
-            .where(Enrolment.id.in_(ended), Enrolment.end_date == source.end_date)
+            .where(Enrolment.id.in_(ids), Enrolment.end_date == source.end_date)
             .values(end_date=None, updated_at=now)
             .execution_options(synchronize_session=False)
         )
