@@ -106,14 +106,14 @@ def _revoke(app, ident):
 
 
 HOW_SERVED = """\
-How a page is read (app/oneroster/query.py `list_answer`, indexes of migration `0014_oneroster_indexes`):
-the filter, the order and `LIMIT offset+limit` go into every branch of the collection's UNION ALL, so
-each branch reads a per-school index in the requested order and stops; the outer query merges the
-branches' first rows. `sourcedId='student-N'` and the reference filters (`user.sourcedId`,
-`class.sourcedId`, `course.sourcedId`) are id probes. What no index can serve, by design of the mapping:
-sorts and filters on a value computed from several tables (a section's `title`/`classCode`/`status`/
-`dateLastModified`, an enrollment's `status`/`dateLastModified`/`sourcedId` of a subject enrollment)
-are sorted from the school's rows of that branch; `~` on names is served by trigram indexes;
+How a page is read (app/oneroster/query.py `list_answer`; indexes of migrations `0014_oneroster_indexes`
+and `0016_oneroster_rows`): the filter, the order and `LIMIT offset+limit` go into every branch of the
+collection's UNION ALL, so each branch reads a per-school index in the requested order and stops; the
+outer query merges the branches' first rows. Enrollments and classes, whose fields are computed from
+several tables (a section's `title`/`classCode`/`status`/`dateLastModified`, an enrollment's
+`status`/`dateLastModified`/`sourcedId`), are read from the rows migration 0016 keeps, one index per
+sortable field. `sourcedId='student-N'` and the reference filters (`user.sourcedId`,
+`class.sourcedId`, `course.sourcedId`) are id probes; `~` on names is served by trigram indexes;
 low-cardinality filters (`status='active'`, `enabledUser`, `sex`, `role`) match most of a school, so
 their page stops early in index order but their X-Total-Count reads every row that matches; a whole
 collection's X-Total-Count counts every row of the school (a sequential or index-only scan, whichever

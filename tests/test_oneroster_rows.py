@@ -5,6 +5,8 @@ enrolments, students, classes, class subjects and subjects. Each write below goe
 API (or a bulk statement, as an import or the rollover runs), then each table must equal its view and
 the OneRoster API must show the change."""
 
+import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, text, update
@@ -187,3 +189,93 @@ def test_a_renamed_subject_and_class_retitle_their_classes(demo_or, admin, demo)
     assert newest["sourcedId"] in {f"class-{cs.class_id}"} | {f"section-{s}" for s in sections}
     titled = demo_or.get(f"{R}/classes?filter=title~'renamed class'&limit=100").get_json()["classes"]
     assert {c["sourcedId"] for c in titled} >= {f"class-{cs.class_id}", f"section-{cs.id}"}
+
+
+def test_concurrent_writes_to_one_class_leave_the_rows_equal_to_the_view(app, demo):
+    """A subject removed from a class in one transaction while another renames the class: the second
+    waits for the first (the refresh locks the class) and computes from what it committed, so it does
+    not write back the removed subject's rows. Real commits on two connections, undone at the end."""
+    iid, year = demo["demo_institution_id"], demo["demo_academic_year_id"]
+    subject = db.session.get(ClassSubject, demo["demo_class_subject_id"]).subject_id
+    engine = db.engine
+    made = {}
+    with engine.begin() as conn:
+        made["class"] = conn.execute(
+            text(
+                "INSERT INTO classes (institution_id, academic_year_id, name, grade_level, section, created_at,"
+                " updated_at) VALUES (:i, :y, 'Race 9', 9, 'RACE', now(), now()) RETURNING id"
+            ),
+            {"i": iid, "y": year},
+        ).scalar_one()
+        made["section"] = conn.execute(
+            text(
+                "INSERT INTO class_subjects (institution_id, class_id, subject_id, created_at, updated_at)"
+                " VALUES (:i, :c, :s, now(), now()) RETURNING id"
+            ),
+            {"i": iid, "c": made["class"], "s": subject},
+        ).scalar_one()
+        made["student"] = conn.execute(
+            text(
+                "INSERT INTO students (institution_id, admission_number, first_name, last_name, status,"
+                " created_at, updated_at) VALUES (:i, 'RACE-1', 'Race', 'Runner', 'active', now(), now())"
+                " RETURNING id"
+            ),
+            {"i": iid},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO enrolments (institution_id, student_id, class_id, start_date, created_at, updated_at)"
+                " VALUES (:i, :s, :c, CURRENT_DATE, now(), now())"
+            ),
+            {"i": iid, "s": made["student"], "c": made["class"]},
+        )
+    try:
+        first = engine.connect()
+        removing = first.begin()
+        first.execute(text("DELETE FROM class_subjects WHERE id = :s"), {"s": made["section"]})
+
+        def rename():
+            with engine.begin() as second:
+                second.execute(
+                    text("UPDATE classes SET name = 'Race 9 renamed', updated_at = now() WHERE id = :c"),
+                    {"c": made["class"]},
+                )
+
+        renaming = threading.Thread(target=rename)
+        renaming.start()
+        with engine.connect() as watch:  # the rename waits on a lock the removal holds
+            for _ in range(200):
+                waiting = watch.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE classes%'"
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                time.sleep(0.05)
+        assert waiting, "the rename did not wait for the removal"
+        removing.commit()
+        first.close()
+        renaming.join(timeout=30)
+        assert not renaming.is_alive()
+        with engine.connect() as check:
+            rows = check.execute(
+                text("SELECT sourced_id FROM oneroster_enrollments WHERE section_id = :s"),
+                {"s": made["section"]},
+            ).all()
+            assert rows == []
+            for table in COLUMNS:
+                cols = COLUMNS[table]
+                diff = check.execute(
+                    text(
+                        f"SELECT count(*) FROM ((SELECT {cols} FROM {table} EXCEPT SELECT {cols} FROM {table}_live)"
+                        f" UNION ALL (SELECT {cols} FROM {table}_live EXCEPT SELECT {cols} FROM {table})) d"
+                    )
+                ).scalar_one()
+                assert diff == 0, table
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM enrolments WHERE student_id = :s"), {"s": made["student"]})
+            conn.execute(text("DELETE FROM students WHERE id = :s"), {"s": made["student"]})
+            conn.execute(text("DELETE FROM class_subjects WHERE class_id = :c"), {"c": made["class"]})
+            conn.execute(text("DELETE FROM classes WHERE id = :c"), {"c": made["class"]})

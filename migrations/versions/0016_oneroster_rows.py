@@ -13,9 +13,9 @@ For each collection (`oneroster_enrollments`, `oneroster_classes`):
   records' fields (app/oneroster/rostering.py reads the columns by these names);
 - PostgreSQL: `<name>` is a table of those rows, one index per sortable field, kept by statement-level
   triggers on the tables the view reads. A trigger recomputes the rows of the enrolments, classes,
-  class subjects or subjects its statement touched from the view: it deletes those the view no
-  longer gives and inserts or updates the others (ON CONFLICT DO UPDATE, which also covers a
-  concurrent transaction that recomputed the same rows first), writing only rows that changed.
+  class subjects or subjects its statement touched from the view: it locks their classes' rows (so
+  two transactions recompute one class's rows one after the other), deletes the rows the view no
+  longer gives and inserts or updates the others, writing only rows that changed.
   Statement-level with transition tables, so a bulk statement (an import, the rollover, `flask seed
   scale`) recomputes its rows in one INSERT ... SELECT, not one per row;
 - SQLite (the embedded default: one school, small): `<name>` is the view itself.
@@ -217,8 +217,16 @@ def _refresh(table, spec):
     # time: their rows are computed again and found equal; each write touches every index).
     # One key per statement: an OR of keys would stop the planner pushing the condition into each
     # branch of the view, and a one-row change would join every enrolment with its class subjects.
+    # First the classes the rows belong to (before and after) are locked, in id order: two transactions
+    # recomputing rows of one class then run one after the other, and the second computes from what the
+    # first committed. Without it, a class renamed while one of its subjects was removed could write
+    # back the removed subject's rows computed from before the removal (tests/test_oneroster_rows.py).
     branches = "\n    ELS".join(
         f"""IF by_key = '{key}' THEN
+        PERFORM FROM classes WHERE id IN (
+            SELECT class_id FROM {table}_live WHERE {column} = ANY (ids)
+            UNION SELECT class_id FROM {table} WHERE {column} = ANY (ids)
+        ) ORDER BY id FOR NO KEY UPDATE;
         WITH v AS MATERIALIZED (SELECT {names} FROM {table}_live WHERE {column} = ANY (ids)),
         gone AS (
             DELETE FROM {table} WHERE {column} = ANY (ids) AND NOT EXISTS (SELECT FROM v WHERE {same_key})
