@@ -40,6 +40,16 @@ def _assert_kept():
         assert db.session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() > 0
 
 
+def _another_teacher(iid, than):
+    return db.session.scalar(
+        select(Teacher.id).where(Teacher.institution_id == iid, Teacher.id != than).order_by(Teacher.id)
+    )
+
+
+def _user_of(oneroster, enrollment_sid):
+    return oneroster.get(f"{R}/enrollments/{enrollment_sid}").get_json()["enrollment"]["user"]["sourcedId"]
+
+
 def _of_user(oneroster, user_sid):
     page = oneroster.get(f"{R}/enrollments?filter=user.sourcedId='{user_sid}'&limit=1000").get_json()
     return {e["sourcedId"]: e for e in page["enrollments"]}
@@ -88,14 +98,10 @@ def test_a_subject_added_to_a_class_enrolls_its_students_and_teacher(demo_or, ad
     users = {e["user"]["sourcedId"] for e in page["enrollments"] if e["status"] == "active"}
     assert users == {f"student-{s}" for s in students} | {f"teacher-{teacher}"}
 
-    other = db.session.scalar(
-        select(Teacher.id).where(Teacher.institution_id == iid, Teacher.id != teacher).order_by(Teacher.id)
-    )
+    other = _another_teacher(iid, teacher)
     assert admin.patch(f"/class-subjects/{section}", json={"teacher_id": other}).status_code == 200
     _assert_kept()
-    assert demo_or.get(f"{R}/enrollments/tenrs-{section}").get_json()["enrollment"]["user"]["sourcedId"] == (
-        f"teacher-{other}"
-    )
+    assert _user_of(demo_or, f"tenrs-{section}") == f"teacher-{other}"
 
     assert admin.delete(f"/class-subjects/{section}").status_code == 204
     _assert_kept()
@@ -107,14 +113,10 @@ def test_a_subject_added_to_a_class_enrolls_its_students_and_teacher(demo_or, ad
 def test_a_new_homeroom_teacher_and_a_transfer_show_in_the_enrollments(demo_or, admin, demo):  # noqa: F811
     cid, iid = demo["demo_class_id"], demo["demo_institution_id"]
     current = db.session.get(SchoolClass, cid).homeroom_teacher_id
-    other = db.session.scalar(
-        select(Teacher.id).where(Teacher.institution_id == iid, Teacher.id != current).order_by(Teacher.id)
-    )
+    other = _another_teacher(iid, current)
     assert admin.patch(f"/classes/{cid}", json={"homeroom_teacher_id": other}).status_code == 200
     _assert_kept()
-    assert demo_or.get(f"{R}/enrollments/tenrc-{cid}").get_json()["enrollment"]["user"]["sourcedId"] == (
-        f"teacher-{other}"
-    )
+    assert _user_of(demo_or, f"tenrc-{cid}") == f"teacher-{other}"
 
     enrolment = db.session.scalar(
         select(Enrolment).where(Enrolment.student_id == demo["demo_student_id"], Enrolment.end_date.is_(None))

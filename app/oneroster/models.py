@@ -73,7 +73,19 @@ class OneRosterTombstone(TenantMixin, db.Model):
     )
 
 
-class OneRosterEnrollment(TenantMixin, db.Model):
+class OneRosterRow(TenantMixin):
+    """What every derived OneRoster row has: its kind of record (the collection's branch `_t`), its key
+    within the kind (`_k`, `_k2`), and the record's common fields (sourcedId, status, dateLastModified)."""
+
+    kind: Mapped[int] = mapped_column(primary_key=True)
+    k: Mapped[int] = mapped_column(primary_key=True)
+    k2: Mapped[int] = mapped_column(primary_key=True)
+    sourced_id: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String)
+    dlm: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OneRosterEnrollment(OneRosterRow, db.Model):
     """A OneRoster enrollment as a row (GET /ims/oneroster/rostering/v1p2/enrollments): a student's in
     its homeroom class (kind 0) and in each subject of it (kind 1), a teacher's in the class it leads
     (kind 2) and in each subject it teaches (kind 3). Derived: migration 0016_oneroster_rows
@@ -82,12 +94,6 @@ class OneRosterEnrollment(TenantMixin, db.Model):
     Never written by the application."""
 
     __tablename__ = "oneroster_enrollments"
-    kind: Mapped[int] = mapped_column(primary_key=True)
-    k: Mapped[int] = mapped_column(primary_key=True)
-    k2: Mapped[int] = mapped_column(primary_key=True)
-    sourced_id: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)
-    dlm: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     role: Mapped[str] = mapped_column(String)
     is_primary: Mapped[bool]
     begin_date: Mapped[date | None] = mapped_column(Date)
@@ -101,18 +107,12 @@ class OneRosterEnrollment(TenantMixin, db.Model):
     section_id: Mapped[int | None]
 
 
-class OneRosterClass(TenantMixin, db.Model):
+class OneRosterClass(OneRosterRow, db.Model):
     """A OneRoster class as a row (GET /ims/oneroster/rostering/v1p2/classes): a homeroom class (kind 0,
     a Schoolhouse class) or a scheduled class (kind 1, a subject taught in a class). Derived, as
     OneRosterEnrollment is (migration 0016_oneroster_rows, the view oneroster_classes_live)."""
 
     __tablename__ = "oneroster_classes"
-    kind: Mapped[int] = mapped_column(primary_key=True)
-    k: Mapped[int] = mapped_column(primary_key=True)
-    k2: Mapped[int] = mapped_column(primary_key=True)
-    sourced_id: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String)
-    dlm: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     title: Mapped[str] = mapped_column(String)
     class_code: Mapped[str] = mapped_column(String)
     class_type: Mapped[str] = mapped_column(String)
