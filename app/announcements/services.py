@@ -27,7 +27,7 @@ from app.core.auth import Principal
 from app.core.background import enqueue_after_commit
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.models import utcnow
-from app.core.upsert import insert_for
+from app.core.upsert import in_chunks, insert_for
 from app.extensions import db
 from app.institutions.calendar import school_today
 from app.institutions.models import Institution
@@ -196,11 +196,6 @@ def sms_text(school: str, title: str, body: str) -> sms.Encoded:
     return sms.encode(full[:low].rstrip() + "…")
 
 
-def _in_chunks(ids):
-    for start in range(0, len(ids), MESSAGE_CHUNK):
-        yield ids[start : start + MESSAGE_CHUNK]
-
-
 def _messages(a: Announcement, inst, added) -> tuple[list[dict], list[dict]]:
     author = db.session.get(User, a.author_id) if a.author_id else None
     author_name = f"{author.first_name} {author.last_name}".strip() if author else None
@@ -227,7 +222,7 @@ def _messages(a: Announcement, inst, added) -> tuple[list[dict], list[dict]]:
             }
         )
 
-    for chunk in _in_chunks(added.get("guardian", [])):
+    for chunk in in_chunks(added.get("guardian", []), MESSAGE_CHUNK):
         rows = db.session.execute(
             select(
                 Guardian.id.label("guardian_id"),
@@ -252,7 +247,7 @@ def _messages(a: Announcement, inst, added) -> tuple[list[dict], list[dict]]:
                 )
             if wants_email:
                 email("guardian", r.guardian_id, r.email, f"{r.first_name} {r.last_name}".strip())
-    for chunk in _in_chunks(added.get("user", [])):
+    for chunk in in_chunks(added.get("user", []), MESSAGE_CHUNK):
         rows = db.session.execute(
             select(User.id, User.first_name, User.last_name, User.email).where(User.id.in_(chunk))
         ).all()
@@ -277,8 +272,8 @@ def deliver(announcement_id: int, *, dispatch: bool = True) -> dict:
         emails, texts = _messages(a, inst, added)
         email_ids = enqueue_emails(emails)
         sms_ids = []
-        for start in range(0, len(texts), MESSAGE_CHUNK):
-            sms_ids.extend(sms_services.enqueue_sms(texts[start : start + MESSAGE_CHUNK]))
+        for chunk in in_chunks(texts, MESSAGE_CHUNK):
+            sms_ids.extend(sms_services.enqueue_sms(chunk))
         report = {
             "recipients": sum(len(v) for v in added.values()),
             "email": len(email_ids),

@@ -9,10 +9,15 @@ them as one multi-VALUES statement ("insertmanyvalues") from a compiled form it 
 `.values(rows)` is compiled again on every call, its cost growing with rows x columns.
 """
 
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.extensions import db
+
+T = TypeVar("T")
 
 
 def dialect_of(session: Session | None = None) -> str:
@@ -27,3 +32,10 @@ def insert_in(dialect_name: str, table) -> postgresql.Insert | sqlite.Insert:
 def insert_for(table, session: Session | None = None) -> postgresql.Insert | sqlite.Insert:
     """An INSERT into `table` (a Table or a mapped class) in the dialect of the session's database."""
     return insert_in(dialect_of(session), table)
+
+
+def in_chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` in slices of `size`, for statements that must stay bounded (bound values per statement,
+    rows a trigger recomputes per statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -47,7 +47,7 @@ from app.core.background import enqueue_after_commit
 from app.core.errors import ApiError, Conflict, NotFound, ValidationFailed
 from app.core.models import utcnow
 from app.core.tenancy import current_institution_id
-from app.core.upsert import insert_for
+from app.core.upsert import in_chunks, insert_for
 from app.extensions import db
 from app.finance.models import FeeCategory, Invoice, InvoiceLine, Payment
 from app.grading.models import Assessment, Grade
@@ -92,13 +92,9 @@ def next_name(name: str) -> str:
 
 # Enrolments changed per statement. Each change recomputes the enrolment's OneRoster rows in the same
 # statement (about nine per enrolment, migration 0016_oneroster_rows): a school's every enrolment in one
-# UPDATE ran past the 30 s statement timeout at 100,000 students (50,000 took 13 s on the scale data, so
-# 2,000 take about half a second).
+# UPDATE ran past the 30 s statement timeout at 100,000 students; 50,000 took 13 s on the scale data
+# (docs/BENCHMARKS.md, "Issue 15"), so 2,000 take about half a second.
 ENROLMENTS_PER_STATEMENT = 2000
-
-
-def _chunks(ids: list[int], size: int = ENROLMENTS_PER_STATEMENT):
-    return (ids[i : i + size] for i in range(0, len(ids), size))
 
 
 @dataclass
@@ -706,7 +702,7 @@ def apply(ro: Rollover, progress=lambda step: None) -> dict:
     new_start = plan.year["start_date"]
     reason = f"Rollover from {source.name}"
     if moves:
-        for ids in _chunks([m.enrolment_id for m in moves]):
+        for ids in in_chunks([m.enrolment_id for m in moves], ENROLMENTS_PER_STATEMENT):
             db.session.execute(
                 update(Enrolment)
                 .where(Enrolment.id.in_(ids), Enrolment.end_date.is_(None))
@@ -1029,7 +1025,7 @@ def undo(year_id) -> Rollover:
             f"remove them first to undo the rollover of {source.name}."
         ) from None
     ended = made.get("ended_enrolment_ids") or []
-    for ids in _chunks(ended):
+    for ids in in_chunks(ended, ENROLMENTS_PER_STATEMENT):
         db.session.execute(
             update(Enrolment)
             .where(Enrolment.id.in_(ids), Enrolment.end_date == source.end_date)

@@ -115,14 +115,11 @@ FROM class_subjects cs JOIN classes c ON c.id = cs.class_id JOIN subjects sj ON 
 """
 
 
-def _columns(*specs):
-    return specs  # (name, type, nullable): a Column is made per upgrade (a Column joins one Table only)
-
-
 ROWS = {
     "oneroster_enrollments": {
         "live": ENROLLMENTS_LIVE,
-        "columns": _columns(
+        # (name, type, nullable): _create makes the Columns on each upgrade (a Column joins one Table only)
+        "columns": (
             ("sourced_id", sa.String(), False),
             ("status", sa.String(), False),
             ("dlm", sa.DateTime(timezone=True), False),
@@ -166,7 +163,7 @@ ROWS = {
     },
     "oneroster_classes": {
         "live": CLASSES_LIVE,
-        "columns": _columns(
+        "columns": (
             ("sourced_id", sa.String(), False),
             ("status", sa.String(), False),
             ("dlm", sa.DateTime(timezone=True), False),
@@ -211,16 +208,17 @@ def _refresh(table, spec):
     updated = ", ".join(f"{name} = EXCLUDED.{name}" for name in values)
     changed = f"({', '.join(f'{table}.{n}' for n in values)}) IS DISTINCT FROM ({', '.join(f'EXCLUDED.{n}' for n in values)})"
     same_key = " AND ".join(f"v.{c} = {table}.{c}" for c in KEY_COLUMNS)
-    # One statement per key: the view's rows of the keys, computed once; the table's rows of those keys
-    # the view no longer gives are deleted, the others inserted or updated, and a row whose values did
-    # not change is not written (the rollover updates students after their enrolments, with the same
-    # time: their rows are computed again and found equal; each write touches every index).
-    # One key per statement: an OR of keys would stop the planner pushing the condition into each
-    # branch of the view, and a one-row change would join every enrolment with its class subjects.
+    # One statement per key (an OR of keys would stop the planner pushing the condition into each branch
+    # of the view, and a one-row change would join every enrolment with its class subjects): the view's
+    # rows of the keys, computed once; the table's rows of those keys the view no longer gives are
+    # deleted, the others inserted or updated, and a row whose values did not change is not written
+    # (the rollover updates students after their enrolments, with the same time: their rows are
+    # computed again and found equal; each write touches every index).
     # First the classes the rows belong to (before and after) are locked, in id order: two transactions
     # recomputing rows of one class then run one after the other, and the second computes from what the
     # first committed. Without it, a class renamed while one of its subjects was removed could write
     # back the removed subject's rows computed from before the removal (tests/test_oneroster_rows.py).
+    # The lock's class ids come from the view too: a second computation, small beside the writes.
     branches = "\n    ELS".join(
         f"""IF by_key = '{key}' THEN
         PERFORM FROM classes WHERE id IN (
