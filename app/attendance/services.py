@@ -14,7 +14,7 @@ from functools import cache
 import segno
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import Integer, and_, bindparam, case, func, literal_column, or_, select, true
+from sqlalchemy import Integer, and_, bindparam, case, cast, func, literal_column, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
@@ -33,7 +33,7 @@ from app.core.cursor import decode_cursor, encode_cursor
 from app.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.models import as_utc, utcnow
 from app.core.tenancy import current_institution_id, execute_reusable, reusable
-from app.core.upsert import dialect_of, insert_in
+from app.core.upsert import dialect_of, insert_in, json_rows, rows_json
 from app.extensions import db
 from app.institutions.calendar import (
     any_closure_between,
@@ -213,11 +213,24 @@ def _before_images(dialect_name):
     return select(mark).select_from(wanted).join(mark, true())
 
 
+MARK_FIELDS = ("student_id", "status", "note", "code_id")  # per mark; the roll gives the rest
+ROLL_FIELDS = ("institution_id", "class_id", "subject_id", "period", "date", "source", "marked_by_id",
+               "created_at", "updated_at")  # fmt: skip
+
+
 @cache
 def _upsert_statement(dialect_name):
-    """INSERT … ON CONFLICT DO UPDATE … RETURNING for roll marks, built once per dialect."""
+    """INSERT … ON CONFLICT DO UPDATE … RETURNING for roll marks, built once per dialect. On PostgreSQL
+    the marks come as one JSON array (:rows) and what the whole roll shares as single values; elsewhere
+    the statement runs over a list of whole rows."""
     table = Rec.__table__
     stmt = insert_in(dialect_name, table)
+    if dialect_name == "postgresql":
+        marks = json_rows(table, MARK_FIELDS, "m")
+        shared = [cast(bindparam(f), table.c[f].type) for f in ROLL_FIELDS]
+        stmt = stmt.from_select(
+            [*MARK_FIELDS, *ROLL_FIELDS], select(*(marks.c[f] for f in MARK_FIELDS), *shared)
+        )
     new = stmt.excluded
     return (
         stmt.on_conflict_do_update(
@@ -269,32 +282,32 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         ).all()
     }
     now = utcnow()
-    rows = [
-        {
-            "institution_id": iid,
-            "student_id": m["student_id"],
-            "class_id": class_id,
-            "subject_id": subject_id,
-            "period": period,
-            "date": day,
-            "status": m["status"],
-            "note": m["note"],
-            "code_id": m.get("code_id"),
-            "source": source,
-            "marked_by_id": marker_id,
-            "created_at": now,
-            "updated_at": now,
-        }
+    shared = {
+        "institution_id": iid,
+        "class_id": class_id,
+        "subject_id": subject_id,
+        "period": period,
+        "date": day,
+        "source": source,
+        "marked_by_id": marker_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    each = [
+        {"student_id": m["student_id"], "status": m["status"], "note": m["note"], "code_id": m.get("code_id")}
         for m in marks
     ]
     table = Rec.__table__
-    # Built once, run over the rows (app/core/upsert.py): `.values(rows)` compiled 520 bind parameters on
-    # every save (docs/BENCHMARKS.md, "Roll call").
+    # Built once (app/core/upsert.py): `.values(rows)` compiled 520 bind parameters on every save
+    # (docs/BENCHMARKS.md, "Roll call").
     stmt = _upsert_statement(dialect)
+    params = (
+        {"rows": rows_json(each), **shared} if dialect == "postgresql" else [{**shared, **m} for m in each]
+    )
     # What the response cache invalidates (app/core/caching.py): the attendance of the students whose
     # mark really changed, and their class's, plus any class a mark moved away from. A roll saved again
     # unchanged (apps save the whole roll as each mark is taken) invalidates nothing.
-    written = db.session.execute(stmt, rows).all()
+    written = db.session.execute(stmt, params).all()
     changed = [sid for _, sid in written]
     moved = {before[sid].class_id for sid in changed if sid in before}
     caching.note_written(
@@ -311,7 +324,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         }
         for m in marks
     }
-    entries, created = [], 0
+    entries, created, ctx = [], 0, audit.context()
     for rid, sid in written:
         old = before.get(sid)
         if old is None:
@@ -323,12 +336,12 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
                 "subject_id": [None, subject_id],
                 **{k: [None, after[sid][k]] for k in AUDITED},
             }
-            entries.append(audit.entry("create", "attendance", rid, changes))
+            entries.append(audit.entry("create", "attendance", rid, changes, ctx=ctx))
         else:
             changes = {
                 k: [getattr(old, k), after[sid][k]] for k in AUDITED if getattr(old, k) != after[sid][k]
             }
-            entries.append(audit.entry("update", "attendance", rid, changes))
+            entries.append(audit.entry("update", "attendance", rid, changes, ctx=ctx))
     audit.record_many(entries)
     updated = len(written) - created
     return {"created": created, "updated": updated, "unchanged": len(marks) - len(written)}
@@ -378,8 +391,9 @@ def _roll_statement(lateral: bool):
     )
 
 
-def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
-    """Everyone enrolled in the class on `day`, with their mark for this period/subject or null (unmarked)."""
+def read_roll(class_id: int, day: date, subject_id, period: int, *, checked_open=False) -> dict:
+    """Everyone enrolled in the class on `day`, with their mark for this period/subject or null (unmarked).
+    checked_open: the caller has just found the day open (check_day), so there is no closure to look up."""
     params = {"class_id": class_id, "day": day, "period": period, "subject": subject_id or 0}
     rows = db.session.execute(
         _roll_statement(dialect_of() == "postgresql"),
@@ -417,7 +431,7 @@ def read_roll(class_id: int, day: date, subject_id, period: int) -> dict:
             }
         )
     totals["enrolled"] = len(students)
-    closed = closure_on(day, class_id)
+    closed = None if checked_open else closure_on(day, class_id)
     return {
         "closure": describe_closure(closed) if closed is not None else None,
         "class_id": class_id,
@@ -458,7 +472,7 @@ def save_roll(klass: SchoolClass, day: date, body, principal) -> dict:
         source="manual",
         marker_id=principal.user_id,
     )
-    roll = read_roll(klass.id, day, body.subject_id, body.period)
+    roll = read_roll(klass.id, day, body.subject_id, body.period, checked_open=True)
     roll["counts"] = counts
     return roll
 

@@ -3,9 +3,10 @@
 import logging
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import cache
 
 from flask import g, has_app_context, has_request_context, request
-from sqlalchemy import insert, inspect
+from sqlalchemy import insert, inspect, select
 
 from app.audit.models import AuditEntry
 from app.core.auth import ONEROSTER, OPERATOR
@@ -13,7 +14,11 @@ from app.core.crud import flush_or_conflict
 from app.core.models import utcnow
 from app.core.schemas import iso_utc
 from app.core.tenancy import current_institution_id
+from app.core.upsert import dialect_of, json_rows, rows_json
 from app.extensions import db
+
+# What `entry` gives: every column but the id.
+FIELDS = tuple(c.name for c in AuditEntry.__table__.c if c.name != "id")
 
 log = logging.getLogger("schoolhouse.audit")
 
@@ -28,9 +33,10 @@ def _plain(v):
     return v
 
 
-def _context():
-    # A job doing a user's work through the services (a OneRoster import's gradebook,
-    # app/oneroster/csvimport.py) names that user for the rows they audit.
+def context():
+    """(actor_id, request_id, ip) of the work in hand; a loop writing many entries asks once (`ctx=`).
+    A job doing a user's work through the services (a OneRoster import's gradebook,
+    app/oneroster/csvimport.py) names that user for the rows they audit."""
     job_actor = g.get("audit_actor_id") if has_app_context() else None
     if not has_request_context():
         return job_actor, None, None
@@ -41,8 +47,8 @@ def _context():
     return (job_actor if job_actor is not None else actor), g.get("request_id"), request.remote_addr
 
 
-def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, actor_id=None):
-    actor, request_id, ip = _context()
+def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, actor_id=None, ctx=None):
+    actor, request_id, ip = ctx or context()
     return {
         "institution_id": institution_id or current_institution_id(),
         "actor_id": actor_id if actor_id is not None else actor,
@@ -61,9 +67,20 @@ def record(action, entity_type, entity_id, changes=None, **kw):
     db.session.execute(insert(AuditEntry), [entry(action, entity_type, entity_id, changes, **kw)])
 
 
+@cache
+def _insert_from_json():
+    rows = json_rows(AuditEntry.__table__, FIELDS)
+    return insert(AuditEntry.__table__).from_select(FIELDS, select(*(rows.c[f] for f in FIELDS)))
+
+
 def record_many(rows):
-    if rows:
-        db.session.execute(insert(AuditEntry), rows)
+    """Add `entry` rows to the current transaction, as one statement (a roll writes one per changed mark)."""
+    if not rows:
+        return
+    if dialect_of() == "postgresql":
+        db.session.execute(_insert_from_json(), {"rows": rows_json(rows)})
+    else:
+        db.session.execute(insert(AuditEntry.__table__), rows)
 
 
 def diff(obj, fields=None) -> dict:

@@ -177,6 +177,19 @@ class StorePolicy:
         return False
 
 
+# KEYS = the version keys a write bumps; ARGV[1] = now (ns), ARGV[2] = their TTL. A missing version starts
+# from the clock, as admission's (app/core/admission.py). One command for all of them: a roll of 40 bumps
+# about 40 keys, which as SET/INCR/EXPIRE in a pipeline were 120 commands to pack and parse, a third of
+# the PUT's CPU in process (docs/BENCHMARKS.md, "Roll call: one command to invalidate").
+_BUMP = """
+for _, k in ipairs(KEYS) do
+  redis.call('SET', k, ARGV[1], 'NX', 'EX', ARGV[2])
+  redis.call('INCR', k)
+  redis.call('EXPIRE', k, ARGV[2])
+end
+"""
+
+
 class ResponseCache:
     def __init__(self, app):
         # This app's backend (cache.cache would be current_app's: another app when apps are made side by side)
@@ -189,6 +202,7 @@ class ResponseCache:
         self.version_ttl = app.config.get("CACHE_VERSION_TTL", 2 * LONG)
         self.policy = StorePolicy(app.config.get("CACHE_SKIP_WINDOW_S", 60))
         self.db = self.redis.connection_pool.connection_kwargs.get("db", 0) if self.redis is not None else 0
+        self.bump_script: Any = self.redis.register_script(_BUMP) if self.redis is not None else None
 
     def version_head(self, institution_id):
         return f"{self.prefix}ver:{institution_id}:"
@@ -258,13 +272,7 @@ class ResponseCache:
         _count_invalidations(tables, parts)
         if self.redis is not None:
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                now, ttl = time.time_ns(), self.version_ttl
-                for k in keys:
-                    pipe.set(k, now, nx=True, ex=ttl)
-                    pipe.incr(k)
-                    pipe.expire(k, ttl)
-                pipe.execute()
+                self.bump_script(keys=keys, args=[time.time_ns(), self.version_ttl])
             except redis.RedisError as exc:
                 # Entries keyed on the old version stay until their TTL: the tiers bound the staleness.
                 log.error("cache invalidation failed for %s: %s", sorted(tables), exc)

@@ -44,10 +44,14 @@ def _current_zone_name() -> str | None:
     return memo[1]
 
 
+@cache
+def _zone_statement():
+    return select(Institution.timezone).where(Institution.id == bindparam("iid"))
+
+
 def _zone_name_of(institution_id) -> str | None:
-    return db.session.execute(
-        select(Institution.timezone).where(Institution.id == institution_id)
-    ).scalar_one_or_none()
+    # Built once: every write that checks a date against the school's today asks it (a roll PUT does).
+    return db.session.execute(_zone_statement(), {"iid": institution_id}).scalar_one_or_none()
 
 
 def school_zone(institution: Institution | None = None) -> tzinfo:
@@ -80,8 +84,8 @@ def _covering(day_col, class_col, institution_col=None):
 
 @cache
 def _closure_on_statement():
-    """closure_on's statement, built once and scoped once per school: every roll PUT asks it twice (the
-    check and the answer). A NULL :class_id matches no class, so only school-wide closures then."""
+    """closure_on's statement, built once and scoped once per school: every roll PUT asks it (the check;
+    the answer after a save knows the day is open). A NULL :class_id matches no class, so only school-wide closures then."""
     day = bindparam("day", type_=Closure.start_date.type)
     return reusable(
         select(Closure.id, Closure.name, Closure.kind, Closure.start_date, Closure.end_date, Closure.class_id)
