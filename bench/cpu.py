@@ -83,6 +83,16 @@ def make_cases(redis_url):
         body = {"records": [{"student_id": s, "status": st} for s, st in marks.items()]}
         return c.put(roll, json=body, headers=h)
 
+    # The whole roll, two versions in turn (as `make bench`'s rollcall_write sends them): about 34 of 40
+    # marks change on every save, each with its audit row and its student's cache versions.
+    versions = [
+        {"records": [{"student_id": s, "status": st if i % 7 else "absent"} for i, s in enumerate(pupils)]}
+        for st in ("present", "late")
+    ]
+
+    def roll_call_whole():
+        return c.put(roll, json=versions[next(turn) % 2], headers=h)
+
     cases = {
         "ref_redis_bytes": lambda: ref.get("/redis"),
         "cached_student": lambda: c.get(f"/api/v1/students/{sid}", headers=h),
@@ -93,6 +103,7 @@ def make_cases(redis_url):
         "uncached_search": lambda: nc.get("/api/v1/students?q=ma&limit=20", headers=h),
         "uncached_term_attendance": lambda: nc.get(attendance, headers=h),
         "roll_call": roll_call,
+        "roll_call_whole": roll_call_whole,
     }
     for fn in cases.values():
         assert fn().status_code == 200
@@ -109,6 +120,7 @@ INSTRUCTION_CASES = (
     "uncached_search",
     "uncached_term_attendance",
     "roll_call",
+    "roll_call_whole",
 )
 
 
