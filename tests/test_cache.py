@@ -232,3 +232,28 @@ def test_warming_fills_the_keys_real_requests_use(app, admin, demo):
     assert filled >= 20
     assert admin.get(path).headers["X-Cache"] == "hit"
     assert admin.get("/subjects").headers["X-Cache"] == "hit"
+
+
+def test_a_write_bumps_its_versions_with_a_ttl_and_a_lost_version_never_comes_back_lower(app, admin, demo):
+    # app/core/caching.py: every cache key carries a TTL (volatile-lru evicts only cache keys), and an
+    # evicted version starts again from the clock, so the entries stored under its old number are never
+    # served again.
+    rc = app.extensions["response_cache"]
+    iid, sid = demo["demo_institution_id"], demo["demo_student_id"]
+    key = f"{rc.version_head(iid)}students"
+    assert admin.patch(f"/students/{sid}", json={"first_name": "Once"}).status_code == 200
+    first = int(rc.redis.get(key))
+    assert 0 < rc.redis.ttl(key) <= rc.version_ttl
+    assert admin.patch(f"/students/{sid}", json={"first_name": "Twice"}).status_code == 200
+    assert int(rc.redis.get(key)) == first + 1  # a bump adds one
+    scoped = rc.redis.keys(f"{rc.version_head(iid)}*")
+    assert len(scoped) > 1 and all(0 < rc.redis.ttl(k) <= rc.version_ttl for k in scoped)
+
+    cached = admin.get(f"/students/{sid}")
+    assert admin.get(f"/students/{sid}").headers["X-Cache"] == "hit"
+    rc.redis.delete(key)  # evicted
+    assert admin.patch(f"/students/{sid}", json={"first_name": "Thrice"}).status_code == 200
+    assert int(rc.redis.get(key)) > first + 1
+    after = admin.get(f"/students/{sid}")
+    assert after.headers["X-Cache"] == "miss" and after.get_json()["first_name"] == "Thrice"
+    assert cached.get_json()["first_name"] == "Twice"

@@ -85,7 +85,8 @@ def _covering(day_col, class_col, institution_col=None):
 @cache
 def _closure_on_statement():
     """closure_on's statement, built once and scoped once per school: every roll PUT asks it (the check;
-    the answer after a save knows the day is open). A NULL :class_id matches no class, so only school-wide closures then."""
+    the answer after a save knows the day is open). A NULL :class_id matches no class, so only
+    school-wide closures then."""
     day = bindparam("day", type_=Closure.start_date.type)
     return reusable(
         select(Closure.id, Closure.name, Closure.kind, Closure.start_date, Closure.end_date, Closure.class_id)
