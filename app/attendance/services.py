@@ -293,10 +293,7 @@ def upsert_marks(class_id, day, subject_id, period, marks, *, source, marker_id)
         "created_at": now,
         "updated_at": now,
     }
-    each = [
-        {"student_id": m["student_id"], "status": m["status"], "note": m["note"], "code_id": m.get("code_id")}
-        for m in marks
-    ]
+    each = [{f: m.get(f) for f in MARK_FIELDS} for m in marks]
     table = Rec.__table__
     # Built once (app/core/upsert.py): `.values(rows)` compiled 520 bind parameters on every save
     # (docs/BENCHMARKS.md, "Roll call").

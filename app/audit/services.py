@@ -64,7 +64,7 @@ def entry(action, entity_type, entity_id, changes=None, *, institution_id=None, 
 
 def record(action, entity_type, entity_id, changes=None, **kw):
     """Add one audit row to the current transaction."""
-    db.session.execute(insert(AuditEntry), [entry(action, entity_type, entity_id, changes, **kw)])
+    record_many([entry(action, entity_type, entity_id, changes, **kw)])
 
 
 @cache

@@ -179,8 +179,8 @@ class StorePolicy:
 
 # KEYS = the version keys a write bumps; ARGV[1] = now (ns), ARGV[2] = their TTL. A missing version starts
 # from the clock, as admission's (app/core/admission.py). One command for all of them: a roll that changes
-# 34 marks bumps 37 keys, which as SET/INCR/EXPIRE in a pipeline were 111 commands to pack and parse, a
-# third of the PUT's CPU in process (docs/BENCHMARKS.md, "Roll call: one command to invalidate").
+# 34 marks bumps 37 keys, which as SET/INCR/EXPIRE in a pipeline were 111 commands to pack and parse
+# (docs/BENCHMARKS.md, "Roll call: one command to invalidate").
 _BUMP = """
 for _, k in ipairs(KEYS) do
   redis.call('SET', k, ARGV[1], 'NX', 'EX', ARGV[2])

@@ -10,8 +10,7 @@ them as one multi-VALUES statement ("insertmanyvalues") from a compiled form it 
 
 On PostgreSQL the hottest batches (a roll's marks and their audit rows) go further: the rows travel as
 one JSON array, one bound value (`json_rows`, `rows_json`), because insertmanyvalues still prepares each
-row's parameters in Python, which was most of what a roll PUT spent writing (docs/BENCHMARKS.md, "Roll
-call: one command to invalidate").
+row's parameters in Python (docs/BENCHMARKS.md, "Roll call: one command to invalidate").
 """
 
 from collections.abc import Iterator, Sequence
