@@ -460,6 +460,22 @@ class Config:
             },
         }
 
+    def binds(self):
+        """A second engine on the same PostgreSQL database whose connections stay in autocommit: a read
+        that is the request's only statement runs there in one round trip, without switching a pooled
+        connection's isolation level on every checkout and back on return (app/core/tenancy.py
+        `execute_reusable`; docs/BENCHMARKS.md). Its pool is as lazy as the main one: a sync worker opens
+        one connection there as it serves its first such read."""
+        if not self.SQLALCHEMY_DATABASE_URI.startswith("postgresql"):
+            return {}
+        return {
+            "reads": {
+                "url": self.SQLALCHEMY_DATABASE_URI,
+                **self.engine_options(),
+                "isolation_level": "AUTOCOMMIT",
+            }
+        }
+
     def celery_settings(self):
         """Celery's own (lowercase) settings, from REDIS_URL db 2; no REDIS_URL: tasks run in-process.
 

@@ -112,7 +112,8 @@ def post_fork(server, worker):
         from app.extensions import db
 
         with app.app_context():
-            db.engine.dispose(close=False)
+            for engine in db.engines.values():
+                engine.dispose(close=False)
 
 
 def child_exit(server, worker):

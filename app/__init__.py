@@ -31,6 +31,7 @@ def create_app(config_name=None, **overrides):
     app = Schoolhouse(__name__, instance_path=config.INSTANCE_DIR, instance_relative_config=False)
     app.config.from_object(config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options()
+    app.config["SQLALCHEMY_BINDS"] = config.binds()
     register_logging(app)
     register_json(app)
     register_proxy(app)
@@ -103,14 +104,15 @@ def register_extensions(app):
     with app.app_context():
         from app.core.dbpool import ping_after_idle, register_connection_loss
 
-        if db.engine.dialect.name == "postgresql":
-            ping_after_idle(db.engine, app.config["DB_PING_AFTER_IDLE_S"])
         register_connection_loss(app)
-        instrument_engine(
-            db.engine,
-            app.config["SLOW_QUERY_MS"],
-            app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0),
-        )
+        for engine in db.engines.values():  # the main engine and, on PostgreSQL, the reads engine
+            if engine.dialect.name == "postgresql":
+                ping_after_idle(engine, app.config["DB_PING_AFTER_IDLE_S"])
+            instrument_engine(
+                engine,
+                app.config["SLOW_QUERY_MS"],
+                app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0),
+            )
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     register_tenancy(app)
     cache_url = app.config.get("CACHE_REDIS_URL") or redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)

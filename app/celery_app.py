@@ -209,7 +209,8 @@ def _dispose_engine(**_):
     flask_app = getattr(current_celery, "flask_app", None)
     if flask_app is not None:
         with flask_app.app_context():
-            db.engine.dispose(close=False)
+            for engine in db.engines.values():
+                engine.dispose(close=False)
 
 
 @signals.task_postrun.connect(dispatch_uid="schoolhouse-remove-session")

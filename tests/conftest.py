@@ -74,7 +74,8 @@ def app():
         db.session.remove()
     yield application
     with application.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
     os.environ["TEST_DATABASE_URL"] = server_url
     _admin_sql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -96,7 +96,7 @@ def own_app():
     )
     rolled = db.session
     with app.app_context():
-        engine = db.engine
+        engine, engines = db.engine, list(db.engines.values())  # the main engine and the reads engine
     db.session = scoped_session(sessionmaker(bind=engine), scopefunc=rolled.registry.scopefunc)
     admin = _admin_conn()
     try:
@@ -105,7 +105,8 @@ def own_app():
         db.session.remove()
         db.session = rolled
         admin.close()
-        engine.dispose()
+        for each in engines:
+            each.dispose()
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def kill_on_statement(own_app):
     just before the statement is sent, as if PostgreSQL went away while the request was using it."""
     app, admin = own_app
     with app.app_context():
-        engine = db.engine
+        engines = list(db.engines.values())  # a lone read runs on the reads engine (app/core/tenancy.py)
     plan = {"match": None, "left": 0}
 
     def before(conn, cursor, statement, parameters, context, executemany):
@@ -126,13 +127,16 @@ def kill_on_statement(own_app):
                     (conn.connection.dbapi_connection.info.backend_pid,),
                 )
 
-    event.listen(engine, "before_cursor_execute", before)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
 
     def kill(match, times=1):
         plan["match"], plan["left"] = match, times
 
     yield kill
-    event.remove(engine, "before_cursor_execute", before)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", before)
+    assert plan["left"] == 0, "a statement the test meant to kill was never sent"
 
 
 def _admin_api(app):

@@ -38,6 +38,7 @@ def test_metrics_endpoint_exports_prometheus_text(client, admin):
 def test_health_detailed_and_database_for_admins(admin, teacher, client):
     detailed = admin.get("/health/detailed").get_json()
     assert detailed["checks"]["database"] == "ok" and detailed["pool"]["capacity"] >= 1
+    assert detailed["reads_pool"]["capacity"] >= 1  # the autocommit engine of lone reads (config.py binds)
     assert detailed["system"]["process"]["rss_mb"] > 0
     dbinfo = admin.get("/health/database").get_json()
     assert dbinfo["largest_tables"] and dbinfo["most_used_indexes"] and dbinfo["connections"]

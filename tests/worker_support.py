@@ -296,7 +296,8 @@ def worker_app(app, broker, tmp_path, monkeypatch):
     ].set_default()  # shared tasks called directly elsewhere keep using the suite's app
     yield second, second.test_client()
     with second.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 class Worker:

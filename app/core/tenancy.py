@@ -12,6 +12,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, with_loader_criteria
 
 from app.core.models import TenantMixin
+from app.extensions import db
 
 
 def current_institution_id():
@@ -67,16 +68,72 @@ def execute_reusable(session, stmt, params):
     """The rows of a plain-row select, with the scope the ORM event would add, skipping the ORM
     execution layer such a read does not need (docs/BENCHMARKS.md).
 
-    When the session has not begun a transaction, the select runs alone in autocommit: one round trip
-    instead of three (BEGIN, the select, ROLLBACK). Under READ COMMITTED a lone statement sees the same
-    snapshot either way. Inside a begun transaction (which may have written) it runs there."""
+    When the session has not begun a transaction, the select runs alone on the reads engine, whose
+    connections stay in autocommit (config.py `binds`): one round trip instead of three (BEGIN, the
+    select, ROLLBACK). Under READ COMMITTED a lone statement sees the same snapshot either way. Inside
+    a begun transaction (which may have written) it runs there."""
     iid = current_institution_id()
-    stmt = stmt if iid is None else _scoped(stmt, iid)
+    scoped = stmt if iid is None else _scoped(stmt, iid)
     bind = session.get_bind()
     if session().in_transaction() or not isinstance(bind, Engine):  # (bound to a connection: tests)
-        return session.connection().execute(stmt, params).all()
-    with bind.connect() as conn:
-        return conn.execution_options(isolation_level="AUTOCOMMIT").execute(stmt, params).all()
+        return _run(session.connection(), stmt, scoped, iid, params)
+    reads = _reads_engine()
+    if reads is None:  # SQLite (the embedded default): the same connection switched for the read
+        with bind.connect() as conn:
+            return conn.execution_options(isolation_level="AUTOCOMMIT").execute(scoped, params).all()
+    with reads.connect() as conn:
+        return _run(conn, stmt, scoped, iid, params)
+
+
+def _reads_engine():
+    return db.engines.get("reads")
+
+
+# (id(statement), institution, dialect) -> (statement, driver SQL, the SQL's own bound values), or
+# (statement, None, None) where SQLAlchemy must run it. As _SCOPED, the entry holds the statement.
+_DRIVER: dict = {}
+
+
+def _run(conn, stmt, scoped, iid, params):
+    """The rows of `scoped` on conn. A reusable statement runs as the SQL it compiles to, compiled once
+    per institution, skipping what SQLAlchemy does per execution (the cache key's parameters matched to
+    the compiled ones, the execution context's processors; docs/BENCHMARKS.md). Events, errors and the
+    rows' names stay SQLAlchemy's (exec_driver_sql): a Core row is named by the SQL's own labels, which
+    is what the driver returns."""
+    if not stmt.get_execution_options().get("tenant_reusable"):
+        return conn.execute(scoped, params).all()
+    dialect = conn.dialect
+    key = (id(stmt), iid, dialect.name)
+    entry = _DRIVER.get(key)
+    if entry is None:
+        if len(_DRIVER) >= _SCOPED_MAX:
+            _DRIVER.clear()
+        entry = _DRIVER[key] = (stmt, *_driver_form(scoped, dialect))
+    if entry[1] is None:
+        return conn.execute(scoped, params).all()
+    return conn.exec_driver_sql(entry[1], {**entry[2], **params}).all()
+
+
+def _driver_form(scoped, dialect):
+    """(SQL, its own bound values: the scope's institution, a literal limit) for a statement the driver
+    can run as compiled: named parameters, none expanded at execution, and no value that SQLAlchemy
+    converts on the way in or out; else (None, None)."""
+    if dialect.paramstyle not in ("pyformat", "named"):
+        return None, None
+    compiled = scoped.compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names:
+        return None, None
+    try:
+        for bound in compiled.binds.values():
+            if bound.type.dialect_impl(dialect).bind_processor(dialect) is not None:
+                return None, None
+        for column in scoped.selected_columns:
+            if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
+                return None, None
+    except Exception:  # a type that needs the driver's column type to decide (numeric): SQLAlchemy's
+        return None, None
+    own = {name: bound.effective_value for bound, name in compiled.bind_names.items() if not bound.required}
+    return compiled.string, own
 
 
 def _stamp_new_rows(session, flush_context, instances):

@@ -129,7 +129,7 @@ def detailed():
         {
             "status": "ok" if not any(checks.values()) else "degraded",
             "checks": {k: ("down: " + v if v else "ok") for k, v in checks.items()},
-            "pool": pool_status(db.engine),
+            **_pools(),
             "system": _system(),
             "uptime_seconds": round(performance.uptime_seconds(), 1),
         }
@@ -141,4 +141,13 @@ def detailed():
 @exempt
 @doc("Database statistics: largest tables, index use, connections, cache hit ratio", tags=["operations"])
 def database():
-    return jsonify({"pool": pool_status(db.engine), **database_report()})
+    return jsonify({**_pools(), **database_report()})
+
+
+def _pools():
+    """The main pool and, on PostgreSQL, the reads engine's, which serves the lone reads (config.py
+    `binds`)."""
+    out = {"pool": pool_status(db.engine)}
+    if "reads" in db.engines:
+        out["reads_pool"] = pool_status(db.engines["reads"])
+    return out
