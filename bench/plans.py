@@ -50,12 +50,14 @@ def capture(client, token, path, method="GET", body=None):
             for one in params if many else [params]:
                 statements.append(cursor.mogrify(statement, one).decode())
 
-    engine = db.engine
-    event.listen(engine, "before_cursor_execute", on_exec)
+    engines = list(db.engines.values())  # the main engine and the reads engine (config.py binds)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", on_exec)
     try:
         resp = client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {token}"})
     finally:
-        event.remove(engine, "before_cursor_execute", on_exec)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", on_exec)
     return resp.status_code, statements
 
 
