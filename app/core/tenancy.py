@@ -123,6 +123,8 @@ def _driver_form(scoped, dialect):
     compiled = scoped.compile(dialect=dialect)
     if compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names:
         return None, None
+    if any(name != bound.key for bound, name in compiled.bind_names.items() if bound.required):
+        return None, None  # a caller's parameter renamed in the SQL (a truncated long name)
     try:
         for bound in compiled.binds.values():
             if bound.type.dialect_impl(dialect).bind_processor(dialect) is not None:
