@@ -93,13 +93,13 @@ def register_extensions(app):
 
     from app import models  # noqa: F401  (the whole schema on the metadata, for Alembic and create_all)
     from app.core.redisconn import CACHE_DB, redis_options
-    from app.core.tenancy import register_tenancy
+    from app.core.tenancy import register_tenancy, time_lone_reads
     from app.extensions import cache, compress, db, migrate
     from config import redis_db_url
 
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
-    from app.core.observability import instrument_engine
+    from app.core.observability import instrument_engine, observe_lone_read
 
     with app.app_context():
         from app.core.dbpool import ping_after_idle, register_connection_loss
@@ -112,7 +112,9 @@ def register_extensions(app):
                 engine,
                 app.config["SLOW_QUERY_MS"],
                 app.config.get("DB_POOL_SIZE", 0) + app.config.get("DB_MAX_OVERFLOW", 0),
+                statements=engine is db.engine,  # the reads engine's are timed by tenancy itself
             )
+        time_lone_reads(observe_lone_read)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     register_tenancy(app)
     cache_url = app.config.get("CACHE_REDIS_URL") or redis_db_url(app.config.get("REDIS_URL"), CACHE_DB)

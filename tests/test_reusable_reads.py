@@ -2,10 +2,12 @@
 once per school, so they must answer exactly what SQLAlchemy would, for the caller's school only; a read
 that is the request's only statement runs alone, in autocommit, on the reads engine."""
 
+import logging
 from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import String, TypeDecorator, bindparam, event, select, type_coerce
 from sqlalchemy.orm import scoped_session, sessionmaker
 
@@ -141,3 +143,27 @@ def test_a_lone_read_runs_alone_in_autocommit_on_the_reads_engine(app, demo):
             session.remove()
     assert [r.id for r in rows] == [demo["demo_student_id"]]
     assert seen == [("SELECT", True)]  # one statement, on a connection in autocommit: no BEGIN, no ROLLBACK
+
+
+def test_a_lone_read_is_timed_and_a_slow_one_logged_with_its_sql(app, demo, caplog):
+    # The reads engine has no statement events (app/core/observability.py): tenancy times its reads.
+    stmt = reusable(select(Student.id).where(Student.id == bindparam("student_id")))
+    sample = REGISTRY.get_sample_value
+    before = (
+        sample("schoolhouse_db_query_duration_seconds_count") or 0,
+        sample("schoolhouse_db_slow_queries_total") or 0,
+    )
+    with app.app_context():
+        session = scoped_session(sessionmaker(bind=db.engine))
+        slow_ms, app.config["SLOW_QUERY_MS"] = app.config["SLOW_QUERY_MS"], -1  # every statement is slow
+        try:
+            with app.test_request_context(), caplog.at_level(logging.WARNING, "schoolhouse.perf"):
+                set_current_institution(demo["demo_institution_id"])
+                execute_reusable(session, stmt, {"student_id": demo["demo_student_id"]})
+        finally:
+            app.config["SLOW_QUERY_MS"] = slow_ms
+            session.remove()
+    assert sample("schoolhouse_db_query_duration_seconds_count") == before[0] + 1
+    assert sample("schoolhouse_db_slow_queries_total") == before[1] + 1
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slow query took")]
+    assert len(logged) == 1 and "FROM students" in logged[0] and "students.id = " in logged[0]

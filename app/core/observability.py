@@ -117,23 +117,41 @@ def observe_request(response):
     return response
 
 
-def instrument_engine(engine, slow_ms, pool_capacity):
-    """Statement timing + slow-query log, and pool accounting, on one engine (idempotent)."""
+def observe_statement(elapsed, statement, slow_ms):
+    """A statement's time in the histogram; a slow one counted and logged with its SQL (statement: the
+    SQL, or an object whose str() is)."""
+    DB_QUERIES.observe(elapsed)
+    if elapsed * 1000 > slow_ms:
+        DB_SLOW.inc()
+        log.warning("slow query took %.0f ms: %s", elapsed * 1000, " ".join(str(statement).split())[:2000])
+
+
+def observe_lone_read(elapsed, statement):
+    """The reads engine's statements (app/core/tenancy.py times them itself), against the app's
+    SLOW_QUERY_MS."""
+    observe_statement(elapsed, statement, current_app.config["SLOW_QUERY_MS"])
+
+
+def instrument_engine(engine, slow_ms, pool_capacity, statements=True):
+    """Statement timing + slow-query log, and pool accounting, on one engine (idempotent).
+
+    statements=False leaves out the statement events: for the reads engine, whose lone reads
+    app/core/tenancy.py times itself. Any statement listener on an engine makes SQLAlchemy join an event
+    dispatcher to every connection it hands out, and walk it at each step of every execution: 132k of
+    the 3,349k instructions of an uncached roster read (docs/BENCHMARKS.md)."""
     if getattr(engine, "_schoolhouse_instrumented", False):
         return
     engine._schoolhouse_instrumented = True
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _start(conn, cursor, statement, params, context, executemany):
-        conn.info.setdefault("query_start", []).append(time.perf_counter())
+    if statements:
 
-    @event.listens_for(engine, "after_cursor_execute")
-    def _end(conn, cursor, statement, params, context, executemany):
-        elapsed = time.perf_counter() - conn.info["query_start"].pop()
-        DB_QUERIES.observe(elapsed)
-        if elapsed * 1000 > slow_ms:
-            DB_SLOW.inc()
-            log.warning("slow query took %.0f ms: %s", elapsed * 1000, " ".join(statement.split())[:2000])
+        @event.listens_for(engine, "before_cursor_execute")
+        def _start(conn, cursor, statement, params, context, executemany):
+            conn.info.setdefault("query_start", []).append(time.perf_counter())
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _end(conn, cursor, statement, params, context, executemany):
+            observe_statement(time.perf_counter() - conn.info["query_start"].pop(), statement, slow_ms)
 
     pool = engine.pool
 

@@ -7,6 +7,8 @@ institution themselves; a record of another institution is then simply not found
 Core `insert()` statements bypass the ORM, so services that bulk-insert set `institution_id` explicitly.
 """
 
+import time
+
 from flask import g, has_app_context
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, with_loader_criteria
@@ -82,11 +84,27 @@ def execute_reusable(session, stmt, params):
         with bind.connect() as conn:
             return conn.execution_options(isolation_level="AUTOCOMMIT").execute(scoped, params).all()
     with reads.connect() as conn:
-        return _run(conn, stmt, scoped, iid, params)
+        if _observe is None:
+            return _run(conn, stmt, scoped, iid, params)
+        started = time.perf_counter()
+        rows = _run(conn, stmt, scoped, iid, params)
+        _observe(time.perf_counter() - started, scoped)
+        return rows
 
 
 def _reads_engine():
     return db.engines.get("reads")
+
+
+# Where a lone read's time goes (app/core/observability.py `observe_lone_read`, handed over by the app
+# factory): the reads engine has no statement events, which would cost every read an event dispatcher
+# (observability.instrument_engine). Set by the app, not imported: observability imports this module.
+_observe = None
+
+
+def time_lone_reads(observe):
+    global _observe
+    _observe = observe
 
 
 # (id(statement), institution, dialect) -> (statement, driver SQL, the SQL's own bound values), or
