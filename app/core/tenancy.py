@@ -98,7 +98,8 @@ def _reads_engine():
 
 # Where a lone read's time goes (app/core/observability.py `observe_lone_read`, handed over by the app
 # factory): the reads engine has no statement events, which would cost every read an event dispatcher
-# (observability.instrument_engine). Set by the app, not imported: observability imports this module.
+# (observability.instrument_engine). Set by the app, not imported: observability imports this module
+# (through app/core/admission.py).
 _observe = None
 
 
